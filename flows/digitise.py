@@ -1,0 +1,130 @@
+"""The digitisation flows: ingest → pre-OCR → route, and later reassemble → export.
+
+Each task wraps one library call and passes ids and keys. People answer micro tasks in
+Kerani's own database, for hours or days, outside any flow run: `submit_batch` ends when the
+tasks are published, and `finish_batch` (run when fields settle, or on a schedule) builds
+the records and exports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from sqlalchemy import select
+
+from ingest.batches import ingest_paths
+from kerani.settings import Settings
+from microtasks.routing import route_page
+from ocr.preocr import preocr_page
+from ocr.tesseract import TesseractEngine
+from records.assembly import assemble_ready_pages
+from records.exports import export_batch
+from records.templates import load_template
+from storage import schema
+from storage.stores import open_stores
+
+
+@task(name="ingest-scans")
+def ingest_task(paths: list[str], template: str, settings: Settings) -> dict[str, Any]:
+    """Ingest files, folders and zips into one batch; return the report as plain data."""
+    stores = open_stores(settings)
+    load_template(template)  # refuse an unknown template before touching any file
+    report = ingest_paths(stores.db, stores.blobs, [Path(p) for p in paths], template,
+                          settings.ingest)
+    return {
+        "batch_id": report.batch_id,
+        "accepted_files": report.accepted_files,
+        "pages_created": report.pages_created,
+        "pages_existing": report.pages_existing,
+        "rejected": [{"name": r.name, "reason": r.reason} for r in report.rejected],
+    }
+
+
+@task(name="pre-ocr-page", retries=1, retry_delay_seconds=2)
+def preocr_task(page_id: int, template: str, settings: Settings) -> str:
+    """OCR one page into field guesses and snippets."""
+    stores = open_stores(settings)
+    engine = TesseractEngine(settings.ocr.languages, settings.ocr.timeout_s)
+    return preocr_page(stores.db, stores.blobs, page_id, load_template(template), engine,
+                       settings.ocr.snippet_margin_px)
+
+
+@task(name="route-page")
+def route_task(page_id: int, settings: Settings) -> tuple[int, int]:
+    """Auto-accept or publish a micro task for each field of a page."""
+    return route_page(open_stores(settings).db, page_id, settings.ocr.auto_accept_confidence)
+
+
+@task(name="assemble-ready-pages")
+def assemble_task(batch_id: str, settings: Settings) -> int:
+    """Build the records of every page whose fields are all settled."""
+    return assemble_ready_pages(open_stores(settings).db, batch_id)
+
+
+@task(name="export-batch")
+def export_task(batch_id: str, settings: Settings) -> dict[str, str]:
+    """Write the batch's records to the blob store; return format → location."""
+    stores = open_stores(settings)
+    result = export_batch(stores.db, stores.blobs, batch_id)
+    return {fmt: stores.blobs.location(key) for fmt, key in result.keys.items()}
+
+
+def _page_ids(settings: Settings, batch_id: str, status: str) -> list[tuple[int, str]]:
+    with open_stores(settings).db.connect() as conn:
+        rows = conn.execute(
+            select(schema.pages.c.id, schema.pages.c.template)
+            .where(schema.pages.c.batch_id == batch_id, schema.pages.c.status == status)
+            .order_by(schema.pages.c.id)
+        ).all()
+    return [(int(r.id), str(r.template)) for r in rows]
+
+
+@flow(name="pre-ocr-batch")
+def preocr_batch(batch_id: str, settings: Settings) -> dict[str, int]:
+    """OCR every ingested page of a batch on local cores, with a progress artifact."""
+    pages = _page_ids(settings, batch_id, "ingested")
+    artifact = create_progress_artifact(
+        0.0, key=f"pre-ocr-{batch_id[:12]}", description=f"Pre-OCR of batch {batch_id}"
+    )
+    futures = [preocr_task.submit(pid, tpl, settings) for pid, tpl in pages]
+    outcome: dict[str, int] = {}
+    for done, future in enumerate(as_completed(futures), start=1):
+        status = future.result()
+        outcome[status] = outcome.get(status, 0) + 1
+        update_progress_artifact(artifact, 100.0 * done / max(1, len(futures)))
+    update_progress_artifact(artifact, 100.0)
+    return outcome
+
+
+@flow(name="route-batch")
+def route_batch(batch_id: str, settings: Settings) -> dict[str, int]:
+    """Route every OCRed page of a batch; return counts of auto-accepted fields and tasks."""
+    accepted = created = 0
+    for page_id, _tpl in _page_ids(settings, batch_id, "ocred"):
+        a, c = route_task(page_id, settings)
+        accepted += a
+        created += c
+    assembled = assemble_task(batch_id, settings)
+    return {"auto_accepted": accepted, "tasks_created": created, "records": assembled}
+
+
+@flow(name="submit-batch")
+def submit_batch(paths: list[str], template: str, settings: Settings) -> dict[str, Any]:
+    """Ingest a batch, pre-OCR its pages and publish micro tasks for the doubtful fields."""
+    report = ingest_task(paths, template, settings)
+    runner = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
+    report["ocr"] = preocr_batch.with_options(task_runner=runner)(report["batch_id"], settings)
+    report["routing"] = route_batch(report["batch_id"], settings)
+    return report
+
+
+@flow(name="finish-batch")
+def finish_batch(batch_id: str, settings: Settings) -> dict[str, Any]:
+    """Reconcile settled pages into records and export the batch (CSV and JSON Lines)."""
+    assembled = assemble_task(batch_id, settings)
+    return {"assembled": assembled, "exports": export_task(batch_id, settings)}

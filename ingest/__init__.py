@@ -1,0 +1,1 @@
+"""Ingest: accept scans (files, folders, zips, PDFs), reject bad ones by name, render page images."""  # noqa: E501

@@ -1,0 +1,167 @@
+"""Record a submitted batch: originals kept untouched, page images rendered, all idempotent.
+
+A batch's id is a hash of its template and its files' contents, so submitting the same
+batch again finds the same rows and creates nothing new; a page already ingested (same
+file content, page and template) is never created twice, even from another batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, select
+
+from kerani.exceptions import BadInputError
+from kerani.settings import IngestSettings
+from storage import schema
+from storage.blobs import BlobStore
+from storage.database import utcnow
+from ingest.pages import render_pages
+from ingest.sources import RejectedFile, ScanFile, collect_scans
+
+
+@dataclass
+class IngestReport:
+    """What a submission did: pages created or already there, and each rejected file's reason."""
+
+    batch_id: str
+    template: str
+    accepted_files: int = 0
+    pages_created: int = 0
+    pages_existing: int = 0
+    rejected: list[RejectedFile] = field(default_factory=list)
+
+
+def batch_id_for(template: str, scans: Sequence[ScanFile], rejected: Sequence[RejectedFile]) -> str:
+    """A stable id from the template and the files' contents (names of rejected files too)."""
+    h = hashlib.sha256(template.encode())
+    for digest in sorted(hashlib.sha256(s.data).hexdigest() for s in scans):
+        h.update(digest.encode())
+    for name in sorted(r.name for r in rejected):
+        h.update(b"\0rejected:" + name.encode())
+    return h.hexdigest()[:32]
+
+
+def _ensure_batch(engine: Engine, batch_id: str, template: str, source: str) -> None:
+    with engine.begin() as conn:
+        exists = conn.execute(
+            select(schema.batches.c.id).where(schema.batches.c.id == batch_id)
+        ).first()
+        if exists is None:
+            conn.execute(
+                insert(schema.batches).values(
+                    id=batch_id,
+                    template=template,
+                    source=source,
+                    status="ingesting",
+                    created_at=utcnow(),
+                )
+            )
+
+
+def _record_scan(
+    engine: Engine, batch_id: str, name: str, *, size: int, sha256: str | None,
+    blob_key: str | None, status: str, error: str | None,
+) -> int:
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(schema.scans.c.id).where(
+                schema.scans.c.batch_id == batch_id, schema.scans.c.filename == name
+            )
+        ).first()
+        if row is not None:
+            conn.execute(
+                schema.scans.update()
+                .where(schema.scans.c.id == row.id)
+                .values(status=status, error=error)
+            )
+            return int(row.id)
+        result = conn.execute(
+            insert(schema.scans).values(
+                batch_id=batch_id,
+                filename=name,
+                sha256=sha256,
+                size=size,
+                blob_key=blob_key,
+                status=status,
+                error=error,
+                created_at=utcnow(),
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def _ingest_scan(
+    engine: Engine, blobs: BlobStore, batch_id: str, template: str, scan: ScanFile,
+    limits: IngestSettings, report: IngestReport,
+) -> None:
+    sha = hashlib.sha256(scan.data).hexdigest()
+    original_key = f"originals/{sha}"
+    if not blobs.exists(original_key):
+        blobs.put(original_key, scan.data)
+    try:
+        images = render_pages(scan, limits)
+    except BadInputError as e:
+        _record_scan(engine, batch_id, scan.name, size=len(scan.data), sha256=sha,
+                     blob_key=original_key, status="rejected", error=str(e))
+        report.rejected.append(RejectedFile(scan.name, str(e)))
+        return
+    scan_id = _record_scan(engine, batch_id, scan.name, size=len(scan.data), sha256=sha,
+                           blob_key=original_key, status="accepted", error=None)
+    report.accepted_files += 1
+    for image in images:
+        with engine.begin() as conn:
+            existing = conn.execute(
+                select(schema.pages.c.id).where(
+                    schema.pages.c.source_sha256 == sha,
+                    schema.pages.c.page_index == image.index,
+                    schema.pages.c.template == template,
+                )
+            ).first()
+            if existing is not None:
+                report.pages_existing += 1
+                continue
+            image_key = f"pages/{sha}/{image.index:04d}.png"
+            blobs.put(image_key, image.png)
+            conn.execute(
+                insert(schema.pages).values(
+                    batch_id=batch_id,
+                    scan_id=scan_id,
+                    source_sha256=sha,
+                    page_index=image.index,
+                    template=template,
+                    image_key=image_key,
+                    width=image.width,
+                    height=image.height,
+                    status="ingested",
+                    created_at=utcnow(),
+                )
+            )
+            report.pages_created += 1
+
+
+def ingest_paths(
+    engine: Engine, blobs: BlobStore, paths: Sequence[Path], template: str,
+    limits: IngestSettings,
+) -> IngestReport:
+    """Ingest files, folders and zips as one batch; bad files are reported, never fatal."""
+    scans, rejected = collect_scans(paths, limits)
+    batch_id = batch_id_for(template, scans, rejected)
+    _ensure_batch(engine, batch_id, template, ", ".join(str(p) for p in paths))
+    report = IngestReport(batch_id=batch_id, template=template)
+    for bad in rejected:
+        _record_scan(engine, batch_id, bad.name, size=0, sha256=None, blob_key=None,
+                     status="rejected", error=bad.reason)
+        report.rejected.append(bad)
+    for scan in scans:
+        _ingest_scan(engine, blobs, batch_id, template, scan, limits, report)
+    with engine.begin() as conn:
+        conn.execute(
+            schema.batches.update()
+            .where(schema.batches.c.id == batch_id, schema.batches.c.status == "ingesting")
+            .values(status="ingested")
+        )
+    return report

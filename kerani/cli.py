@@ -1,0 +1,177 @@
+"""The `kerani` command: demo, submit, serve, status, export, people."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kerani.exceptions import KeraniError
+from kerani.settings import Settings
+
+app = typer.Typer(help="Kerani: digitise paper records with pre-OCR and micro workers.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+people_app = typer.Typer(help="Workers, operators and agency users.", no_args_is_help=True)
+app.add_typer(people_app, name="people")
+console = Console()
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where state lives (default: $KERANI_DATA_DIR).")
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings.load(data_dir)
+    settings.core.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    # Prefect's per-task log lines drown the progress bars; --verbose brings them back.
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+def _fail(e: KeraniError) -> None:
+    console.print(f"[red]error:[/] {e}")
+    raise typer.Exit(int(e.exit_code))
+
+
+@app.command()
+def demo(
+    simulate_crowd: Annotated[bool, typer.Option(
+        "--simulate-crowd", help="Simulated workers answer the micro tasks.")] = False,
+    forms: Annotated[int, typer.Option(help="How many synthetic forms to render.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed for forms and simulated workers.")] = 7,
+    data_dir: DataDir = None,
+    verbose: bool = False,
+) -> None:
+    """Digitise the bundled samples end to end and print accuracy against the known truth."""
+    from kerani.demo import run_demo
+
+    _quiet_prefect(verbose)
+    base = _settings(data_dir)
+    # The demo starts clean each time, in its own folder, so its figures are repeatable.
+    workdir = base.core.data_dir / "demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    settings = Settings.load(workdir)
+    if base.database.url or base.blobs.url:
+        settings = settings.model_copy(update={"database": base.database, "blobs": base.blobs})
+    console.print(f"Demo data folder: {workdir}")
+    try:
+        raise typer.Exit(run_demo(settings, console, simulate_crowd, forms, seed))
+    except KeraniError as e:
+        _fail(e)
+
+
+@app.command()
+def submit(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders or zips of scans.")],
+    template: Annotated[str, typer.Option(help="Template name or YAML file.")],
+    data_dir: DataDir = None,
+    verbose: bool = False,
+) -> None:
+    """Submit a batch of scans: ingest, pre-OCR, and publish micro tasks for doubtful fields."""
+    from flows.digitise import submit_batch
+
+    _quiet_prefect(verbose)
+    settings = _settings(data_dir)
+    try:
+        with console.status("Ingesting and pre-OCR ..."):
+            report = submit_batch([str(p) for p in paths], template, settings)
+    except KeraniError as e:
+        _fail(e)
+    console.print(f"Batch [bold]{report['batch_id']}[/]: {report['pages_created']} new pages, "
+                  f"{report['pages_existing']} already there")
+    for bad in report["rejected"]:
+        console.print(f"[red]rejected[/] {bad['name']}: {bad['reason']}")
+    routing = report["routing"]
+    console.print(f"{routing['auto_accepted']} fields auto-accepted, "
+                  f"{routing['tasks_created']} sent to people")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Default: $KERANI_REVIEW_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: $KERANI_REVIEW_PORT")] = None,
+) -> None:
+    """Serve the review page, the status pages and the JSON API."""
+    import uvicorn
+
+    from review_ui.app import create_app
+
+    settings = _settings(data_dir)
+    h, p = host or settings.review.host, port or settings.review.port
+    console.print(f"Review page on http://{h}:{p}/signin")
+    uvicorn.run(create_app(settings), host=h, port=p, log_level="info")
+
+
+@app.command()
+def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None) -> None:
+    """Show each batch's progress: pages, fields settled, tasks waiting, records."""
+    from records.progress import batch_progress
+    from storage.stores import open_stores
+
+    rows = batch_progress(open_stores(_settings(data_dir)).db, batch)
+    table = Table()
+    for col in ("batch", "template", "pages", "fields", "auto", "people", "waiting", "settled",
+                "records"):
+        table.add_column(col)
+    for b in rows:
+        table.add_row(b["batch_id"], b["template"], str(b["pages"]), str(b["fields"]),
+                      str(b["auto_accepted"]), str(b["settled_by_people"]),
+                      str(b["waiting_for_people"]), f"{b['percent_settled']}%", str(b["records"]))
+    console.print(table)
+    for b in rows:
+        for r in b["rejected"]:
+            console.print(f"[red]rejected[/] {r['file']}: {r['reason']}")
+
+
+@app.command()
+def export(batch: str, data_dir: DataDir = None, verbose: bool = False) -> None:
+    """Assemble settled records of a batch and export them (CSV, JSON Lines)."""
+    from flows.digitise import finish_batch
+
+    _quiet_prefect(verbose)
+    try:
+        result: dict[str, Any] = finish_batch(batch, _settings(data_dir))
+    except KeraniError as e:
+        _fail(e)
+    for fmt, where in result["exports"].items():
+        console.print(f"{fmt}: {where}")
+
+
+@people_app.command("add")
+def people_add(
+    name: str,
+    role: Annotated[str, typer.Option(help="worker, operator or agency")] = "worker",
+    data_dir: DataDir = None,
+) -> None:
+    """Add a person and print their access code (shown only once)."""
+    from microtasks.workers import add_person
+    from storage.stores import open_stores
+
+    try:
+        code = add_person(open_stores(_settings(data_dir)).db, name, role)
+    except KeraniError as e:
+        _fail(e)
+    console.print(f"{role} {name}: access code [bold]{code}[/]")
+
+
+def main() -> None:
+    """Entry point for `python -m kerani`."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The demo: digitise the bundled samples end to end on the embedded defaults and score them."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import func, select
+
+from kerani.settings import Settings
+from kerani.webserver import BackgroundServer, free_port, port_is_free
+from microtasks.crowd_sim import SimulatedWorker, run_crowd
+from microtasks.queue import queue_depth
+from microtasks.workers import add_person
+from records.accuracy import Score, field_truths, score_batch
+from records.ground_truth import TruthPage, read_truth
+from records.synthetic import generate_dataset
+from records.templates import load_template
+from review_ui.app import create_app
+from storage import schema
+from storage.stores import Stores, open_stores
+
+SAMPLES = Path(__file__).parent / "samples"
+FORM_TEMPLATE = "bantuan_form"
+
+# The demo's crowd: mostly careful people, one careless one (rates are per answer).
+DEMO_CROWD = [("careful", 0.02)] * 5 + [("careless", 0.15)]
+
+
+@dataclass
+class DemoBatch:
+    """One batch of the demo: its samples, its id once submitted, and its truth."""
+
+    label: str
+    template: str
+    dataset: Path
+    truth: list[TruthPage]
+    batch_id: str = ""
+    report: dict[str, Any] | None = None
+    exports: dict[str, str] | None = None
+    score: Score | None = None
+    human_answers: int = 0
+
+
+def prepare_samples(workdir: Path, forms: int, seed: int) -> list[DemoBatch]:
+    """Render synthetic forms and copy the bundled receipts into the demo's folder."""
+    forms_dir = workdir / "samples" / "forms"
+    generate_dataset(load_template(FORM_TEMPLATE), forms_dir, count=forms, seed=seed)
+    receipts_dir = workdir / "samples" / "receipts"
+    shutil.copytree(SAMPLES / "receipts", receipts_dir, dirs_exist_ok=True)
+    return [
+        DemoBatch("synthetic forms", FORM_TEMPLATE, forms_dir, read_truth(forms_dir)),
+        DemoBatch("SROIE receipts", "receipt", receipts_dir, read_truth(receipts_dir)),
+    ]
+
+
+def _count_pages(stores: Stores, batch_ids: list[str]) -> tuple[int, int]:
+    p = schema.pages
+    with stores.db.connect() as conn:
+        rows = dict(
+            conn.execute(
+                select(p.c.status, func.count()).where(p.c.batch_id.in_(batch_ids))
+                .group_by(p.c.status)
+            ).all()
+        )
+    total = sum(rows.values())
+    return total - rows.get("ingested", 0), total
+
+
+def submit_with_progress(
+    console: Console, settings: Settings, stores: Stores, batch: DemoBatch
+) -> None:
+    """Run the submit-batch flow in a thread while a progress bar follows pages in the database."""
+    from flows.digitise import submit_batch
+
+    result: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.update(submit_batch([str(batch.dataset / "pages")], batch.template, settings))
+        except BaseException as e:  # re-raised in the main thread below
+            errors.append(e)
+
+    thread = threading.Thread(target=work, daemon=True)
+    with _progress(console) as progress:
+        bar = progress.add_task(f"Pre-OCR {batch.label}", total=None)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+            with stores.db.connect() as conn:
+                ids = conn.execute(select(schema.batches.c.id)).scalars().all()
+            done, total = _count_pages(stores, list(ids))
+            if total:
+                progress.update(bar, completed=done, total=total)
+    if errors:
+        raise errors[0]
+    batch.batch_id = result["batch_id"]
+    batch.report = result
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console,
+    )
+
+
+def simulate_crowd(
+    console: Console, stores: Stores, server_url: str, batches: list[DemoBatch], seed: int
+) -> int:
+    """Let simulated workers answer every task through the review server's HTTP API."""
+    truth_of_field: dict[int, str | None] = {}
+    for b in batches:
+        mapping, _missed = field_truths(stores.db, b.batch_id, b.truth)
+        truth_of_field.update(mapping)
+
+    def truth_of_task(task_id: str) -> str | None:
+        # The simulated worker's eyes: which field the snippet shows, and its true text.
+        with stores.db.connect() as conn:
+            field_id = conn.execute(
+                select(schema.tasks.c.field_id).where(schema.tasks.c.id == task_id)
+            ).scalar_one()
+        return truth_of_field.get(field_id)
+
+    workers = [
+        SimulatedWorker(f"sim-{kind}-{i}", add_person(stores.db, f"sim-{kind}-{i}", "worker"), rate)
+        for i, (kind, rate) in enumerate(DEMO_CROWD, start=1)
+    ]
+    open_tasks = queue_depth(stores.db)
+    with _progress(console) as progress, httpx.Client(base_url=server_url, timeout=30) as client:
+        bar = progress.add_task("Simulated crowd answering", total=open_tasks)
+        tick: Callable[[], None] = lambda: progress.update(  # noqa: E731
+            bar, completed=open_tasks - queue_depth(stores.db))
+        return run_crowd(client, workers, truth_of_task, seed=seed, on_answer=tick)
+
+
+def wait_for_people(console: Console, stores: Stores, server_url: str) -> None:
+    """Serve the review page until people have answered every task (Ctrl-C stops waiting)."""
+    code = add_person(stores.db, "demo-worker", "worker")
+    console.print(f"\nReview page: [bold]{server_url}/signin[/]  access code: [bold]{code}[/]")
+    open_tasks = queue_depth(stores.db)
+    try:
+        with _progress(console) as progress:
+            bar = progress.add_task("Tasks answered by people", total=open_tasks)
+            while (left := queue_depth(stores.db)) > 0:
+                progress.update(bar, completed=open_tasks - left)
+                threading.Event().wait(1.0)
+    except KeyboardInterrupt:
+        console.print("Stopped waiting; exporting what is settled so far.")
+
+
+def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, seed: int) -> int:
+    """Digitise the bundled samples end to end and print where the records are and how good."""
+    from flows.digitise import finish_batch
+
+    workdir = settings.core.data_dir
+    stores = open_stores(settings)
+    batches = prepare_samples(workdir, forms, seed)
+    host, port = settings.review.host, settings.review.port
+    if not port_is_free(host, port):
+        port = free_port(host)
+    server = BackgroundServer(create_app(settings, stores), host, port).start()
+    try:
+        for b in batches:
+            submit_with_progress(console, settings, stores, b)
+            assert b.report is not None
+            for bad in b.report["rejected"]:
+                console.print(f"[red]rejected[/] {bad['name']}: {bad['reason']}")
+        if simulate:
+            answers = simulate_crowd(console, stores, server.url, batches, seed)
+            console.print(f"Simulated workers gave {answers} answers.")
+        else:
+            wait_for_people(console, stores, server.url)
+        for b in batches:
+            b.exports = finish_batch(b.batch_id, settings)["exports"]
+            b.score = score_batch(stores.db, b.batch_id, b.truth)
+            b.human_answers = _human_answers(stores, b.batch_id)
+    finally:
+        server.stop()
+    print_summary(console, batches, server.url, simulate)
+    return 0
+
+
+def _human_answers(stores: Stores, batch_id: str) -> int:
+    a, t, f, p = schema.answers, schema.tasks, schema.fields, schema.pages
+    with stores.db.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(a)
+                .join(t, t.c.id == a.c.task_id).join(f, f.c.id == t.c.field_id)
+                .join(p, p.c.id == f.c.page_id)
+                .where(p.c.batch_id == batch_id, a.c.kind != "skip")
+            ).scalar_one()
+        )
+
+
+def print_summary(console: Console, batches: list[DemoBatch], url: str, simulated: bool) -> None:
+    """Print per batch: pages, fields, auto-accepted, sent to people, accuracy, and exports."""
+    from rich.table import Table
+
+    table = Table(title="Kerani demo" + (" (answers from simulated workers)" if simulated else ""))
+    for col in ("batch", "pages", "fields", "auto-accepted", "sent to people", "human answers",
+                "accuracy", "auto-accepted accuracy"):
+        table.add_column(col)
+    for b in batches:
+        r, s = b.report or {}, b.score
+        routing = r.get("routing", {})
+        pages = r.get("pages_created", 0) + r.get("pages_existing", 0)
+        auto, tasks = routing.get("auto_accepted", 0), routing.get("tasks_created", 0)
+        acc = f"{s.accuracy:.1%} ({s.correct}/{s.truth_fields})" if s else "-"
+        auto_acc = (
+            f"{s.auto_accepted_correct / s.auto_accepted:.1%}" if s and s.auto_accepted else "-"
+        )
+        table.add_row(f"{b.label}\n{b.batch_id[:12]}", str(pages), str(auto + tasks), str(auto),
+                      str(tasks), str(b.human_answers), acc, auto_acc)
+    console.print(table)
+    for b in batches:
+        for fmt, where in (b.exports or {}).items():
+            console.print(f"{b.label} records ({fmt}): {where}")
+    console.print(f"Review page was served at {url}/signin")

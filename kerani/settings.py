@@ -1,0 +1,116 @@
+"""Typed settings, one class per component, read from `KERANI_*` environment variables.
+
+Settings are built once at an entry point (the CLI, a flow, the web app) and passed down;
+nothing here is created at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where Kerani keeps its database and blobs when KERANI_DATA_DIR is not set."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "kerani"
+
+
+class CoreSettings(BaseSettings):
+    """Where Kerani's state lives."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_")
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+
+class DatabaseSettings(BaseSettings):
+    """The database: a SQLAlchemy URL; empty means a SQLite file in the data directory."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_DB_")
+    url: str = ""
+
+
+class BlobSettings(BaseSettings):
+    """The blob store: a local folder (default) or `s3://bucket/prefix`."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_BLOB_")
+    url: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+
+class IngestSettings(BaseSettings):
+    """Limits that keep hostile uploads from hurting the service."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_INGEST_")
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_zip_members: int = 2000
+    max_zip_total_bytes: int = 2 * 1024 * 1024 * 1024
+    max_zip_ratio: float = 200.0
+    max_image_pixels: int = 80_000_000
+    max_pages_per_file: int = 200
+    pdf_dpi: int = 200
+    pdf_timeout_s: float = 120.0
+
+
+class OcrSettings(BaseSettings):
+    """Tesseract and the first routing rule."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_OCR_")
+    languages: str = "eng"
+    timeout_s: float = 120.0
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # A field is auto-accepted only above this mean word confidence AND with a passing
+    # validator; issue 3 replaces this hand-set floor with a calibrated rule.
+    auto_accept_confidence: float = 96.0
+    snippet_margin_px: int = 6
+
+
+class CrowdSettings(BaseSettings):
+    """Micro-task leases and redundancy."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_CROWD_")
+    lease_seconds: int = 300
+    max_answers: int = 4
+
+
+class ReviewSettings(BaseSettings):
+    """The review web app."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_REVIEW_")
+    host: str = "127.0.0.1"
+    port: int = 8737
+    session_hours: int = 12
+    secure_cookies: bool = False
+
+
+class Settings(BaseModel):
+    """All of Kerani's settings, one member per component."""
+
+    core: CoreSettings = Field(default_factory=CoreSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    blobs: BlobSettings = Field(default_factory=BlobSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    ocr: OcrSettings = Field(default_factory=OcrSettings)
+    crowd: CrowdSettings = Field(default_factory=CrowdSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+
+    @classmethod
+    def load(cls, data_dir: Path | None = None) -> Settings:
+        """Read every component from the environment; `data_dir` overrides KERANI_DATA_DIR."""
+        core = CoreSettings(data_dir=data_dir) if data_dir is not None else CoreSettings()
+        return cls(core=core)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        return self.database.url or f"sqlite:///{self.core.data_dir / 'kerani.db'}"
+
+    @property
+    def blob_url(self) -> str:
+        """The blob store location, defaulting to a folder in the data directory."""
+        return self.blobs.url or str(self.core.data_dir / "blobs")

@@ -1,0 +1,1 @@
+"""Micro tasks: routing, the queue with leases, consensus, workers, simulated crowd."""

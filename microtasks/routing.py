@@ -1,0 +1,84 @@
+"""Routing: auto-accept a field only when the evidence says it is right, else make a task."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, select
+
+from records.validators import validate
+from storage import schema
+from storage.database import utcnow
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a field is auto-accepted, and why."""
+
+    accept: bool
+    reason: str
+
+
+def decide(field_type: str, ocr_text: str, confidence: float, threshold: float) -> Decision:
+    """Auto-accept only a non-empty guess that passes its validator with high confidence."""
+    if not ocr_text.strip():
+        return Decision(False, "nothing was read")
+    problem = validate(field_type, ocr_text)
+    if problem is not None:
+        return Decision(False, f"fails its validator: {problem}")
+    if confidence < threshold:
+        return Decision(False, f"confidence {confidence:.0f} below {threshold:.0f}")
+    return Decision(True, f"valid and confidence {confidence:.0f} >= {threshold:.0f}")
+
+
+def new_task_id() -> str:
+    """A task id nobody can guess (128 random bits)."""
+    return secrets.token_urlsafe(16)
+
+
+def route_page(db: Engine, page_id: int, threshold: float) -> tuple[int, int]:
+    """Route every pending field of a page; return (auto-accepted, tasks created).
+
+    Idempotent: fields already routed are left alone, and a field never gets two tasks.
+    """
+    accepted = created = 0
+    with db.begin() as conn:
+        pending = conn.execute(
+            select(schema.fields).where(
+                schema.fields.c.page_id == page_id, schema.fields.c.status == "pending"
+            )
+        ).all()
+        for f in pending:
+            d = decide(f.kind, f.ocr_text, f.ocr_confidence, threshold)
+            if d.accept:
+                conn.execute(
+                    schema.fields.update()
+                    .where(schema.fields.c.id == f.id)
+                    .values(
+                        status="auto_accepted",
+                        value=" ".join(f.ocr_text.split()),
+                        value_kind="text",
+                        source="ocr",
+                        agreement=1.0,
+                    )
+                )
+                accepted += 1
+            else:
+                conn.execute(
+                    insert(schema.tasks).values(
+                        id=new_task_id(), field_id=f.id, status="open", created_at=utcnow()
+                    )
+                )
+                conn.execute(
+                    schema.fields.update()
+                    .where(schema.fields.c.id == f.id)
+                    .values(status="in_review")
+                )
+                created += 1
+        conn.execute(
+            schema.pages.update()
+            .where(schema.pages.c.id == page_id, schema.pages.c.status == "ocred")
+            .values(status="routed")
+        )
+    return accepted, created

@@ -1,0 +1,1 @@
+"""Image clean-up, OCR engines (Tesseract first), words to fields, snippet cropping."""

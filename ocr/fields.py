@@ -1,0 +1,76 @@
+"""From a page's words to field guesses: words in template regions, or one field per text line."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ocr.engine import Box, Word
+
+
+@dataclass(frozen=True)
+class FieldGuess:
+    """The machine's guess for one field: text, confidence 0-100 (0 when nothing was read)."""
+
+    name: str
+    kind: str
+    box: Box
+    text: str
+    confidence: float
+
+
+def _centre_inside(word: Word, box: Box) -> bool:
+    cx = (word.box[0] + word.box[2]) / 2
+    cy = (word.box[1] + word.box[3]) / 2
+    return box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+
+
+def join_words(words: Sequence[Word]) -> tuple[str, float]:
+    """Join words in reading order; the confidence is the weakest word's (a chain's weakest link)."""
+    if not words:
+        return "", 0.0
+    ordered = sorted(words, key=lambda w: (w.line, w.box[0]))
+    return " ".join(w.text for w in ordered), min(w.confidence for w in ordered)
+
+
+def guess_in_region(words: Sequence[Word], name: str, kind: str, box: Box) -> FieldGuess:
+    """The guess for a template field: the words whose centre lies in its region."""
+    text, conf = join_words([w for w in words if _centre_inside(w, box)])
+    return FieldGuess(name=name, kind=kind, box=box, text=text, confidence=conf)
+
+
+def guesses_by_line(words: Sequence[Word]) -> list[FieldGuess]:
+    """Template-free pages: one field per text line, top to bottom, named line_001, ..."""
+    lines: dict[tuple[int, ...], list[Word]] = {}
+    for w in words:
+        lines.setdefault(w.line, []).append(w)
+    ordered = sorted(lines.values(), key=lambda ws: (min(w.box[1] for w in ws), ws[0].box[0]))
+    guesses = []
+    for i, ws in enumerate(ordered, start=1):
+        box = (
+            min(w.box[0] for w in ws),
+            min(w.box[1] for w in ws),
+            max(w.box[2] for w in ws),
+            max(w.box[3] for w in ws),
+        )
+        text, conf = join_words(ws)
+        guesses.append(FieldGuess(f"line_{i:03d}", "line", box, text, conf))
+    return guesses
+
+
+def crop_snippet(page: Image.Image, box: Box, margin: int) -> bytes:
+    """Cut a field's region (with a little context) from the page as a small greyscale PNG."""
+    x0, y0, x1, y1 = box
+    region = (
+        max(0, x0 - margin),
+        max(0, y0 - margin),
+        min(page.width, x1 + margin),
+        min(page.height, y1 + margin),
+    )
+    crop = page.crop(region).convert("L")
+    out = io.BytesIO()
+    crop.save(out, format="PNG", optimize=True)
+    return out.getvalue()

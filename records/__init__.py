@@ -1,0 +1,1 @@
+"""Templates and field specs, validators, record assembly, exports."""

@@ -1,0 +1,61 @@
+"""How far each batch is on its way to records: counts for the CLI, the pages and the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from storage import schema
+
+
+def batch_progress(db: Engine, batch_id: str | None = None) -> list[dict[str, Any]]:
+    """Per batch: pages, fields auto-accepted / settled by people / open, records, rejections."""
+    b, p, f, s, r = schema.batches, schema.pages, schema.fields, schema.scans, schema.records
+    with db.connect() as conn:
+        query = select(b).order_by(b.c.created_at.desc())
+        if batch_id is not None:
+            query = query.where(b.c.id == batch_id)
+        batches = conn.execute(query).all()
+        out = []
+        for batch in batches:
+            page_status = dict(
+                conn.execute(
+                    select(p.c.status, func.count()).where(p.c.batch_id == batch.id)
+                    .group_by(p.c.status)
+                ).all()
+            )
+            field_status = dict(
+                conn.execute(
+                    select(f.c.status, func.count())
+                    .join(p, p.c.id == f.c.page_id)
+                    .where(p.c.batch_id == batch.id)
+                    .group_by(f.c.status)
+                ).all()
+            )
+            rejected = conn.execute(
+                select(s.c.filename, s.c.error).where(
+                    s.c.batch_id == batch.id, s.c.status == "rejected"
+                ).order_by(s.c.filename)
+            ).all()
+            records = conn.execute(
+                select(func.count()).select_from(r).where(r.c.batch_id == batch.id)
+            ).scalar_one()
+            fields_total = sum(field_status.values())
+            settled = field_status.get("auto_accepted", 0) + field_status.get("settled", 0)
+            out.append({
+                "batch_id": batch.id,
+                "template": batch.template,
+                "created_at": batch.created_at.isoformat(),
+                "pages": sum(page_status.values()),
+                "pages_failed": page_status.get("ocr_failed", 0),
+                "pages_complete": page_status.get("complete", 0),
+                "fields": fields_total,
+                "auto_accepted": field_status.get("auto_accepted", 0),
+                "settled_by_people": field_status.get("settled", 0),
+                "waiting_for_people": field_status.get("in_review", 0),
+                "percent_settled": round(100.0 * settled / fields_total, 1) if fields_total else 0.0,
+                "records": records,
+                "rejected": [{"file": x.filename, "reason": x.error} for x in rejected],
+            })
+    return out

@@ -1,0 +1,1 @@
+"""Blob store (local folder or S3) and database (SQLite or PostgreSQL)."""

@@ -1,0 +1,157 @@
+"""Blob stores: a local folder (the default) or S3 / any S3-compatible store via boto3."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kerani.exceptions import BadInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from kerani.settings import Settings
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store (absolute, `..`, empty parts)."""
+    parts = PurePosixPath(key).parts
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise BadInputError(f"blob key {key!r} is not a safe relative path")
+    return key
+
+
+class BlobStore(Protocol):
+    """Where originals, page images, snippets and exports are kept, by key."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing what was there."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes under `key`; raise NotFoundError when absent."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Say whether `key` holds a blob."""
+        ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Return the keys that start with `prefix`, sorted."""
+        ...
+
+    def location(self, key: str) -> str:
+        """Return a human-readable address of `key` (a path or an s3:// URL)."""
+        ...
+
+
+class LocalBlobStore:
+    """Blobs as files under one folder; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` atomically, so a crash never leaves half a file."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes under `key`."""
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as e:
+            raise NotFoundError(f"no blob {key!r} in {self.root}") from e
+
+    def exists(self, key: str) -> bool:
+        """Say whether `key` holds a blob."""
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        """Return the keys under `prefix`, sorted."""
+        keys = []
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def location(self, key: str) -> str:
+        """Return the file path of `key`."""
+        return str(self._path(key))
+
+
+class S3BlobStore:
+    """Blobs in an S3 bucket under a prefix, through boto3 (any S3-compatible endpoint)."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`."""
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes under `key`."""
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey as e:
+            raise NotFoundError(f"no blob {key!r} in s3://{self.bucket}/{self.prefix}") from e
+        body: bytes = obj["Body"].read()
+        return body
+
+    def exists(self, key: str) -> bool:
+        """Say whether `key` holds a blob."""
+        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        return any(o["Key"] == self._key(key) for o in resp.get("Contents", []))
+
+    def list(self, prefix: str) -> list[str]:
+        """Return the keys under `prefix`, sorted."""
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                k = obj["Key"]
+                keys.append(k[len(self.prefix) + 1 :] if self.prefix else k)
+        return sorted(keys)
+
+    def location(self, key: str) -> str:
+        """Return the s3:// URL of `key`."""
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """Open the blob store that the settings name."""
+    url = settings.blob_url
+    if url.startswith("s3://"):
+        import boto3
+
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings.blobs.s3_endpoint_url,
+            region_name=settings.blobs.s3_region,
+        )
+        return S3BlobStore(bucket, prefix, client)
+    return LocalBlobStore(Path(url))

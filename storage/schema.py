@@ -1,0 +1,157 @@
+"""The database tables. Migrations in storage/migrations create them; this is the live picture.
+
+Machine predictions (fields.ocr_*) are kept apart from human answers (answers); the settled
+value of a field (fields.value) records where it came from (fields.source).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(32), primary_key=True),  # hash of the template and the files' hashes
+    Column("template", String(100), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+scans = Table(
+    "scans",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("sha256", String(64), nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("blob_key", Text, nullable=True),
+    Column("status", String(20), nullable=False),  # accepted | rejected | duplicate
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("batch_id", "filename", name="uq_scans_batch_filename"),
+)
+
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False),
+    Column("scan_id", Integer, ForeignKey("scans.id"), nullable=False),
+    Column("source_sha256", String(64), nullable=False),
+    Column("page_index", Integer, nullable=False),
+    Column("template", String(100), nullable=False),
+    Column("image_key", Text, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    # ingested | ocred | ocr_failed | routed | complete
+    Column("status", String(20), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source_sha256", "page_index", "template", name="uq_pages_content"),
+)
+
+fields = Table(
+    "fields",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("page_id", Integer, ForeignKey("pages.id"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("x0", Integer, nullable=False),
+    Column("y0", Integer, nullable=False),
+    Column("x1", Integer, nullable=False),
+    Column("y1", Integer, nullable=False),
+    Column("ocr_text", Text, nullable=False),
+    Column("ocr_confidence", Float, nullable=False),
+    Column("ocr_engine", String(50), nullable=False),
+    Column("snippet_key", Text, nullable=False),
+    # pending | auto_accepted | in_review | settled
+    Column("status", String(20), nullable=False),
+    Column("value", Text, nullable=True),
+    Column("value_kind", String(20), nullable=True),  # text | unreadable | blank
+    Column("source", String(20), nullable=True),  # ocr | human
+    Column("agreement", Float, nullable=True),
+    Column("answer_count", Integer, nullable=False, default=0),
+    UniqueConstraint("page_id", "name", name="uq_fields_page_name"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),  # worker | operator | agency
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(32), primary_key=True),  # random, so ids cannot be guessed
+    Column("field_id", Integer, ForeignKey("fields.id"), nullable=False, unique=True),
+    Column("status", String(20), nullable=False, index=True),  # open | settled
+    Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("settled_at", DateTime(timezone=True), nullable=True),
+)
+
+answers = Table(
+    "answers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(32), ForeignKey("tasks.id"), nullable=False, index=True),
+    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # value | unreadable | blank | skip
+    Column("value", Text, nullable=False),
+    Column("idempotency_key", String(100), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("task_id", "worker_id", name="uq_answers_task_worker"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie value
+    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("page_id", Integer, ForeignKey("pages.id"), nullable=False, unique=True),
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False, index=True),
+    Column("data", Text, nullable=False),  # JSON: {field: {value, kind, source, agreement, ...}}
+    Column("assembled_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=True),
+    Column("action", String(30), nullable=False),  # view | answer | claim | sign_in
+    Column("task_id", String(32), nullable=True),
+    Column("field_id", Integer, nullable=True),
+    Column("detail", Text, nullable=True),
+)

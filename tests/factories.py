@@ -1,0 +1,58 @@
+"""Build small database states for tests: a page whose fields carry given OCR guesses."""
+
+from __future__ import annotations
+
+import io
+import secrets
+
+from PIL import Image
+from sqlalchemy import insert, select
+
+from microtasks.routing import route_page
+from storage import schema
+from storage.database import utcnow
+from storage.stores import Stores
+
+
+def png(width: int = 60, height: int = 20) -> bytes:
+    """A tiny grey PNG to stand in for a snippet."""
+    out = io.BytesIO()
+    Image.new("L", (width, height), 200).save(out, format="PNG")
+    return out.getvalue()
+
+
+def seed_page(
+    stores: Stores,
+    guesses: list[tuple[str, str, str, float]],
+    template: str = "bantuan_form",
+    threshold: float = 96.0,
+) -> int:
+    """A batch with one OCRed page whose fields are (name, type, ocr_text, confidence); routed."""
+    batch_id = secrets.token_hex(16)
+    now = utcnow()
+    with stores.db.begin() as conn:
+        conn.execute(insert(schema.batches).values(
+            id=batch_id, template=template, source="test", status="ingested", created_at=now))
+        scan_id = conn.execute(insert(schema.scans).values(
+            batch_id=batch_id, filename="scan.png", sha256=batch_id * 2, size=1,
+            blob_key=None, status="accepted", created_at=now)).inserted_primary_key[0]
+        page_id = conn.execute(insert(schema.pages).values(
+            batch_id=batch_id, scan_id=scan_id, source_sha256=batch_id * 2, page_index=0,
+            template=template, image_key="none", width=100, height=100, status="ocred",
+            created_at=now)).inserted_primary_key[0]
+        for i, (name, kind, text, conf) in enumerate(guesses):
+            key = f"snippets/{page_id}/{name}.png"
+            stores.blobs.put(key, png())
+            conn.execute(insert(schema.fields).values(
+                page_id=page_id, name=name, kind=kind, x0=0, y0=10 * i, x1=50, y1=10 * i + 8,
+                ocr_text=text, ocr_confidence=conf, ocr_engine="null", snippet_key=key,
+                status="pending", answer_count=0))
+    route_page(stores.db, int(page_id), threshold)
+    return int(page_id)
+
+
+def batch_of(stores: Stores, page_id: int) -> str:
+    """The batch id of a page."""
+    with stores.db.connect() as conn:
+        return str(conn.execute(
+            select(schema.pages.c.batch_id).where(schema.pages.c.id == page_id)).scalar_one())
