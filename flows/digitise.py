@@ -34,8 +34,9 @@ def ingest_task(paths: list[str], template: str, settings: Settings) -> dict[str
     """Ingest files, folders and zips into one batch; return the report as plain data."""
     stores = open_stores(settings)
     load_template(template)  # refuse an unknown template before touching any file
-    report = ingest_paths(stores.db, stores.blobs, [Path(p) for p in paths], template,
-                          settings.ingest)
+    report = ingest_paths(
+        stores.db, stores.blobs, [Path(p) for p in paths], template, settings.ingest
+    )
     return {
         "batch_id": report.batch_id,
         "accepted_files": report.accepted_files,
@@ -50,8 +51,14 @@ def preocr_task(page_id: int, template: str, settings: Settings) -> str:
     """OCR one page into field guesses and snippets."""
     stores = open_stores(settings)
     engine = TesseractEngine(settings.ocr.languages, settings.ocr.timeout_s)
-    return preocr_page(stores.db, stores.blobs, page_id, load_template(template), engine,
-                       settings.ocr.snippet_margin_px)
+    return preocr_page(
+        stores.db,
+        stores.blobs,
+        page_id,
+        load_template(template),
+        engine,
+        settings.ocr.snippet_margin_px,
+    )
 
 
 @task(name="route-page")
@@ -88,7 +95,7 @@ def _page_ids(settings: Settings, batch_id: str, status: str) -> list[tuple[int,
 def preocr_batch(batch_id: str, settings: Settings) -> dict[str, int]:
     """OCR every ingested page of a batch on local cores, with a progress artifact."""
     pages = _page_ids(settings, batch_id, "ingested")
-    artifact = create_progress_artifact(
+    artifact: Any = create_progress_artifact(
         0.0, key=f"pre-ocr-{batch_id[:12]}", description=f"Pre-OCR of batch {batch_id}"
     )
     futures = [preocr_task.submit(pid, tpl, settings) for pid, tpl in pages]
@@ -114,17 +121,21 @@ def route_batch(batch_id: str, settings: Settings) -> dict[str, int]:
 
 
 @flow(name="submit-batch")
-def submit_batch(paths: list[str], template: str, settings: Settings) -> dict[str, Any]:
+def submit_batch(
+    paths: list[str], template: str, settings: Settings | None = None
+) -> dict[str, Any]:
     """Ingest a batch, pre-OCR its pages and publish micro tasks for the doubtful fields."""
+    settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
     report = ingest_task(paths, template, settings)
-    runner = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
+    runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
     report["ocr"] = preocr_batch.with_options(task_runner=runner)(report["batch_id"], settings)
     report["routing"] = route_batch(report["batch_id"], settings)
     return report
 
 
 @flow(name="finish-batch")
-def finish_batch(batch_id: str, settings: Settings) -> dict[str, Any]:
+def finish_batch(batch_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Reconcile settled pages into records and export the batch (CSV and JSON Lines)."""
+    settings = settings or Settings.load()
     assembled = assemble_task(batch_id, settings)
     return {"assembled": assembled, "exports": export_task(batch_id, settings)}

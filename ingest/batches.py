@@ -14,13 +14,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
+from ingest.pages import render_pages
+from ingest.sources import RejectedFile, ScanFile, collect_scans
 from kerani.exceptions import BadInputError
 from kerani.settings import IngestSettings
 from storage import schema
 from storage.blobs import BlobStore
 from storage.database import utcnow
-from ingest.pages import render_pages
-from ingest.sources import RejectedFile, ScanFile, collect_scans
 
 
 @dataclass
@@ -63,8 +63,15 @@ def _ensure_batch(engine: Engine, batch_id: str, template: str, source: str) -> 
 
 
 def _record_scan(
-    engine: Engine, batch_id: str, name: str, *, size: int, sha256: str | None,
-    blob_key: str | None, status: str, error: str | None,
+    engine: Engine,
+    batch_id: str,
+    name: str,
+    *,
+    size: int,
+    sha256: str | None,
+    blob_key: str | None,
+    status: str,
+    error: str | None,
 ) -> int:
     with engine.begin() as conn:
         row = conn.execute(
@@ -91,26 +98,42 @@ def _record_scan(
                 created_at=utcnow(),
             )
         )
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
 
 def _ingest_scan(
-    engine: Engine, blobs: BlobStore, batch_id: str, template: str, scan: ScanFile,
-    limits: IngestSettings, report: IngestReport,
+    engine: Engine,
+    blobs: BlobStore,
+    batch_id: str,
+    template: str,
+    scan: ScanFile,
+    limits: IngestSettings,
+    report: IngestReport,
 ) -> None:
     sha = hashlib.sha256(scan.data).hexdigest()
     original_key = f"originals/{sha}"
     if not blobs.exists(original_key):
         blobs.put(original_key, scan.data)
+    error: str | None = None
     try:
         images = render_pages(scan, limits)
     except BadInputError as e:
-        _record_scan(engine, batch_id, scan.name, size=len(scan.data), sha256=sha,
-                     blob_key=original_key, status="rejected", error=str(e))
-        report.rejected.append(RejectedFile(scan.name, str(e)))
+        images, error = [], str(e)
+    scan_id = _record_scan(
+        engine,
+        batch_id,
+        scan.name,
+        size=len(scan.data),
+        sha256=sha,
+        blob_key=original_key,
+        status="rejected" if error else "accepted",
+        error=error,
+    )
+    if error:
+        report.rejected.append(RejectedFile(scan.name, error))
         return
-    scan_id = _record_scan(engine, batch_id, scan.name, size=len(scan.data), sha256=sha,
-                           blob_key=original_key, status="accepted", error=None)
     report.accepted_files += 1
     for image in images:
         with engine.begin() as conn:
@@ -144,7 +167,10 @@ def _ingest_scan(
 
 
 def ingest_paths(
-    engine: Engine, blobs: BlobStore, paths: Sequence[Path], template: str,
+    engine: Engine,
+    blobs: BlobStore,
+    paths: Sequence[Path],
+    template: str,
     limits: IngestSettings,
 ) -> IngestReport:
     """Ingest files, folders and zips as one batch; bad files are reported, never fatal."""
@@ -153,8 +179,16 @@ def ingest_paths(
     _ensure_batch(engine, batch_id, template, ", ".join(str(p) for p in paths))
     report = IngestReport(batch_id=batch_id, template=template)
     for bad in rejected:
-        _record_scan(engine, batch_id, bad.name, size=0, sha256=None, blob_key=None,
-                     status="rejected", error=bad.reason)
+        _record_scan(
+            engine,
+            batch_id,
+            bad.name,
+            size=0,
+            sha256=None,
+            blob_key=None,
+            status="rejected",
+            error=bad.reason,
+        )
         report.rejected.append(bad)
     for scan in scans:
         _ingest_scan(engine, blobs, batch_id, template, scan, limits, report)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +15,11 @@ from rich.table import Table
 from kerani.exceptions import KeraniError
 from kerani.settings import Settings
 
-app = typer.Typer(help="Kerani: digitise paper records with pre-OCR and micro workers.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Kerani: digitise paper records with pre-OCR and micro workers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 people_app = typer.Typer(help="Workers, operators and agency users.", no_args_is_help=True)
 app.add_typer(people_app, name="people")
 console = Console()
@@ -38,6 +40,8 @@ def _quiet_prefect(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         logging.getLogger("prefect").setLevel(logging.WARNING)
+    # The temporary server's telemetry write races the client on its SQLite file.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 
@@ -48,8 +52,9 @@ def _fail(e: KeraniError) -> None:
 
 @app.command()
 def demo(
-    simulate_crowd: Annotated[bool, typer.Option(
-        "--simulate-crowd", help="Simulated workers answer the micro tasks.")] = False,
+    simulate_crowd: Annotated[
+        bool, typer.Option("--simulate-crowd", help="Simulated workers answer the micro tasks.")
+    ] = False,
     forms: Annotated[int, typer.Option(help="How many synthetic forms to render.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed for forms and simulated workers.")] = 7,
     data_dir: DataDir = None,
@@ -90,13 +95,17 @@ def submit(
             report = submit_batch([str(p) for p in paths], template, settings)
     except KeraniError as e:
         _fail(e)
-    console.print(f"Batch [bold]{report['batch_id']}[/]: {report['pages_created']} new pages, "
-                  f"{report['pages_existing']} already there")
+    console.print(
+        f"Batch [bold]{report['batch_id']}[/]: {report['pages_created']} new pages, "
+        f"{report['pages_existing']} already there"
+    )
     for bad in report["rejected"]:
         console.print(f"[red]rejected[/] {bad['name']}: {bad['reason']}")
     routing = report["routing"]
-    console.print(f"{routing['auto_accepted']} fields auto-accepted, "
-                  f"{routing['tasks_created']} sent to people")
+    console.print(
+        f"{routing['auto_accepted']} fields auto-accepted, "
+        f"{routing['tasks_created']} sent to people"
+    )
 
 
 @app.command()
@@ -124,13 +133,30 @@ def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: Data
 
     rows = batch_progress(open_stores(_settings(data_dir)).db, batch)
     table = Table()
-    for col in ("batch", "template", "pages", "fields", "auto", "people", "waiting", "settled",
-                "records"):
+    for col in (
+        "batch",
+        "template",
+        "pages",
+        "fields",
+        "auto",
+        "people",
+        "waiting",
+        "settled",
+        "records",
+    ):
         table.add_column(col)
     for b in rows:
-        table.add_row(b["batch_id"], b["template"], str(b["pages"]), str(b["fields"]),
-                      str(b["auto_accepted"]), str(b["settled_by_people"]),
-                      str(b["waiting_for_people"]), f"{b['percent_settled']}%", str(b["records"]))
+        table.add_row(
+            b["batch_id"],
+            b["template"],
+            str(b["pages"]),
+            str(b["fields"]),
+            str(b["auto_accepted"]),
+            str(b["settled_by_people"]),
+            str(b["waiting_for_people"]),
+            f"{b['percent_settled']}%",
+            str(b["records"]),
+        )
     console.print(table)
     for b in rows:
         for r in b["rejected"]:
@@ -174,4 +200,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

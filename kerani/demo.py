@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from kerani.settings import Settings
 from kerani.webserver import BackgroundServer, free_port, port_is_free
-from microtasks.crowd_sim import SimulatedWorker, run_crowd
+from microtasks.crowd_sim import SimulatedWorker, run_crowd, truth_by_task
 from microtasks.queue import queue_depth
 from microtasks.workers import add_person
 from records.accuracy import Score, field_truths, score_batch
@@ -64,9 +64,10 @@ def prepare_samples(workdir: Path, forms: int, seed: int) -> list[DemoBatch]:
 def _count_pages(stores: Stores, batch_ids: list[str]) -> tuple[int, int]:
     p = schema.pages
     with stores.db.connect() as conn:
-        rows = dict(
+        rows: dict[str, int] = dict(
             conn.execute(
-                select(p.c.status, func.count()).where(p.c.batch_id.in_(batch_ids))
+                select(p.c.status, func.count())
+                .where(p.c.batch_id.in_(batch_ids))
                 .group_by(p.c.status)
             ).all()
         )
@@ -90,14 +91,14 @@ def submit_with_progress(
             errors.append(e)
 
     thread = threading.Thread(target=work, daemon=True)
+    before = set(_batch_ids(stores))
     with _progress(console) as progress:
         bar = progress.add_task(f"Pre-OCR {batch.label}", total=None)
         thread.start()
         while thread.is_alive():
             thread.join(0.5)
-            with stores.db.connect() as conn:
-                ids = conn.execute(select(schema.batches.c.id)).scalars().all()
-            done, total = _count_pages(stores, list(ids))
+            new = [i for i in _batch_ids(stores) if i not in before]
+            done, total = _count_pages(stores, new)
             if total:
                 progress.update(bar, completed=done, total=total)
     if errors:
@@ -106,10 +107,18 @@ def submit_with_progress(
     batch.report = result
 
 
+def _batch_ids(stores: Stores) -> list[str]:
+    with stores.db.connect() as conn:
+        return [str(i) for i in conn.execute(select(schema.batches.c.id)).scalars().all()]
+
+
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     )
 
 
@@ -122,14 +131,7 @@ def simulate_crowd(
         mapping, _missed = field_truths(stores.db, b.batch_id, b.truth)
         truth_of_field.update(mapping)
 
-    def truth_of_task(task_id: str) -> str | None:
-        # The simulated worker's eyes: which field the snippet shows, and its true text.
-        with stores.db.connect() as conn:
-            field_id = conn.execute(
-                select(schema.tasks.c.field_id).where(schema.tasks.c.id == task_id)
-            ).scalar_one()
-        return truth_of_field.get(field_id)
-
+    truth_of_task = truth_by_task(stores.db, truth_of_field)
     workers = [
         SimulatedWorker(f"sim-{kind}-{i}", add_person(stores.db, f"sim-{kind}-{i}", "worker"), rate)
         for i, (kind, rate) in enumerate(DEMO_CROWD, start=1)
@@ -138,7 +140,8 @@ def simulate_crowd(
     with _progress(console) as progress, httpx.Client(base_url=server_url, timeout=30) as client:
         bar = progress.add_task("Simulated crowd answering", total=open_tasks)
         tick: Callable[[], None] = lambda: progress.update(  # noqa: E731
-            bar, completed=open_tasks - queue_depth(stores.db))
+            bar, completed=open_tasks - queue_depth(stores.db)
+        )
         return run_crowd(client, workers, truth_of_task, seed=seed, on_answer=tick)
 
 
@@ -194,8 +197,10 @@ def _human_answers(stores: Stores, batch_id: str) -> int:
     with stores.db.connect() as conn:
         return int(
             conn.execute(
-                select(func.count()).select_from(a)
-                .join(t, t.c.id == a.c.task_id).join(f, f.c.id == t.c.field_id)
+                select(func.count())
+                .select_from(a)
+                .join(t, t.c.id == a.c.task_id)
+                .join(f, f.c.id == t.c.field_id)
                 .join(p, p.c.id == f.c.page_id)
                 .where(p.c.batch_id == batch_id, a.c.kind != "skip")
             ).scalar_one()
@@ -204,25 +209,30 @@ def _human_answers(stores: Stores, batch_id: str) -> int:
 
 def print_summary(console: Console, batches: list[DemoBatch], url: str, simulated: bool) -> None:
     """Print per batch: pages, fields, auto-accepted, sent to people, accuracy, and exports."""
-    from rich.table import Table
-
-    table = Table(title="Kerani demo" + (" (answers from simulated workers)" if simulated else ""))
-    for col in ("batch", "pages", "fields", "auto-accepted", "sent to people", "human answers",
-                "accuracy", "auto-accepted accuracy"):
-        table.add_column(col)
+    who = "simulated workers" if simulated else "people"
+    console.print()
     for b in batches:
         r, s = b.report or {}, b.score
         routing = r.get("routing", {})
         pages = r.get("pages_created", 0) + r.get("pages_existing", 0)
         auto, tasks = routing.get("auto_accepted", 0), routing.get("tasks_created", 0)
-        acc = f"{s.accuracy:.1%} ({s.correct}/{s.truth_fields})" if s else "-"
-        auto_acc = (
-            f"{s.auto_accepted_correct / s.auto_accepted:.1%}" if s and s.auto_accepted else "-"
+        console.print(
+            f"[bold]{b.label}[/] (batch {b.batch_id}): {pages} pages, "
+            f"{auto + tasks} fields: {auto} auto-accepted, {tasks} sent to people "
+            f"({b.human_answers} answers from {who})"
         )
-        table.add_row(f"{b.label}\n{b.batch_id[:12]}", str(pages), str(auto + tasks), str(auto),
-                      str(tasks), str(b.human_answers), acc, auto_acc)
-    console.print(table)
-    for b in batches:
+        if s is not None:
+            auto_acc = (
+                f"{s.auto_accepted_correct / s.auto_accepted:.1%} "
+                f"({s.auto_accepted_correct}/{s.auto_accepted})"
+                if s.auto_accepted
+                else "none auto-accepted"
+            )
+            console.print(
+                f"  accuracy against the known truth: {s.accuracy:.1%} "
+                f"({s.correct}/{s.truth_fields} true fields, {s.missed} not found "
+                f"by the OCR); auto-accepted: {auto_acc}"
+            )
         for fmt, where in (b.exports or {}).items():
-            console.print(f"{b.label} records ({fmt}): {where}")
+            console.print(f"  records ({fmt}): {where}")
     console.print(f"Review page was served at {url}/signin")

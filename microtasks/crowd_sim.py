@@ -13,6 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import Engine, select
+
+from storage import schema
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ def corrupt(text: str, rng: random.Random) -> str:
     return text[:i] + wrong + text[i + 1 :]
 
 
-def answer_for(true_text: str | None, worker: SimulatedWorker, rng: random.Random) -> dict[str, str]:
+def answer_for(
+    true_text: str | None, worker: SimulatedWorker, rng: random.Random
+) -> dict[str, str]:
     """What this worker submits for a snippet whose true text is `true_text`."""
     if true_text is None or not true_text.strip():
         return {"kind": "blank", "value": ""}
@@ -79,3 +84,16 @@ def run_crowd(
             if on_answer is not None:
                 on_answer()
     return given
+
+
+def truth_by_task(db: Engine, truth_of_field: dict[int, str | None]) -> Callable[[str], str | None]:
+    """The simulated worker's eyes: the true text of the field a task's snippet shows."""
+
+    def lookup(task_id: str) -> str | None:
+        with db.connect() as conn:
+            field_id = conn.execute(
+                select(schema.tasks.c.field_id).where(schema.tasks.c.id == task_id)
+            ).scalar_one()
+        return truth_of_field.get(field_id)
+
+    return lookup

@@ -51,17 +51,30 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
     t, f, p = schema.tasks, schema.fields, schema.pages
     row = conn.execute(
         select(
-            t.c.id, t.c.lease_expires_at, f.c.id.label("field_id"), f.c.page_id, f.c.name,
-            f.c.kind, f.c.ocr_text, f.c.snippet_key, p.c.template,
+            t.c.id,
+            t.c.lease_expires_at,
+            f.c.id.label("field_id"),
+            f.c.page_id,
+            f.c.name,
+            f.c.kind,
+            f.c.ocr_text,
+            f.c.snippet_key,
+            p.c.template,
         )
         .join(f, f.c.id == t.c.field_id)
         .join(p, p.c.id == f.c.page_id)
         .where(t.c.id == task_id)
     ).one()
     return ClaimedTask(
-        task_id=row.id, field_id=row.field_id, page_id=row.page_id, field_name=row.name,
-        field_kind=row.kind, template=row.template, ocr_text=row.ocr_text,
-        snippet_key=row.snippet_key, lease_expires_at=as_utc(row.lease_expires_at),
+        task_id=row.id,
+        field_id=row.field_id,
+        page_id=row.page_id,
+        field_name=row.name,
+        field_kind=row.kind,
+        template=row.template,
+        ocr_text=row.ocr_text,
+        snippet_key=row.snippet_key,
+        lease_expires_at=as_utc(row.lease_expires_at),
     )
 
 
@@ -71,8 +84,12 @@ def _audit(conn: Connection, worker_id: int, action: str, task_id: str, detail: 
     ).scalar()
     conn.execute(
         insert(schema.audit_log).values(
-            at=utcnow(), worker_id=worker_id, action=action, task_id=task_id,
-            field_id=field_id, detail=detail or None,
+            at=utcnow(),
+            worker_id=worker_id,
+            action=action,
+            task_id=task_id,
+            field_id=field_id,
+            detail=detail or None,
         )
     )
 
@@ -85,9 +102,11 @@ def claim_next(
     t = schema.tasks
     with db.begin() as conn:
         held = conn.execute(
-            select(t.c.id).where(
+            select(t.c.id)
+            .where(
                 t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now
-            ).limit(1)
+            )
+            .limit(1)
         ).scalar()
         if held is not None:
             return _claimed(conn, held)
@@ -111,8 +130,10 @@ def claim_next(
             won = conn.execute(
                 t.update()
                 .where(t.c.id == task_id, t.c.status == "open", free)
-                .values(lease_worker_id=worker_id, lease_expires_at=now + timedelta(
-                    seconds=lease_seconds))
+                .values(
+                    lease_worker_id=worker_id,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                )
             ).rowcount
             if won:
                 _audit(conn, worker_id, "claim", task_id)
@@ -147,7 +168,9 @@ def _votes(conn: Connection, task_id: str, ocr_text: str) -> list[Vote]:
 
 def _page_complete(conn: Connection, page_id: int) -> bool:
     open_fields = conn.execute(
-        select(func.count()).select_from(schema.fields).where(
+        select(func.count())
+        .select_from(schema.fields)
+        .where(
             schema.fields.c.page_id == page_id,
             schema.fields.c.status.in_(("pending", "in_review")),
         )
@@ -156,7 +179,12 @@ def _page_complete(conn: Connection, page_id: int) -> bool:
 
 
 def submit_answer(
-    db: Engine, task_id: str, worker_id: int, kind: str, value: str, idempotency_key: str,
+    db: Engine,
+    task_id: str,
+    worker_id: int,
+    kind: str,
+    value: str,
+    idempotency_key: str,
     max_answers: int,
 ) -> SubmitOutcome:
     """Record a worker's answer exactly once and settle the field when consensus is reached."""
@@ -191,8 +219,12 @@ def submit_answer(
             raise ForbiddenError("this task is not leased to you")
         conn.execute(
             insert(a).values(
-                task_id=task_id, worker_id=worker_id, kind=kind, value=value,
-                idempotency_key=idempotency_key, created_at=utcnow(),
+                task_id=task_id,
+                worker_id=worker_id,
+                kind=kind,
+                value=value,
+                idempotency_key=idempotency_key,
+                created_at=utcnow(),
             )
         )
         conn.execute(
@@ -204,19 +236,25 @@ def submit_answer(
         field = conn.execute(select(f).where(f.c.id == task.field_id)).one()
         result = reach_consensus(_votes(conn, task_id, field.ocr_text), max_answers)
         if not result.settled:
-            conn.execute(f.update().where(f.c.id == field.id).values(
-                answer_count=result.human_votes))
+            conn.execute(
+                f.update().where(f.c.id == field.id).values(answer_count=result.human_votes)
+            )
             return SubmitOutcome(True, False, None, result)
         conn.execute(
             f.update()
             .where(f.c.id == field.id)
             .values(
-                status="settled", value=result.value, value_kind=_value_kind(result.kind),
-                source="human", agreement=result.agreement, answer_count=result.human_votes,
+                status="settled",
+                value=result.value,
+                value_kind=_value_kind(result.kind),
+                source="human",
+                agreement=result.agreement,
+                answer_count=result.human_votes,
             )
         )
-        conn.execute(t.update().where(t.c.id == task_id).values(
-            status="settled", settled_at=utcnow()))
+        conn.execute(
+            t.update().where(t.c.id == task_id).values(status="settled", settled_at=utcnow())
+        )
         complete = _page_complete(conn, field.page_id)
         return SubmitOutcome(True, True, field.page_id if complete else None, result)
 
@@ -230,7 +268,9 @@ def queue_depth(db: Engine) -> int:
     with db.connect() as conn:
         return int(
             conn.execute(
-                select(func.count()).select_from(schema.tasks).where(schema.tasks.c.status == "open")
+                select(func.count())
+                .select_from(schema.tasks)
+                .where(schema.tasks.c.status == "open")
             ).scalar_one()
         )
 

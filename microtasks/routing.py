@@ -24,6 +24,10 @@ def decide(field_type: str, ocr_text: str, confidence: float, threshold: float) 
     """Auto-accept only a non-empty guess that passes its validator with high confidence."""
     if not ocr_text.strip():
         return Decision(False, "nothing was read")
+    if field_type == "line":
+        # A free text line has no validator to back the OCR up, and Tesseract's confidence
+        # alone is a poor guide: people check every line until routing is calibrated.
+        return Decision(False, "free text lines are not auto-accepted without calibration")
     problem = validate(field_type, ocr_text)
     if problem is not None:
         return Decision(False, f"fails its validator: {problem}")

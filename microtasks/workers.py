@@ -66,7 +66,9 @@ def start_session(db: Engine, person_id: int, hours: int) -> tuple[str, str]:
     with db.begin() as conn:
         conn.execute(
             insert(schema.sessions).values(
-                id=_digest(cookie), worker_id=person_id, csrf_token=csrf,
+                id=_digest(cookie),
+                worker_id=person_id,
+                csrf_token=csrf,
                 expires_at=utcnow() + timedelta(hours=hours),
             )
         )

@@ -35,7 +35,11 @@ def field_guesses(template: Template, image: Image.Image, engine: OcrEngine) -> 
 
 
 def preocr_page(
-    db: Engine, blobs: BlobStore, page_id: int, template: Template, engine: OcrEngine,
+    db: Engine,
+    blobs: BlobStore,
+    page_id: int,
+    template: Template,
+    engine: OcrEngine,
     snippet_margin: int,
 ) -> str:
     """OCR page `page_id` into field rows unless done already; return the page's new status.
@@ -46,9 +50,9 @@ def preocr_page(
     with db.connect() as conn:
         page = conn.execute(select(schema.pages).where(schema.pages.c.id == page_id)).one()
         done = conn.execute(
-            select(func.count()).select_from(schema.fields).where(
-                schema.fields.c.page_id == page_id
-            )
+            select(func.count())
+            .select_from(schema.fields)
+            .where(schema.fields.c.page_id == page_id)
         ).scalar_one()
     if page.status != "ingested" or done:
         return str(page.status)
@@ -56,9 +60,7 @@ def preocr_page(
         image = Image.open(io.BytesIO(blobs.get(page.image_key)))
         image.load()
         guesses = field_guesses(template, image, engine)
-        snippets = {
-            g.name: crop_snippet(image, g.box, snippet_margin) for g in guesses
-        }
+        snippets = {g.name: crop_snippet(image, g.box, snippet_margin) for g in guesses}
     except KeraniError as e:
         log.warning("page %s could not be OCRed: %s", page_id, e)
         with db.begin() as conn:

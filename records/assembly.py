@@ -65,7 +65,13 @@ def assemble_ready_pages(db: Engine, batch_id: str) -> int:
         .scalar_subquery()
     )
     with db.connect() as conn:
-        ready = conn.execute(
-            select(p.c.id).where(p.c.batch_id == batch_id, p.c.status == "routed", open_fields == 0)
-        ).scalars().all()
+        ready = (
+            conn.execute(
+                select(p.c.id).where(
+                    p.c.batch_id == batch_id, p.c.status == "routed", open_fields == 0
+                )
+            )
+            .scalars()
+            .all()
+        )
     return sum(assemble_record(db, page_id) for page_id in ready)

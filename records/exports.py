@@ -35,9 +35,7 @@ def records_frame(db: Engine, batch_id: str) -> pd.DataFrame:
     """One row per record of the batch: document, then `<field>` and `<field>__source` columns."""
     r, p, s = schema.records, schema.pages, schema.scans
     with db.connect() as conn:
-        batch = conn.execute(
-            select(schema.batches).where(schema.batches.c.id == batch_id)
-        ).first()
+        batch = conn.execute(select(schema.batches).where(schema.batches.c.id == batch_id)).first()
         if batch is None:
             raise NotFoundError(f"no batch {batch_id!r}")
         rows = conn.execute(

@@ -19,13 +19,14 @@ def batch_progress(db: Engine, batch_id: str | None = None) -> list[dict[str, An
         batches = conn.execute(query).all()
         out = []
         for batch in batches:
-            page_status = dict(
+            page_status: dict[str, int] = dict(
                 conn.execute(
-                    select(p.c.status, func.count()).where(p.c.batch_id == batch.id)
+                    select(p.c.status, func.count())
+                    .where(p.c.batch_id == batch.id)
                     .group_by(p.c.status)
                 ).all()
             )
-            field_status = dict(
+            field_status: dict[str, int] = dict(
                 conn.execute(
                     select(f.c.status, func.count())
                     .join(p, p.c.id == f.c.page_id)
@@ -34,28 +35,32 @@ def batch_progress(db: Engine, batch_id: str | None = None) -> list[dict[str, An
                 ).all()
             )
             rejected = conn.execute(
-                select(s.c.filename, s.c.error).where(
-                    s.c.batch_id == batch.id, s.c.status == "rejected"
-                ).order_by(s.c.filename)
+                select(s.c.filename, s.c.error)
+                .where(s.c.batch_id == batch.id, s.c.status == "rejected")
+                .order_by(s.c.filename)
             ).all()
             records = conn.execute(
                 select(func.count()).select_from(r).where(r.c.batch_id == batch.id)
             ).scalar_one()
             fields_total = sum(field_status.values())
             settled = field_status.get("auto_accepted", 0) + field_status.get("settled", 0)
-            out.append({
-                "batch_id": batch.id,
-                "template": batch.template,
-                "created_at": batch.created_at.isoformat(),
-                "pages": sum(page_status.values()),
-                "pages_failed": page_status.get("ocr_failed", 0),
-                "pages_complete": page_status.get("complete", 0),
-                "fields": fields_total,
-                "auto_accepted": field_status.get("auto_accepted", 0),
-                "settled_by_people": field_status.get("settled", 0),
-                "waiting_for_people": field_status.get("in_review", 0),
-                "percent_settled": round(100.0 * settled / fields_total, 1) if fields_total else 0.0,
-                "records": records,
-                "rejected": [{"file": x.filename, "reason": x.error} for x in rejected],
-            })
+            out.append(
+                {
+                    "batch_id": batch.id,
+                    "template": batch.template,
+                    "created_at": batch.created_at.isoformat(),
+                    "pages": sum(page_status.values()),
+                    "pages_failed": page_status.get("ocr_failed", 0),
+                    "pages_complete": page_status.get("complete", 0),
+                    "fields": fields_total,
+                    "auto_accepted": field_status.get("auto_accepted", 0),
+                    "settled_by_people": field_status.get("settled", 0),
+                    "waiting_for_people": field_status.get("in_review", 0),
+                    "percent_settled": round(100.0 * settled / fields_total, 1)
+                    if fields_total
+                    else 0.0,
+                    "records": records,
+                    "rejected": [{"file": x.filename, "reason": x.error} for x in rejected],
+                }
+            )
     return out

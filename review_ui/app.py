@@ -24,8 +24,8 @@ from kerani.settings import Settings
 from microtasks.queue import ClaimedTask, claim_next, leased_task, log_view, submit_answer
 from microtasks.workers import Person, end_session, person_by_code, session_person, start_session
 from records.assembly import assemble_record
-from records.templates import load_template
 from records.progress import batch_progress
+from records.templates import load_template
 from review_ui.status import recent_answers
 from storage.stores import Stores, open_stores
 
@@ -161,8 +161,12 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         cookie, _csrf = start_session(db, person.id, settings.review.session_hours)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
-            COOKIE, cookie, httponly=True, samesite="strict",
-            secure=settings.review.secure_cookies, max_age=settings.review.session_hours * 3600,
+            COOKIE,
+            cookie,
+            httponly=True,
+            samesite="strict",
+            secure=settings.review.secure_cookies,
+            max_age=settings.review.session_hours * 3600,
         )
         return response
 
@@ -180,10 +184,13 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         need_role(person, "worker")
         task = claim_next(db, person.id, settings.crowd.lease_seconds)
         if task is None:
-            return templates.TemplateResponse(request, "no_tasks.html", {"person": person,
-                                                                          "csrf": csrf})
+            return templates.TemplateResponse(
+                request, "no_tasks.html", {"person": person, "csrf": csrf}
+            )
         context = task_view(task) | {
-            "person": person, "csrf": csrf, "idempotency_key": secrets.token_urlsafe(16)
+            "person": person,
+            "csrf": csrf,
+            "idempotency_key": secrets.token_urlsafe(16),
         }
         return templates.TemplateResponse(request, "review.html", context)
 
@@ -199,8 +206,9 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         person, expected = session
         need_role(person, "worker")
         check_csrf(csrf, expected)
-        outcome = submit_answer(db, task_id, person.id, action, value, idempotency_key,
-                                settings.crowd.max_answers)
+        outcome = submit_answer(
+            db, task_id, person.id, action, value, idempotency_key, settings.crowd.max_answers
+        )
         settle_side_effects(outcome.completed_page_id)
         return RedirectResponse("/review", status_code=303)
 
@@ -210,8 +218,11 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         need_role(person, "worker")
         task = leased_task(db, task_id, person.id)
         log_view(db, person.id, task_id)
-        return Response(stores.blobs.get(task.snippet_key), media_type="image/png",
-                        headers={"Cache-Control": "private, no-store"})
+        return Response(
+            stores.blobs.get(task.snippet_key),
+            media_type="image/png",
+            headers={"Cache-Control": "private, no-store"},
+        )
 
     @app.get("/status", response_class=HTMLResponse)
     def status_page(request: Request, session: PageSession) -> Response:
@@ -219,7 +230,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         need_role(person, "operator", "agency")
         answers = recent_answers(db) if person.role == "operator" else []
         return templates.TemplateResponse(
-            request, "status.html",
+            request,
+            "status.html",
             {"person": person, "csrf": csrf, "batches": batch_progress(db), "answers": answers},
         )
 
@@ -232,30 +244,42 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         if task is None:
             return Response(status_code=204)
         view = task_view(task)
-        return JSONResponse({
-            "task_id": task.task_id,
-            "field": task.field_name,
-            "type": task.field_kind,
-            "label": view["label"],
-            "format_hint": view["hint"],
-            "ocr_guess": task.ocr_text,
-            "snippet_url": f"/api/tasks/{task.task_id}/snippet",
-            "lease_expires_at": task.lease_expires_at.isoformat(),
-        })
+        return JSONResponse(
+            {
+                "task_id": task.task_id,
+                "field": task.field_name,
+                "type": task.field_kind,
+                "label": view["label"],
+                "format_hint": view["hint"],
+                "ocr_guess": task.ocr_text,
+                "snippet_url": f"/api/tasks/{task.task_id}/snippet",
+                "lease_expires_at": task.lease_expires_at.isoformat(),
+            }
+        )
 
     @app.get("/api/tasks/{task_id}/snippet")
     def api_snippet(task_id: str, person: ApiPerson) -> Response:
         need_role(person, "worker")
         task = leased_task(db, task_id, person.id)
         log_view(db, person.id, task_id)
-        return Response(stores.blobs.get(task.snippet_key), media_type="image/png",
-                        headers={"Cache-Control": "private, no-store"})
+        return Response(
+            stores.blobs.get(task.snippet_key),
+            media_type="image/png",
+            headers={"Cache-Control": "private, no-store"},
+        )
 
     @app.post("/api/tasks/{task_id}/answer")
     def api_answer(task_id: str, answer: AnswerIn, person: ApiPerson) -> dict[str, Any]:
         need_role(person, "worker")
-        outcome = submit_answer(db, task_id, person.id, answer.kind, answer.value,
-                                answer.idempotency_key, settings.crowd.max_answers)
+        outcome = submit_answer(
+            db,
+            task_id,
+            person.id,
+            answer.kind,
+            answer.value,
+            answer.idempotency_key,
+            settings.crowd.max_answers,
+        )
         settle_side_effects(outcome.completed_page_id)
         return {"recorded": outcome.recorded, "settled": outcome.settled}
 

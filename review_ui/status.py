@@ -16,8 +16,14 @@ def recent_answers(db: Engine, limit: int = 50) -> list[dict[str, Any]]:
     a, w, t, f = schema.answers, schema.workers, schema.tasks, schema.fields
     with db.connect() as conn:
         rows = conn.execute(
-            select(a.c.created_at, a.c.kind, a.c.value, w.c.name.label("worker"),
-                   f.c.name.label("field"), f.c.ocr_text)
+            select(
+                a.c.created_at,
+                a.c.kind,
+                a.c.value,
+                w.c.name.label("worker"),
+                f.c.name.label("field"),
+                f.c.ocr_text,
+            )
             .join(w, w.c.id == a.c.worker_id)
             .join(t, t.c.id == a.c.task_id)
             .join(f, f.c.id == t.c.field_id)

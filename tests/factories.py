@@ -31,22 +31,56 @@ def seed_page(
     batch_id = secrets.token_hex(16)
     now = utcnow()
     with stores.db.begin() as conn:
-        conn.execute(insert(schema.batches).values(
-            id=batch_id, template=template, source="test", status="ingested", created_at=now))
-        scan_id = conn.execute(insert(schema.scans).values(
-            batch_id=batch_id, filename="scan.png", sha256=batch_id * 2, size=1,
-            blob_key=None, status="accepted", created_at=now)).inserted_primary_key[0]
-        page_id = conn.execute(insert(schema.pages).values(
-            batch_id=batch_id, scan_id=scan_id, source_sha256=batch_id * 2, page_index=0,
-            template=template, image_key="none", width=100, height=100, status="ocred",
-            created_at=now)).inserted_primary_key[0]
+        conn.execute(
+            insert(schema.batches).values(
+                id=batch_id, template=template, source="test", status="ingested", created_at=now
+            )
+        )
+        scan_id = conn.execute(
+            insert(schema.scans).values(
+                batch_id=batch_id,
+                filename="scan.png",
+                sha256=batch_id * 2,
+                size=1,
+                blob_key=None,
+                status="accepted",
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
+        page_id = conn.execute(
+            insert(schema.pages).values(
+                batch_id=batch_id,
+                scan_id=scan_id,
+                source_sha256=batch_id * 2,
+                page_index=0,
+                template=template,
+                image_key="none",
+                width=100,
+                height=100,
+                status="ocred",
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
         for i, (name, kind, text, conf) in enumerate(guesses):
             key = f"snippets/{page_id}/{name}.png"
             stores.blobs.put(key, png())
-            conn.execute(insert(schema.fields).values(
-                page_id=page_id, name=name, kind=kind, x0=0, y0=10 * i, x1=50, y1=10 * i + 8,
-                ocr_text=text, ocr_confidence=conf, ocr_engine="null", snippet_key=key,
-                status="pending", answer_count=0))
+            conn.execute(
+                insert(schema.fields).values(
+                    page_id=page_id,
+                    name=name,
+                    kind=kind,
+                    x0=0,
+                    y0=10 * i,
+                    x1=50,
+                    y1=10 * i + 8,
+                    ocr_text=text,
+                    ocr_confidence=conf,
+                    ocr_engine="null",
+                    snippet_key=key,
+                    status="pending",
+                    answer_count=0,
+                )
+            )
     route_page(stores.db, int(page_id), threshold)
     return int(page_id)
 
@@ -54,5 +88,8 @@ def seed_page(
 def batch_of(stores: Stores, page_id: int) -> str:
     """The batch id of a page."""
     with stores.db.connect() as conn:
-        return str(conn.execute(
-            select(schema.pages.c.batch_id).where(schema.pages.c.id == page_id)).scalar_one())
+        return str(
+            conn.execute(
+                select(schema.pages.c.batch_id).where(schema.pages.c.id == page_id)
+            ).scalar_one()
+        )

@@ -43,8 +43,12 @@ def test_worker_corrects_a_snippet_through_the_page(client: TestClient, stores: 
     assert snippet.status_code == 200 and snippet.content.startswith(b"\x89PNG")
     assert snippet.headers["cache-control"] == "private, no-store"
     fields = form_fields(page.text)
-    answer = {"csrf": fields["csrf"], "idempotency_key": fields["idempotency_key"],
-              "value": "40100", "action": "value"}
+    answer = {
+        "csrf": fields["csrf"],
+        "idempotency_key": fields["idempotency_key"],
+        "value": "40100",
+        "action": "value",
+    }
     assert client.post(f"/review/{task_id}", data=answer).status_code == 303
     # A retried submit (double tap, flaky network) records nothing new.
     assert client.post(f"/review/{task_id}", data=answer).status_code == 303
@@ -62,16 +66,16 @@ def test_forms_without_the_csrf_token_are_refused(client: TestClient, stores: St
     sign_in(client, add_person(stores.db, "ana", "worker"))
     page = client.get("/review")
     task_id = re.search(r'action="/review/([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    response = client.post(f"/review/{task_id}", data={
-        "csrf": "forged", "idempotency_key": "k1", "value": "x", "action": "value"})
+    response = client.post(
+        f"/review/{task_id}",
+        data={"csrf": "forged", "idempotency_key": "k1", "value": "x", "action": "value"},
+    )
     assert response.status_code == 403
     with stores.db.connect() as conn:
         assert conn.execute(select(schema.answers)).first() is None
 
 
-def test_a_worker_cannot_reach_another_workers_task(
-    settings: Settings, stores: Stores
-) -> None:
+def test_a_worker_cannot_reach_another_workers_task(settings: Settings, stores: Stores) -> None:
     seed_page(stores, GUESSES)
     ana = TestClient(create_app(settings, stores), follow_redirects=False)
     eve = TestClient(create_app(settings, stores), follow_redirects=False)
@@ -82,8 +86,10 @@ def test_a_worker_cannot_reach_another_workers_task(
     assert eve.get(f"/snippets/{task_id}").status_code == 403
     eve_page = eve.get("/review")
     csrf = form_fields(eve_page.text)["csrf"]
-    refused = eve.post(f"/review/{task_id}", data={
-        "csrf": csrf, "idempotency_key": "eve", "value": "x", "action": "value"})
+    refused = eve.post(
+        f"/review/{task_id}",
+        data={"csrf": csrf, "idempotency_key": "eve", "value": "x", "action": "value"},
+    )
     assert refused.status_code == 403
 
 
@@ -94,12 +100,16 @@ def test_roles_are_enforced_on_every_route(client: TestClient, stores: Stores) -
     assert client.post("/api/tasks/claim").status_code == 403
     agency = add_person(stores.db, "agency-1", "agency")
     worker = add_person(stores.db, "ana", "worker")
-    assert client.post("/api/tasks/claim", headers={"Authorization": f"Bearer {agency}"}
-                       ).status_code == 403
-    assert client.get("/api/batches", headers={"Authorization": f"Bearer {worker}"}
-                      ).status_code == 403
-    assert client.get("/api/batches", headers={"Authorization": f"Bearer {agency}"}
-                      ).status_code == 200
+    assert (
+        client.post("/api/tasks/claim", headers={"Authorization": f"Bearer {agency}"}).status_code
+        == 403
+    )
+    assert (
+        client.get("/api/batches", headers={"Authorization": f"Bearer {worker}"}).status_code == 403
+    )
+    assert (
+        client.get("/api/batches", headers={"Authorization": f"Bearer {agency}"}).status_code == 200
+    )
     sign_in(client, worker)
     assert client.get("/status").status_code == 403
 
@@ -113,8 +123,14 @@ def test_what_a_worker_types_is_escaped_on_the_operator_page(
     auth = {"Authorization": f"Bearer {code}"}
     task = api.post("/api/tasks/claim", headers=auth).json()
     script = "<script>alert('x')</script>"
-    assert api.post(f"/api/tasks/{task['task_id']}/answer", headers=auth,
-                    json={"value": script, "idempotency_key": "m1"}).status_code == 200
+    assert (
+        api.post(
+            f"/api/tasks/{task['task_id']}/answer",
+            headers=auth,
+            json={"value": script, "idempotency_key": "m1"},
+        ).status_code
+        == 200
+    )
     operator = TestClient(create_app(settings, stores), follow_redirects=False)
     sign_in(operator, add_person(stores.db, "olive", "operator"))
     page = operator.get("/status")

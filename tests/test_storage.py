@@ -25,16 +25,21 @@ def s3_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                 aws_access_key_id="test", aws_secret_access_key="test").create_bucket(
-        Bucket="kerani-test")
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket="kerani-test")
     yield url
     server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])
-def blobs(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-          ) -> BlobStore:
+def blobs(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> BlobStore:
     if request.param == "local":
         url = str(tmp_path / "blobs")
         endpoint = None
@@ -43,8 +48,9 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         url = f"s3://kerani-test/run-{tmp_path.name}"
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    settings = Settings(core=CoreSettings(data_dir=tmp_path),
-                        blobs=BlobSettings(url=url, s3_endpoint_url=endpoint))
+    settings = Settings(
+        core=CoreSettings(data_dir=tmp_path), blobs=BlobSettings(url=url, s3_endpoint_url=endpoint)
+    )
     return open_blob_store(settings)
 
 
@@ -74,5 +80,16 @@ def test_local_writes_leave_no_temporary_files(tmp_path: Path) -> None:
 
 
 def test_migrations_create_every_table(stores: Stores) -> None:
-    assert {"batches", "scans", "pages", "fields", "tasks", "answers", "workers", "records",
-            "audit_log", "sessions", "alembic_version"} <= set(table_names(stores.db))
+    assert {
+        "batches",
+        "scans",
+        "pages",
+        "fields",
+        "tasks",
+        "answers",
+        "workers",
+        "records",
+        "audit_log",
+        "sessions",
+        "alembic_version",
+    } <= set(table_names(stores.db))

@@ -32,8 +32,10 @@ def test_bundled_templates_load() -> None:
     ("fields", "message"),
     [
         (field("a", "[0, 0, 10, 10]", "colour"), "field 'a' has unknown type 'colour'"),
-        (field("a", "[0, 0, 100, 100]") + field("b", "[50, 50, 150, 150]"),
-         "fields 'a' and 'b' overlap"),
+        (
+            field("a", "[0, 0, 100, 100]") + field("b", "[50, 50, 150, 150]"),
+            "fields 'a' and 'b' overlap",
+        ),
         (field("a", "[900, 900, 1100, 950]"), "field 'a' box .* lies outside the page"),
         (field("a", "[0, 0, 10, 10]") + field("a", "[20, 20, 30, 30]"), "'a' is defined twice"),
         (field("a", "[10, 10, 5, 20]"), "field 'a' has an empty box"),

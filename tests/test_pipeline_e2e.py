@@ -1,0 +1,147 @@
+"""End to end with real Tesseract and real Prefect flows, on SQLite and on PostgreSQL.
+
+Three real SROIE receipts and two synthetic forms go through submit → micro tasks answered
+through the review app's HTTP API → finish; the exports must hold what people submitted.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from flows.digitise import finish_batch, submit_batch
+from kerani.settings import Settings
+from microtasks.crowd_sim import SimulatedWorker, run_crowd, truth_by_task
+from microtasks.queue import queue_depth
+from microtasks.workers import add_person
+from records.accuracy import field_truths
+from records.ground_truth import read_truth, sroie_to_dataset
+from records.synthetic import generate_dataset
+from records.templates import load_template
+from review_ui.app import create_app
+from storage import schema
+from storage.stores import Stores
+
+pytestmark = pytest.mark.slow
+
+
+def _counts(stores: Stores) -> dict[str, int]:
+    with stores.db.connect() as conn:
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (schema.batches, schema.pages, schema.fields, schema.tasks, schema.scans)
+        }
+
+
+def test_receipts_and_forms_end_to_end(
+    settings: Settings, stores: Stores, prefect_server: None, sroie_dir: Path, tmp_path: Path
+) -> None:
+    forms = tmp_path / "forms"
+    generate_dataset(load_template("bantuan_form"), forms, count=2, seed=11)
+    receipts = tmp_path / "receipts"
+    sroie_to_dataset(sroie_dir, receipts, names=["000", "004", "008"])
+
+    form_report = submit_batch([str(forms / "pages")], "bantuan_form", settings)
+    receipt_report = submit_batch([str(receipts / "pages")], "receipt", settings)
+    assert form_report["pages_created"] == 2 and receipt_report["pages_created"] == 3
+    assert form_report["rejected"] == [] and receipt_report["rejected"] == []
+    assert receipt_report["routing"]["tasks_created"] > 20  # receipts yield many text lines
+    assert queue_depth(stores.db) > 0
+
+    # Two careful simulated workers answer every task through the HTTP API.
+    truth_of_field: dict[int, str | None] = {}
+    for report, folder in ((form_report, forms), (receipt_report, receipts)):
+        mapping, _ = field_truths(stores.db, report["batch_id"], read_truth(folder))
+        truth_of_field.update(mapping)
+
+    truth_of_task = truth_by_task(stores.db, truth_of_field)
+    workers = [SimulatedWorker(n, add_person(stores.db, n, "worker"), 0.0) for n in ("a", "b")]
+    with TestClient(create_app(settings, stores)) as client:
+        answered = run_crowd(client, workers, truth_of_task)
+    assert answered > 0 and queue_depth(stores.db) == 0
+
+    # The review app rebuilt each record when its last field settled.
+    with stores.db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.records)).scalar_one() == 5
+
+    for report in (form_report, receipt_report):
+        result = finish_batch(report["batch_id"], settings)
+        csv_key = f"exports/{report['batch_id']}/records.csv"
+        frame = pd.read_csv(io.BytesIO(stores.blobs.get(csv_key)), dtype=str, keep_default_na=False)
+        lines = pd.read_json(
+            io.BytesIO(stores.blobs.get(csv_key.replace(".csv", ".jsonl"))), lines=True, dtype=False
+        )
+        assert result["exports"]["csv"].endswith("records.csv")
+        assert len(frame) == len(lines) == report["pages_created"]
+        # Every field settled by people appears in the export with the agreed answer.
+        with stores.db.connect() as conn:
+            settled = conn.execute(
+                select(
+                    schema.fields.c.name,
+                    schema.fields.c.value,
+                    schema.fields.c.value_kind,
+                    schema.fields.c.source,
+                    schema.scans.c.filename,
+                )
+                .join(schema.pages, schema.pages.c.id == schema.fields.c.page_id)
+                .join(schema.scans, schema.scans.c.id == schema.pages.c.scan_id)
+                .where(schema.pages.c.batch_id == report["batch_id"])
+            ).all()
+        humans = [r for r in settled if r.source == "human"]
+        assert humans, "some fields must have gone to people"
+        for r in settled:
+            row = frame[frame["document"] == r.filename].iloc[0]
+            if r.value_kind == "text":
+                assert row[r.name] == r.value
+                assert row[f"{r.name}__source"] == r.source
+            else:
+                assert row[f"{r.name}__source"] == f"human:{r.value_kind}"
+        # ... and what the workers typed is what the truth says, for each human field.
+        for r in humans:
+            if r.value_kind == "text":
+                assert r.value in {t for t in truth_of_field.values() if t}
+
+    # Submitting the same batches again creates nothing new.
+    before = _counts(stores)
+    again = submit_batch([str(forms / "pages")], "bantuan_form", settings)
+    assert again["batch_id"] == form_report["batch_id"]
+    assert again["pages_created"] == 0 and again["pages_existing"] == 2
+    submit_batch([str(receipts / "pages")], "receipt", settings)
+    assert _counts(stores) == before
+
+
+def test_bad_files_are_reported_and_the_rest_goes_on(
+    settings: Settings, stores: Stores, prefect_server: None, tmp_path: Path
+) -> None:
+    forms = tmp_path / "forms"
+    generate_dataset(load_template("bantuan_form"), forms, count=1, seed=5)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    good = (forms / "pages" / "form_001.png").read_bytes()
+    (batch / "good.png").write_bytes(good)
+    (batch / "corrupt.png").write_bytes(good[: len(good) // 3])
+    (batch / "notes.png").write_bytes(b"these are my notes, not a scan\n")
+    fake_png = b"\x89PNG\r\n\x1a\n" + zlib.compress(b"garbage")
+    (batch / "broken-header.png").write_bytes(fake_png)
+
+    report = submit_batch([str(batch)], "bantuan_form", settings)
+
+    reasons = {r["name"]: r["reason"] for r in report["rejected"]}
+    assert set(reasons) == {"batch/corrupt.png", "batch/notes.png", "batch/broken-header.png"}
+    assert "cannot be decoded" in reasons["batch/corrupt.png"]
+    assert "not an image or a PDF" in reasons["batch/notes.png"]
+    assert report["pages_created"] == 1
+    assert report["routing"]["auto_accepted"] + report["routing"]["tasks_created"] == 10
+    with stores.db.connect() as conn:
+        rejected = conn.execute(
+            select(schema.scans.c.filename, schema.scans.c.error).where(
+                schema.scans.c.status == "rejected"
+            )
+        ).all()
+    assert {r.filename for r in rejected} == set(reasons)
