@@ -120,7 +120,8 @@ def _ingest_scan(
     try:
         images = render_pages(scan, limits)
     except BadInputError as e:
-        images, error = [], str(e)
+        # The report names the file already; keep only what is wrong with it.
+        images, error = [], str(e).removeprefix(f"{scan.name}: ")
     scan_id = _record_scan(
         engine,
         batch_id,

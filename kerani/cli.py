@@ -71,7 +71,7 @@ def demo(
     settings = Settings.load(workdir)
     if base.database.url or base.blobs.url:
         settings = settings.model_copy(update={"database": base.database, "blobs": base.blobs})
-    console.print(f"Demo data folder: {workdir}")
+    console.print(f"Demo data folder: {workdir}", soft_wrap=True)
     try:
         raise typer.Exit(run_demo(settings, console, simulate_crowd, forms, seed))
     except KeraniError as e:
@@ -86,13 +86,14 @@ def submit(
     verbose: bool = False,
 ) -> None:
     """Submit a batch of scans: ingest, pre-OCR, and publish micro tasks for doubtful fields."""
-    from flows.digitise import submit_batch
+    from kerani.terminal import submit_with_progress
+    from storage.stores import open_stores
 
     _quiet_prefect(verbose)
     settings = _settings(data_dir)
     try:
-        with console.status("Ingesting and pre-OCR ..."):
-            report = submit_batch([str(p) for p in paths], template, settings)
+        stores = open_stores(settings)
+        report = submit_with_progress(console, settings, stores, paths, template, "scans")
     except KeraniError as e:
         _fail(e)
     console.print(
@@ -128,13 +129,17 @@ def serve(
 @app.command()
 def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None) -> None:
     """Show each batch's progress: pages, fields settled, tasks waiting, records."""
-    from records.progress import batch_progress
+    from records.progress import batch_progress, resolve_batch_id
     from storage.stores import open_stores
 
-    rows = batch_progress(open_stores(_settings(data_dir)).db, batch)
+    db = open_stores(_settings(data_dir)).db
+    try:
+        rows = batch_progress(db, resolve_batch_id(db, batch) if batch else None)
+    except KeraniError as e:
+        _fail(e)
     table = Table()
+    table.add_column("batch", no_wrap=True)
     for col in (
-        "batch",
         "template",
         "pages",
         "fields",
@@ -147,7 +152,7 @@ def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: Data
         table.add_column(col)
     for b in rows:
         table.add_row(
-            b["batch_id"],
+            b["batch_id"][:12],
             b["template"],
             str(b["pages"]),
             str(b["fields"]),
@@ -164,17 +169,25 @@ def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: Data
 
 
 @app.command()
-def export(batch: str, data_dir: DataDir = None, verbose: bool = False) -> None:
+def export(
+    batch: Annotated[str, typer.Argument(help="Batch id or a unique prefix of it.")],
+    data_dir: DataDir = None,
+    verbose: bool = False,
+) -> None:
     """Assemble settled records of a batch and export them (CSV, JSON Lines)."""
     from flows.digitise import finish_batch
+    from records.progress import resolve_batch_id
+    from storage.stores import open_stores
 
     _quiet_prefect(verbose)
+    settings = _settings(data_dir)
     try:
-        result: dict[str, Any] = finish_batch(batch, _settings(data_dir))
+        batch_id = resolve_batch_id(open_stores(settings).db, batch)
+        result: dict[str, Any] = finish_batch(batch_id, settings)
     except KeraniError as e:
         _fail(e)
     for fmt, where in result["exports"].items():
-        console.print(f"{fmt}: {where}")
+        console.print(f"{fmt}: {where}", soft_wrap=True)
 
 
 @people_app.command("add")

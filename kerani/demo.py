@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
 from kerani.settings import Settings
+from kerani.terminal import progress_bar, submit_with_progress
 from kerani.webserver import BackgroundServer, free_port, port_is_free
 from microtasks.crowd_sim import SimulatedWorker, run_crowd, truth_by_task
 from microtasks.queue import queue_depth
@@ -61,67 +61,6 @@ def prepare_samples(workdir: Path, forms: int, seed: int) -> list[DemoBatch]:
     ]
 
 
-def _count_pages(stores: Stores, batch_ids: list[str]) -> tuple[int, int]:
-    p = schema.pages
-    with stores.db.connect() as conn:
-        rows: dict[str, int] = dict(
-            conn.execute(
-                select(p.c.status, func.count())
-                .where(p.c.batch_id.in_(batch_ids))
-                .group_by(p.c.status)
-            ).all()
-        )
-    total = sum(rows.values())
-    return total - rows.get("ingested", 0), total
-
-
-def submit_with_progress(
-    console: Console, settings: Settings, stores: Stores, batch: DemoBatch
-) -> None:
-    """Run the submit-batch flow in a thread while a progress bar follows pages in the database."""
-    from flows.digitise import submit_batch
-
-    result: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            result.update(submit_batch([str(batch.dataset / "pages")], batch.template, settings))
-        except BaseException as e:  # re-raised in the main thread below
-            errors.append(e)
-
-    thread = threading.Thread(target=work, daemon=True)
-    before = set(_batch_ids(stores))
-    with _progress(console) as progress:
-        bar = progress.add_task(f"Pre-OCR {batch.label}", total=None)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.5)
-            new = [i for i in _batch_ids(stores) if i not in before]
-            done, total = _count_pages(stores, new)
-            if total:
-                progress.update(bar, completed=done, total=total)
-    if errors:
-        raise errors[0]
-    batch.batch_id = result["batch_id"]
-    batch.report = result
-
-
-def _batch_ids(stores: Stores) -> list[str]:
-    with stores.db.connect() as conn:
-        return [str(i) for i in conn.execute(select(schema.batches.c.id)).scalars().all()]
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def simulate_crowd(
     console: Console, stores: Stores, server_url: str, batches: list[DemoBatch], seed: int
 ) -> int:
@@ -137,7 +76,7 @@ def simulate_crowd(
         for i, (kind, rate) in enumerate(DEMO_CROWD, start=1)
     ]
     open_tasks = queue_depth(stores.db)
-    with _progress(console) as progress, httpx.Client(base_url=server_url, timeout=30) as client:
+    with progress_bar(console) as progress, httpx.Client(base_url=server_url, timeout=30) as client:
         bar = progress.add_task("Simulated crowd answering", total=open_tasks)
         tick: Callable[[], None] = lambda: progress.update(  # noqa: E731
             bar, completed=open_tasks - queue_depth(stores.db)
@@ -151,7 +90,7 @@ def wait_for_people(console: Console, stores: Stores, server_url: str) -> None:
     console.print(f"\nReview page: [bold]{server_url}/signin[/]  access code: [bold]{code}[/]")
     open_tasks = queue_depth(stores.db)
     try:
-        with _progress(console) as progress:
+        with progress_bar(console) as progress:
             bar = progress.add_task("Tasks answered by people", total=open_tasks)
             while (left := queue_depth(stores.db)) > 0:
                 progress.update(bar, completed=open_tasks - left)
@@ -173,7 +112,10 @@ def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, s
     server = BackgroundServer(create_app(settings, stores), host, port).start()
     try:
         for b in batches:
-            submit_with_progress(console, settings, stores, b)
+            b.report = submit_with_progress(
+                console, settings, stores, [b.dataset / "pages"], b.template, b.label
+            )
+            b.batch_id = b.report["batch_id"]
             assert b.report is not None
             for bad in b.report["rejected"]:
                 console.print(f"[red]rejected[/] {bad['name']}: {bad['reason']}")
@@ -234,5 +176,5 @@ def print_summary(console: Console, batches: list[DemoBatch], url: str, simulate
                 f"by the OCR); auto-accepted: {auto_acc}"
             )
         for fmt, where in (b.exports or {}).items():
-            console.print(f"  records ({fmt}): {where}")
-    console.print(f"Review page was served at {url}/signin")
+            console.print(f"  records ({fmt}): {where}", soft_wrap=True)
+    console.print(f"Review page was served at {url}/signin", soft_wrap=True)

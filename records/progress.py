@@ -6,7 +6,23 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from kerani.exceptions import BadInputError, NotFoundError
 from storage import schema
+
+
+def resolve_batch_id(db: Engine, prefix: str) -> str:
+    """The full id of the one batch whose id starts with `prefix` (as git does with commits)."""
+    if not prefix or not prefix.isalnum():
+        raise BadInputError(f"{prefix!r} is not a batch id")
+    b = schema.batches
+    with db.connect() as conn:
+        ids = conn.execute(select(b.c.id).where(b.c.id.startswith(prefix)).limit(2)).scalars()
+        found = list(ids)
+    if not found:
+        raise NotFoundError(f"no batch {prefix!r}: `kerani status` lists them")
+    if len(found) > 1:
+        raise BadInputError(f"{prefix!r} names more than one batch: give more characters")
+    return str(found[0])
 
 
 def batch_progress(db: Engine, batch_id: str | None = None) -> list[dict[str, Any]]:

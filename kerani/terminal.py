@@ -1,0 +1,80 @@
+"""Terminal progress: rich progress bars that follow long work through the database."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import func, select
+
+from kerani.settings import Settings
+from storage import schema
+from storage.stores import Stores
+
+
+def progress_bar(console: Console) -> Progress:
+    """Kerani's progress bar: description, bar, done/total, elapsed time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _batch_ids(stores: Stores) -> list[str]:
+    with stores.db.connect() as conn:
+        return [str(i) for i in conn.execute(select(schema.batches.c.id)).scalars().all()]
+
+
+def _count_pages(stores: Stores, batch_ids: list[str]) -> tuple[int, int]:
+    p = schema.pages
+    with stores.db.connect() as conn:
+        rows: dict[str, int] = dict(
+            conn.execute(
+                select(p.c.status, func.count())
+                .where(p.c.batch_id.in_(batch_ids))
+                .group_by(p.c.status)
+            ).all()
+        )
+    total = sum(rows.values())
+    return total - rows.get("ingested", 0), total
+
+
+def submit_with_progress(
+    console: Console,
+    settings: Settings,
+    stores: Stores,
+    paths: list[Path],
+    template: str,
+    label: str,
+) -> dict[str, Any]:
+    """Run the submit-batch flow in a thread while a bar follows its pages in the database."""
+    from flows.digitise import submit_batch
+
+    result: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.update(submit_batch([str(p) for p in paths], template, settings))
+        except BaseException as e:  # re-raised in the main thread below
+            errors.append(e)
+
+    thread = threading.Thread(target=work, daemon=True)
+    before = set(_batch_ids(stores))
+    with progress_bar(console) as progress:
+        bar = progress.add_task(f"Pre-OCR {label}", total=None)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+            done, total = _count_pages(stores, [i for i in _batch_ids(stores) if i not in before])
+            if total:
+                progress.update(bar, completed=done, total=total)
+    if errors:
+        raise errors[0]
+    return result

@@ -1,0 +1,65 @@
+"""The `kerani` command as a user runs it: people, submit, status, export, and the demo."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kerani.cli import app
+from records.synthetic import generate_dataset
+from records.templates import load_template
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = tmp_path / "kerani-data"
+    monkeypatch.setenv("KERANI_DATA_DIR", str(data))
+    monkeypatch.delenv("KERANI_DB_URL", raising=False)
+    monkeypatch.delenv("KERANI_BLOB_URL", raising=False)
+    return data
+
+
+def test_submit_status_export(env: Path, tmp_path: Path, prefect_server: None) -> None:
+    runner = CliRunner()
+    forms = tmp_path / "forms"
+    generate_dataset(load_template("bantuan_form"), forms, count=1, seed=2)
+    (forms / "pages" / "readme.txt").write_text("not a scan")
+
+    added = runner.invoke(app, ["people", "add", "Siti", "--role", "worker"])
+    assert added.exit_code == 0, added.output
+    assert re.search(r"access code \S{20,}", added.output)
+    again = runner.invoke(app, ["people", "add", "Siti"])
+    assert again.exit_code == 7 and "exists already" in again.output
+
+    sub = runner.invoke(app, ["submit", str(forms / "pages"), "--template", "bantuan_form"])
+    assert sub.exit_code == 0, sub.output
+    batch = re.search(r"Batch (\w{32})", sub.output).group(1)  # type: ignore[union-attr]
+    assert "1 new pages" in sub.output
+    assert "rejected pages/readme.txt" in sub.output
+
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0 and batch[:12] in status.output
+    assert "readme.txt: not an image or a PDF" in status.output.replace("\n", "")
+
+    exported = runner.invoke(app, ["export", batch[:8]])  # a unique prefix will do
+    assert exported.exit_code == 0, exported.output
+    assert (env / "blobs" / "exports" / batch / "records.csv").is_file()
+
+    bad = runner.invoke(app, ["submit", str(forms), "--template", "no_such_form"])
+    assert bad.exit_code == 5 and "no template 'no_such_form'" in bad.output
+
+
+def test_demo_with_simulated_crowd(env: Path, prefect_server: None) -> None:
+    result = CliRunner().invoke(app, ["demo", "--simulate-crowd", "--forms", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    accuracy = re.findall(r"accuracy against the known truth: ([\d.]+)%", text)
+    assert len(accuracy) == 2  # forms and receipts
+    assert float(accuracy[0]) >= 90.0  # simulated careful workers on clean synthetic forms
+    assert re.search(r"records \(csv\): \S+records\.csv", text)
+    assert list((env / "demo" / "blobs" / "exports").glob("*/records.jsonl"))
