@@ -7,6 +7,7 @@ value of a field (fields.value) records where it came from (fields.source).
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -87,6 +88,8 @@ fields = Table(
     Column("source", String(20), nullable=True),  # ocr | human
     Column("agreement", Float, nullable=True),
     Column("answer_count", Integer, nullable=False, default=0),
+    Column("sensitivity", String(20), nullable=False, default="personal"),
+    Column("validation_error", Text, nullable=True),
     UniqueConstraint("page_id", "name", name="uq_fields_page_name"),
 )
 
@@ -98,6 +101,9 @@ workers = Table(
     Column("role", String(20), nullable=False),  # worker | operator | agency
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("trusted", Boolean, nullable=False, default=False),  # may arbitrate disputes
+    Column("cleared", Boolean, nullable=False, default=False),  # may see restricted fields
+    Column("quarantined", Boolean, nullable=False, default=False),  # gets no more tasks
 )
 
 tasks = Table(
@@ -110,6 +116,11 @@ tasks = Table(
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("settled_at", DateTime(timezone=True), nullable=True),
+    Column("kind", String(20), nullable=False, default="field"),  # field | gold
+    Column("escalated", Boolean, nullable=False, default=False),  # only trusted workers
+    Column("restricted", Boolean, nullable=False, default=False),  # only cleared workers
+    Column("gold_value", Text, nullable=True),  # the known answer of a gold task
+    Column("note", Text, nullable=True),  # shown to the worker, e.g. the rule a value broke
 )
 
 answers = Table(
@@ -122,6 +133,7 @@ answers = Table(
     Column("value", Text, nullable=False),
     Column("idempotency_key", String(100), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("weight", Float, nullable=True),  # the worker's estimated accuracy when counted
     UniqueConstraint("task_id", "worker_id", name="uq_answers_task_worker"),
 )
 
@@ -154,4 +166,36 @@ audit_log = Table(
     Column("task_id", String(32), nullable=True),
     Column("field_id", Integer, nullable=True),
     Column("detail", Text, nullable=True),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False, index=True),
+    # One payment per answer, whatever retries happen: the database refuses a second.
+    Column("answer_id", Integer, ForeignKey("answers.id"), nullable=False, unique=True),
+    Column("task_kind", String(20), nullable=False),
+    Column("amount_sen", Integer, nullable=False),  # integer sen: no float money
+    Column("batch_id", String(32), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+worker_page_views = Table(
+    "worker_page_views",
+    metadata,
+    Column("worker_id", Integer, ForeignKey("workers.id"), primary_key=True),
+    Column("page_id", Integer, ForeignKey("pages.id"), primary_key=True),
+    Column("fields_seen", Integer, nullable=False),
+)
+
+worker_quality = Table(
+    "worker_quality",
+    metadata,
+    Column("worker_id", Integer, ForeignKey("workers.id"), primary_key=True),
+    Column("field_type", String(30), primary_key=True),
+    Column("gold_seen", Integer, nullable=False, default=0),
+    Column("gold_correct", Integer, nullable=False, default=0),
+    Column("accuracy", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
