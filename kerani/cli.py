@@ -22,6 +22,14 @@ app = typer.Typer(
 )
 people_app = typer.Typer(help="Workers, operators and agency users.", no_args_is_help=True)
 app.add_typer(people_app, name="people")
+bench_app = typer.Typer(
+    help="Benchmarks that print figures (add --json for scripts).", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+dataset_app = typer.Typer(
+    help="Ground-truth datasets (pages/ + truth.jsonl).", no_args_is_help=True
+)
+app.add_typer(dataset_app, name="dataset")
 console = Console()
 
 DataDir = Annotated[

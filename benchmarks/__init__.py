@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (speed, accuracy, human effort); run with `kerani bench ...`."""
