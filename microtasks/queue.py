@@ -8,6 +8,7 @@ idempotency key, so a retried submit changes nothing.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,6 +36,7 @@ class ClaimedTask:
     ocr_text: str
     snippet_key: str
     lease_expires_at: datetime
+    note: str | None = None  # why the task is back, e.g. the rule its value broke
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
         select(
             t.c.id,
             t.c.lease_expires_at,
+            t.c.note,
             f.c.id.label("field_id"),
             f.c.page_id,
             f.c.name,
@@ -75,6 +78,7 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
         ocr_text=row.ocr_text,
         snippet_key=row.snippet_key,
         lease_expires_at=as_utc(row.lease_expires_at),
+        note=row.note,
     )
 
 
@@ -293,3 +297,39 @@ def log_view(db: Engine, worker_id: int, task_id: str) -> None:
     """Write a snippet view to the audit log: every view of citizen data is on record."""
     with db.begin() as conn:
         _audit(conn, worker_id, "view", task_id)
+
+
+def reopen_field(db: Engine, field_id: int, note: str) -> str:
+    """Send a settled field back to people for arbitration, showing them `note` (the rule).
+
+    The field's earlier answers stay on record; the task reopens as escalated, so a trusted
+    worker settles it, and its page returns from `complete` to `routed` until then.
+    """
+    t, f = schema.tasks, schema.fields
+    with db.begin() as conn:
+        field = conn.execute(select(f).where(f.c.id == field_id)).first()
+        if field is None:
+            raise NotFoundError(f"no field {field_id}")
+        task_id = conn.execute(select(t.c.id).where(t.c.field_id == field_id)).scalar()
+        values = {
+            "status": "open",
+            "escalated": True,
+            "note": note,
+            "lease_worker_id": None,
+            "lease_expires_at": None,
+            "settled_at": None,
+        }
+        if task_id is None:
+            task_id = secrets.token_urlsafe(16)
+            conn.execute(
+                insert(t).values(id=task_id, field_id=field_id, created_at=utcnow(), **values)
+            )
+        else:
+            conn.execute(t.update().where(t.c.id == task_id).values(**values))
+        conn.execute(
+            f.update().where(f.c.id == field_id).values(status="in_review", validation_error=note)
+        )
+        conn.execute(
+            schema.pages.update().where(schema.pages.c.id == field.page_id).values(status="routed")
+        )
+        return str(task_id)
