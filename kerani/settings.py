@@ -71,11 +71,23 @@ class OcrSettings(BaseSettings):
 
 
 class CrowdSettings(BaseSettings):
-    """Micro-task leases and redundancy."""
+    """Micro tasks: leases, redundancy, worker quality, privacy limits and pay rates."""
 
     model_config = SettingsConfigDict(env_prefix="KERANI_CROWD_")
     lease_seconds: int = 300
-    max_answers: int = 4
+    # A field settles when two votes agree and their answer's posterior reaches this.
+    target_posterior: float = 0.995
+    escalate_after: int = 3  # people without consensus before a trusted worker arbitrates
+    max_answers: int = 5  # then the likeliest answer settles, its low agreement on record
+    max_fields_per_document: int = 10  # privacy: no worker sees more of one document
+    gold_every: int = 10  # one known-answer snippet in every N tasks of a worker
+    quarantine_min_gold: int = 4
+    quarantine_below: float = 0.7
+    trusted_min_gold: int = 8
+    trusted_min_accuracy: float = 0.97
+    rate_sen_field: int = 5
+    rate_sen_gold: int = 5
+    rate_sen_arbitration: int = 10
 
 
 class ReviewSettings(BaseSettings):

@@ -1,25 +1,37 @@
-"""Consensus over the evidence for one field: a pure function, returning value, votes, agreement."""
+"""Consensus over the evidence for one field: a pure function returning value, votes, agreement.
+
+Each vote carries its voter's estimated accuracy. A candidate answer's score is the sum of
+the log-likelihood ratios of the votes for it, log(p·M/(1−p)), where M is how many wrong
+answers a mistaken voter could plausibly give; its posterior is exp(score) over one plus
+the sum for all candidates (the one standing for "a value nobody gave"). A field settles
+when at least two independent votes agree and the posterior reaches the target.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from microtasks.normalise import normalise_answer
 
 ANSWER_KINDS = ("value", "unreadable", "blank")
 
 
 @dataclass(frozen=True)
 class Vote:
-    """One piece of evidence: what a person (or the OCR) says the field holds."""
+    """One piece of evidence: what a person (or the OCR) says the field holds, and how reliable."""
 
     kind: str  # value | unreadable | blank
     value: str
     source: str  # ocr | human
+    accuracy: float = 0.8
+    trusted: bool = False
 
 
 @dataclass(frozen=True)
 class Consensus:
-    """The outcome: settled or not, the agreed kind and value, the vote tally and agreement."""
+    """The outcome: settled or not, the agreed kind and value, the tally, agreement, posterior."""
 
     settled: bool
     kind: str | None
@@ -27,43 +39,85 @@ class Consensus:
     votes: dict[str, int]
     agreement: float
     human_votes: int
+    posterior: float = 0.0
+    reason: str = ""
+    voters_for: tuple[int, ...] = field(default_factory=tuple)  # indexes of the winning votes
 
 
-def normalise(kind: str, value: str) -> str:
-    """The form in which answers are compared: whitespace folded (empty for non-values)."""
-    return " ".join(value.split()) if kind == "value" else ""
+def answer_key(kind: str, value: str, field_type: str = "text") -> str:
+    """The form in which two answers are compared: kind plus the type-normalised value."""
+    return f"{kind}:{normalise_answer(field_type, value)}" if kind == "value" else f"{kind}:"
 
 
-def _key(v: Vote) -> str:
-    return f"{v.kind}:{normalise(v.kind, v.value)}"
+def normalise(kind: str, value: str, field_type: str = "text") -> str:
+    """The value a settled answer is stored as (empty for unreadable or blank)."""
+    return normalise_answer(field_type, value) if kind == "value" else ""
 
 
-def reach_consensus(votes: Sequence[Vote], max_human_votes: int) -> Consensus:
-    """Settle when two independent votes agree and one is human; at the cap, take the plurality.
+def _llr(p: float, alternatives: float) -> float:
+    p = min(max(p, 0.01), 0.999)
+    return math.log(p * alternatives / (1.0 - p))
 
-    The OCR guess counts as one vote, so OCR plus one agreeing worker settles a field;
-    otherwise two agreeing workers do. A field whose workers keep disagreeing settles at
-    `max_human_votes` on the most common answer, with its low agreement kept for review.
+
+def reach_consensus(
+    votes: Sequence[Vote],
+    max_human_votes: int,
+    *,
+    field_type: str = "text",
+    target: float = 0.995,
+    min_agreeing: int = 2,
+    alternatives: float = 10.0,
+    arbitration: bool = False,
+) -> Consensus:
+    """Settle a field on its votes, or say it needs more evidence.
+
+    - Settles when `min_agreeing` votes agree, at least one of them human, and the
+      posterior of their answer reaches `target`.
+    - In `arbitration`, the newest vote by a trusted worker settles the field on its answer.
+    - Once `max_human_votes` people have answered, settles on the answer with the highest
+      posterior, its low agreement kept for review.
     """
     humans = [v for v in votes if v.source == "human"]
+    keys = [answer_key(v.kind, v.value, field_type) for v in votes]
     tally: dict[str, int] = {}
-    first: dict[str, Vote] = {}
-    has_human: dict[str, bool] = {}
-    for v in votes:
-        k = _key(v)
+    score: dict[str, float] = {}
+    for v, k in zip(votes, keys, strict=True):
         tally[k] = tally.get(k, 0) + 1
-        first.setdefault(k, v)
-        has_human[k] = has_human.get(k, False) or v.source == "human"
+        score[k] = score.get(k, 0.0) + _llr(v.accuracy, alternatives)
     if not humans:
-        return Consensus(False, None, None, tally, 0.0, 0)
-    # Most votes first; on a tie, the answer a person gave first wins over later ones.
-    order = sorted(
-        (k for k in tally if has_human[k]),
-        key=lambda k: (-tally[k], next(i for i, v in enumerate(votes) if _key(v) == k)),
+        return Consensus(False, None, None, tally, 0.0, 0, reason="no person has answered")
+    top = max(score.values())
+    denominator = math.exp(-top) + sum(math.exp(s - top) for s in score.values())
+    posterior = {k: math.exp(s - top) / denominator for k, s in score.items()}
+    human_keys = {k for v, k in zip(votes, keys, strict=True) if v.source == "human"}
+    # Best human-backed answer; ties go to the answer a person gave first.
+    first_seen = {k: i for i, k in reversed(list(enumerate(keys)))}
+    best = min(human_keys, key=lambda k: (-posterior[k], first_seen[k]))
+    reason = ""
+    if arbitration and humans[-1].trusted:
+        best = keys[len(votes) - 1 - next(i for i, v in enumerate(reversed(votes)) if v.trusted)]
+        settled, reason = True, "arbitrated by a trusted worker"
+    elif tally[best] >= min_agreeing and posterior[best] >= target:
+        settled, reason = True, f"{tally[best]} votes agree, posterior {posterior[best]:.4f}"
+    elif len(humans) >= max_human_votes:
+        settled, reason = True, f"{len(humans)} people asked: settled on the likeliest answer"
+    else:
+        settled = False
+        reason = f"posterior {posterior[best]:.4f} with {tally[best]} agreeing votes"
+    winner_index = keys.index(best)
+    winner = votes[winner_index]
+    # Store the value as the first person who gave it wrote it, normalised for its type.
+    human_winner = next(
+        (v for v, k in zip(votes, keys, strict=True) if k == best and v.source == "human"), winner
     )
-    best = order[0]
-    agreement = tally[best] / len(votes)
-    settled = tally[best] >= 2 or len(humans) >= max_human_votes
-    winner = first[best]
-    value = normalise(winner.kind, winner.value)
-    return Consensus(settled, winner.kind, value, tally, agreement, len(humans))
+    return Consensus(
+        settled=settled,
+        kind=winner.kind,
+        value=normalise(human_winner.kind, human_winner.value, field_type),
+        votes=tally,
+        agreement=tally[best] / len(votes),
+        human_votes=len(humans),
+        posterior=posterior[best],
+        reason=reason,
+        voters_for=tuple(i for i, k in enumerate(keys) if k == best),
+    )

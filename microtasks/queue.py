@@ -2,8 +2,12 @@
 
 A claim is a lease: the task is the worker's until `lease_expires_at`, after which it goes
 back to the queue. A claim never hands one task to two workers (PostgreSQL: FOR UPDATE
-SKIP LOCKED plus a conditional update; SQLite: one writer at a time). Each submit carries an
-idempotency key, so a retried submit changes nothing.
+SKIP LOCKED plus a conditional update; SQLite: one writer at a time). Each submit carries
+an idempotency key, so a retried submit changes nothing and is never paid twice.
+
+What a worker is offered: tasks they have not answered, of documents they have not seen
+too much of, restricted fields only when cleared, escalated (disputed) fields only when
+trusted, and now and then a gold snippet whose answer is known, which measures them.
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, select
+from sqlalchemy import Connection, Engine, Row, and_, exists, func, insert, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kerani.exceptions import BadInputError, ForbiddenError, NotFoundError
-from microtasks.consensus import ANSWER_KINDS, Consensus, Vote, reach_consensus
+from kerani.settings import CrowdSettings
+from microtasks import quality
+from microtasks.consensus import ANSWER_KINDS, Consensus, Vote, answer_key, reach_consensus
+from microtasks.ledger import pay
 from storage import schema
 from storage.database import as_utc, utcnow
 
@@ -47,10 +57,17 @@ class SubmitOutcome:
     settled: bool
     completed_page_id: int | None
     consensus: Consensus | None
+    gold_correct: bool | None = None
+
+
+def new_task_id() -> str:
+    """A task id nobody can guess (128 random bits)."""
+    return secrets.token_urlsafe(16)
 
 
 def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
     t, f, p = schema.tasks, schema.fields, schema.pages
+    field_ref = func.coalesce(t.c.field_id, t.c.gold_field_id)
     row = conn.execute(
         select(
             t.c.id,
@@ -64,7 +81,7 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
             f.c.snippet_key,
             p.c.template,
         )
-        .join(f, f.c.id == t.c.field_id)
+        .join(f, f.c.id == field_ref)
         .join(p, p.c.id == f.c.page_id)
         .where(t.c.id == task_id)
     ).one()
@@ -83,28 +100,100 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
 
 
 def _audit(conn: Connection, worker_id: int, action: str, task_id: str, detail: str = "") -> None:
-    field_id = conn.execute(
-        select(schema.tasks.c.field_id).where(schema.tasks.c.id == task_id)
-    ).scalar()
     conn.execute(
         insert(schema.audit_log).values(
             at=utcnow(),
             worker_id=worker_id,
             action=action,
             task_id=task_id,
-            field_id=field_id,
             detail=detail or None,
+            field_id=select(func.coalesce(schema.tasks.c.field_id, schema.tasks.c.gold_field_id))
+            .where(schema.tasks.c.id == task_id)
+            .scalar_subquery(),
         )
     )
 
 
+def _count_view(conn: Connection, worker_id: int, page_id: int) -> None:
+    v = schema.worker_page_views
+    stmt = (pg_insert(v) if conn.dialect.name == "postgresql" else sqlite_insert(v)).values(
+        worker_id=worker_id, page_id=page_id, fields_seen=1
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[v.c.worker_id, v.c.page_id], set_={"fields_seen": v.c.fields_seen + 1}
+        )
+    )
+
+
+def _is_trusted(conn: Connection, worker_id: int, flagged: bool, rules: CrowdSettings) -> bool:
+    if flagged:
+        return True
+    est = quality.estimates(conn, [worker_id], "*").get(worker_id)
+    return bool(
+        est
+        and est.gold_seen >= rules.trusted_min_gold
+        and est.accuracy >= rules.trusted_min_accuracy
+    )
+
+
+def _gold_due(conn: Connection, worker_id: int, every: int) -> bool:
+    if every <= 0:
+        return False
+    done = conn.execute(
+        select(func.count())
+        .select_from(schema.answers)
+        .where(schema.answers.c.worker_id == worker_id, schema.answers.c.kind != "skip")
+    ).scalar_one()
+    # A gold early on (second task) gives a first estimate; then one in every `every`.
+    return bool(done == 1 or (done + 1) % every == 0)
+
+
+def _claim_gold(conn: Connection, worker_id: int, lease_until: datetime) -> str | None:
+    f, t, a = schema.fields, schema.tasks, schema.answers
+    seen = exists().where(t.c.gold_field_id == f.c.id, t.c.lease_worker_id == worker_id) | exists(
+        select(a.c.id)
+        .join(t, t.c.id == a.c.task_id)
+        .where(t.c.gold_field_id == f.c.id, a.c.worker_id == worker_id)
+    )
+    # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
+    gold = conn.execute(
+        select(f.c.id, f.c.value)
+        .where(f.c.status == "gold", ~seen)
+        .order_by((f.c.ocr_text == f.c.value).asc(), func.random())
+        .limit(1)
+    ).first()
+    if gold is None:
+        return None
+    task_id = new_task_id()
+    conn.execute(
+        insert(t).values(
+            id=task_id,
+            field_id=None,
+            gold_field_id=gold.id,
+            kind="gold",
+            status="open",
+            gold_value=gold.value,
+            lease_worker_id=worker_id,
+            lease_expires_at=lease_until,
+            created_at=utcnow(),
+        )
+    )
+    return task_id
+
+
 def claim_next(
-    db: Engine, worker_id: int, lease_seconds: int, now: datetime | None = None
+    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
 ) -> ClaimedTask | None:
-    """Lease the next open task to the worker (or return the lease they already hold)."""
+    """Lease the next task to the worker (or return the lease they already hold)."""
     now = now or utcnow()
-    t = schema.tasks
+    lease_until = now + timedelta(seconds=rules.lease_seconds)
+    t, f, w = schema.tasks, schema.fields, schema.workers
+    v, a = schema.worker_page_views, schema.answers
     with db.begin() as conn:
+        worker = conn.execute(select(w).where(w.c.id == worker_id)).one()
+        if worker.quarantined:
+            raise ForbiddenError("your account is paused; please contact the operator")
         held = conn.execute(
             select(t.c.id)
             .where(
@@ -114,34 +203,49 @@ def claim_next(
         ).scalar()
         if held is not None:
             return _claimed(conn, held)
-        already_answered = exists().where(
-            schema.answers.c.task_id == t.c.id, schema.answers.c.worker_id == worker_id
-        )
+        if _gold_due(conn, worker_id, rules.gold_every):
+            gold_task = _claim_gold(conn, worker_id, lease_until)
+            if gold_task is not None:
+                _audit(conn, worker_id, "claim", gold_task, "gold")
+                return _claimed(conn, gold_task)
+        trusted = _is_trusted(conn, worker_id, worker.trusted, rules)
         free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
+        conditions = [
+            t.c.status == "open",
+            t.c.kind == "field",
+            free,
+            ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
+            func.coalesce(v.c.fields_seen, 0) < rules.max_fields_per_document,
+        ]
+        if not worker.cleared:
+            conditions.append(f.c.sensitivity != "restricted")
+        if not trusted:
+            conditions.append(t.c.escalated.is_(False))
+        query = (
+            select(t.c.id, f.c.page_id)
+            .join(f, f.c.id == t.c.field_id)
+            .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
+            .where(*conditions)
+            # Disputes first for trusted workers, then fields nearly settled, then oldest.
+            .order_by(t.c.escalated.desc(), f.c.answer_count.desc(), t.c.created_at, t.c.id)
+            .limit(1)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=t)
         for _attempt in range(5):
-            query = (
-                select(t.c.id)
-                .where(t.c.status == "open", free, ~already_answered)
-                .order_by(t.c.created_at, t.c.id)
-                .limit(1)
-            )
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=t)
-            task_id = conn.execute(query).scalar()
-            if task_id is None:
+            row = conn.execute(query).first()
+            if row is None:
                 return None
             # The conditional update is the real guard: it only wins if the task is still free.
             won = conn.execute(
                 t.update()
-                .where(t.c.id == task_id, t.c.status == "open", free)
-                .values(
-                    lease_worker_id=worker_id,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                )
+                .where(t.c.id == row.id, t.c.status == "open", free)
+                .values(lease_worker_id=worker_id, lease_expires_at=lease_until)
             ).rowcount
             if won:
-                _audit(conn, worker_id, "claim", task_id)
-                return _claimed(conn, task_id)
+                _count_view(conn, worker_id, row.page_id)
+                _audit(conn, worker_id, "claim", row.id)
+                return _claimed(conn, row.id)
         return None
 
 
@@ -159,15 +263,27 @@ def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
         return _claimed(conn, task_id)
 
 
-def _votes(conn: Connection, task_id: str, ocr_text: str) -> list[Vote]:
-    votes = [Vote("value", ocr_text, "ocr")] if ocr_text.strip() else []
+def _votes(
+    conn: Connection, task_id: str, ocr_text: str, field_type: str
+) -> tuple[list[Vote], list[int]]:
+    """The evidence on a field: the OCR's guess and each unquarantined person's answer."""
+    a, w = schema.answers, schema.workers
     rows = conn.execute(
-        select(schema.answers.c.kind, schema.answers.c.value)
-        .where(schema.answers.c.task_id == task_id, schema.answers.c.kind != "skip")
-        .order_by(schema.answers.c.id)
+        select(a.c.kind, a.c.value, a.c.worker_id, w.c.quarantined)
+        .join(w, w.c.id == a.c.worker_id)
+        .where(a.c.task_id == task_id, a.c.kind != "skip")
+        .order_by(a.c.id)
     ).all()
-    votes.extend(Vote(r.kind, r.value, "human") for r in rows)
-    return votes
+    rows = [r for r in rows if not r.quarantined]
+    est = quality.estimates(conn, [r.worker_id for r in rows], field_type)
+    votes = []
+    if ocr_text.strip():
+        votes.append(Vote("value", ocr_text, "ocr", quality.ocr_accuracy(conn, field_type)))
+    votes.extend(
+        Vote(r.kind, r.value, "human", est[r.worker_id].accuracy, est[r.worker_id].trusted)
+        for r in rows
+    )
+    return votes, [r.worker_id for r in rows]
 
 
 def _page_complete(conn: Connection, page_id: int) -> bool:
@@ -182,6 +298,15 @@ def _page_complete(conn: Connection, page_id: int) -> bool:
     return open_fields == 0
 
 
+def _check_answer(kind: str, value: str, idempotency_key: str) -> None:
+    if kind not in SUBMIT_KINDS:
+        raise BadInputError(f"answer kind must be one of {', '.join(SUBMIT_KINDS)}, not {kind!r}")
+    if len(value) > MAX_ANSWER_CHARS:
+        raise BadInputError(f"answer is longer than {MAX_ANSWER_CHARS} characters")
+    if not idempotency_key or len(idempotency_key) > 100:
+        raise BadInputError("idempotency_key must be 1 to 100 characters")
+
+
 def submit_answer(
     db: Engine,
     task_id: str,
@@ -189,17 +314,12 @@ def submit_answer(
     kind: str,
     value: str,
     idempotency_key: str,
-    max_answers: int,
+    rules: CrowdSettings,
 ) -> SubmitOutcome:
-    """Record a worker's answer exactly once and settle the field when consensus is reached."""
-    if kind not in SUBMIT_KINDS:
-        raise BadInputError(f"answer kind must be one of {', '.join(SUBMIT_KINDS)}, not {kind!r}")
-    if len(value) > MAX_ANSWER_CHARS:
-        raise BadInputError(f"answer is longer than {MAX_ANSWER_CHARS} characters")
-    if not idempotency_key or len(idempotency_key) > 100:
-        raise BadInputError("idempotency_key must be 1 to 100 characters")
+    """Record a worker's answer exactly once, pay it, and settle the field on consensus."""
+    _check_answer(kind, value, idempotency_key)
     value = value if kind == "value" else ""
-    t, a, f = schema.tasks, schema.answers, schema.fields
+    t, a = schema.tasks, schema.answers
     with db.begin() as conn:
         previous = conn.execute(
             select(a.c.task_id, a.c.worker_id).where(a.c.idempotency_key == idempotency_key)
@@ -221,7 +341,7 @@ def submit_answer(
             return SubmitOutcome(False, False, None, None)
         if task.lease_worker_id != worker_id or task.status != "open":
             raise ForbiddenError("this task is not leased to you")
-        conn.execute(
+        answer_id = conn.execute(
             insert(a).values(
                 task_id=task_id,
                 worker_id=worker_id,
@@ -230,37 +350,154 @@ def submit_answer(
                 idempotency_key=idempotency_key,
                 created_at=utcnow(),
             )
-        )
+        ).inserted_primary_key[0]  # type: ignore[index]
         conn.execute(
             t.update().where(t.c.id == task_id).values(lease_worker_id=None, lease_expires_at=None)
         )
         _audit(conn, worker_id, "answer", task_id, kind)
         if kind == "skip":
             return SubmitOutcome(True, False, None, None)
-        field = conn.execute(select(f).where(f.c.id == task.field_id)).one()
-        result = reach_consensus(_votes(conn, task_id, field.ocr_text), max_answers)
-        if not result.settled:
+        field = conn.execute(
+            select(schema.fields, schema.pages.c.batch_id)
+            .join(schema.pages, schema.pages.c.id == schema.fields.c.page_id)
+            .where(schema.fields.c.id == (task.field_id or task.gold_field_id))
+        ).one()
+        pay_kind = "gold" if task.kind == "gold" else ("arbitration" if task.escalated else "field")
+        rate = {
+            "gold": rules.rate_sen_gold,
+            "arbitration": rules.rate_sen_arbitration,
+            "field": rules.rate_sen_field,
+        }[pay_kind]
+        pay(
+            conn,
+            worker_id,
+            int(answer_id),
+            pay_kind,
+            rate,
+            None if task.kind == "gold" else field.batch_id,
+        )
+        if task.kind == "gold":
+            return _settle_gold(conn, task, worker_id, kind, value, field.kind, rules)
+        return _settle_field(conn, task, field, rules)
+
+
+def _settle_gold(
+    conn: Connection,
+    task: Row[Any],
+    worker_id: int,
+    kind: str,
+    value: str,
+    field_type: str,
+    rules: CrowdSettings,
+) -> SubmitOutcome:
+    gold_value = str(task.gold_value)
+    correct = answer_key(kind, value, field_type) == answer_key("value", gold_value, field_type)
+    quality.record_evidence(conn, worker_id, field_type, gold=True, correct=correct)
+    conn.execute(
+        schema.tasks.update()
+        .where(schema.tasks.c.id == task.id)
+        .values(status="settled", settled_at=utcnow())
+    )
+    est = quality.estimates(conn, [worker_id], field_type)[worker_id]
+    if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
+        quarantine(conn, worker_id, rules)
+    return SubmitOutcome(True, False, None, None, gold_correct=correct)
+
+
+def _settle_field(
+    conn: Connection, task: Row[Any], field: Row[Any], rules: CrowdSettings
+) -> SubmitOutcome:
+    t, f = schema.tasks, schema.fields
+    task_id = task.id
+    escalated = bool(task.escalated)
+    fid, ftype = field.id, field.kind
+    votes, voters = _votes(conn, task_id, field.ocr_text, ftype)
+    result = reach_consensus(
+        votes,
+        rules.max_answers,
+        field_type=ftype,
+        target=rules.target_posterior,
+        arbitration=escalated,
+    )
+    if not result.settled:
+        values: dict[str, object] = {"answer_count": result.human_votes}
+        conn.execute(f.update().where(f.c.id == fid).values(**values))
+        if not escalated and result.human_votes >= rules.escalate_after:
+            conn.execute(t.update().where(t.c.id == task_id).values(escalated=True))
+        return SubmitOutcome(True, False, None, result)
+    source = "arbitrated" if "arbitrated" in result.reason else "human"
+    conn.execute(
+        f.update()
+        .where(f.c.id == fid)
+        .values(
+            status="settled",
+            value=result.value,
+            value_kind=_value_kind(result.kind),
+            source=source,
+            agreement=result.agreement,
+            answer_count=result.human_votes,
+        )
+    )
+    conn.execute(t.update().where(t.c.id == task_id).values(status="settled", settled_at=utcnow()))
+    winning = set(result.voters_for)
+    human_offset = len(votes) - len(voters)
+    for i, worker in enumerate(voters):
+        quality.record_evidence(
+            conn, worker, ftype, gold=False, correct=(i + human_offset) in winning
+        )
+    if human_offset:  # the OCR voted: learn how far its doubted guesses can be trusted
+        quality.record_ocr_evidence(conn, ftype, 0 in winning)
+    page_id = field.page_id
+    return SubmitOutcome(True, True, page_id if _page_complete(conn, page_id) else None, result)
+
+
+def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
+    """Stop giving a worker tasks, and reopen fields that settled only thanks to their votes.
+
+    Returns how many fields were reopened. Their answers stay on record (and paid), but no
+    longer count as evidence.
+    """
+    t, a, f = schema.tasks, schema.answers, schema.fields
+    conn.execute(
+        schema.workers.update().where(schema.workers.c.id == worker_id).values(quarantined=True)
+    )
+    conn.execute(
+        t.update()
+        .where(t.c.lease_worker_id == worker_id)
+        .values(lease_worker_id=None, lease_expires_at=None)
+    )
+    settled = conn.execute(
+        select(t.c.id, t.c.escalated, f.c.id.label("field_id"), f.c.kind, f.c.ocr_text, f.c.page_id)
+        .join(a, a.c.task_id == t.c.id)
+        .join(f, f.c.id == t.c.field_id)
+        .where(a.c.worker_id == worker_id, t.c.status == "settled", t.c.kind == "field")
+    ).all()
+    reopened = 0
+    for row in settled:
+        votes, _ = _votes(conn, row.id, row.ocr_text, row.kind)
+        again = reach_consensus(
+            votes,
+            rules.max_answers,
+            field_type=row.kind,
+            target=rules.target_posterior,
+            arbitration=row.escalated,
+        )
+        if not again.settled:
+            conn.execute(t.update().where(t.c.id == row.id).values(status="open", settled_at=None))
             conn.execute(
-                f.update().where(f.c.id == field.id).values(answer_count=result.human_votes)
+                f.update()
+                .where(f.c.id == row.field_id)
+                .values(
+                    status="in_review", value=None, value_kind=None, source=None, agreement=None
+                )
             )
-            return SubmitOutcome(True, False, None, result)
-        conn.execute(
-            f.update()
-            .where(f.c.id == field.id)
-            .values(
-                status="settled",
-                value=result.value,
-                value_kind=_value_kind(result.kind),
-                source="human",
-                agreement=result.agreement,
-                answer_count=result.human_votes,
+            conn.execute(
+                schema.pages.update()
+                .where(schema.pages.c.id == row.page_id)
+                .values(status="routed")
             )
-        )
-        conn.execute(
-            t.update().where(t.c.id == task_id).values(status="settled", settled_at=utcnow())
-        )
-        complete = _page_complete(conn, field.page_id)
-        return SubmitOutcome(True, True, field.page_id if complete else None, result)
+            reopened += 1
+    return reopened
 
 
 def _value_kind(kind: str | None) -> str:
@@ -268,13 +505,12 @@ def _value_kind(kind: str | None) -> str:
 
 
 def queue_depth(db: Engine) -> int:
-    """Open tasks waiting for people."""
+    """Open field tasks waiting for people (gold tasks not counted)."""
+    t = schema.tasks
     with db.connect() as conn:
         return int(
             conn.execute(
-                select(func.count())
-                .select_from(schema.tasks)
-                .where(schema.tasks.c.status == "open")
+                select(func.count()).select_from(t).where(t.c.status == "open", t.c.kind == "field")
             ).scalar_one()
         )
 
@@ -320,7 +556,7 @@ def reopen_field(db: Engine, field_id: int, note: str) -> str:
             "settled_at": None,
         }
         if task_id is None:
-            task_id = secrets.token_urlsafe(16)
+            task_id = new_task_id()
             conn.execute(
                 insert(t).values(id=task_id, field_id=field_id, created_at=utcnow(), **values)
             )

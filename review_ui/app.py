@@ -182,7 +182,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     def review(request: Request, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "worker")
-        task = claim_next(db, person.id, settings.crowd.lease_seconds)
+        task = claim_next(db, person.id, settings.crowd)
         if task is None:
             return templates.TemplateResponse(
                 request, "no_tasks.html", {"person": person, "csrf": csrf}
@@ -207,7 +207,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         need_role(person, "worker")
         check_csrf(csrf, expected)
         outcome = submit_answer(
-            db, task_id, person.id, action, value, idempotency_key, settings.crowd.max_answers
+            db, task_id, person.id, action, value, idempotency_key, settings.crowd
         )
         settle_side_effects(outcome.completed_page_id)
         return RedirectResponse("/review", status_code=303)
@@ -240,7 +240,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     @app.post("/api/tasks/claim")
     def api_claim(person: ApiPerson) -> Response:
         need_role(person, "worker")
-        task = claim_next(db, person.id, settings.crowd.lease_seconds)
+        task = claim_next(db, person.id, settings.crowd)
         if task is None:
             return Response(status_code=204)
         view = task_view(task)
@@ -278,7 +278,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             answer.kind,
             answer.value,
             answer.idempotency_key,
-            settings.crowd.max_answers,
+            settings.crowd,
         )
         settle_side_effects(outcome.completed_page_id)
         return {"recorded": outcome.recorded, "settled": outcome.settled}

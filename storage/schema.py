@@ -110,7 +110,8 @@ tasks = Table(
     "tasks",
     metadata,
     Column("id", String(32), primary_key=True),  # random, so ids cannot be guessed
-    Column("field_id", Integer, ForeignKey("fields.id"), nullable=False, unique=True),
+    Column("field_id", Integer, ForeignKey("fields.id"), nullable=True, unique=True),
+    Column("gold_field_id", Integer, ForeignKey("fields.id"), nullable=True),
     Column("status", String(20), nullable=False, index=True),  # open | settled
     Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
@@ -196,6 +197,18 @@ worker_quality = Table(
     Column("field_type", String(30), primary_key=True),
     Column("gold_seen", Integer, nullable=False, default=0),
     Column("gold_correct", Integer, nullable=False, default=0),
+    Column("agree_seen", Integer, nullable=False, default=0),
+    Column("agree_correct", Integer, nullable=False, default=0),
     Column("accuracy", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# How often the OCR guess of a field type agreed with what people settled on: the OCR is
+# one more voter, and its weight is learned the same way as a worker's.
+ocr_quality = Table(
+    "ocr_quality",
+    metadata,
+    Column("field_type", String(30), primary_key=True),
+    Column("seen", Integer, nullable=False, default=0),
+    Column("correct", Integer, nullable=False, default=0),
 )

@@ -1,36 +1,48 @@
-"""The task queue on SQLite and PostgreSQL: leases, exactly-once answers, settling, refusals."""
+"""The crowd engine on SQLite and PostgreSQL: leases, privacy, escalation, gold, pay."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from kerani.exceptions import BadInputError, ForbiddenError
+from kerani.settings import CrowdSettings
+from microtasks.gold import make_gold
+from microtasks.ledger import batch_cost, worker_earnings
 from microtasks.queue import claim_next, leased_task, queue_depth, submit_answer
 from microtasks.workers import add_person, person_by_code
 from records.assembly import assemble_record
 from storage import schema
 from storage.database import utcnow
 from storage.stores import Stores
-from tests.factories import seed_page
+from tests.factories import batch_of, seed_page
 
 GUESSES = [
     ("full_name", "text", "SITI AMINAH", 99.0),  # auto-accepted
     ("postcode", "postcode", "4O100", 99.0),  # fails its validator: to people
     ("city", "text", "SHAH ALAM", 40.0),  # low confidence: to people
 ]
+RULES = CrowdSettings(gold_every=0, target_posterior=0.98)
 
 
-def worker(stores: Stores, name: str) -> int:
-    return person_by_code(stores.db, add_person(stores.db, name, "worker")).id
+def worker(stores: Stores, name: str, **flags: bool) -> int:
+    wid = person_by_code(stores.db, add_person(stores.db, name, "worker")).id
+    if flags:
+        with stores.db.begin() as conn:
+            conn.execute(update(schema.workers).where(schema.workers.c.id == wid).values(**flags))
+    return wid
+
+
+def fields_by_name(stores: Stores) -> dict[str, object]:
+    with stores.db.connect() as conn:
+        return {r.name: r for r in conn.execute(select(schema.fields)).all()}
 
 
 def test_routing_accepts_only_valid_confident_fields(stores: Stores) -> None:
     seed_page(stores, GUESSES)
-    with stores.db.connect() as conn:
-        status = dict(conn.execute(select(schema.fields.c.name, schema.fields.c.status)).all())
+    status = {n: r.status for n, r in fields_by_name(stores).items()}  # type: ignore[attr-defined]
     assert status == {"full_name": "auto_accepted", "postcode": "in_review", "city": "in_review"}
     assert queue_depth(stores.db) == 2
 
@@ -38,58 +50,64 @@ def test_routing_accepts_only_valid_confident_fields(stores: Stores) -> None:
 def test_a_claim_is_a_lease_that_expires(stores: Stores) -> None:
     seed_page(stores, GUESSES)
     ana, ben = worker(stores, "ana"), worker(stores, "ben")
-    t1 = claim_next(stores.db, ana, lease_seconds=60)
+    t1 = claim_next(stores.db, ana, RULES)
     assert t1 is not None
     # Asking again (a reload) gives the same lease, not a second task.
-    assert claim_next(stores.db, ana, 60) == t1
-    t2 = claim_next(stores.db, ben, 60)
+    assert claim_next(stores.db, ana, RULES) == t1
+    t2 = claim_next(stores.db, ben, RULES)
     assert t2 is not None and t2.task_id != t1.task_id
     # Nothing left for a third worker while both leases run ...
     cat = worker(stores, "cat")
-    assert claim_next(stores.db, cat, 60) is None
+    assert claim_next(stores.db, cat, RULES) is None
     # ... but once Ana's lease has expired, her task goes back to the queue.
-    later = utcnow() + timedelta(seconds=61)
-    t3 = claim_next(stores.db, cat, 60, now=later)
+    later = utcnow() + timedelta(seconds=RULES.lease_seconds + 1)
+    t3 = claim_next(stores.db, cat, RULES, now=later)
     assert t3 is not None and t3.task_id == t1.task_id
 
 
-def test_answers_are_recorded_once_and_settle_the_field(stores: Stores) -> None:
+def test_answers_are_recorded_once_paid_once_and_settle_the_field(stores: Stores) -> None:
     page_id = seed_page(stores, GUESSES)
     ana, ben = worker(stores, "ana"), worker(stores, "ben")
-    task = claim_next(stores.db, ana, 60)
+    task = claim_next(stores.db, ana, RULES)
     assert task is not None and task.field_name == "postcode"
-    first = submit_answer(stores.db, task.task_id, ana, "value", "40100", "key-1", 4)
+    first = submit_answer(stores.db, task.task_id, ana, "value", "40100", "key-1", RULES)
     assert first.recorded and not first.settled  # disagrees with the OCR's 4O100
-    again = submit_answer(stores.db, task.task_id, ana, "value", "40100", "key-1", 4)
-    assert not again.recorded  # a retried submit changes nothing
-    with stores.db.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.answers)).scalar_one() == 1
+    again = submit_answer(stores.db, task.task_id, ana, "value", "40100", "key-1", RULES)
+    assert not again.recorded  # a retried submit changes nothing ...
+    assert worker_earnings(stores.db, ana).total_sen == RULES.rate_sen_field  # ... paid once
     # Ana cannot take the same task again; Ben gets it and agrees with her.
-    assert claim_next(stores.db, ana, 60).field_name == "city"  # type: ignore[union-attr]
-    again_task = claim_next(stores.db, ben, 60)
+    assert claim_next(stores.db, ana, RULES).field_name == "city"  # type: ignore[union-attr]
+    again_task = claim_next(stores.db, ben, RULES)
     assert again_task is not None and again_task.task_id == task.task_id
-    done = submit_answer(stores.db, task.task_id, ben, "value", "40100", "key-2", 4)
+    done = submit_answer(stores.db, task.task_id, ben, "value", "40100", "key-2", RULES)
     assert done.settled and done.completed_page_id is None  # city is still open
-    city = leased_task(stores.db, claim_next(stores.db, ana, 60).task_id, ana)  # type: ignore[union-attr]
-    last = submit_answer(stores.db, city.task_id, ana, "value", "SHAH ALAM", "key-3", 4)
+    city = leased_task(stores.db, claim_next(stores.db, ana, RULES).task_id, ana)  # type: ignore[union-attr]
+    last = submit_answer(stores.db, city.task_id, ana, "value", "SHAH ALAM", "key-3", RULES)
     assert last.settled and last.completed_page_id == page_id
     assert assemble_record(stores.db, page_id)
+    fields = fields_by_name(stores)
+    assert fields["postcode"].value == "40100" and fields["postcode"].source == "human"  # type: ignore[attr-defined]
+    assert fields["full_name"].source == "ocr"  # type: ignore[attr-defined]
+    assert batch_cost(stores.db, batch_of(stores, page_id)).answers == 3
     with stores.db.connect() as conn:
-        fields = {r.name: r for r in conn.execute(select(schema.fields)).all()}
-    assert fields["postcode"].value == "40100" and fields["postcode"].source == "human"
-    assert fields["full_name"].source == "ocr"
-    assert fields["city"].agreement == 1.0
+        assert conn.execute(select(func.count()).select_from(schema.answers)).scalar_one() == 3
+        # Agreement was counted as evidence of both workers' quality, and of the OCR's.
+        assert (
+            conn.execute(select(func.sum(schema.worker_quality.c.agree_correct))).scalar_one() == 3
+        )
+        ocr = conn.execute(select(schema.ocr_quality)).all()
+    assert {(r.field_type, r.seen, r.correct) for r in ocr} == {("postcode", 1, 0), ("text", 1, 1)}
 
 
 def test_another_workers_task_is_refused(stores: Stores) -> None:
     seed_page(stores, GUESSES)
     ana, eve = worker(stores, "ana"), worker(stores, "eve")
-    task = claim_next(stores.db, ana, 60)
+    task = claim_next(stores.db, ana, RULES)
     assert task is not None
     with pytest.raises(ForbiddenError):
         leased_task(stores.db, task.task_id, eve)
     with pytest.raises(ForbiddenError):
-        submit_answer(stores.db, task.task_id, eve, "value", "x", "eve-1", 4)
+        submit_answer(stores.db, task.task_id, eve, "value", "x", "eve-1", RULES)
     with pytest.raises(ForbiddenError):
         leased_task(stores.db, "no-such-task", eve)
 
@@ -97,20 +115,103 @@ def test_another_workers_task_is_refused(stores: Stores) -> None:
 def test_bad_answers_are_refused_clearly(stores: Stores) -> None:
     seed_page(stores, GUESSES)
     ana = worker(stores, "ana")
-    task = claim_next(stores.db, ana, 60)
+    task = claim_next(stores.db, ana, RULES)
     assert task is not None
     with pytest.raises(BadInputError, match="answer kind"):
-        submit_answer(stores.db, task.task_id, ana, "maybe", "x", "k", 4)
+        submit_answer(stores.db, task.task_id, ana, "maybe", "x", "k", RULES)
     with pytest.raises(BadInputError, match="longer than"):
-        submit_answer(stores.db, task.task_id, ana, "value", "x" * 5000, "k", 4)
+        submit_answer(stores.db, task.task_id, ana, "value", "x" * 5000, "k", RULES)
 
 
-def test_skip_gives_the_task_to_someone_else(stores: Stores) -> None:
+def test_skip_gives_the_task_to_someone_else_unpaid(stores: Stores) -> None:
     seed_page(stores, GUESSES[:2])
     ana, ben = worker(stores, "ana"), worker(stores, "ben")
-    task = claim_next(stores.db, ana, 60)
+    task = claim_next(stores.db, ana, RULES)
     assert task is not None
-    outcome = submit_answer(stores.db, task.task_id, ana, "skip", "", "s-1", 4)
+    outcome = submit_answer(stores.db, task.task_id, ana, "skip", "", "s-1", RULES)
     assert outcome.recorded and not outcome.settled
-    assert claim_next(stores.db, ana, 60) is None  # not offered to Ana again
-    assert claim_next(stores.db, ben, 60).task_id == task.task_id  # type: ignore[union-attr]
+    assert claim_next(stores.db, ana, RULES) is None  # not offered to Ana again
+    assert claim_next(stores.db, ben, RULES).task_id == task.task_id  # type: ignore[union-attr]
+    assert worker_earnings(stores.db, ana).total_sen == 0
+
+
+def test_no_worker_sees_more_than_the_limit_of_one_document(stores: Stores) -> None:
+    guesses = [(f"f{i}", "text", "", 0.0) for i in range(5)]
+    seed_page(stores, guesses)
+    seed_page(stores, guesses)
+    rules = CrowdSettings(gold_every=0, max_fields_per_document=2)
+    ana = worker(stores, "ana")
+    pages = []
+    while (task := claim_next(stores.db, ana, rules)) is not None:
+        pages.append(task.page_id)
+        submit_answer(stores.db, task.task_id, ana, "value", "x", f"k{len(pages)}", rules)
+    assert sorted(pages.count(p) for p in set(pages)) == [2, 2]
+    assert queue_depth(stores.db) == 10  # the rest waits for other people
+
+
+def test_restricted_fields_go_only_to_cleared_workers(stores: Stores) -> None:
+    seed_page(stores, [("ic_number", "ic_number", "", 0.0)])
+    with stores.db.begin() as conn:
+        conn.execute(update(schema.fields).values(sensitivity="restricted"))
+    assert claim_next(stores.db, worker(stores, "ana"), RULES) is None
+    assert claim_next(stores.db, worker(stores, "clara", cleared=True), RULES) is not None
+
+
+def test_disputes_escalate_to_a_trusted_worker_who_arbitrates(stores: Stores) -> None:
+    seed_page(stores, [("city", "text", "IPOH", 40.0)])
+    rules = CrowdSettings(gold_every=0, escalate_after=3, max_answers=6)
+    for i, answer in enumerate(["KLANG", "KAJANG", "KLUANG"]):
+        wid = worker(stores, f"w{i}")
+        task = claim_next(stores.db, wid, rules)
+        assert task is not None
+        assert not submit_answer(
+            stores.db, task.task_id, wid, "value", answer, f"k{i}", rules
+        ).settled
+    # Escalated: an ordinary worker is no longer offered it, a trusted one is.
+    assert claim_next(stores.db, worker(stores, "plain"), rules) is None
+    judge = worker(stores, "judge", trusted=True)
+    task = claim_next(stores.db, judge, rules)
+    assert task is not None
+    outcome = submit_answer(stores.db, task.task_id, judge, "value", "KLANG", "kj", rules)
+    assert outcome.settled
+    field = fields_by_name(stores)["city"]
+    assert field.value == "KLANG" and field.source == "arbitrated"  # type: ignore[attr-defined]
+    assert worker_earnings(stores.db, judge).total_sen == rules.rate_sen_arbitration
+
+
+def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Stores) -> None:
+    rules = CrowdSettings(
+        gold_every=2, quarantine_min_gold=2, quarantine_below=0.7, target_posterior=0.9
+    )
+    gold_page = seed_page(stores, [(f"g{i}", "text", "WRONG", 10.0) for i in range(4)])
+    with stores.db.connect() as conn:
+        gold_ids = (
+            conn.execute(select(schema.fields.c.id).where(schema.fields.c.page_id == gold_page))
+            .scalars()
+            .all()
+        )
+    make_gold(stores.db, {fid: f"RIGHT{i}" for i, fid in enumerate(gold_ids)})
+    assert queue_depth(stores.db) == 0  # gold is not agency work
+    seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(6)])
+    spammer = worker(stores, "spammer")  # always submits the pre-filled OCR guess
+    gold_seen = 0
+    for n in range(4):
+        task = claim_next(stores.db, spammer, rules)
+        assert task is not None
+        out = submit_answer(
+            stores.db, task.task_id, spammer, "value", task.ocr_text, f"s{n}", rules
+        )
+        if out.gold_correct is not None:
+            gold_seen += 1
+            assert out.gold_correct is False
+        else:
+            assert out.settled  # OCR and the spammer agree: it looked settled at first
+    assert gold_seen == 2
+    # Quarantined after two failed gold: no more tasks, and the fields they settled
+    # together with the OCR are open again.
+    with pytest.raises(ForbiddenError, match="paused"):
+        claim_next(stores.db, spammer, rules)
+    statuses = [r.status for n, r in fields_by_name(stores).items() if n.startswith("f")]  # type: ignore[attr-defined]
+    assert statuses == ["in_review"] * 6
+    assert queue_depth(stores.db) == 6
+    assert worker_earnings(stores.db, spammer).answers == gold_seen + 2  # paid for work done
