@@ -16,11 +16,21 @@ from sqlalchemy import func, select
 from kerani.settings import Settings
 from kerani.terminal import progress_bar, submit_with_progress
 from kerani.webserver import BackgroundServer, free_port, port_is_free
-from microtasks.crowd_sim import SimulatedWorker, run_crowd, truth_by_task
+from microtasks.crowd_sim import (
+    CAREFUL,
+    CARELESS,
+    SPAMMER,
+    CrowdStats,
+    SimulatedWorker,
+    run_crowd,
+    truth_by_task,
+)
+from microtasks.gold import make_gold_batch
 from microtasks.queue import queue_depth
 from microtasks.workers import add_person
 from records.accuracy import Score, field_truths, score_batch
 from records.ground_truth import TruthPage, read_truth
+from records.progress import batch_progress
 from records.synthetic import generate_dataset
 from records.templates import load_template
 from review_ui.app import create_app
@@ -30,8 +40,9 @@ from storage.stores import Stores, open_stores
 SAMPLES = Path(__file__).parent / "samples"
 FORM_TEMPLATE = "bantuan_form"
 
-# The demo's crowd: mostly careful people, one careless one (rates are per answer).
-DEMO_CROWD = [("careful", 0.02)] * 5 + [("careless", 0.15)]
+# The demo's crowd: mostly careful people, some careless, one who only accepts the pre-filled
+# guess (error rates per answer; see microtasks/crowd_sim.py).
+DEMO_CROWD = [CAREFUL] * 9 + [CARELESS] * 2 + [SPAMMER]
 
 
 @dataclass
@@ -47,6 +58,31 @@ class DemoBatch:
     exports: dict[str, str] | None = None
     score: Score | None = None
     human_answers: int = 0
+    waiting: int = 0  # fields still waiting for people when the demo ended
+
+
+def submit_gold(console: Console, settings: Settings, stores: Stores) -> DemoBatch:
+    """Submit the gold receipts and make every line of them a gold snippet."""
+    gold = DemoBatch("gold receipts", "receipt", SAMPLES / "gold", read_truth(SAMPLES / "gold"))
+    gold.report = submit_with_progress(
+        console, settings, stores, [gold.dataset / "pages"], gold.template, gold.label
+    )
+    gold.batch_id = gold.report["batch_id"]
+    count = make_gold_batch(stores.db, gold.batch_id, gold.truth)
+    console.print(f"{count} gold snippets (known answers) will measure the workers.")
+    return gold
+
+
+def quarantined_workers(stores: Stores) -> list[str]:
+    """Names of the workers the gold snippets caught and paused."""
+    w = schema.workers
+    with stores.db.connect() as conn:
+        return [
+            str(n)
+            for n in conn.execute(
+                select(w.c.name).where(w.c.quarantined.is_(True)).order_by(w.c.name)
+            ).scalars()
+        ]
 
 
 def prepare_samples(workdir: Path, forms: int, seed: int) -> list[DemoBatch]:
@@ -63,7 +99,7 @@ def prepare_samples(workdir: Path, forms: int, seed: int) -> list[DemoBatch]:
 
 def simulate_crowd(
     console: Console, stores: Stores, server_url: str, batches: list[DemoBatch], seed: int
-) -> int:
+) -> CrowdStats:
     """Let simulated workers answer every task through the review server's HTTP API."""
     truth_of_field: dict[int, str | None] = {}
     for b in batches:
@@ -71,10 +107,18 @@ def simulate_crowd(
         truth_of_field.update(mapping)
 
     truth_of_task = truth_by_task(stores.db, truth_of_field)
-    workers = [
-        SimulatedWorker(f"sim-{kind}-{i}", add_person(stores.db, f"sim-{kind}-{i}", "worker"), rate)
-        for i, (kind, rate) in enumerate(DEMO_CROWD, start=1)
-    ]
+    workers = []
+    for i, profile in enumerate(DEMO_CROWD, start=1):
+        name = f"sim-{profile.kind}-{i}"
+        workers.append(SimulatedWorker(name, add_person(stores.db, name, "worker"), profile))
+    # As an operator would: two proven careful workers arbitrate disputes from the start
+    # and are cleared to see restricted fields (MyKad numbers).
+    with stores.db.begin() as conn:
+        conn.execute(
+            schema.workers.update()
+            .where(schema.workers.c.name.in_([w.name for w in workers[:2]]))
+            .values(trusted=True, cleared=True)
+        )
     open_tasks = queue_depth(stores.db)
     with progress_bar(console) as progress, httpx.Client(base_url=server_url, timeout=30) as client:
         bar = progress.add_task("Simulated crowd answering", total=open_tasks)
@@ -120,14 +164,20 @@ def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, s
             for bad in b.report["rejected"]:
                 console.print(f"[red]rejected[/] {bad['name']}: {bad['reason']}")
         if simulate:
-            answers = simulate_crowd(console, stores, server.url, batches, seed)
-            console.print(f"Simulated workers gave {answers} answers.")
+            gold = submit_gold(console, settings, stores)
+            stats = simulate_crowd(console, stores, server.url, [*batches, gold], seed)
+            console.print(
+                f"Simulated workers gave {stats.answers} answers "
+                f"({stats.keystrokes / max(1, stats.answers):.1f} keystrokes each); "
+                f"paused by gold: {', '.join(quarantined_workers(stores)) or 'nobody'}."
+            )
         else:
             wait_for_people(console, stores, server.url)
         for b in batches:
             b.exports = finish_batch(b.batch_id, settings)["exports"]
             b.score = score_batch(stores.db, b.batch_id, b.truth)
             b.human_answers = _human_answers(stores, b.batch_id)
+            b.waiting = batch_progress(stores.db, b.batch_id)[0]["waiting_for_people"]
     finally:
         server.stop()
     print_summary(console, batches, server.url, simulate)
@@ -175,6 +225,8 @@ def print_summary(console: Console, batches: list[DemoBatch], url: str, simulate
                 f"({s.correct}/{s.truth_fields} true fields, {s.missed} not found "
                 f"by the OCR); auto-accepted: {auto_acc}"
             )
+        if b.waiting:
+            console.print(f"  {b.waiting} fields are still waiting for people")
         for fmt, where in (b.exports or {}).items():
             console.print(f"  records ({fmt}): {where}", soft_wrap=True)
     console.print(f"Review page was served at {url}/signin", soft_wrap=True)

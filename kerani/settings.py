@@ -58,7 +58,7 @@ class IngestSettings(BaseSettings):
 
 
 class OcrSettings(BaseSettings):
-    """Tesseract and the first routing rule."""
+    """Tesseract, the pre-OCR stage, and the routing rule."""
 
     model_config = SettingsConfigDict(env_prefix="KERANI_OCR_")
     languages: str = "eng"
@@ -68,6 +68,16 @@ class OcrSettings(BaseSettings):
     # validator; issue 3 replaces this hand-set floor with a calibrated rule.
     auto_accept_confidence: float = 96.0
     snippet_margin_px: int = 6
+    # Clean-up and re-OCR of the pre-OCR stage (ocr.stage.StageOptions; the defaults are
+    # what `kerani bench ocr` measured best).
+    deskew: bool = True
+    orientation: bool = True
+    reocr: bool = True
+    reocr_below: float = 90.0
+    reocr_budget: float = 0.25
+    # Folder of calibrated routing rules (<template>.json) that override the bundled ones
+    # in ocr/calibrations; with a calibration, auto_accept_confidence no longer applies.
+    calibration_dir: Path | None = None
 
 
 class CrowdSettings(BaseSettings):
@@ -83,7 +93,7 @@ class CrowdSettings(BaseSettings):
     gold_every: int = 10  # one known-answer snippet in every N tasks of a worker
     quarantine_min_gold: int = 4
     quarantine_below: float = 0.7
-    trusted_min_gold: int = 8
+    trusted_min_gold: int = 4
     trusted_min_accuracy: float = 0.97
     rate_sen_field: int = 5
     rate_sen_gold: int = 5

@@ -1,7 +1,10 @@
-"""Simulated workers with stated error rates, working through the same HTTP API as people.
+"""Simulated workers with stated error models, working through the same HTTP API as people.
 
 They stand in for people in the demo and in benchmarks; every figure that comes from them
-says so. A simulated worker 'reads' a snippet by looking its true text up in ground truth.
+says so. A simulated worker 'reads' a snippet by looking its true text up in ground truth,
+then answers according to its profile: careful (1–3% slips), careless (10–20%), a spammer
+who submits whatever is pre-filled, or a junk typer. Some drop out mid-task, leaving a
+lease to expire.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import random
 import secrets
 import string
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy import Engine, select
@@ -19,12 +23,60 @@ from storage import schema
 
 
 @dataclass(frozen=True)
+class Profile:
+    """How a simulated worker behaves."""
+
+    kind: str  # careful | careless | spammer | junk
+    error_rate: float = 0.0
+    dropout_rate: float = 0.0  # chance per task of vanishing with the task leased
+    read_seconds: float = 2.0
+    keys_per_second: float = 3.0
+
+
+CAREFUL = Profile("careful", 0.02)
+CARELESS = Profile("careless", 0.15)
+SPAMMER = Profile("spammer")
+JUNK = Profile("junk")
+
+
+@dataclass(frozen=True)
 class SimulatedWorker:
-    """A worker's access code and the chance that an answer of theirs is wrong."""
+    """A simulated worker's name, access code and profile."""
 
     name: str
     code: str
-    error_rate: float
+    profile: Profile
+
+    @property
+    def true_accuracy(self) -> float:
+        """The accuracy the profile implies on fields people see (spammers and junk: none)."""
+        if self.profile.kind in ("spammer", "junk"):
+            return 0.0
+        return 1.0 - self.profile.error_rate
+
+
+@dataclass
+class CrowdStats:
+    """What the simulated crowd did: answers, keystrokes, simulated working time, drop-outs."""
+
+    answers: int = 0
+    keystrokes: int = 0
+    seconds: float = 0.0
+    dropouts: int = 0
+    by_worker: dict[str, int] = field(default_factory=dict)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: the keystrokes needed to turn `a` into `b`."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
 
 
 def corrupt(text: str, rng: random.Random) -> str:
@@ -43,14 +95,26 @@ def corrupt(text: str, rng: random.Random) -> str:
 
 
 def answer_for(
-    true_text: str | None, worker: SimulatedWorker, rng: random.Random
+    true_text: str | None, prefill: str, profile: Profile, rng: random.Random
 ) -> dict[str, str]:
-    """What this worker submits for a snippet whose true text is `true_text`."""
+    """What a worker of this profile submits for a snippet showing `true_text`."""
+    if profile.kind == "spammer":
+        return {"kind": "value", "value": prefill} if prefill else {"kind": "blank", "value": ""}
+    if profile.kind == "junk":
+        junk = "".join(rng.choice(string.ascii_letters) for _ in range(rng.randint(2, 8)))
+        return {"kind": "value", "value": junk}
     if true_text is None or not true_text.strip():
         return {"kind": "blank", "value": ""}
-    if rng.random() < worker.error_rate:
+    if rng.random() < profile.error_rate:
         return {"kind": "value", "value": corrupt(true_text, rng)}
     return {"kind": "value", "value": true_text}
+
+
+def keystrokes(prefill: str, answer: dict[str, str]) -> int:
+    """Keys pressed: edits from the pre-filled text to the answer, plus one to submit."""
+    if answer["kind"] != "value":
+        return 1  # one tap on Unreadable or Blank
+    return edit_distance(prefill, answer["value"]) + 1
 
 
 def run_crowd(
@@ -59,31 +123,54 @@ def run_crowd(
     truth_of_task: Callable[[str], str | None],
     seed: int = 0,
     on_answer: Callable[[], None] | None = None,
-    max_answers: int = 100_000,
-) -> int:
-    """Let the workers claim and answer until no worker gets a task; return answers given."""
+    lease_seconds: float = 0.0,
+    max_answers: int = 1_000_000,
+) -> CrowdStats:
+    """Let the workers claim and answer until none gets a task; return what they did.
+
+    Workers who drop out vanish with a task leased; when everyone else is idle the crowd
+    waits `lease_seconds` for those leases to expire and carries on.
+    """
     rng = random.Random(seed)
-    given = 0
-    active = list(workers)
-    while active and given < max_answers:
-        for worker in list(active):
+    stats = CrowdStats()
+    present = list(workers)
+    abandoned = 0  # leases left behind since the last wait
+    while present and stats.answers < max_answers:
+        idle = 0
+        for worker in list(present):
             auth = {"Authorization": f"Bearer {worker.code}"}
             claim = client.post("/api/tasks/claim", headers=auth)
-            claim.raise_for_status()
-            if claim.status_code == 204:
-                active.remove(worker)
+            if claim.status_code in (204, 403):  # nothing to do, or paused by quarantine
+                idle += 1
                 continue
+            claim.raise_for_status()
             task = claim.json()
             client.get(task["snippet_url"], headers=auth).raise_for_status()
-            body = answer_for(truth_of_task(task["task_id"]), worker, rng)
+            if rng.random() < worker.profile.dropout_rate:
+                present.remove(worker)
+                stats.dropouts += 1
+                abandoned += 1
+                continue
+            prefill = task["ocr_guess"]
+            body = answer_for(truth_of_task(task["task_id"]), prefill, worker.profile, rng)
+            keys = keystrokes(prefill, body)
             body["idempotency_key"] = secrets.token_urlsafe(12)
             client.post(
                 f"/api/tasks/{task['task_id']}/answer", json=body, headers=auth
             ).raise_for_status()
-            given += 1
+            stats.answers += 1
+            stats.keystrokes += keys
+            stats.seconds += worker.profile.read_seconds + keys / worker.profile.keys_per_second
+            stats.by_worker[worker.name] = stats.by_worker.get(worker.name, 0) + 1
             if on_answer is not None:
                 on_answer()
-    return given
+        if idle == len(present):
+            if abandoned and lease_seconds > 0:
+                time.sleep(lease_seconds)  # let the vanished workers' leases expire
+                abandoned = 0
+                continue
+            break
+    return stats
 
 
 def truth_by_task(db: Engine, truth_of_field: dict[int, str | None]) -> Callable[[str], str | None]:
@@ -92,8 +179,10 @@ def truth_by_task(db: Engine, truth_of_field: dict[int, str | None]) -> Callable
     def lookup(task_id: str) -> str | None:
         with db.connect() as conn:
             field_id = conn.execute(
-                select(schema.tasks.c.field_id).where(schema.tasks.c.id == task_id)
-            ).scalar_one()
-        return truth_of_field.get(field_id)
+                select(schema.tasks.c.field_id, schema.tasks.c.gold_field_id).where(
+                    schema.tasks.c.id == task_id
+                )
+            ).one()
+        return truth_of_field.get(field_id[0] or field_id[1])
 
     return lookup

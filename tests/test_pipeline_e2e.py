@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from flows.digitise import finish_batch, submit_batch
-from kerani.settings import Settings
-from microtasks.crowd_sim import SimulatedWorker, run_crowd, truth_by_task
+from kerani.settings import CrowdSettings, Settings
+from microtasks.crowd_sim import Profile, SimulatedWorker, run_crowd, truth_by_task
 from microtasks.queue import queue_depth
 from microtasks.workers import add_person
 from records.accuracy import field_truths
@@ -54,17 +54,27 @@ def test_receipts_and_forms_end_to_end(
     assert receipt_report["routing"]["tasks_created"] > 20  # receipts yield many text lines
     assert queue_depth(stores.db) > 0
 
-    # Two careful simulated workers answer every task through the HTTP API.
     truth_of_field: dict[int, str | None] = {}
     for report, folder in ((form_report, forms), (receipt_report, receipts)):
         mapping, _ = field_truths(stores.db, report["batch_id"], read_truth(folder))
         truth_of_field.update(mapping)
 
     truth_of_task = truth_by_task(stores.db, truth_of_field)
-    workers = [SimulatedWorker(n, add_person(stores.db, n, "worker"), 0.0) for n in ("a", "b")]
-    with TestClient(create_app(settings, stores)) as client:
-        answered = run_crowd(client, workers, truth_of_task)
-    assert answered > 0 and queue_depth(stores.db) == 0
+    # Three careful simulated workers answer every task through the HTTP API. The limit of
+    # fields per document (tested on its own) is lifted so that three people can finish.
+    crowd = CrowdSettings(max_fields_per_document=1000, gold_every=0)
+    app_settings = settings.model_copy(update={"crowd": crowd})
+    workers = [
+        SimulatedWorker(n, add_person(stores.db, n, "worker"), Profile("careful"))
+        for n in ("a", "b", "c")
+    ]
+    with stores.db.begin() as conn:  # restricted fields (MyKad numbers) need a cleared worker
+        conn.execute(
+            schema.workers.update().where(schema.workers.c.name == "a").values(cleared=True)
+        )
+    with TestClient(create_app(app_settings, stores)) as client:
+        stats = run_crowd(client, workers, truth_of_task)
+    assert stats.answers > 0 and queue_depth(stores.db) == 0
 
     # The review app rebuilt each record when its last field settled.
     with stores.db.connect() as conn:
