@@ -8,10 +8,14 @@ evidence for it, otherwise pooled over the worker's types. The OCR is learned th
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Table, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage import schema
 from storage.database import utcnow
@@ -20,6 +24,7 @@ PRIOR_RIGHT, PRIOR_WRONG = 4.0, 1.0
 OCR_PRIOR_RIGHT, OCR_PRIOR_WRONG = 3.0, 2.0  # fields sent to people are the doubtful ones
 GOLD_WEIGHT = 2.0
 MIN_TYPE_EVIDENCE = 5.0
+OCR_SHARDS = 16
 
 
 @dataclass(frozen=True)
@@ -74,56 +79,61 @@ def _weight(row: object) -> float:
 
 def ocr_accuracy(conn: Connection, field_type: str) -> float:
     """How often the OCR's guess for fields of this type, once doubted, proved right."""
-    row = conn.execute(
-        select(schema.ocr_quality).where(schema.ocr_quality.c.field_type == field_type)
-    ).first()
-    seen, right = (row.seen, row.correct) if row else (0, 0)
+    o = schema.ocr_quality
+    seen, right = conn.execute(
+        select(func.coalesce(func.sum(o.c.seen), 0), func.coalesce(func.sum(o.c.correct), 0)).where(
+            o.c.field_type == field_type
+        )
+    ).one()
     return _beta_mean(right, seen, OCR_PRIOR_RIGHT, OCR_PRIOR_WRONG)
+
+
+def _upsert(
+    conn: Connection,
+    table: Table,
+    keys: dict[str, Any],
+    add: dict[str, int],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Insert a counter row or add to it, atomically (no read-modify-write race)."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = dialect_insert(table).values(**keys, **add, **(extra or {}))
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys],
+            set_={**{k: table.c[k] + v for k, v in add.items()}, **(extra or {})},
+        )
+    )
 
 
 def record_evidence(
     conn: Connection, worker_id: int, field_type: str, *, gold: bool, correct: bool
 ) -> None:
     """Count one gold answer, or one agreement check, for a worker and field type."""
-    q = schema.worker_quality
-    row = conn.execute(
-        select(q).where(q.c.worker_id == worker_id, q.c.field_type == field_type)
-    ).first()
-    counts = {
-        "gold_seen": (row.gold_seen if row else 0) + int(gold),
-        "gold_correct": (row.gold_correct if row else 0) + int(gold and correct),
-        "agree_seen": (row.agree_seen if row else 0) + int(not gold),
-        "agree_correct": (row.agree_correct if row else 0) + int(not gold and correct),
+    add = {
+        "gold_seen": int(gold),
+        "gold_correct": int(gold and correct),
+        "agree_seen": int(not gold),
+        "agree_correct": int(not gold and correct),
     }
-    right = GOLD_WEIGHT * counts["gold_correct"] + counts["agree_correct"]
-    seen = GOLD_WEIGHT * counts["gold_seen"] + counts["agree_seen"]
-    values = {
-        **counts,
-        "accuracy": _beta_mean(right, seen, PRIOR_RIGHT, PRIOR_WRONG),
-        "updated_at": utcnow(),
-    }
-    if row is None:
-        conn.execute(insert(q).values(worker_id=worker_id, field_type=field_type, **values))
-    else:
-        conn.execute(
-            q.update()
-            .where(q.c.worker_id == worker_id, q.c.field_type == field_type)
-            .values(**values)
-        )
+    # `accuracy` is derived on read from the counters; the column keeps the last prior mean.
+    _upsert(
+        conn,
+        schema.worker_quality,
+        {"worker_id": worker_id, "field_type": field_type},
+        add,
+        {"accuracy": PRIOR_RIGHT / (PRIOR_RIGHT + PRIOR_WRONG), "updated_at": utcnow()},
+    )
 
 
 def record_ocr_evidence(conn: Connection, field_type: str, correct: bool) -> None:
     """Count whether the OCR's guess for a doubted field of this type proved right."""
-    o = schema.ocr_quality
-    row = conn.execute(select(o).where(o.c.field_type == field_type)).first()
-    if row is None:
-        conn.execute(insert(o).values(field_type=field_type, seen=1, correct=int(correct)))
-    else:
-        conn.execute(
-            o.update()
-            .where(o.c.field_type == field_type)
-            .values(seen=row.seen + 1, correct=row.correct + int(correct))
-        )
+    _upsert(
+        conn,
+        schema.ocr_quality,
+        {"field_type": field_type, "shard": random.randrange(OCR_SHARDS)},
+        {"seen": 1, "correct": int(correct)},
+    )
 
 
 def should_quarantine(estimate: Estimate, min_gold: int, below: float) -> bool:

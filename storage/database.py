@@ -36,7 +36,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -51,7 +51,8 @@ def _create_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Enough connections for a busy app process; benchmarks with many clients ask for more.
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=20)
 
 
 def migrate(engine: Engine) -> None:
@@ -63,12 +64,12 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, pool_size: int = 10) -> Engine:
     """Return the process's engine for `url`, creating it and migrating the schema once."""
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _create_engine(url)
+            engine = _create_engine(url, pool_size)
             migrate(engine)
             _engines[url] = engine
         return engine

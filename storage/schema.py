@@ -129,7 +129,7 @@ answers = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("task_id", String(32), ForeignKey("tasks.id"), nullable=False, index=True),
-    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False),
+    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False, index=True),
     Column("kind", String(20), nullable=False),  # value | unreadable | blank | skip
     Column("value", Text, nullable=False),
     Column("idempotency_key", String(100), nullable=False, unique=True),
@@ -209,6 +209,7 @@ ocr_quality = Table(
     "ocr_quality",
     metadata,
     Column("field_type", String(30), primary_key=True),
+    Column("shard", Integer, primary_key=True),  # spreads concurrent updates over rows
     Column("seen", Integer, nullable=False, default=0),
     Column("correct", Integer, nullable=False, default=0),
 )

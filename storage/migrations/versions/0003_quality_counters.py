@@ -29,9 +29,12 @@ def upgrade() -> None:
                 sa.ForeignKey("fields.id", name="fk_tasks_gold_field_id"),
             )
         )
+    # Sharded counters: concurrent settles of one field type rarely wait on the same row.
     op.create_table(
         "ocr_quality",
         sa.Column("field_type", sa.String(30), primary_key=True),
+        sa.Column("shard", sa.Integer, primary_key=True),
         sa.Column("seen", sa.Integer, nullable=False, server_default="0"),
         sa.Column("correct", sa.Integer, nullable=False, server_default="0"),
     )
+    op.create_index("ix_answers_worker_id", "answers", ["worker_id"])
