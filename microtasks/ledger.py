@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage import schema
 from storage.database import utcnow
@@ -33,26 +34,21 @@ def pay(
     batch_id: str | None,
 ) -> bool:
     """Credit one answer; False when it was paid already (the unique answer_id refuses twice)."""
-    exists = conn.execute(
-        select(schema.ledger.c.id).where(schema.ledger.c.answer_id == answer_id)
-    ).first()
-    if exists is not None:
-        return False
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(schema.ledger).values(
-                    worker_id=worker_id,
-                    answer_id=answer_id,
-                    task_kind=task_kind,
-                    amount_sen=amount_sen,
-                    batch_id=batch_id,
-                    created_at=utcnow(),
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    paid = conn.execute(
+        dialect_insert(schema.ledger)
+        .values(
+            worker_id=worker_id,
+            answer_id=answer_id,
+            task_kind=task_kind,
+            amount_sen=amount_sen,
+            batch_id=batch_id,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[schema.ledger.c.answer_id])
+        .returning(schema.ledger.c.id)
+    ).scalar()
+    return paid is not None
 
 
 def worker_earnings(db: Engine, worker_id: int) -> Earnings:

@@ -126,27 +126,9 @@ def _count_view(conn: Connection, worker_id: int, page_id: int) -> None:
     )
 
 
-def _is_trusted(conn: Connection, worker_id: int, flagged: bool, rules: CrowdSettings) -> bool:
-    if flagged:
-        return True
-    est = quality.estimates(conn, [worker_id], "*").get(worker_id)
-    return bool(
-        est
-        and est.gold_seen >= rules.trusted_min_gold
-        and est.accuracy >= rules.trusted_min_accuracy
-    )
-
-
-def _gold_due(conn: Connection, worker_id: int, every: int) -> bool:
-    if every <= 0:
-        return False
-    done = conn.execute(
-        select(func.count())
-        .select_from(schema.answers)
-        .where(schema.answers.c.worker_id == worker_id, schema.answers.c.kind != "skip")
-    ).scalar_one()
+def _gold_due(done: int, every: int) -> bool:
     # A gold early on (second task) gives a first estimate; then one in every `every`.
-    return bool(done == 1 or (done + 1) % every == 0)
+    return every > 0 and (done == 1 or (done + 1) % every == 0)
 
 
 def _claim_gold(conn: Connection, worker_id: int, lease_until: datetime) -> str | None:
@@ -190,25 +172,37 @@ def claim_next(
     lease_until = now + timedelta(seconds=rules.lease_seconds)
     t, f, w = schema.tasks, schema.fields, schema.workers
     v, a = schema.worker_page_views, schema.answers
+    held_q = (
+        select(t.c.id)
+        .where(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
+        .limit(1)
+        .scalar_subquery()
+    )
+    done_q = (
+        select(func.count())
+        .select_from(a)
+        .where(a.c.worker_id == worker_id, a.c.kind != "skip")
+        .scalar_subquery()
+    )
     with db.begin() as conn:
-        worker = conn.execute(select(w).where(w.c.id == worker_id)).one()
+        worker = conn.execute(
+            select(
+                w.c.quarantined,
+                w.c.cleared,
+                w.c.trusted,
+                held_q.label("held"),
+                done_q.label("done"),
+            ).where(w.c.id == worker_id)
+        ).one()
         if worker.quarantined:
             raise ForbiddenError("your account is paused; please contact the operator")
-        held = conn.execute(
-            select(t.c.id)
-            .where(
-                t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now
-            )
-            .limit(1)
-        ).scalar()
-        if held is not None:
-            return _claimed(conn, held)
-        if _gold_due(conn, worker_id, rules.gold_every):
+        if worker.held is not None:
+            return _claimed(conn, worker.held)
+        if _gold_due(worker.done, rules.gold_every):
             gold_task = _claim_gold(conn, worker_id, lease_until)
             if gold_task is not None:
                 _audit(conn, worker_id, "claim", gold_task, "gold")
                 return _claimed(conn, gold_task)
-        trusted = _is_trusted(conn, worker_id, worker.trusted, rules)
         free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
         conditions = [
             t.c.status == "open",
@@ -219,10 +213,10 @@ def claim_next(
         ]
         if not worker.cleared:
             conditions.append(f.c.sensitivity != "restricted")
-        if not trusted:
+        if not worker.trusted:
             conditions.append(t.c.escalated.is_(False))
-        query = (
-            select(t.c.id, f.c.page_id)
+        pick = (
+            select(t.c.id)
             .join(f, f.c.id == t.c.field_id)
             .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
             .where(*conditions)
@@ -231,21 +225,25 @@ def claim_next(
             .limit(1)
         )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=t)
+            pick = pick.with_for_update(skip_locked=True, of=t)
+        # One statement picks and leases; its WHERE repeats the guard so that a task taken
+        # meanwhile (SQLite readers, PostgreSQL rows locked then freed) is never taken twice.
+        claim = (
+            t.update()
+            .where(t.c.id == pick.scalar_subquery(), t.c.status == "open", free)
+            .values(lease_worker_id=worker_id, lease_expires_at=lease_until)
+            .returning(t.c.id)
+        )
         for _attempt in range(5):
-            row = conn.execute(query).first()
-            if row is None:
-                return None
-            # The conditional update is the real guard: it only wins if the task is still free.
-            won = conn.execute(
-                t.update()
-                .where(t.c.id == row.id, t.c.status == "open", free)
-                .values(lease_worker_id=worker_id, lease_expires_at=lease_until)
-            ).rowcount
-            if won:
-                _count_view(conn, worker_id, row.page_id)
-                _audit(conn, worker_id, "claim", row.id)
-                return _claimed(conn, row.id)
+            task_id = conn.execute(claim).scalar()
+            if task_id is None:
+                if conn.execute(pick).first() is None:
+                    return None
+                continue
+            task = _claimed(conn, task_id)
+            _count_view(conn, worker_id, task.page_id)
+            _audit(conn, worker_id, "claim", task_id)
+            return task
         return None
 
 
@@ -319,30 +317,23 @@ def submit_answer(
     """Record a worker's answer exactly once, pay it, and settle the field on consensus."""
     _check_answer(kind, value, idempotency_key)
     value = value if kind == "value" else ""
-    t, a = schema.tasks, schema.answers
+    t, a, f, p = schema.tasks, schema.answers, schema.fields, schema.pages
     with db.begin() as conn:
-        previous = conn.execute(
-            select(a.c.task_id, a.c.worker_id).where(a.c.idempotency_key == idempotency_key)
-        ).first()
-        if previous is not None:
-            if (previous.task_id, previous.worker_id) != (task_id, worker_id):
-                raise ForbiddenError("this idempotency key belongs to another answer")
-            return SubmitOutcome(False, False, None, None)
-        query = select(t).where(t.c.id == task_id)
+        query = (
+            select(t, f.c.kind.label("field_type"), f.c.ocr_text, f.c.page_id, p.c.batch_id)
+            .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
+            .join(p, p.c.id == f.c.page_id)
+            .where(t.c.id == task_id)
+        )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+            query = query.with_for_update(of=t)
         task = conn.execute(query).first()
-        if task is None:
-            raise NotFoundError("no such task")
-        answered = conn.execute(
-            select(a.c.id).where(a.c.task_id == task_id, a.c.worker_id == worker_id)
-        ).first()
-        if answered is not None:
-            return SubmitOutcome(False, False, None, None)
-        if task.lease_worker_id != worker_id or task.status != "open":
-            raise ForbiddenError("this task is not leased to you")
+        if task is None or task.lease_worker_id != worker_id or task.status != "open":
+            return _replayed(conn, task_id, worker_id, idempotency_key, task is None)
+        # The unique keys (idempotency key; one answer per worker and task) refuse a replay.
         answer_id = conn.execute(
-            insert(a).values(
+            _insert_ignoring_conflicts(conn, a)
+            .values(
                 task_id=task_id,
                 worker_id=worker_id,
                 kind=kind,
@@ -350,18 +341,14 @@ def submit_answer(
                 idempotency_key=idempotency_key,
                 created_at=utcnow(),
             )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        conn.execute(
-            t.update().where(t.c.id == task_id).values(lease_worker_id=None, lease_expires_at=None)
-        )
+            .returning(a.c.id)
+        ).scalar()
+        if answer_id is None:
+            return _replayed(conn, task_id, worker_id, idempotency_key, False)
         _audit(conn, worker_id, "answer", task_id, kind)
         if kind == "skip":
+            _release(conn, task_id)
             return SubmitOutcome(True, False, None, None)
-        field = conn.execute(
-            select(schema.fields, schema.pages.c.batch_id)
-            .join(schema.pages, schema.pages.c.id == schema.fields.c.page_id)
-            .where(schema.fields.c.id == (task.field_id or task.gold_field_id))
-        ).one()
         pay_kind = "gold" if task.kind == "gold" else ("arbitration" if task.escalated else "field")
         rate = {
             "gold": rules.rate_sen_gold,
@@ -374,11 +361,46 @@ def submit_answer(
             int(answer_id),
             pay_kind,
             rate,
-            None if task.kind == "gold" else field.batch_id,
+            None if task.kind == "gold" else task.batch_id,
         )
         if task.kind == "gold":
-            return _settle_gold(conn, task, worker_id, kind, value, field.kind, rules)
-        return _settle_field(conn, task, field, rules)
+            return _settle_gold(conn, task, worker_id, kind, value, task.field_type, rules)
+        return _settle_field(conn, task, rules)
+
+
+def _insert_ignoring_conflicts(conn: Connection, table: Any) -> Any:
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _release(conn: Connection, task_id: str) -> None:
+    conn.execute(
+        schema.tasks.update()
+        .where(schema.tasks.c.id == task_id)
+        .values(lease_worker_id=None, lease_expires_at=None)
+    )
+
+
+def _replayed(
+    conn: Connection, task_id: str, worker_id: int, idempotency_key: str, missing: bool
+) -> SubmitOutcome:
+    """A submit that records nothing: a retry of an earlier one, or a refusal."""
+    a = schema.answers
+    previous = conn.execute(
+        select(a.c.task_id, a.c.worker_id).where(a.c.idempotency_key == idempotency_key)
+    ).first()
+    if previous is not None:
+        if (previous.task_id, previous.worker_id) != (task_id, worker_id):
+            raise ForbiddenError("this idempotency key belongs to another answer")
+        return SubmitOutcome(False, False, None, None)
+    answered = conn.execute(
+        select(a.c.id).where(a.c.task_id == task_id, a.c.worker_id == worker_id)
+    ).first()
+    if answered is not None:
+        return SubmitOutcome(False, False, None, None)
+    if missing:
+        raise NotFoundError("no such task")
+    raise ForbiddenError("this task is not leased to you")
 
 
 def _settle_gold(
@@ -396,22 +418,29 @@ def _settle_gold(
     conn.execute(
         schema.tasks.update()
         .where(schema.tasks.c.id == task.id)
-        .values(status="settled", settled_at=utcnow())
+        .values(status="settled", settled_at=utcnow(), lease_worker_id=None, lease_expires_at=None)
     )
-    est = quality.estimates(conn, [worker_id], field_type)[worker_id]
+    est = quality.estimates(conn, [worker_id], "*")[worker_id]
     if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
         quarantine(conn, worker_id, rules)
+    elif (
+        not est.trusted
+        and est.gold_seen >= rules.trusted_min_gold
+        and est.accuracy >= rules.trusted_min_accuracy
+    ):
+        # Proven on gold: may now arbitrate disputes. (Checked here, not on every claim.)
+        conn.execute(
+            schema.workers.update().where(schema.workers.c.id == worker_id).values(trusted=True)
+        )
     return SubmitOutcome(True, False, None, None, gold_correct=correct)
 
 
-def _settle_field(
-    conn: Connection, task: Row[Any], field: Row[Any], rules: CrowdSettings
-) -> SubmitOutcome:
+def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> SubmitOutcome:
     t, f = schema.tasks, schema.fields
     task_id = task.id
     escalated = bool(task.escalated)
-    fid, ftype = field.id, field.kind
-    votes, voters = _votes(conn, task_id, field.ocr_text, ftype)
+    fid, ftype = task.field_id, task.field_type
+    votes, voters = _votes(conn, task_id, task.ocr_text, ftype)
     result = reach_consensus(
         votes,
         rules.max_answers,
@@ -420,10 +449,16 @@ def _settle_field(
         arbitration=escalated,
     )
     if not result.settled:
-        values: dict[str, object] = {"answer_count": result.human_votes}
-        conn.execute(f.update().where(f.c.id == fid).values(**values))
-        if not escalated and result.human_votes >= rules.escalate_after:
-            conn.execute(t.update().where(t.c.id == task_id).values(escalated=True))
+        conn.execute(f.update().where(f.c.id == fid).values(answer_count=result.human_votes))
+        conn.execute(
+            t.update()
+            .where(t.c.id == task_id)
+            .values(
+                lease_worker_id=None,
+                lease_expires_at=None,
+                escalated=escalated or result.human_votes >= rules.escalate_after,
+            )
+        )
         return SubmitOutcome(True, False, None, result)
     source = "arbitrated" if "arbitrated" in result.reason else "human"
     conn.execute(
@@ -438,7 +473,11 @@ def _settle_field(
             answer_count=result.human_votes,
         )
     )
-    conn.execute(t.update().where(t.c.id == task_id).values(status="settled", settled_at=utcnow()))
+    conn.execute(
+        t.update()
+        .where(t.c.id == task_id)
+        .values(status="settled", settled_at=utcnow(), lease_worker_id=None, lease_expires_at=None)
+    )
     winning = set(result.voters_for)
     human_offset = len(votes) - len(voters)
     for i, worker in enumerate(voters):
@@ -447,7 +486,7 @@ def _settle_field(
         )
     if human_offset:  # the OCR voted: learn how far its doubted guesses can be trusted
         quality.record_ocr_evidence(conn, ftype, 0 in winning)
-    page_id = field.page_id
+    page_id = task.page_id
     return SubmitOutcome(True, True, page_id if _page_complete(conn, page_id) else None, result)
 
 
