@@ -1,0 +1,62 @@
+"""The crowd simulator's pieces: edit distance, slips, each profile's answers, keystrokes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from microtasks.crowd_sim import (
+    CAREFUL,
+    CARELESS,
+    JUNK,
+    SPAMMER,
+    Profile,
+    answer_for,
+    corrupt,
+    edit_distance,
+    keystrokes,
+)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "d"),
+    [
+        ("", "", 0),
+        ("", "ABC", 3),
+        ("KITTEN", "SITTING", 3),
+        ("TOTAL", "TOTAL", 0),
+        ("RM 9.00", "RM 900", 1),
+    ],
+)
+def test_edit_distance(a: str, b: str, d: int) -> None:
+    assert edit_distance(a, b) == d == edit_distance(b, a)
+
+
+def test_a_slip_changes_the_text_by_one_edit() -> None:
+    rng = random.Random(1)
+    for text in ("TAMAN DAYA", "9.00", "X"):
+        for _ in range(50):
+            slipped = corrupt(text, rng)
+            assert slipped != text and edit_distance(slipped, text) == 1
+
+
+def test_profiles_answer_as_stated() -> None:
+    rng = random.Random(3)
+    truth, guess = "JALAN SAGU 18", "JALAN SAGV 18"
+    assert answer_for(truth, guess, SPAMMER, rng) == {"kind": "value", "value": guess}
+    assert answer_for(truth, "", SPAMMER, rng)["kind"] == "blank"
+    assert answer_for(None, guess, CAREFUL, rng)["kind"] == "blank"
+    junk = [answer_for(truth, guess, JUNK, rng)["value"] for _ in range(20)]
+    assert truth not in junk and guess not in junk
+    perfect = Profile("careful", 0.0)
+    assert all(answer_for(truth, guess, perfect, rng)["value"] == truth for _ in range(50))
+    wrong = sum(answer_for(truth, guess, CARELESS, rng)["value"] != truth for _ in range(2000))
+    assert 0.10 < wrong / 2000 < 0.20  # the stated 15%, within sampling error
+
+
+def test_keystrokes_count_edits_from_the_prefill_plus_submit() -> None:
+    assert keystrokes("TOTAL 9.00", {"kind": "value", "value": "TOTAL 9.00"}) == 1
+    assert keystrokes("TOTAL 9.O0", {"kind": "value", "value": "TOTAL 9.00"}) == 2
+    assert keystrokes("", {"kind": "value", "value": "ABC"}) == 4
+    assert keystrokes("junk", {"kind": "unreadable", "value": ""}) == 1
