@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, exists, func, insert, or_, select
+from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -535,6 +535,8 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
                 .where(schema.pages.c.id == row.page_id)
                 .values(status="routed")
             )
+            # Its record no longer stands: it is rebuilt when the field settles again.
+            conn.execute(delete(schema.records).where(schema.records.c.page_id == row.page_id))
             reopened += 1
     return reopened
 
