@@ -30,8 +30,13 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def add_person(db: Engine, name: str, role: str) -> str:
-    """Create a worker, operator or agency user and return their access code (shown once)."""
+def add_person(
+    db: Engine, name: str, role: str, *, trusted: bool = False, cleared: bool = False
+) -> str:
+    """Create a worker, operator or agency user and return their access code (shown once).
+
+    `trusted` workers arbitrate disputed fields; `cleared` ones may see restricted fields.
+    """
     if role not in ROLES:
         raise BadInputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     name = name.strip()
@@ -43,7 +48,12 @@ def add_person(db: Engine, name: str, role: str) -> str:
             raise ConflictError(f"a person called {name!r} exists already")
         conn.execute(
             insert(schema.workers).values(
-                name=name, role=role, token_hash=_digest(code), created_at=utcnow()
+                name=name,
+                role=role,
+                token_hash=_digest(code),
+                created_at=utcnow(),
+                trusted=trusted,
+                cleared=cleared,
             )
         )
     return code
