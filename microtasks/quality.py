@@ -8,6 +8,7 @@ evidence for it, otherwise pooled over the worker's types. The OCR is learned th
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -136,9 +137,22 @@ def record_ocr_evidence(conn: Connection, field_type: str, correct: bool) -> Non
     )
 
 
+def wilson_upper(correct: int, seen: int, z: float = 1.64) -> float:
+    """Upper end of the Wilson score interval (one-sided 95% at z=1.64) of a success rate."""
+    if seen == 0:
+        return 1.0
+    p = correct / seen
+    centre = p + z * z / (2 * seen)
+    spread = z * math.sqrt(p * (1 - p) / seen + z * z / (4 * seen * seen))
+    return min(1.0, (centre + spread) / (1 + z * z / seen))
+
+
 def should_quarantine(estimate: Estimate, min_gold: int, below: float) -> bool:
-    """A worker whose gold record shows them unreliable gets no more tasks."""
+    """Pause a worker only when their gold record shows, beyond bad luck, that they are unreliable.
+
+    The test is the Wilson upper bound of their gold accuracy: a careful worker who misses
+    two of their first four gold keeps working; one who fails all four does not.
+    """
     if estimate.gold_seen < min_gold:
         return False
-    gold_rate = estimate.gold_correct / estimate.gold_seen
-    return gold_rate < below or estimate.accuracy < below
+    return wilson_upper(estimate.gold_correct, estimate.gold_seen) < below

@@ -60,6 +60,11 @@ class SubmitOutcome:
     gold_correct: bool | None = None
 
 
+def task_priority(answers: int, escalated: bool) -> int:
+    """Claim order: disputes for arbiters first, then fields with more answers (nearly done)."""
+    return (1000 if escalated else 0) + answers
+
+
 def new_task_id() -> str:
     """A task id nobody can guess (128 random bits)."""
     return secrets.token_urlsafe(16)
@@ -220,8 +225,8 @@ def claim_next(
             .join(f, f.c.id == t.c.field_id)
             .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
             .where(*conditions)
-            # Disputes first for trusted workers, then fields nearly settled, then oldest.
-            .order_by(t.c.escalated.desc(), f.c.answer_count.desc(), t.c.created_at, t.c.id)
+            # Disputes first, then fields nearly settled, then oldest (an indexed order).
+            .order_by(t.c.priority.desc(), t.c.created_at, t.c.id)
             .limit(1)
         )
         if conn.dialect.name == "postgresql":
@@ -450,13 +455,15 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
     )
     if not result.settled:
         conn.execute(f.update().where(f.c.id == fid).values(answer_count=result.human_votes))
+        escalate = escalated or result.human_votes >= rules.escalate_after
         conn.execute(
             t.update()
             .where(t.c.id == task_id)
             .values(
                 lease_worker_id=None,
                 lease_expires_at=None,
-                escalated=escalated or result.human_votes >= rules.escalate_after,
+                escalated=escalate,
+                priority=task_priority(result.human_votes, escalate),
             )
         )
         return SubmitOutcome(True, False, None, result)
@@ -591,6 +598,7 @@ def reopen_field(db: Engine, field_id: int, note: str) -> str:
         values = {
             "status": "open",
             "escalated": True,
+            "priority": task_priority(0, True),
             "note": note,
             "lease_worker_id": None,
             "lease_expires_at": None,

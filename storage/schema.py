@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -112,6 +113,8 @@ tasks = Table(
     Column("id", String(32), primary_key=True),  # random, so ids cannot be guessed
     Column("field_id", Integer, ForeignKey("fields.id"), nullable=True, unique=True),
     Column("gold_field_id", Integer, ForeignKey("fields.id"), nullable=True),
+    # Claim order: escalated and nearly settled fields first (see microtasks.queue).
+    Column("priority", Integer, nullable=False, default=0),
     Column("status", String(20), nullable=False, index=True),  # open | settled
     Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
@@ -122,6 +125,16 @@ tasks = Table(
     Column("restricted", Boolean, nullable=False, default=False),  # only cleared workers
     Column("gold_value", Text, nullable=True),  # the known answer of a gold task
     Column("note", Text, nullable=True),  # shown to the worker, e.g. the rule a value broke
+)
+
+# The claim order of microtasks.queue, read from the top: most urgent, then oldest.
+Index(
+    "ix_tasks_claim_order",
+    tasks.c.status,
+    tasks.c.kind,
+    tasks.c.priority.desc(),
+    tasks.c.created_at,
+    tasks.c.id,
 )
 
 answers = Table(

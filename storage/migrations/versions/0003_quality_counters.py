@@ -22,6 +22,9 @@ def upgrade() -> None:
     # gold_field_id and leave field_id empty, so field_id stays unique for real fields.
     with op.batch_alter_table("tasks") as t:
         t.alter_column("field_id", existing_type=sa.Integer, nullable=True)
+        # Claim order (fields nearly settled first) as an indexed column, so that a claim
+        # reads the queue from the top instead of sorting all of it.
+        t.add_column(sa.Column("priority", sa.Integer, nullable=False, server_default="0"))
         t.add_column(
             sa.Column(
                 "gold_field_id",
@@ -38,3 +41,8 @@ def upgrade() -> None:
         sa.Column("correct", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_index("ix_answers_worker_id", "answers", ["worker_id"])
+    op.create_index(
+        "ix_tasks_claim_order",
+        "tasks",
+        ["status", "kind", sa.text("priority DESC"), "created_at", "id"],
+    )
