@@ -138,15 +138,20 @@ def _gold_due(done: int, every: int) -> bool:
 
 def _claim_gold(conn: Connection, worker_id: int, lease_until: datetime) -> str | None:
     f, t, a = schema.fields, schema.tasks, schema.answers
-    seen = exists().where(t.c.gold_field_id == f.c.id, t.c.lease_worker_id == worker_id) | exists(
-        select(a.c.id)
-        .join(t, t.c.id == a.c.task_id)
-        .where(t.c.gold_field_id == f.c.id, a.c.worker_id == worker_id)
+    # The gold this worker has held or answered: a small set, read through their own rows.
+    seen = (
+        select(t.c.gold_field_id)
+        .where(t.c.kind == "gold", t.c.lease_worker_id == worker_id)
+        .union(
+            select(t.c.gold_field_id)
+            .join(a, a.c.task_id == t.c.id)
+            .where(t.c.kind == "gold", a.c.worker_id == worker_id)
+        )
     )
     # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
     gold = conn.execute(
         select(f.c.id, f.c.value)
-        .where(f.c.status == "gold", ~seen)
+        .where(f.c.status == "gold", f.c.id.not_in(seen))
         .order_by((f.c.ocr_text == f.c.value).asc(), func.random())
         .limit(1)
     ).first()

@@ -116,7 +116,7 @@ tasks = Table(
     # Claim order: escalated and nearly settled fields first (see microtasks.queue).
     Column("priority", Integer, nullable=False, default=0),
     Column("status", String(20), nullable=False, index=True),  # open | settled
-    Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True),
+    Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True, index=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("settled_at", DateTime(timezone=True), nullable=True),

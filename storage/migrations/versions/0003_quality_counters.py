@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("correct", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_index("ix_answers_worker_id", "answers", ["worker_id"])
+    op.create_index("ix_tasks_lease_worker_id", "tasks", ["lease_worker_id"])
     op.create_index(
         "ix_tasks_claim_order",
         "tasks",
