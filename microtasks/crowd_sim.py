@@ -128,16 +128,20 @@ def run_crowd(
 ) -> CrowdStats:
     """Let the workers claim and answer until none gets a task; return what they did.
 
-    Workers who drop out vanish with a task leased; when everyone else is idle the crowd
-    waits `lease_seconds` for those leases to expire and carries on.
+    A worker who drops out leaves a task leased and comes back `lease_seconds` later, when
+    the lease has expired and the task is back in the queue.
     """
     rng = random.Random(seed)
     stats = CrowdStats()
     present = list(workers)
-    abandoned = 0  # leases left behind since the last wait
+    away: dict[str, float] = {}  # worker -> when they come back (after their lease expired)
     while present and stats.answers < max_answers:
         idle = 0
+        now = time.monotonic()
         for worker in list(present):
+            if away.get(worker.name, 0.0) > now:
+                idle += 1
+                continue
             auth = {"Authorization": f"Bearer {worker.code}"}
             claim = client.post("/api/tasks/claim", headers=auth)
             if claim.status_code in (204, 403):  # nothing to do, or paused by quarantine
@@ -147,9 +151,9 @@ def run_crowd(
             task = claim.json()
             client.get(task["snippet_url"], headers=auth).raise_for_status()
             if rng.random() < worker.profile.dropout_rate:
-                present.remove(worker)
+                # Gone mid-task (battery, signal): back later, once the lease has expired.
+                away[worker.name] = time.monotonic() + lease_seconds
                 stats.dropouts += 1
-                abandoned += 1
                 continue
             prefill = task["ocr_guess"]
             body = answer_for(truth_of_task(task["task_id"]), prefill, worker.profile, rng)
@@ -165,9 +169,8 @@ def run_crowd(
             if on_answer is not None:
                 on_answer()
         if idle == len(present):
-            if abandoned and lease_seconds > 0:
-                time.sleep(lease_seconds)  # let the vanished workers' leases expire
-                abandoned = 0
+            if any(t > time.monotonic() for t in away.values()):
+                time.sleep(lease_seconds)  # wait for the absent workers and their leases
                 continue
             break
     return stats
