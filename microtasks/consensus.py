@@ -68,12 +68,16 @@ def reach_consensus(
     min_agreeing: int = 2,
     alternatives: float = 10.0,
     arbitration: bool = False,
+    arbiter_alone: bool = False,
 ) -> Consensus:
     """Settle a field on its votes, or say it needs more evidence.
 
     - Settles when `min_agreeing` votes agree, at least one of them human, and the
       posterior of their answer reaches `target`.
-    - In `arbitration`, the newest vote by a trusted worker settles the field on its answer.
+    - In `arbitration`, a trusted worker's newest vote settles the field on its answer when
+      it agrees with an earlier vote (an arbiter picks among the answers; a lone new answer
+      from them is one more vote, since arbiters slip too). With `arbiter_alone` (the earlier
+      answers broke a rule of the form), the arbiter's answer settles on its own.
     - Once `max_human_votes` people have answered, settles on the answer with the highest
       posterior, its low agreement kept for review.
     """
@@ -94,8 +98,9 @@ def reach_consensus(
     first_seen = {k: i for i, k in reversed(list(enumerate(keys)))}
     best = min(human_keys, key=lambda k: (-posterior[k], first_seen[k]))
     reason = ""
-    if arbitration and humans[-1].trusted:
-        best = keys[len(votes) - 1 - next(i for i, v in enumerate(reversed(votes)) if v.trusted)]
+    arbiter_key = keys[-1] if arbitration and votes[-1].trusted else None
+    if arbiter_key is not None and (arbiter_alone or tally[arbiter_key] >= 2):
+        best = arbiter_key
         settled, reason = True, "arbitrated by a trusted worker"
     elif tally[best] >= min_agreeing and posterior[best] >= target:
         settled, reason = True, f"{tally[best]} votes agree, posterior {posterior[best]:.4f}"

@@ -457,6 +457,7 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
         field_type=ftype,
         target=rules.target_posterior,
         arbitration=escalated,
+        arbiter_alone=bool(task.note),
     )
     if not result.settled:
         conn.execute(f.update().where(f.c.id == fid).values(answer_count=result.human_votes))
@@ -518,7 +519,15 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
         .values(lease_worker_id=None, lease_expires_at=None)
     )
     settled = conn.execute(
-        select(t.c.id, t.c.escalated, f.c.id.label("field_id"), f.c.kind, f.c.ocr_text, f.c.page_id)
+        select(
+            t.c.id,
+            t.c.escalated,
+            t.c.note,
+            f.c.id.label("field_id"),
+            f.c.kind,
+            f.c.ocr_text,
+            f.c.page_id,
+        )
         .join(a, a.c.task_id == t.c.id)
         .join(f, f.c.id == t.c.field_id)
         .where(a.c.worker_id == worker_id, t.c.status == "settled", t.c.kind == "field")
@@ -532,6 +541,7 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
             field_type=row.kind,
             target=rules.target_posterior,
             arbitration=row.escalated,
+            arbiter_alone=bool(row.note),
         )
         if not again.settled:
             conn.execute(t.update().where(t.c.id == row.id).values(status="open", settled_at=None))

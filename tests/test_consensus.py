@@ -75,10 +75,18 @@ def test_answers_are_compared_as_their_type_reads_them() -> None:
     assert normalise_answer("text", "Siti  Aminah ") == "Siti Aminah"  # case kept for text
 
 
-def test_arbitration_settles_on_the_trusted_workers_answer() -> None:
-    votes = [ocr("A"), human("B"), human("C"), human("D", trusted=True)]
+def test_arbitration_settles_on_the_answer_the_trusted_worker_picks() -> None:
+    votes = [ocr("A"), human("B"), human("C"), human("C", trusted=True)]
     c = reach_consensus(votes, 6, arbitration=True)
-    assert c.settled and c.value == "D" and "arbitrated" in c.reason
+    assert c.settled and c.value == "C" and "arbitrated" in c.reason
+    # A new answer from the arbiter is one more vote: the next arbiter decides.
+    votes = [ocr("A"), human("B"), human("C"), human("D", trusted=True)]
+    assert not reach_consensus(votes, 6, arbitration=True).settled
+    c = reach_consensus([*votes, human("D", trusted=True)], 6, arbitration=True)
+    assert c.settled and c.value == "D"
+    # Sent back because its value broke a form rule: the arbiter's correction stands alone.
+    c = reach_consensus(votes, 6, arbitration=True, arbiter_alone=True)
+    assert c.settled and c.value == "D"
 
 
 def test_cap_settles_on_the_likeliest_answer_with_low_agreement() -> None:
