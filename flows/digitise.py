@@ -17,10 +17,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy import select
 
+from flows.records import report_task, text_layers_task
 from ingest.batches import ingest_paths
 from kerani.settings import Settings
 from microtasks.routing import route_page
+from ocr.calibration import load_calibration
 from ocr.preocr import preocr_page
+from ocr.stage import StageOptions
 from ocr.tesseract import TesseractEngine
 from records.assembly import assemble_ready_pages
 from records.exports import export_batch
@@ -51,6 +54,14 @@ def preocr_task(page_id: int, template: str, settings: Settings) -> str:
     """OCR one page into field guesses and snippets."""
     stores = open_stores(settings)
     engine = TesseractEngine(settings.ocr.languages, settings.ocr.timeout_s)
+    options = StageOptions(
+        deskew=settings.ocr.deskew,
+        orientation=settings.ocr.orientation,
+        reocr=settings.ocr.reocr,
+        confirm_above=settings.ocr.confirm_above,
+        reocr_below=settings.ocr.reocr_below,
+        reocr_budget=settings.ocr.reocr_budget,
+    )
     return preocr_page(
         stores.db,
         stores.blobs,
@@ -58,13 +69,17 @@ def preocr_task(page_id: int, template: str, settings: Settings) -> str:
         load_template(template),
         engine,
         settings.ocr.snippet_margin_px,
+        options,
     )
 
 
 @task(name="route-page")
-def route_task(page_id: int, settings: Settings) -> tuple[int, int]:
+def route_task(page_id: int, settings: Settings, template: str | None = None) -> tuple[int, int]:
     """Auto-accept or publish a micro task for each field of a page."""
-    return route_page(open_stores(settings).db, page_id, settings.ocr.auto_accept_confidence)
+    calibration = load_calibration(template, settings.ocr.calibration_dir) if template else None
+    return route_page(
+        open_stores(settings).db, page_id, settings.ocr.auto_accept_confidence, calibration
+    )
 
 
 @task(name="assemble-ready-pages")
@@ -75,7 +90,7 @@ def assemble_task(batch_id: str, settings: Settings) -> int:
 
 @task(name="export-batch")
 def export_task(batch_id: str, settings: Settings) -> dict[str, str]:
-    """Write the batch's records to the blob store; return format → location."""
+    """Write the batch's records (CSV, Parquet, JSON Lines) to the blob store; format → where."""
     stores = open_stores(settings)
     result = export_batch(stores.db, stores.blobs, batch_id)
     return {fmt: stores.blobs.location(key) for fmt, key in result.keys.items()}
@@ -112,8 +127,8 @@ def preocr_batch(batch_id: str, settings: Settings) -> dict[str, int]:
 def route_batch(batch_id: str, settings: Settings) -> dict[str, int]:
     """Route every OCRed page of a batch; return counts of auto-accepted fields and tasks."""
     accepted = created = 0
-    for page_id, _tpl in _page_ids(settings, batch_id, "ocred"):
-        a, c = route_task(page_id, settings)
+    for page_id, tpl in _page_ids(settings, batch_id, "ocred"):
+        a, c = route_task(page_id, settings, tpl)
         accepted += a
         created += c
     assembled = assemble_task(batch_id, settings)
@@ -135,7 +150,12 @@ def submit_batch(
 
 @flow(name="finish-batch")
 def finish_batch(batch_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Reconcile settled pages into records and export the batch (CSV and JSON Lines)."""
+    """Reconcile settled pages into records, export the batch, its text layers and report."""
     settings = settings or Settings.load()
     assembled = assemble_task(batch_id, settings)
-    return {"assembled": assembled, "exports": export_task(batch_id, settings)}
+    return {
+        "assembled": assembled,
+        "exports": export_task(batch_id, settings),
+        "text_layers": text_layers_task(batch_id, settings),
+        "report": report_task(batch_id, settings),
+    }

@@ -1,4 +1,4 @@
-"""The `kerani` command: demo, submit, serve, status, export, people."""
+"""The `kerani` command: demo, submit, serve, status, export, report, people."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def export(
     data_dir: DataDir = None,
     verbose: bool = False,
 ) -> None:
-    """Assemble settled records of a batch and export them (CSV, JSON Lines)."""
+    """Assemble settled records of a batch; export CSV, Parquet, JSON Lines, hOCR, report."""
     from flows.digitise import finish_batch
     from records.progress import resolve_batch_id
     from storage.stores import open_stores
@@ -196,12 +196,47 @@ def export(
         _fail(e)
     for fmt, where in result["exports"].items():
         console.print(f"{fmt}: {where}", soft_wrap=True)
+    layers = result["text_layers"]
+    console.print(f"hocr: {layers['where']} ({layers['pages']} pages)", soft_wrap=True)
+    report = result["report"]
+    console.print(
+        f"{report['records']} records ({report['records_flagged']} with a broken rule), "
+        f"{report['unreadable']} fields unreadable, cost {report['cost']}"
+    )
+
+
+@app.command()
+def report(
+    batch: Annotated[str, typer.Argument(help="Batch id or a unique prefix of it.")],
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Show a batch's report: counts, accuracy indicators, cost, unreadable fields."""
+    import json
+
+    from rich.markdown import Markdown
+
+    from records.progress import resolve_batch_id
+    from records.report import batch_report, report_markdown
+    from storage.stores import open_stores
+
+    db = open_stores(_settings(data_dir)).db
+    try:
+        result = batch_report(db, resolve_batch_id(db, batch))
+    except KeraniError as e:
+        _fail(e)
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        console.print(Markdown(report_markdown(result)))
 
 
 @people_app.command("add")
 def people_add(
     name: str,
     role: Annotated[str, typer.Option(help="worker, operator or agency")] = "worker",
+    trusted: Annotated[bool, typer.Option(help="May arbitrate disputed fields.")] = False,
+    cleared: Annotated[bool, typer.Option(help="May see restricted fields.")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Add a person and print their access code (shown only once)."""
@@ -209,10 +244,146 @@ def people_add(
     from storage.stores import open_stores
 
     try:
-        code = add_person(open_stores(_settings(data_dir)).db, name, role)
+        code = add_person(
+            open_stores(_settings(data_dir)).db, name, role, trusted=trusted, cleared=cleared
+        )
     except KeraniError as e:
         _fail(e)
-    console.print(f"{role} {name}: access code [bold]{code}[/]")
+    flags = "".join(f", {f}" for f, on in (("trusted", trusted), ("cleared", cleared)) if on)
+    console.print(f"{role}{flags} {name}: access code [bold]{code}[/]")
+
+
+@dataset_app.command("from-sroie")
+def dataset_from_sroie(
+    sroie_dir: Annotated[Path, typer.Argument(help="SROIE folder with img/ and box/.")],
+    out_dir: Annotated[Path, typer.Argument(help="Dataset folder to write (pages/, truth.jsonl).")],
+) -> None:
+    """Convert SROIE receipts into a ground-truth dataset: one field per text line."""
+    from records.ground_truth import sroie_to_dataset
+
+    try:
+        count = sroie_to_dataset(sroie_dir, out_dir)
+    except KeraniError as e:
+        _fail(e)
+    console.print(f"{count} receipts written to {out_dir}", soft_wrap=True)
+
+
+@bench_app.command("crowd")
+def bench_crowd(
+    dataset: Annotated[Path, typer.Option(help="Ground-truth dataset folder.")],
+    workers: Annotated[int, typer.Option(help="Simulated workers in the crowd.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N pages.")] = None,
+    calibrate_share: Annotated[
+        float, typer.Option(help="Share of pages (by hash) for calibration and gold.")
+    ] = 0.3,
+    template: Annotated[str | None, typer.Option(help="Template whose field types apply.")] = None,
+    seed: int = 0,
+) -> None:
+    """Pre-OCR, routing and a simulated crowd on a dataset, against OCR alone and double keying."""
+    import json
+
+    from benchmarks.crowd_bench import run
+
+    _quiet_prefect(False)
+    try:
+        with console.status("Pre-OCR, routing and the simulated crowd at work ..."):
+            figures = run(
+                dataset,
+                workers=workers,
+                seed=seed,
+                limit=limit,
+                calibrate_share=calibrate_share,
+                template=template,
+            )
+    except KeraniError as e:
+        _fail(e)
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        console.print(f"{key:45s} {shown}")
+
+
+@bench_app.command("queue")
+def bench_queue(
+    clients: Annotated[int, typer.Option(help="Concurrent worker clients.")] = 64,
+    pages: Annotated[int, typer.Option(help="Pages of open tasks to seed.")] = 50,
+    fields_per_page: Annotated[int, typer.Option(help="Tasks per page.")] = 20,
+    postgres_url: Annotated[
+        str | None, typer.Option(help="Default: $KERANI_BENCH_POSTGRES_URL or local `test`.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Claim+submit throughput and latency on SQLite and PostgreSQL, against a bare SQL floor."""
+    import json
+
+    from benchmarks.queue_bench import run
+
+    with console.status(f"{clients} clients claiming and submitting ..."):
+        figures = run(clients, pages, fields_per_page, postgres_url)
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        if not isinstance(value, dict):
+            console.print(f"{key:30s} {value}")
+
+
+@bench_app.command("ocr")
+def bench_ocr(
+    dataset: Annotated[Path, typer.Option(help="Ground-truth dataset folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N pages.")] = None,
+    calibrate_share: Annotated[
+        float, typer.Option(help="Share of pages (by hash) the auto-accept rule is fitted on.")
+    ] = 0.5,
+    target: Annotated[float, typer.Option(help="Accuracy the auto-accepted fields must reach.")] = (
+        0.995
+    ),
+    template: Annotated[
+        str | None, typer.Option(help="Template whose field types (and alignment) apply.")
+    ] = None,
+    languages: Annotated[str, typer.Option(help="Tesseract languages, e.g. eng+msa.")] = "eng",
+    save_calibration: Annotated[
+        Path | None, typer.Option(help="Write the fitted calibration JSON here.")
+    ] = None,
+    fields_out: Annotated[
+        Path | None, typer.Option(help="Write every field's guess and truth here (JSON Lines).")
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="Report with this stored calibration instead of fitting one."),
+    ] = None,
+    time_floor: Annotated[
+        bool, typer.Option(help="Also time bare tesseract on each page (the speed floor).")
+    ] = True,
+) -> None:
+    """Measure the pre-OCR stage on a dataset: accuracy, calibrated auto-accept, speed."""
+    import json
+
+    from benchmarks.ocr_bench import format_report, run_bench
+
+    try:
+        figures = run_bench(
+            dataset,
+            limit=limit,
+            calibrate_share=calibrate_share,
+            target=target,
+            template=template,
+            languages=languages,
+            save_to=save_calibration,
+            fields_out=fields_out,
+            calibration_file=calibration,
+            time_floor=time_floor,
+        )
+    except KeraniError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(figures, ensure_ascii=False))
+    else:
+        console.print(format_report(figures), soft_wrap=True)
 
 
 def main() -> None:

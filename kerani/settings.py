@@ -73,8 +73,9 @@ class OcrSettings(BaseSettings):
     deskew: bool = True
     orientation: bool = True
     reocr: bool = True
+    confirm_above: float = 101.0  # above 100: off
     reocr_below: float = 90.0
-    reocr_budget: float = 0.25
+    reocr_budget: float = 0.08
     # Folder of calibrated routing rules (<template>.json) that override the bundled ones
     # in ocr/calibrations; with a calibration, auto_accept_confidence no longer applies.
     calibration_dir: Path | None = None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import Engine, select
 
+from records.ground_truth import edit_distance
 from storage import schema
 
 
@@ -64,19 +65,6 @@ class CrowdStats:
     seconds: float = 0.0
     dropouts: int = 0
     by_worker: dict[str, int] = field(default_factory=dict)
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: the keystrokes needed to turn `a` into `b`."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def corrupt(text: str, rng: random.Random) -> str:

@@ -224,7 +224,11 @@ def claim_next(
         if not worker.cleared:
             conditions.append(f.c.sensitivity != "restricted")
         if not worker.trusted:
-            conditions.append(t.c.escalated.is_(False))
+            # Disputes are for arbiters, until arbiters disagree too: the last vote before
+            # the cap may come from anyone, so that every field ends up settled.
+            conditions.append(
+                or_(t.c.escalated.is_(False), f.c.answer_count >= rules.max_answers - 1)
+            )
         pick = (
             select(t.c.id)
             .join(f, f.c.id == t.c.field_id)

@@ -1,8 +1,37 @@
-"""Page clean-up before OCR: greyscale and contrast stretch (deskew and denoise come later)."""
+"""Page clean-up before OCR: size checks, greyscale, contrast, deskew, orientation, denoise.
+
+`prepare_page` returns the cleaned image together with the affine map from scan pixels to
+cleaned-page pixels, so that boxes given on the scan (ground truth) can follow the page.
+"""
 
 from __future__ import annotations
 
-from PIL import Image, ImageOps
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from kerani.exceptions import BadInputError
+from ocr.geometry import Affine
+
+# Smaller than this cannot hold a readable line of text.
+MIN_SIDE_PX = 48
+MIN_PIXELS = 120 * 120
+# Bigger than this is a poster-size scan: Tesseract gains nothing and takes minutes.
+MAX_OCR_PIXELS = 16_000_000
+# Deskew only when the page is clearly turned; Tesseract copes with less on its own.
+MIN_DESKEW_DEG = 0.3
+MAX_DESKEW_DEG = 5.0
+
+
+@dataclass
+class PreparedPage:
+    """A cleaned greyscale page and how its pixels relate to the scan's."""
+
+    image: Image.Image
+    to_page: Affine  # scan pixels -> cleaned-page pixels
+    scan_size: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
 
 
 def clean_page(image: Image.Image) -> Image.Image:
@@ -10,3 +39,114 @@ def clean_page(image: Image.Image) -> Image.Image:
     grey = image.convert("L")
     # A 1% cut ignores specks of dust and the darkest scanner edge when stretching.
     return ImageOps.autocontrast(grey, cutoff=1)
+
+
+def check_size(image: Image.Image) -> None:
+    """Refuse a page too small to hold text (BadInputError says why)."""
+    w, h = image.size
+    if min(w, h) < MIN_SIDE_PX or w * h < MIN_PIXELS:
+        raise BadInputError(f"page too small to read: {w}x{h} pixels")
+
+
+def ink_fraction(grey: Image.Image) -> float:
+    """Share of pixels clearly darker than the paper: about 0 for a blank page."""
+    small = grey.copy()
+    small.thumbnail((600, 600))
+    arr = np.asarray(small, dtype=np.int16)
+    paper = int(np.percentile(arr, 90))
+    # Faded thermal receipts print at 40-50 grey levels below the paper.
+    return float(np.mean(arr < paper - 30))
+
+
+def _dark_points(grey: Image.Image, max_side: int = 700) -> tuple[np.ndarray, np.ndarray, float]:
+    small = grey.copy()
+    small.thumbnail((max_side, max_side))
+    factor = grey.width / small.width
+    arr = np.asarray(small, dtype=np.int16)
+    paper = int(np.percentile(arr, 90))
+    ys, xs = np.nonzero(arr < paper - 60)
+    return xs.astype(np.float64), ys.astype(np.float64), factor
+
+
+def estimate_skew(grey: Image.Image, max_deg: float = MAX_DESKEW_DEG) -> float:
+    """Angle in degrees to turn the page counter-clockwise (PIL's rotate) to level its lines.
+
+    Projection profiles of the dark pixels: the rows are sharpest when the lines are level.
+    """
+    xs, ys, _factor = _dark_points(grey)
+    if len(xs) < 200:
+        return 0.0
+    if len(xs) > 60_000:
+        # A random sample keeps the cost flat on dense pages; fixed seed, same answer each run.
+        pick = np.random.default_rng(0).choice(len(xs), 60_000, replace=False)
+        xs, ys = xs[pick], ys[pick]
+
+    def score(angle: float) -> float:
+        t = np.radians(angle)
+        # Row of each dark point after turning the page counter-clockwise by `angle`.
+        rows = -xs * np.sin(t) + ys * np.cos(t)
+        hist = np.bincount((rows - rows.min()).astype(np.int64))
+        return float(np.sum(hist.astype(np.float64) ** 2))
+
+    coarse = np.arange(-max_deg, max_deg + 1e-9, 0.5)
+    best = max(coarse, key=score)
+    fine = np.arange(best - 0.5, best + 0.5 + 1e-9, 0.1)
+    return float(max(fine, key=score))
+
+
+def turn(image: Image.Image, to_page: Affine, degrees_ccw: int) -> tuple[Image.Image, Affine]:
+    """Turn a page by a multiple of 90 degrees counter-clockwise; return it and the new map."""
+    w, h = image.size
+    k = (degrees_ccw // 90) % 4
+    if k == 0:
+        return image, to_page
+    ops = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180}
+    ops[3] = Image.Transpose.ROTATE_270
+    turned = image.transpose(ops[k])
+    # Where a pixel (x, y) of the old image lands on the turned one.
+    maps = {
+        1: Affine(0, 1, 0, -1, 0, w),  # 90 ccw: (x, y) -> (y, w - x)
+        2: Affine(-1, 0, w, 0, -1, h),
+        3: Affine(0, -1, h, 1, 0, 0),  # 270 ccw: (x, y) -> (h - y, x)
+    }
+    return turned, maps[k].then_after(to_page)
+
+
+def prepare_page(
+    image: Image.Image,
+    *,
+    deskew: bool = True,
+    denoise: bool = False,
+    contrast: bool = False,
+    max_pixels: int = MAX_OCR_PIXELS,
+) -> PreparedPage:
+    """Check, greyscale, shrink if enormous, stretch contrast and level a scan for OCR.
+
+    Raises BadInputError for a page too small to read or with no ink on it (blank).
+    """
+    check_size(image)
+    to_page = Affine()
+    notes: list[str] = []
+    work = image
+    if work.width * work.height > max_pixels:
+        factor = (max_pixels / (work.width * work.height)) ** 0.5
+        size = (max(1, int(work.width * factor)), max(1, int(work.height * factor)))
+        notes.append(f"shrunk from {work.width}x{work.height} to {size[0]}x{size[1]}")
+        to_page = Affine(size[0] / work.width, 0, 0, 0, size[1] / work.height, 0)
+        work = work.convert("L").resize(size, Image.Resampling.BOX)
+    grey = clean_page(work) if contrast else work.convert("L")
+    if ink_fraction(grey) < 0.0005:
+        raise BadInputError("blank page: no ink found")
+    if denoise:
+        # A 3x3 median removes salt-and-pepper specks and keeps stroke edges.
+        grey = grey.filter(ImageFilter.MedianFilter(3))
+    if deskew:
+        angle = estimate_skew(grey)
+        if abs(angle) >= MIN_DESKEW_DEG:
+            paper = int(np.percentile(np.asarray(grey), 90))
+            grey = grey.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=paper)
+            to_page = Affine.rotation_about(angle, grey.width / 2, grey.height / 2).then_after(
+                to_page
+            )
+            notes.append(f"deskewed by {angle:+.1f} degrees")
+    return PreparedPage(image=grey, to_page=to_page, scan_size=image.size, notes=notes)

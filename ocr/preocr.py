@@ -1,4 +1,11 @@
-"""Pre-OCR one page: clean it, OCR it once, map words to fields, store guesses and snippets."""
+"""Pre-OCR one page: clean it, OCR it once, map words to fields, store guesses and snippets.
+
+The stage itself (clean-up, orientation, alignment, batched re-OCR) is `ocr.stage`; this
+module stores its result. Field boxes are stored in scan pixels (what the hOCR export and
+box matching against ground truth expect); snippets are cut from the cleaned, levelled page.
+The evidence behind a guess (`page`, `agree`, `reocr`, `disagree`) is recorded after a `+`
+in `ocr_engine`, e.g. `tesseract-5.3.0+agree`, which routing reads back.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,11 @@ from PIL import Image
 from sqlalchemy import Engine, func, insert, select
 
 from kerani.exceptions import KeraniError
-from ocr.cleanup import clean_page
+from ocr.calibration import engine_label
 from ocr.engine import OcrEngine
-from ocr.fields import FieldGuess, crop_snippet, guess_in_region, guesses_by_line
+from ocr.fields import FieldGuess, crop_snippet
+from ocr.geometry import clip_box
+from ocr.stage import StageOptions, read_template_page
 from records.templates import Template
 from storage import schema
 from storage.blobs import BlobStore
@@ -19,19 +28,15 @@ from storage.blobs import BlobStore
 log = logging.getLogger(__name__)
 
 
-def field_guesses(template: Template, image: Image.Image, engine: OcrEngine) -> list[FieldGuess]:
-    """OCR a page once and return one guess per template field (or per text line)."""
-    words = engine.read_page(clean_page(image))
-    if template.kind == "lines":
-        return guesses_by_line(words)
-    sx = image.width / template.page_size[0] if template.page_size else 1.0
-    sy = image.height / template.page_size[1] if template.page_size else 1.0
-    guesses = []
-    for spec in template.fields:
-        x0, y0, x1, y1 = spec.box
-        box = (int(x0 * sx), int(y0 * sy), int(x1 * sx), int(y1 * sy))
-        guesses.append(guess_in_region(words, spec.name, spec.type, box))
-    return guesses
+def field_guesses(
+    template: Template, image: Image.Image, engine: OcrEngine, options: StageOptions | None = None
+) -> list[FieldGuess]:
+    """Run the pre-OCR stage on a page; one guess per template field (or text line).
+
+    Boxes are in the cleaned page's pixels.
+    """
+    _page, reads = read_template_page(image, template, engine, options)
+    return [FieldGuess(r.name, r.kind, r.box, r.text, r.confidence) for r in reads]
 
 
 def preocr_page(
@@ -41,11 +46,12 @@ def preocr_page(
     template: Template,
     engine: OcrEngine,
     snippet_margin: int,
+    options: StageOptions | None = None,
 ) -> str:
     """OCR page `page_id` into field rows unless done already; return the page's new status.
 
-    A page that cannot be read is marked `ocr_failed` with the reason, so that one bad
-    page never stops its batch.
+    A page that cannot be read (blank, tiny, no text, Tesseract failing) is marked
+    `ocr_failed` with the reason, so that one bad page never stops its batch.
     """
     with db.connect() as conn:
         page = conn.execute(select(schema.pages).where(schema.pages.c.id == page_id)).one()
@@ -59,8 +65,12 @@ def preocr_page(
     try:
         image = Image.open(io.BytesIO(blobs.get(page.image_key)))
         image.load()
-        guesses = field_guesses(template, image, engine)
-        snippets = {g.name: crop_snippet(image, g.box, snippet_margin) for g in guesses}
+        read, reads = read_template_page(image, template, engine, options)
+        cleaned = read.prepared.image
+        snippets = {r.name: crop_snippet(cleaned, r.box, snippet_margin) for r in reads}
+        to_scan = read.prepared.to_page.inverse()
+        if read.notes:
+            log.info("page %s: %s", page_id, "; ".join(read.notes))
     except KeraniError as e:
         log.warning("page %s could not be OCRed: %s", page_id, e)
         with db.begin() as conn:
@@ -70,22 +80,26 @@ def preocr_page(
                 .values(status="ocr_failed", error=str(e))
             )
         return "ocr_failed"
+    sensitivity = {f.name: f.sensitivity for f in template.fields}
     rows = []
-    for g in guesses:
-        key = f"snippets/{page_id}/{g.name}.png"
-        blobs.put(key, snippets[g.name])
+    for r in reads:
+        key = f"snippets/{page_id}/{r.name}.png"
+        blobs.put(key, snippets[r.name])
+        x0, y0, x1, y1 = clip_box(to_scan.box(r.box), image.width, image.height)
         rows.append(
             {
                 "page_id": page_id,
-                "name": g.name,
-                "kind": g.kind,
-                "x0": g.box[0],
-                "y0": g.box[1],
-                "x1": g.box[2],
-                "y1": g.box[3],
-                "ocr_text": g.text,
-                "ocr_confidence": g.confidence,
-                "ocr_engine": engine.name,
+                "name": r.name,
+                "kind": r.kind,
+                "x0": x0,
+                "y0": y0,
+                "x1": x1,
+                "y1": y1,
+                "ocr_text": r.text,
+                "ocr_confidence": r.confidence,
+                "ocr_engine": engine_label(engine.name, r.evidence),
+                # Template-free lines can hold anything: treat them as personal data.
+                "sensitivity": sensitivity.get(r.name, "personal"),
                 "snippet_key": key,
                 "status": "pending",
                 "answer_count": 0,

@@ -1,77 +1,224 @@
-"""Reassembly: when every field of a page is settled, build its record with provenance."""
+"""Reassembly: when every field of a page is settled, validate it and build its record.
+
+A record is written only when its fields pass their template's validators and cross-field
+rules. A field that fails goes back to people (`reopen_field`, escalated to a trusted
+worker, with the rule as the note they see). A field that a rule has sent back once and a
+trusted worker has settled again is not sent back a second time: the record is written with
+the problem kept on it, so that a form inconsistent on paper cannot loop forever.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Connection, Engine, Row, func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
 
+from kerani.exceptions import NotFoundError
+from microtasks.queue import reopen_field
+from records.rules import Captured
+from records.templates import Template, load_template
 from storage import schema
 from storage.database import utcnow
 
 SETTLED = ("auto_accepted", "settled")
 
 
-def assemble_record(db: Engine, page_id: int) -> bool:
-    """Build (or rebuild) the record of a page whose fields are all settled; False if not ready."""
-    f = schema.fields
-    with db.begin() as conn:
-        page = conn.execute(select(schema.pages).where(schema.pages.c.id == page_id)).one()
-        rows = conn.execute(select(f).where(f.c.page_id == page_id).order_by(f.c.id)).all()
-        if page.status not in ("routed", "complete") or any(r.status not in SETTLED for r in rows):
-            return False
-        data = {
-            r.name: {
-                "value": r.value if r.value_kind == "text" else None,
-                "kind": r.value_kind,
-                "source": r.source,
-                "agreement": r.agreement,
-                "answers": r.answer_count,
-                "ocr_text": r.ocr_text,
-                "ocr_confidence": r.ocr_confidence,
-                "ocr_engine": r.ocr_engine,
-            }
-            for r in rows
+@dataclass(frozen=True)
+class Problem:
+    """A rule one field of a record breaks."""
+
+    field: str
+    rule: str
+    message: str
+
+    @property
+    def note(self) -> str:
+        """What the worker who checks the field again is told."""
+        return f"{self.rule}: {self.message}"
+
+
+@dataclass(frozen=True)
+class AssemblyOutcome:
+    """What reassembling a page did: built its record, sent fields back, or waited."""
+
+    page_id: int
+    status: Literal["not_ready", "assembled", "sent_back"]
+    sent_back: dict[str, str] = field(default_factory=dict)  # field name -> note
+    flagged: tuple[Problem, ...] = ()  # problems kept on the record after arbitration
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for flow results and logs."""
+        return {
+            "page_id": self.page_id,
+            "status": self.status,
+            "sent_back": dict(self.sent_back),
+            "flagged": [p.note for p in self.flagged],
         }
-        payload = json.dumps(data, ensure_ascii=False, sort_keys=True)
-        existing = conn.execute(
-            select(schema.records.c.id).where(schema.records.c.page_id == page_id)
-        ).first()
-        if existing is None:
-            conn.execute(
-                insert(schema.records).values(
-                    page_id=page_id, batch_id=page.batch_id, data=payload, assembled_at=utcnow()
-                )
-            )
-        else:
-            conn.execute(
-                schema.records.update()
-                .where(schema.records.c.id == existing.id)
-                .values(data=payload, assembled_at=utcnow())
-            )
+
+
+def find_problems(template: Template, rows: Sequence[Row[Any]]) -> list[Problem]:
+    """Every validator and cross-field rule the page's settled values break."""
+    if template.kind != "form":
+        return []  # free text lines have nothing to check beyond what people typed
+    problems: list[Problem] = []
+    present = {r.name: r for r in rows}
+    for r in rows:
+        if template.has_field(r.name):
+            p = template.field(r.name).problem(r.value, r.value_kind or "text")
+            if p is not None:
+                problems.append(Problem(r.name, f"{r.name}.{p.rule}", p.message))
+    captured = {r.name: Captured(r.value, r.value_kind or "text") for r in rows}
+    for failure in template.broken_rules(captured):
+        problems.extend(
+            Problem(name, failure.rule, failure.message)
+            for name in failure.fields
+            if name in present
+        )
+    return problems
+
+
+def _field_rows(conn: Connection, page_id: int) -> list[Row[Any]]:
+    f, t, a = schema.fields, schema.tasks, schema.answers
+    people = (
+        select(func.count(func.distinct(a.c.worker_id)))
+        .where(a.c.task_id == t.c.id)
+        .scalar_subquery()
+    )
+    return list(
         conn.execute(
-            schema.pages.update().where(schema.pages.c.id == page_id).values(status="complete")
+            select(
+                f,
+                people.label("people"),
+            )
+            .outerjoin(t, t.c.field_id == f.c.id)
+            .where(f.c.page_id == page_id)
+            .order_by(f.c.id)
+        ).all()
+    )
+
+
+def _sent_back_before(r: Row[Any]) -> bool:
+    # A rule sent the field back once (reopen_field keeps the note in validation_error) and a
+    # trusted worker has settled it again: asking again would loop, so keep it, flagged.
+    return r.validation_error is not None
+
+
+def _cell(r: Row[Any], problems: list[Problem]) -> dict[str, Any]:
+    return {
+        "value": r.value if r.value_kind == "text" else None,
+        "kind": r.value_kind,
+        "source": r.source,
+        "agreement": r.agreement,
+        "answers": r.answer_count,
+        "people": int(r.people or 0),
+        "ocr_text": r.ocr_text,
+        "ocr_confidence": r.ocr_confidence,
+        "ocr_engine": r.ocr_engine,
+        "problems": [p.note for p in problems if p.field == r.name],
+    }
+
+
+def reassemble_page(db: Engine, page_id: int) -> AssemblyOutcome:
+    """Validate a settled page and write its record, or send failing fields back to people."""
+    with db.connect() as conn:
+        page = conn.execute(select(schema.pages).where(schema.pages.c.id == page_id)).first()
+        if page is None:
+            raise NotFoundError(f"no page {page_id}")
+        rows = _field_rows(conn, page_id)
+    if page.status not in ("routed", "complete") or any(r.status not in SETTLED for r in rows):
+        return AssemblyOutcome(page_id, "not_ready")
+    problems = find_problems(load_template(page.template), rows)
+    by_name = {r.name: r for r in rows}
+    send_back: dict[str, list[str]] = {}
+    for p in problems:
+        if not _sent_back_before(by_name[p.field]):
+            send_back.setdefault(p.field, []).append(p.note)
+    if send_back:
+        notes = {name: "; ".join(dict.fromkeys(ns)) for name, ns in send_back.items()}
+        for name, note in notes.items():
+            reopen_field(db, by_name[name].id, note)
+        with db.begin() as conn:
+            # The old record no longer holds: it comes back when the fields settle again.
+            conn.execute(schema.records.delete().where(schema.records.c.page_id == page_id))
+        return AssemblyOutcome(page_id, "sent_back", sent_back=notes)
+    if not _write_record(db, page_id, page.batch_id, rows, problems):
+        return AssemblyOutcome(page_id, "not_ready")
+    return AssemblyOutcome(page_id, "assembled", flagged=tuple(problems))
+
+
+def _write_record(
+    db: Engine, page_id: int, batch_id: str, rows: list[Row[Any]], problems: list[Problem]
+) -> bool:
+    data = {r.name: _cell(r, problems) for r in rows}
+    payload = json.dumps(data, ensure_ascii=False, sort_keys=True)
+    f, rec = schema.fields, schema.records
+    with db.begin() as conn:
+        # Fields may have been reopened since they were read: write only a still-settled page.
+        still_open = conn.execute(
+            select(func.count())
+            .select_from(f)
+            .where(f.c.page_id == page_id, f.c.status.not_in(SETTLED))
+        ).scalar_one()
+        if still_open:
+            return False
+        updated = conn.execute(
+            rec.update().where(rec.c.page_id == page_id).values(data=payload, assembled_at=utcnow())
+        ).rowcount
+        if not updated:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(rec).values(
+                            page_id=page_id, batch_id=batch_id, data=payload, assembled_at=utcnow()
+                        )
+                    )
+            except IntegrityError:
+                # A concurrent reassembly of the same page inserted first: same data, update.
+                conn.execute(
+                    rec.update()
+                    .where(rec.c.page_id == page_id)
+                    .values(data=payload, assembled_at=utcnow())
+                )
+        conn.execute(
+            schema.pages.update()
+            .where(schema.pages.c.id == page_id, schema.pages.c.status.in_(("routed", "complete")))
+            .values(status="complete")
         )
     return True
 
 
-def assemble_ready_pages(db: Engine, batch_id: str) -> int:
-    """Reconcile: assemble every page of a batch that is settled but has no record; return count."""
-    p, f = schema.pages, schema.fields
+def assemble_record(db: Engine, page_id: int) -> bool:
+    """Build (or rebuild) the record of a settled page that passes its rules; False if not."""
+    return reassemble_page(db, page_id).status == "assembled"
+
+
+def pages_to_reassemble(db: Engine, batch_id: str | None = None) -> list[int]:
+    """Pages whose fields are all settled but that have no record: missed or new triggers."""
+    p, f, r = schema.pages, schema.fields, schema.records
     open_fields = (
         select(func.count())
         .select_from(f)
         .where(f.c.page_id == p.c.id, f.c.status.not_in(SETTLED))
         .scalar_subquery()
     )
+    has_record = select(r.c.id).where(r.c.page_id == p.c.id).exists()
+    query = select(p.c.id).where(
+        open_fields == 0,
+        or_(p.c.status == "routed", (p.c.status == "complete") & ~has_record),
+    )
+    if batch_id is not None:
+        query = query.where(p.c.batch_id == batch_id)
     with db.connect() as conn:
-        ready = (
-            conn.execute(
-                select(p.c.id).where(
-                    p.c.batch_id == batch_id, p.c.status == "routed", open_fields == 0
-                )
-            )
-            .scalars()
-            .all()
-        )
-    return sum(assemble_record(db, page_id) for page_id in ready)
+        return [int(i) for i in conn.execute(query.order_by(p.c.id)).scalars()]
+
+
+def assemble_ready_pages(db: Engine, batch_id: str | None = None) -> int:
+    """Reconcile: reassemble every settled page without a record; return records built."""
+    return sum(
+        reassemble_page(db, page_id).status == "assembled"
+        for page_id in pages_to_reassemble(db, batch_id)
+    )

@@ -60,6 +60,19 @@ def texts_match(a: str, b: str) -> bool:
 # ------------------------------------------------------------------------------------ boxes
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: the edits (keystrokes) that turn `a` into `b`."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes [x0, y0, x1, y1]; 0.0 when either is empty."""
     ix = min(a[2], b[2]) - max(a[0], b[0])

@@ -239,6 +239,12 @@ def _value_for(f: FieldSpec, person: _Person, rng: random.Random) -> str:
         return _amount(rng)
     if f.type == "number":
         return str(rng.randint(1, 9))
+    if f.type == "choice":
+        return rng.choice(f.allowed or ["-"])
+    if f.type == "checkbox":
+        return "yes" if f.required or rng.random() < 0.5 else "no"
+    if f.type == "signature":
+        return "present" if f.required or rng.random() < 0.8 else "absent"
     raise TemplateError(f"field {f.name!r}: no fake values for type {f.type!r}")
 
 
@@ -247,13 +253,14 @@ def fake_values(template: Template, rng: random.Random) -> dict[str, str]:
     person = _make_person(rng)
     values: dict[str, str] = {}
     for f in template.fields:
-        # A template's own `pattern` may be stricter than the type; retry a few draws.
+        # A template's own validators (pattern, range, allowed values, checksum) may be
+        # stricter than the type; retry a few draws.
         for _attempt in range(20):
             value = _value_for(f, person, rng)
-            if validate(f.type, value, f.pattern) is None:
+            if validate(f.type, value, f.pattern) is None and f.problem(value) is None:
                 break
         else:
-            problem = validate(f.type, value, f.pattern)
+            problem = validate(f.type, value, f.pattern) or f.problem(value)
             raise TemplateError(
                 f"template {template.name!r}: cannot make a fake value for field {f.name!r} "
                 f"of type {f.type!r} that passes its validation ({problem})"

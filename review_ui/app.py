@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
+from flows.records import document_settled
 from kerani.exceptions import (
     BadInputError,
     ConflictError,
@@ -23,8 +24,8 @@ from kerani.exceptions import (
 from kerani.settings import Settings
 from microtasks.queue import ClaimedTask, claim_next, leased_task, log_view, submit_answer
 from microtasks.workers import Person, end_session, person_by_code, session_person, start_session
-from records.assembly import assemble_record
-from records.progress import batch_progress
+from records.progress import batch_progress, resolve_batch_id
+from records.report import batch_report
 from records.templates import load_template
 from review_ui.status import recent_answers
 from storage.stores import Stores, open_stores
@@ -124,10 +125,11 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         return RedirectResponse("/signin", status_code=303)
 
     def settle_side_effects(page_id: int | None) -> None:
-        # The document's last field settled: rebuild its record now. The scheduled
-        # finish-batch flow reconciles anything this misses.
+        # The document's last field settled: have it reassembled (inline, by Prefect event or
+        # by deployment; see flows/records.py). The scheduled reconcile-records flow catches
+        # anything this misses.
         if page_id is not None:
-            assemble_record(db, page_id)
+            document_settled(db, page_id)
 
     def task_view(task: ClaimedTask) -> dict[str, Any]:
         label, hint = task.field_name, None
@@ -235,6 +237,15 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             {"person": person, "csrf": csrf, "batches": batch_progress(db), "answers": answers},
         )
 
+    @app.get("/batches/{batch_id}/report", response_class=HTMLResponse)
+    def report_page(request: Request, batch_id: str, session: PageSession) -> Response:
+        person, csrf = session
+        need_role(person, "operator", "agency")
+        report = batch_report(db, resolve_batch_id(db, batch_id))
+        return templates.TemplateResponse(
+            request, "report.html", {"person": person, "csrf": csrf, "r": report}
+        )
+
     # ---- JSON API -----------------------------------------------------------------------
 
     @app.post("/api/tasks/claim")
@@ -254,6 +265,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
                 "ocr_guess": task.ocr_text,
                 "snippet_url": f"/api/tasks/{task.task_id}/snippet",
                 "lease_expires_at": task.lease_expires_at.isoformat(),
+                "note": task.note,
             }
         )
 

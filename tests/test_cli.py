@@ -35,6 +35,8 @@ def test_submit_status_export(env: Path, tmp_path: Path, prefect_server: None) -
     assert re.search(r"access code \S{20,}", added.output)
     again = runner.invoke(app, ["people", "add", "Siti"])
     assert again.exit_code == 7 and "exists already" in again.output
+    judge = runner.invoke(app, ["people", "add", "Aminah", "--trusted", "--cleared"])
+    assert judge.exit_code == 0 and "worker, trusted, cleared Aminah" in judge.output
 
     sub = runner.invoke(app, ["submit", str(forms / "pages"), "--template", "bantuan_form"])
     assert sub.exit_code == 0, sub.output

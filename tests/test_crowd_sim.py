@@ -14,9 +14,9 @@ from microtasks.crowd_sim import (
     Profile,
     answer_for,
     corrupt,
-    edit_distance,
     keystrokes,
 )
+from records.ground_truth import edit_distance
 
 
 @pytest.mark.parametrize(

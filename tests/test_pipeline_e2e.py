@@ -88,6 +88,9 @@ def test_receipts_and_forms_end_to_end(
             io.BytesIO(stores.blobs.get(csv_key.replace(".csv", ".jsonl"))), lines=True, dtype=False
         )
         assert result["exports"]["csv"].endswith("records.csv")
+        assert set(result["exports"]) == {"csv", "parquet", "jsonl"}
+        assert result["text_layers"]["pages"] == report["pages_created"]
+        assert result["report"]["records"] == report["pages_created"]
         assert len(frame) == len(lines) == report["pages_created"]
         # Every field settled by people appears in the export with the agreed answer.
         with stores.db.connect() as conn:
@@ -107,11 +110,13 @@ def test_receipts_and_forms_end_to_end(
         assert humans, "some fields must have gone to people"
         for r in settled:
             row = frame[frame["document"] == r.filename].iloc[0]
+            assert row[f"{r.name}__source"] == r.source
             if r.value_kind == "text":
                 assert row[r.name] == r.value
-                assert row[f"{r.name}__source"] == r.source
+                assert row[f"{r.name}__status"] == "value"
             else:
-                assert row[f"{r.name}__source"] == f"human:{r.value_kind}"
+                # Unreadable and blank fields are marked as such, never silently empty.
+                assert row[r.name] == "" and row[f"{r.name}__status"] == r.value_kind
         # ... and what the workers typed is what the truth says, for each human field.
         for r in humans:
             if r.value_kind == "text":

@@ -179,6 +179,29 @@ def test_disputes_escalate_to_a_trusted_worker_who_arbitrates(stores: Stores) ->
     assert worker_earnings(stores.db, judge).total_sen == rules.rate_sen_arbitration
 
 
+def test_when_arbiters_disagree_anyone_gives_the_last_vote(stores: Stores) -> None:
+    seed_page(stores, [("city", "text", "IPOH", 40.0)])
+    rules = CrowdSettings(gold_every=0, escalate_after=2, max_answers=5)
+    answers = [
+        ("w0", "KLANG", {}),
+        ("w1", "KAJANG", {}),
+        ("j0", "KLUANG", {"trusted": True}),
+        ("j1", "KUANTAN", {"trusted": True}),
+    ]
+    for name, answer, flags in answers:
+        wid = worker(stores, name, **flags)
+        task = claim_next(stores.db, wid, rules)
+        assert task is not None, name
+        assert not submit_answer(stores.db, task.task_id, wid, "value", answer, name, rules).settled
+    # No arbiter is left and four answers disagree: the fifth may come from anyone, and the
+    # cap settles the field on the likeliest answer.
+    last = worker(stores, "plain")
+    task = claim_next(stores.db, last, rules)
+    assert task is not None
+    assert submit_answer(stores.db, task.task_id, last, "value", "KLANG", "p", rules).settled
+    assert fields_by_name(stores)["city"].value == "KLANG"  # type: ignore[attr-defined]
+
+
 def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Stores) -> None:
     rules = CrowdSettings(
         gold_every=2, quarantine_min_gold=2, quarantine_below=0.7, target_posterior=0.9

@@ -1,0 +1,307 @@
+"""`kerani bench ocr`: the pre-OCR stage measured on any ground-truth dataset folder.
+
+For every page: the whole stage (clean, page OCR, turn if needed, words to the truth
+boxes as field regions, batched re-OCR of doubtful fields) is timed, and so is the bare
+`tesseract IMAGE stdout` command on the same image, alternately in the same run, one
+process at a time (one core, OMP_THREAD_LIMIT=1). The pages are split by a hash of their
+path: the auto-accept rule is fitted on one part and reported on the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from kerani.exceptions import BadInputError, KeraniError
+from kerani.external import run
+from ocr.align import coverage
+from ocr.calibration import (
+    Calibration,
+    Sample,
+    fit_calibration,
+    read_calibration,
+    save_calibration,
+)
+from ocr.stage import (
+    FieldRead,
+    Region,
+    StageOptions,
+    read_page_words,
+    read_regions,
+    template_anchors,
+    template_regions,
+)
+from ocr.tesseract import TesseractEngine
+from records.ground_truth import TruthPage, edit_distance, fold_whitespace, read_truth
+from records.templates import Template, load_template
+
+# A region covers its field when at least this share of the content lies inside it.
+COVERED = 0.95
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    """One field of the dataset: the truth, the stage's guess and its evidence."""
+
+    page: str
+    name: str
+    kind: str
+    truth: str
+    guess: str
+    confidence: float
+    evidence: str
+    valid: bool
+    correct: bool
+    cer: float
+
+
+def is_upper_case_truth(pages: list[TruthPage]) -> bool:
+    """True when the truth has (almost) no lower-case letters, as in SROIE."""
+    letters = [c for p in pages for f in p.fields for c in f.text if c.isalpha()]
+    lower = sum(1 for c in letters if c.islower())
+    return bool(letters) and lower <= 0.001 * len(letters)
+
+
+def in_calibration_split(page: str, share: float) -> bool:
+    """Whether a page belongs to the calibration part: a stable hash of its path."""
+    digest = hashlib.sha256(page.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _content_box(truth_box: tuple[int, int, int, int], page_map: Any) -> tuple[int, int, int, int]:
+    """The truth box on the cleaned page, without the growth a rotation adds to a bound box.
+
+    The generator's truth is the axis-aligned bound of a turned text box; turning it back
+    would inflate it again. Undo the growth for the page's rotation angle.
+    """
+    import math
+
+    angle = abs(math.atan2(page_map.b, page_map.a)) % (math.pi / 2)
+    angle = min(angle, math.pi / 2 - angle)
+    c, s = math.cos(angle), math.sin(angle)
+    big_w, big_h = truth_box[2] - truth_box[0], truth_box[3] - truth_box[1]
+    det = c * c - s * s
+    w = max(1.0, (big_w * c - big_h * s) / det)
+    h = max(1.0, (big_h * c - big_w * s) / det)
+    cx, cy = page_map.apply((truth_box[0] + truth_box[2]) / 2, (truth_box[1] + truth_box[3]) / 2)
+    scale = page_map.scale
+    return (
+        round(cx - w * scale / 2),
+        round(cy - h * scale / 2),
+        round(cx + w * scale / 2),
+        round(cy + h * scale / 2),
+    )
+
+
+def _bare_tesseract(path: Path, languages: str) -> float:
+    started = time.perf_counter()
+    run(["tesseract", str(path), "stdout", "-l", languages], timeout=300)
+    return time.perf_counter() - started
+
+
+def _kinds(template: Template | None) -> dict[str, str]:
+    return {f.name: f.type for f in template.fields} if template else {}
+
+
+def run_bench(
+    dataset: Path,
+    *,
+    limit: int | None = None,
+    calibrate_share: float = 0.5,
+    target: float = 0.995,
+    template: str | None = None,
+    languages: str = "eng",
+    options: StageOptions | None = None,
+    save_to: Path | None = None,
+    fields_out: Path | None = None,
+    calibration_file: Path | None = None,
+    time_floor: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the stage and bare Tesseract over a dataset; return the figures as plain data."""
+    if not 0 < calibrate_share < 1:
+        raise BadInputError(f"--calibrate-share must be between 0 and 1, not {calibrate_share}")
+    os.environ["OMP_THREAD_LIMIT"] = "1"  # one core per process, for both sides
+    pages = read_truth(dataset)
+    if limit is not None:
+        pages = pages[: max(1, limit)]
+    tpl = load_template(template) if template else None
+    kinds = _kinds(tpl)
+    fold_case = is_upper_case_truth(pages)
+    engine = TesseractEngine(languages)
+    opts = options or StageOptions()
+    anchors = template_anchors(tpl, languages) if tpl and tpl.kind == "form" else None
+
+    results: list[FieldResult] = []
+    stage_s = bare_s = 0.0
+    failed: dict[str, str] = {}
+    covered = placed = timed = 0
+    for done, truth in enumerate(pages, start=1):
+        path = dataset / truth.page
+        try:
+            bare = _bare_tesseract(path, languages) if time_floor else 0.0
+        except KeraniError as e:
+            # The floor could not be measured on this page: leave it out of both timings.
+            bare = None
+            failed[truth.page] = f"bare tesseract: {e}"
+        started = time.perf_counter()
+        reads: list[FieldRead] = []
+        try:
+            try:
+                with Image.open(path) as im:
+                    image = im.copy()
+            except (UnidentifiedImageError, OSError) as e:
+                raise BadInputError(f"cannot read {path}: {e}") from e
+            page = read_page_words(image, engine, opts)
+            regions = [
+                Region(f.name, kinds.get(f.name, "line"), page.prepared.to_page.box(f.box))
+                for f in truth.fields
+            ]
+            aligned: list[Region] = []
+            if tpl is not None and tpl.kind == "form":
+                # Alignment is part of the stage in production: time it with the rest.
+                aligned, _how = template_regions(tpl, page, anchors)
+            reads = read_regions(page, regions, engine, opts)
+        except KeraniError as e:
+            failed[truth.page] = str(e)
+        if bare is not None:
+            stage_s += time.perf_counter() - started
+            bare_s += bare
+            timed += 1
+        if aligned:
+            where = {r.name: r.box for r in aligned}
+            for f in truth.fields:
+                if f.name in where:
+                    placed += 1
+                    content = _content_box(f.box, page.prepared.to_page)
+                    covered += coverage(where[f.name], content) >= COVERED
+        by_name = {r.name: r for r in reads}
+        for f in truth.fields:
+            r = by_name.get(f.name)
+            guess = r.text if r else ""
+            want = fold_whitespace(f.text)
+            have = fold_whitespace(guess.upper() if fold_case else guess)
+            results.append(
+                FieldResult(
+                    page=truth.page,
+                    name=f.name,
+                    kind=r.kind if r else kinds.get(f.name, "line"),
+                    truth=want,
+                    guess=have,
+                    confidence=r.confidence if r else 0.0,
+                    evidence=r.evidence if r else "page",
+                    valid=r.valid if r else False,
+                    correct=have == want,
+                    cer=edit_distance(have, want) / max(1, len(want)),
+                )
+            )
+        if progress:
+            progress(done, len(pages))
+
+    if fields_out is not None:
+        fields_out.write_text(
+            "".join(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n" for r in results),
+            encoding="utf-8",
+        )
+
+    def sample(r: FieldResult) -> Sample:
+        return Sample(r.kind, r.evidence, r.confidence, r.valid, r.correct)
+
+    if calibration_file is not None:
+        # A stored rule (fitted on other data): every page of this dataset is held out.
+        calibration: Calibration = read_calibration(calibration_file)
+        cal: list[FieldResult] = []
+        held = results
+        split = f"rule read from {calibration_file} ({calibration.fitted_on}); all pages held out"
+    else:
+        cal = [r for r in results if in_calibration_split(r.page, calibrate_share)]
+        held = [r for r in results if not in_calibration_split(r.page, calibrate_share)]
+        cal_n = len({r.page for r in cal})
+        calibration = fit_calibration(
+            (sample(r) for r in cal),
+            template=tpl.name if tpl else dataset.name,
+            target=target,
+            case_sensitive=not fold_case,
+            fitted_on=f"{dataset.name}: {cal_n} pages (hash split, share {calibrate_share})",
+        )
+        split = (
+            f"pages whose sha256(path) falls below {calibrate_share} calibrate the rule "
+            f"({cal_n} pages); the figures for auto-accept are on the other "
+            f"{len({r.page for r in held})} pages"
+        )
+    cal_pages = len({r.page for r in cal})
+    if save_to is not None:
+        save_calibration(calibration, save_to)
+    accepted = [r for r in held if calibration.accepts(r.kind, r.evidence, r.confidence, r.valid)]
+    n = len(results)
+    figures: dict[str, Any] = {
+        "dataset": str(dataset),
+        "pages": len(pages),
+        "fields": n,
+        "pages_failed": len(failed),
+        "field_accuracy": sum(r.correct for r in results) / n if n else 0.0,
+        "cer": sum(r.cer for r in results) / n if n else 0.0,
+        "auto_accepted_share": len(accepted) / len(held) if held else 0.0,
+        "auto_accepted_accuracy": (
+            sum(r.correct for r in accepted) / len(accepted) if accepted else None
+        ),
+        "auto_accepted_fields": len(accepted),
+        "held_out_fields": len(held),
+        "held_out_pages": len({r.page for r in held}),
+        "calibration_pages": cal_pages,
+        "split": split,
+        "target": calibration.target,
+        "case_folded": fold_case,
+        "pages_per_minute_per_core": 60.0 * timed / stage_s if stage_s else 0.0,
+        "stage_seconds": stage_s,
+        "tesseract_seconds": bare_s,
+        # None when the floor was not timed (time_floor=False).
+        "tesseract_time_ratio": stage_s / bare_s if bare_s else None,
+        "reocr_share": sum(r.evidence != "page" for r in results) / n if n else 0.0,
+        "alignment_coverage": covered / placed if placed else None,
+        "failed": failed,
+        "calibration": calibration.model_dump(),
+    }
+    return figures
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def format_report(f: dict[str, Any]) -> str:
+    """The figures as a few lines for people."""
+    case = ", case folded: truth is upper case" if f["case_folded"] else ""
+    lines = [
+        f"dataset {f['dataset']}: {f['pages']} pages, {f['fields']} fields"
+        + (f", {f['pages_failed']} pages refused" if f["pages_failed"] else ""),
+        f"field accuracy (exact match{case}): {_pct(f['field_accuracy'])}; mean CER {f['cer']:.3f}",
+        f"auto-accepted with the calibrated rule (target {_pct(f['target'])}): "
+        f"{_pct(f['auto_accepted_share'])} of {f['held_out_fields']} held-out fields, "
+        f"accuracy {_pct(f['auto_accepted_accuracy'])} ({f['auto_accepted_fields']} fields)",
+        f"split: {f['split']}",
+        f"speed: {f['pages_per_minute_per_core']:.1f} pages/minute/core through the whole stage"
+        + (
+            f"; {f['tesseract_time_ratio']:.2f}x the time of bare tesseract on the same pages "
+            f"({f['stage_seconds']:.1f} s vs {f['tesseract_seconds']:.1f} s)"
+            if f["tesseract_time_ratio"] is not None
+            else " (bare tesseract not timed)"
+        ),
+    ]
+    if f["alignment_coverage"] is not None:
+        lines.append(
+            f"template alignment: {_pct(f['alignment_coverage'])} of field regions cover "
+            f"their content (>= {COVERED:.0%} of its box)"
+        )
+    for page, reason in f["failed"].items():
+        lines.append(f"refused {page}: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""Reassembly flows: rebuild a document's record when its last field settles, and reconcile.
+
+People settle fields in Kerani's own database, outside any flow run. When the last field of
+a document settles, the review app calls `document_settled`, which (by
+$KERANI_REASSEMBLY_TRIGGER) either reassembles the page in the app's process (`inline`, the
+embedded default), emits the Prefect event `kerani.document.settled` that the deployment
+trigger in prefect.yaml turns into a `reassemble-document` run (`event`), or starts that
+deployment directly (`deployment`). Events can be lost and processes can die between a
+settle and its reassembly, so `reconcile-records` runs on a schedule and reassembles every
+settled page that still has no record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.deployments import run_deployment
+from prefect.events import emit_event
+from sqlalchemy import Engine
+
+from kerani.exceptions import KeraniError
+from kerani.settings import Settings
+from records.archive import write_text_layers
+from records.assembly import pages_to_reassemble, reassemble_page
+from records.report import batch_report, report_markdown
+from storage.stores import open_stores
+
+log = logging.getLogger(__name__)
+
+TRIGGER_ENV = "KERANI_REASSEMBLY_TRIGGER"
+TRIGGER_MODES = ("inline", "event", "deployment")
+SETTLED_EVENT = "kerani.document.settled"
+REASSEMBLY_DEPLOYMENT = "reassemble-document/reassemble-document"
+
+
+def page_resource(page_id: int) -> dict[str, str]:
+    """The Prefect event resource that stands for one page (document) of Kerani."""
+    return {"prefect.resource.id": f"kerani.page.{page_id}", "kerani.page-id": str(page_id)}
+
+
+def document_settled(db: Engine, page_id: int, mode: str | None = None) -> str:
+    """The last field of a page settled: have it reassembled; return how it was done."""
+    mode = mode or os.environ.get(TRIGGER_ENV, "inline")
+    if mode not in TRIGGER_MODES:
+        log.warning("%s=%r is not one of %s; reassembling inline", TRIGGER_ENV, mode, TRIGGER_MODES)
+    elif mode == "event":
+        # emit_event returns None when no Prefect server is there to receive it.
+        event = emit_event(
+            SETTLED_EVENT, resource=page_resource(page_id), payload={"page_id": page_id}
+        )
+        if event is not None:
+            return "event"
+        log.warning("no Prefect server takes events; reassembling page %s inline", page_id)
+    elif mode == "deployment":
+        try:
+            run_deployment(REASSEMBLY_DEPLOYMENT, parameters={"page_id": page_id}, timeout=0)
+            return "deployment"
+        except Exception as e:  # any failure to reach Prefect: do the work here instead
+            log.warning("could not start %s (%s); reassembling inline", REASSEMBLY_DEPLOYMENT, e)
+    # Inline (or as a fallback): a page's reassembly is a few queries, cheap in a request.
+    try:
+        reassemble_page(db, page_id)
+    except KeraniError as e:
+        # The worker's answer is recorded either way; the reconcile flow will retry the page.
+        log.warning("reassembly of page %s failed: %s", page_id, e)
+        return "failed"
+    return "inline"
+
+
+@task(name="reassemble-page")
+def reassemble_task(page_id: int, settings: Settings) -> dict[str, Any]:
+    """Validate one settled page and write its record, or send failing fields back."""
+    return reassemble_page(open_stores(settings).db, page_id).as_dict()
+
+
+@flow(name="reassemble-document")
+def reassemble_document(page_id: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Reassemble one document whose last field settled (run by the event's trigger)."""
+    settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
+    return reassemble_task(int(page_id), settings)
+
+
+@flow(name="reconcile-records")
+def reconcile_records(
+    batch_id: str | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Reassemble every settled page without a record: the safety net for lost triggers."""
+    settings = settings or Settings.load()
+    pages = pages_to_reassemble(open_stores(settings).db, batch_id)
+    counts = {"pages": len(pages), "assembled": 0, "sent_back": 0, "not_ready": 0}
+    sent_back: dict[int, dict[str, str]] = {}
+    for page_id in pages:
+        outcome = reassemble_task(page_id, settings)
+        counts[outcome["status"]] += 1
+        if outcome["sent_back"]:
+            sent_back[page_id] = outcome["sent_back"]
+    if pages:
+        log.info("reconciled %s pages: %s", len(pages), counts)
+    return counts | {"sent_back_fields": sent_back}
+
+
+@task(name="write-text-layers")
+def text_layers_task(batch_id: str, settings: Settings) -> dict[str, Any]:
+    """Write the hOCR text layer of each page with a record; return how many and where."""
+    stores = open_stores(settings)
+    keys = write_text_layers(stores.db, stores.blobs, batch_id)
+    return {"pages": len(keys), "where": stores.blobs.location(f"exports/{batch_id}/hocr")}
+
+
+@task(name="batch-report")
+def report_task(batch_id: str, settings: Settings) -> dict[str, Any]:
+    """Build the batch report and publish it as Prefect artifacts (Markdown and a table)."""
+    report = batch_report(open_stores(settings).db, batch_id)
+    key = batch_id[:12].lower()
+    create_markdown_artifact(
+        report_markdown(report), key=f"batch-report-{key}", description="Batch report"
+    )
+    if report.unread_fields:
+        create_table_artifact(
+            [vars(u) for u in report.unread_fields],
+            key=f"unread-fields-{key}",
+            description="Fields that could not be read",
+        )
+    return report.as_dict()

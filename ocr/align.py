@@ -1,0 +1,150 @@
+"""Template alignment by anchor words: the form's printed labels, found by OCR on the scan.
+
+A template's anchors are the printed words outside its fields (title, labels, footer) with
+their centres on a clean rendering of the form, OCRed once. On a scan, each anchor whose
+text appears exactly once among the page's words gives a point pair; a similarity
+transform (scale, rotation, shift) is fitted to the pairs robustly (RANSAC over pairs of
+pairs, then least squares on the inliers), and maps every field box onto the scan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kerani.exceptions import BadInputError
+from ocr.engine import Box, Word
+from ocr.geometry import Affine
+
+ANCHORS_SUFFIX = ".anchors.json"
+_NOT_WORD = re.compile(r"[^0-9A-Z]+")
+MIN_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A printed word of the form and its centre in template pixels."""
+
+    text: str
+    x: float
+    y: float
+
+
+def normalise(text: str) -> str:
+    """Upper case, letters and digits only: how anchor words are compared."""
+    return _NOT_WORD.sub("", text.upper())
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _inside_any(x: float, y: float, boxes: Sequence[Box]) -> bool:
+    return any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in boxes)
+
+
+def anchors_from_words(
+    words: Sequence[Word], field_boxes: Sequence[Box], min_confidence: float = 80.0
+) -> list[Anchor]:
+    """Anchors from the OCR of a clean rendering: confident words, unique, outside fields."""
+    keep: list[Anchor] = []
+    for w in words:
+        text = normalise(w.text)
+        cx, cy = _centre(w.box)
+        if (
+            len(text) >= 3
+            and w.confidence >= min_confidence
+            and not _inside_any(cx, cy, field_boxes)
+        ):
+            keep.append(Anchor(text, cx, cy))
+    counts = Counter(a.text for a in keep)
+    return [a for a in keep if counts[a.text] == 1]
+
+
+def save_anchors(anchors: Sequence[Anchor], path: Path) -> None:
+    """Write anchors as JSON."""
+    rows = [json.dumps({"text": a.text, "x": round(a.x, 1), "y": round(a.y, 1)}) for a in anchors]
+    path.write_text("[\n" + ",\n".join(rows) + "\n]\n", encoding="utf-8")
+
+
+def read_anchors(path: Path) -> list[Anchor]:
+    """Read anchors written by save_anchors; BadInputError names a broken file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Anchor(str(d["text"]), float(d["x"]), float(d["y"])) for d in data]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BadInputError(f"{path}: not a usable anchor file: {e}") from e
+
+
+def _pairs(
+    anchors: Sequence[Anchor], words: Sequence[Word]
+) -> list[tuple[float, float, float, float]]:
+    seen = Counter(normalise(w.text) for w in words)
+    by_text = {normalise(w.text): w for w in words}
+    pairs = []
+    for a in anchors:
+        if seen.get(a.text) == 1:
+            px, py = _centre(by_text[a.text].box)
+            pairs.append((a.x, a.y, px, py))
+    return pairs
+
+
+def _fit(pairs: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (p, q, tx, ty): x' = p x + q y + tx, y' = -q x + p y + ty."""
+    x, y, u, v = pairs.T
+    ones, zeros = np.ones_like(x), np.zeros_like(x)
+    rows = np.concatenate([np.stack([x, y, ones, zeros], 1), np.stack([y, -x, zeros, ones], 1)])
+    rhs = np.concatenate([u, v])
+    sol, *_ = np.linalg.lstsq(rows, rhs, rcond=None)
+    return np.asarray(sol)
+
+
+def _residuals(params: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    p, q, tx, ty = params
+    x, y, u, v = pairs.T
+    return np.hypot(p * x + q * y + tx - u, -q * x + p * y + ty - v)
+
+
+def fit_alignment(
+    anchors: Sequence[Anchor], words: Sequence[Word], tolerance_px: float = 12.0
+) -> Affine | None:
+    """The map from template pixels to page pixels, or None when too few anchors agree."""
+    pairs = np.array(_pairs(anchors, words), dtype=np.float64)
+    if len(pairs) < MIN_PAIRS:
+        return None
+    best: np.ndarray | None = None
+    best_count = 0
+    # Every pair of point pairs fixes a similarity; anchors are few (tens), so try them all.
+    for i, j in itertools.combinations(range(len(pairs)), 2):
+        params = _fit(pairs[[i, j]])
+        scale = float(np.hypot(params[0], params[1]))
+        if not 0.5 < scale < 2.0:
+            continue
+        inliers = _residuals(params, pairs) < tolerance_px
+        count = int(inliers.sum())
+        if count > best_count:
+            best, best_count = inliers, count
+    if best is None or best_count < MIN_PAIRS:
+        return None
+    p, q, tx, ty = _fit(pairs[best])
+    return Affine(float(p), float(q), float(tx), float(-q), float(p), float(ty))
+
+
+def place_box(box: Box, template_to_page: Affine) -> Box:
+    """A template field box on the page."""
+    return template_to_page.box(box)
+
+
+def coverage(region: Box, content: Box) -> float:
+    """Share of the content box's area that lies inside the region (1.0 = fully covered)."""
+    ix = min(region[2], content[2]) - max(region[0], content[0])
+    iy = min(region[3], content[3]) - max(region[1], content[1])
+    area = max(1, (content[2] - content[0]) * (content[3] - content[1]))
+    return max(0, ix) * max(0, iy) / area

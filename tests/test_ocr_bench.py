@@ -1,0 +1,65 @@
+"""`kerani bench ocr` and `kerani dataset from-sroie` on tiny datasets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kerani.cli import app
+from records.ground_truth import read_truth
+from records.synthetic import generate_dataset
+from records.templates import load_template
+
+pytestmark = pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract")
+
+SROIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sroie"
+KEYS = (
+    "field_accuracy",
+    "cer",
+    "auto_accepted_share",
+    "auto_accepted_accuracy",
+    "pages_per_minute_per_core",
+    "tesseract_time_ratio",
+)
+
+
+def test_bench_json_has_the_keys_in_range(tmp_path: Path) -> None:
+    generate_dataset(load_template("bantuan_form"), tmp_path, count=2, seed=8)
+    result = CliRunner().invoke(
+        app,
+        ["bench", "ocr", "--dataset", str(tmp_path), "--json", "--template", "bantuan_form"],
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    for key in KEYS:
+        assert key in figures
+    for key in ("field_accuracy", "auto_accepted_share"):
+        assert 0.0 <= figures[key] <= 1.0
+    accuracy = figures["auto_accepted_accuracy"]
+    assert accuracy is None or 0.0 <= accuracy <= 1.0
+    assert figures["cer"] >= 0.0
+    assert figures["pages_per_minute_per_core"] > 0
+    assert figures["tesseract_time_ratio"] > 0
+    assert figures["pages"] == 2 and figures["pages_failed"] == 0
+    assert figures["alignment_coverage"] == 1.0
+    # Clean synthetic forms are read nearly perfectly.
+    assert figures["field_accuracy"] >= 0.8
+
+
+def test_bench_refuses_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "ocr", "--dataset", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "truth.jsonl" in result.output
+
+
+@pytest.mark.skipif(not SROIE.is_dir(), reason="needs ../shared/data/sroie")
+def test_from_sroie_converts_every_receipt(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["dataset", "from-sroie", str(SROIE), str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    pages = read_truth(tmp_path / "d")
+    assert len(pages) == len(list((SROIE / "img").glob("*.jpg")))
+    assert all(p.fields for p in pages)
