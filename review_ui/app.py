@@ -214,9 +214,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         settle_side_effects(outcome.completed_page_id)
         return RedirectResponse("/review", status_code=303)
 
-    @app.get("/snippets/{task_id}")
-    def snippet(task_id: str, session: PageSession) -> Response:
-        person, _ = session
+    def snippet_response(person: Person, task_id: str) -> Response:
+        # Only the snippet of a task leased to this worker; every view goes to the audit log.
         need_role(person, "worker")
         task = leased_task(db, task_id, person.id)
         log_view(db, person.id, task_id)
@@ -225,6 +224,10 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             media_type="image/png",
             headers={"Cache-Control": "private, no-store"},
         )
+
+    @app.get("/snippets/{task_id}")
+    def snippet(task_id: str, session: PageSession) -> Response:
+        return snippet_response(session[0], task_id)
 
     @app.get("/status", response_class=HTMLResponse)
     def status_page(request: Request, session: PageSession) -> Response:
@@ -271,14 +274,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
 
     @app.get("/api/tasks/{task_id}/snippet")
     def api_snippet(task_id: str, person: ApiPerson) -> Response:
-        need_role(person, "worker")
-        task = leased_task(db, task_id, person.id)
-        log_view(db, person.id, task_id)
-        return Response(
-            stores.blobs.get(task.snippet_key),
-            media_type="image/png",
-            headers={"Cache-Control": "private, no-store"},
-        )
+        return snippet_response(person, task_id)
 
     @app.post("/api/tasks/{task_id}/answer")
     def api_answer(task_id: str, answer: AnswerIn, person: ApiPerson) -> dict[str, Any]:
