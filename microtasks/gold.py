@@ -36,11 +36,3 @@ def make_gold_batch(db: Engine, batch_id: str, truth: list[TruthPage]) -> int:
     """Make every field of a batch with a known true text gold (pages with ground truth)."""
     mapping, _missed = field_truths(db, batch_id, truth)
     return make_gold(db, {fid: text for fid, text in mapping.items() if text})
-
-
-def gold_count(db: Engine) -> int:
-    """How many gold snippets there are."""
-    with db.connect() as conn:
-        return len(
-            conn.execute(select(schema.fields.c.id).where(schema.fields.c.status == "gold")).all()
-        )

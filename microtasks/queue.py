@@ -582,20 +582,6 @@ def queue_depth(db: Engine) -> int:
         )
 
 
-def expire_stale_leases(db: Engine, now: datetime | None = None) -> int:
-    """Clear leases past their expiry so dashboards show them as free; returns how many."""
-    now = now or utcnow()
-    t = schema.tasks
-    with db.begin() as conn:
-        return int(
-            conn.execute(
-                t.update()
-                .where(and_(t.c.status == "open", t.c.lease_expires_at <= now))
-                .values(lease_worker_id=None, lease_expires_at=None)
-            ).rowcount
-        )
-
-
 def log_view(db: Engine, worker_id: int, task_id: str) -> None:
     """Write a snippet view to the audit log: every view of citizen data is on record."""
     with db.begin() as conn:

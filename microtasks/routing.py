@@ -10,11 +10,11 @@ confidence floor), and free text lines are never auto-accepted.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select
 
+from microtasks.queue import new_task_id
 from ocr.calibration import Calibration, evidence_of
 from records.validators import validate
 from storage import schema
@@ -74,11 +74,6 @@ def _decide_calibrated(
         f"calibrated to {calibration.target:.1%}: {evidence}, confidence "
         f"{confidence:.0f} >= {rule.min_confidence:.0f}",
     )
-
-
-def new_task_id() -> str:
-    """A task id nobody can guess (128 random bits)."""
-    return secrets.token_urlsafe(16)
 
 
 def route_page(

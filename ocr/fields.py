@@ -23,24 +23,12 @@ class FieldGuess:
     confidence: float
 
 
-def _centre_inside(word: Word, box: Box) -> bool:
-    cx = (word.box[0] + word.box[2]) / 2
-    cy = (word.box[1] + word.box[3]) / 2
-    return box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
-
-
 def join_words(words: Sequence[Word]) -> tuple[str, float]:
     """Join words in reading order; the confidence is the weakest word's."""
     if not words:
         return "", 0.0
     ordered = sorted(words, key=lambda w: (w.line, w.box[0]))
     return " ".join(w.text for w in ordered), min(w.confidence for w in ordered)
-
-
-def guess_in_region(words: Sequence[Word], name: str, kind: str, box: Box) -> FieldGuess:
-    """The guess for a template field: the words whose centre lies in its region."""
-    text, conf = join_words([w for w in words if _centre_inside(w, box)])
-    return FieldGuess(name=name, kind=kind, box=box, text=text, confidence=conf)
 
 
 def split_at_gaps(words: Sequence[Word], gap_factor: float) -> list[list[Word]]:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, insert, select
 from kerani.exceptions import KeraniError
 from ocr.calibration import engine_label
 from ocr.engine import OcrEngine
-from ocr.fields import FieldGuess, crop_snippet
+from ocr.fields import crop_snippet
 from ocr.geometry import clip_box
 from ocr.stage import StageOptions, read_template_page
 from records.templates import Template
@@ -26,17 +26,6 @@ from storage import schema
 from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
-
-
-def field_guesses(
-    template: Template, image: Image.Image, engine: OcrEngine, options: StageOptions | None = None
-) -> list[FieldGuess]:
-    """Run the pre-OCR stage on a page; one guess per template field (or text line).
-
-    Boxes are in the cleaned page's pixels.
-    """
-    _page, reads = read_template_page(image, template, engine, options)
-    return [FieldGuess(r.name, r.kind, r.box, r.text, r.confidence) for r in reads]
 
 
 def preocr_page(

@@ -25,7 +25,7 @@ from ocr.align import ANCHORS_SUFFIX, Anchor, anchors_from_words, fit_alignment,
 from ocr.calibration import BUNDLED_CALIBRATIONS
 from ocr.cleanup import PreparedPage, clean_page, prepare_page, turn
 from ocr.engine import Box, OcrEngine, Word
-from ocr.fields import guesses_by_line
+from ocr.fields import guesses_by_line, join_words
 from ocr.geometry import Affine, clip_box
 from ocr.reocr import CHARSETS, Crop, reread
 from records.ground_truth import fold_whitespace
@@ -97,7 +97,7 @@ class FieldRead:
     @property
     def valid(self) -> bool:
         """True when the text passes its field type's validator."""
-        return bool(self.text.strip()) and validate(self.kind, self.text) is None
+        return _is_valid(self.kind, self.text)
 
 
 @dataclass
@@ -188,13 +188,6 @@ def assign_words(words: Sequence[Word], boxes: Sequence[Box]) -> list[list[Word]
     return out
 
 
-def _join(words: Sequence[Word]) -> tuple[str, float]:
-    if not words:
-        return "", 0.0
-    ordered = sorted(words, key=lambda w: (w.line, w.box[0]))
-    return " ".join(w.text for w in ordered), min(w.confidence for w in ordered)
-
-
 def _is_valid(kind: str, text: str) -> bool:
     return bool(text.strip()) and validate(kind, text) is None
 
@@ -257,7 +250,7 @@ def read_regions(
     opts = options or StageOptions()
     img = page.prepared.image
     boxes = [clip_box(r.box, img.width, img.height) for r in regions]
-    page_reads = [_join(ws) for ws in assign_words(page.words, boxes)]
+    page_reads = [join_words(ws) for ws in assign_words(page.words, boxes)]
     again: dict[int, tuple[str, float]] = {}
     if opts.reocr and isinstance(engine, BlockEngine):
         todo = _choose_reocr(regions, page_reads, opts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -131,9 +132,12 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         if page_id is not None:
             document_settled(db, page_id)
 
+    # Every claim shows a field's label: parse each template once per app, not per request.
+    template_named = functools.lru_cache(maxsize=64)(load_template)
+
     def task_view(task: ClaimedTask) -> dict[str, Any]:
         label, hint = task.field_name, None
-        template = load_template(task.template)
+        template = template_named(task.template)
         if template.kind == "form":
             spec = template.field(task.field_name)
             label, hint = spec.label.en, spec.format_hint
