@@ -253,6 +253,36 @@ def people_add(
     console.print(f"{role}{flags} {name}: access code [bold]{code}[/]")
 
 
+@people_app.command("invite")
+def people_invite(
+    name: str,
+    trusted: Annotated[bool, typer.Option(help="May arbitrate disputed fields.")] = False,
+    cleared: Annotated[bool, typer.Option(help="May see restricted fields.")] = False,
+    language: Annotated[str, typer.Option(help="en or ms: the pages' first language.")] = "en",
+    data_dir: DataDir = None,
+) -> None:
+    """Invite a worker: print their worker number and a one-time invite code for /join."""
+    from microtasks.workers import invite_worker
+    from storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    try:
+        number, code = invite_worker(
+            open_stores(settings).db,
+            name,
+            settings.review.invite_days,
+            trusted=trusted,
+            cleared=cleared,
+            language=language,
+        )
+    except KeraniError as e:
+        _fail(e)
+    console.print(
+        f"worker {name}: number [bold]{number}[/], invite code [bold]{code}[/] "
+        f"(valid {settings.review.invite_days} days; they choose a PIN at /join)"
+    )
+
+
 @dataset_app.command("from-sroie")
 def dataset_from_sroie(
     sroie_dir: Annotated[Path, typer.Argument(help="SROIE folder with img/ and box/.")],

@@ -108,7 +108,15 @@ class ReviewSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8737
     session_hours: int = 12
+    # A shared PC in a telecentre: a session left alone this long signs its worker out.
+    session_idle_minutes: int = 30
     secure_cookies: bool = False
+    invite_days: int = 14  # how long an operator's invite code can be used to join
+    # Sign-in throttling: a 6-digit PIN must not be guessable by trying.
+    signin_max_failures: int = 5  # per worker number, then locked
+    signin_ip_max_failures: int = 30  # per client address, then locked
+    signin_lock_minutes: int = 15
+    column_size: int = Field(default=15, ge=2, le=30)  # snippets per screen in column mode
 
 
 class Settings(BaseModel):

@@ -136,7 +136,9 @@ def _gold_due(done: int, every: int) -> bool:
     return every > 0 and (done == 1 or (done + 1) % every == 0)
 
 
-def _claim_gold(conn: Connection, worker_id: int, lease_until: datetime) -> str | None:
+def _claim_gold(
+    conn: Connection, worker_id: int, lease_until: datetime, field_kind: str | None = None
+) -> str | None:
     f, t, a = schema.fields, schema.tasks, schema.answers
     # The gold this worker has held or answered: a small set, read through their own rows.
     seen = (
@@ -148,10 +150,13 @@ def _claim_gold(conn: Connection, worker_id: int, lease_until: datetime) -> str 
             .where(t.c.kind == "gold", a.c.worker_id == worker_id)
         )
     )
+    conditions = [f.c.status == "gold", f.c.id.not_in(seen)]
+    if field_kind is not None:  # in a column every snippet has the same type, gold too
+        conditions.append(f.c.kind == field_kind)
     # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
     gold = conn.execute(
         select(f.c.id, f.c.value)
-        .where(f.c.status == "gold", f.c.id.not_in(seen))
+        .where(*conditions)
         .order_by((f.c.ocr_text == f.c.value).asc(), func.random())
         .limit(1)
     ).first()
@@ -178,16 +183,28 @@ def claim_next(
     db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
 ) -> ClaimedTask | None:
     """Lease the next task to the worker (or return the lease they already hold)."""
+    tasks = claim_tasks(db, worker_id, rules, 1, now=now)
+    return tasks[0] if tasks else None
+
+
+def claim_tasks(
+    db: Engine,
+    worker_id: int,
+    rules: CrowdSettings,
+    count: int = 1,
+    field_kind: str | None = None,
+    now: datetime | None = None,
+) -> list[ClaimedTask]:
+    """Lease up to `count` tasks to the worker, the leases they already hold first.
+
+    The review page holds two (the one shown and the next, preloaded); column mode holds a
+    screenful of one field type (`field_kind`). Held tasks come in the order they were
+    leased, so a reload shows the same task again.
+    """
     now = now or utcnow()
     lease_until = now + timedelta(seconds=rules.lease_seconds)
     t, f, w = schema.tasks, schema.fields, schema.workers
     v, a = schema.worker_page_views, schema.answers
-    held_q = (
-        select(t.c.id)
-        .where(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
-        .limit(1)
-        .scalar_subquery()
-    )
     done_q = (
         select(func.count())
         .select_from(a)
@@ -196,23 +213,25 @@ def claim_next(
     )
     with db.begin() as conn:
         worker = conn.execute(
-            select(
-                w.c.quarantined,
-                w.c.cleared,
-                w.c.trusted,
-                held_q.label("held"),
-                done_q.label("done"),
-            ).where(w.c.id == worker_id)
+            select(w.c.quarantined, w.c.cleared, w.c.trusted, done_q.label("done")).where(
+                w.c.id == worker_id
+            )
         ).one()
         if worker.quarantined:
             raise ForbiddenError("your account is paused; please contact the operator")
-        if worker.held is not None:
-            return _claimed(conn, worker.held)
-        if _gold_due(worker.done, rules.gold_every):
-            gold_task = _claim_gold(conn, worker_id, lease_until)
-            if gold_task is not None:
-                _audit(conn, worker_id, "claim", gold_task, "gold")
-                return _claimed(conn, gold_task)
+        field_ref = func.coalesce(t.c.field_id, t.c.gold_field_id)
+        held_q = (
+            select(t.c.id)
+            .join(f, f.c.id == field_ref)
+            .where(
+                t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now
+            )
+            .order_by(t.c.lease_expires_at, t.c.id)
+            .limit(count)
+        )
+        if field_kind is not None:
+            held_q = held_q.where(f.c.kind == field_kind)
+        claimed = [_claimed(conn, task_id) for task_id in conn.execute(held_q).scalars()]
         free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
         conditions = [
             t.c.status == "open",
@@ -221,6 +240,8 @@ def claim_next(
             ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
             func.coalesce(v.c.fields_seen, 0) < rules.max_fields_per_document,
         ]
+        if field_kind is not None:
+            conditions.append(f.c.kind == field_kind)
         if not worker.cleared:
             conditions.append(f.c.sensitivity != "restricted")
         if not worker.trusted:
@@ -248,17 +269,39 @@ def claim_next(
             .values(lease_worker_id=worker_id, lease_expires_at=lease_until)
             .returning(t.c.id)
         )
-        for _attempt in range(5):
-            task_id = conn.execute(claim).scalar()
-            if task_id is None:
-                if conn.execute(pick).first() is None:
-                    return None
-                continue
-            task = _claimed(conn, task_id)
-            _count_view(conn, worker_id, task.page_id)
-            _audit(conn, worker_id, "claim", task_id)
-            return task
-        return None
+        # Leases taken together expire a microsecond apart, keeping their order on reload.
+        step = timedelta(microseconds=1)
+        while len(claimed) < count:
+            lease_until += step
+            if _gold_due(worker.done + len(claimed), rules.gold_every):
+                gold_task = _claim_gold(conn, worker_id, lease_until, field_kind)
+                if gold_task is not None:
+                    _audit(conn, worker_id, "claim", gold_task, "gold")
+                    claimed.append(_claimed(conn, gold_task))
+                    continue
+            task = _claim_one(conn, claim, pick, worker_id, lease_until)
+            if task is None:
+                break
+            claimed.append(task)
+        return claimed
+
+
+def _claim_one(
+    conn: Connection, claim: Any, pick: Any, worker_id: int, lease_until: datetime
+) -> ClaimedTask | None:
+    for _attempt in range(5):
+        task_id = conn.execute(
+            claim.values(lease_worker_id=worker_id, lease_expires_at=lease_until)
+        ).scalar()
+        if task_id is None:
+            if conn.execute(pick).first() is None:
+                return None
+            continue
+        task = _claimed(conn, task_id)
+        _count_view(conn, worker_id, task.page_id)
+        _audit(conn, worker_id, "claim", task_id)
+        return task
+    return None
 
 
 def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:

@@ -1,19 +1,34 @@
-"""Workers, operators and agencies: access codes, sign-in sessions, roles."""
+"""Workers, operators and agencies: access codes, invites and PINs, sign-in sessions, roles.
+
+Operators and agency users sign in with a long access code. Workers, who may have no email,
+get an invite code from the operator, choose a 6-digit PIN when they join, and then sign in
+with their worker number and PIN (throttled: see microtasks/rate_limits.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
 
 from kerani.exceptions import BadInputError, ConflictError, ForbiddenError
 from storage import schema
 from storage.database import as_utc, utcnow
 
 ROLES = ("worker", "operator", "agency")
+LANGUAGES = ("en", "ms")
+# Invite codes are read aloud and typed on phones: no 0/O, 1/I/L look-alikes.
+INVITE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+INVITE_LENGTH = 8
+PIN_PATTERN = re.compile(r"[0-9]{6}")
+# scrypt's cost: about 50 ms per check, which with the sign-in throttle makes guessing a PIN
+# from a stolen database slow too.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,7 @@ class Person:
     id: int
     name: str
     role: str
+    language: str = "en"
 
 
 def _digest(secret: str) -> str:
@@ -67,7 +83,123 @@ def person_by_code(db: Engine, code: str) -> Person:
         ).first()
     if row is None:
         raise ForbiddenError("unknown access code")
-    return Person(row.id, row.name, row.role)
+    return Person(row.id, row.name, row.role, row.language)
+
+
+def _new_invite_code() -> str:
+    return "".join(secrets.choice(INVITE_ALPHABET) for _ in range(INVITE_LENGTH))
+
+
+def format_invite_code(code: str) -> str:
+    """An invite code as printed for people: two groups of four, ABCD-EFGH."""
+    return f"{code[:4]}-{code[4:]}"
+
+
+def normalise_invite_code(typed: str) -> str:
+    """What a person typed as an invite code, upper-cased, without spaces or dashes."""
+    return re.sub(r"[^0-9A-Za-z]", "", typed).upper()
+
+
+def invite_worker(
+    db: Engine,
+    name: str,
+    days: int,
+    *,
+    trusted: bool = False,
+    cleared: bool = False,
+    language: str = "en",
+) -> tuple[int, str]:
+    """Create a worker who joins with an invite code; return (worker number, invite code)."""
+    if language not in LANGUAGES:
+        raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
+    add_person(db, name, "worker", trusted=trusted, cleared=cleared)
+    code = _new_invite_code()
+    with db.begin() as conn:
+        number = conn.execute(
+            update(schema.workers)
+            .where(schema.workers.c.name == name.strip())
+            .values(
+                invite_hash=_digest(code),
+                invite_expires_at=utcnow() + timedelta(days=days),
+                language=language,
+            )
+            .returning(schema.workers.c.id)
+        ).scalar_one()
+    return int(number), format_invite_code(code)
+
+
+def check_new_pin(pin: str, again: str) -> None:
+    """Refuse a PIN that is not 6 digits, is too easy to guess, or was not typed twice alike."""
+    if not PIN_PATTERN.fullmatch(pin):
+        raise BadInputError("pin_digits")
+    digits = [int(c) for c in pin]
+    steps = {b - a for a, b in itertools.pairwise(digits)}
+    if len(set(digits)) == 1 or steps in ({1}, {-1}):
+        raise BadInputError("pin_easy")
+    if not secrets.compare_digest(pin, again):
+        raise BadInputError("pin_mismatch")
+
+
+def hash_pin(pin: str) -> str:
+    """A salted scrypt hash of a PIN, with its parameters, for storing."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(pin.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def pin_matches(pin: str, stored: str | None) -> bool:
+    """Whether `pin` is the one behind a stored hash (False when none was ever set)."""
+    if not stored:
+        # Spend the same time as a real check, so timing does not tell who has a PIN.
+        hashlib.scrypt(pin.encode(), salt=b"0" * 16, dklen=32, **_SCRYPT)
+        return False
+    _scheme, n, r, p, salt, digest = stored.split("$")
+    again = hashlib.scrypt(
+        pin.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p)
+    )
+    return secrets.compare_digest(again.hex(), digest)
+
+
+def join_with_invite(db: Engine, code: str, pin: str, again: str) -> Person:
+    """Use an invite code once: set the worker's PIN and return them.
+
+    Raises ForbiddenError for an unknown, used or expired code; BadInputError (whose message
+    is a message key: pin_digits, pin_easy, pin_mismatch) for a PIN that will not do.
+    """
+    check_new_pin(pin, again)
+    w = schema.workers
+    with db.begin() as conn:
+        row = conn.execute(
+            select(w).where(w.c.invite_hash == _digest(normalise_invite_code(code)))
+        ).first()
+        if row is None or as_utc(row.invite_expires_at) <= utcnow():
+            raise ForbiddenError("invite_unknown")
+        conn.execute(
+            update(w)
+            .where(w.c.id == row.id)
+            .values(pin_hash=hash_pin(pin), invite_hash=None, invite_expires_at=None)
+        )
+    return Person(row.id, row.name, row.role, row.language)
+
+
+def person_by_pin(db: Engine, number: int, pin: str) -> Person:
+    """The worker with this number and PIN; ForbiddenError otherwise (same error either way)."""
+    with db.connect() as conn:
+        row = conn.execute(select(schema.workers).where(schema.workers.c.id == number)).first()
+    ok = pin_matches(pin, row.pin_hash if row is not None else None)
+    if row is None or not ok or row.role != "worker":
+        raise ForbiddenError("signin_wrong")
+    return Person(row.id, row.name, row.role, row.language)
+
+
+def set_language(db: Engine, person_id: int, language: str) -> None:
+    """Remember the language a person chose for every page."""
+    if language not in LANGUAGES:
+        raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
+    with db.begin() as conn:
+        conn.execute(
+            update(schema.workers).where(schema.workers.c.id == person_id).values(language=language)
+        )
 
 
 def start_session(db: Engine, person_id: int, hours: int) -> tuple[str, str]:
@@ -80,23 +212,46 @@ def start_session(db: Engine, person_id: int, hours: int) -> tuple[str, str]:
                 worker_id=person_id,
                 csrf_token=csrf,
                 expires_at=utcnow() + timedelta(hours=hours),
+                last_seen_at=utcnow(),
             )
         )
     return cookie, csrf
 
 
-def session_person(db: Engine, cookie: str) -> tuple[Person, str]:
-    """The person and CSRF token behind a session cookie; ForbiddenError when expired or unknown."""
+def session_person(
+    db: Engine, cookie: str, idle_minutes: int = 0, now: datetime | None = None
+) -> tuple[Person, str]:
+    """The person and CSRF token behind a session cookie.
+
+    ForbiddenError when unknown, past its end, or left idle longer than `idle_minutes`
+    (0: no idle limit). Each use keeps the session alive (written at most once a minute).
+    """
     s, w = schema.sessions, schema.workers
+    now = now or utcnow()
     with db.connect() as conn:
         row = conn.execute(
-            select(s.c.csrf_token, s.c.expires_at, w.c.id, w.c.name, w.c.role)
+            select(
+                s.c.csrf_token,
+                s.c.expires_at,
+                s.c.last_seen_at,
+                w.c.id,
+                w.c.name,
+                w.c.role,
+                w.c.language,
+            )
             .join(w, w.c.id == s.c.worker_id)
             .where(s.c.id == _digest(cookie))
         ).first()
-    if row is None or as_utc(row.expires_at) <= utcnow():
+    if row is None or as_utc(row.expires_at) <= now:
         raise ForbiddenError("please sign in")
-    return Person(row.id, row.name, row.role), row.csrf_token
+    last_seen = as_utc(row.last_seen_at) if row.last_seen_at is not None else now
+    if idle_minutes and now - last_seen > timedelta(minutes=idle_minutes):
+        end_session(db, cookie)
+        raise ForbiddenError("please sign in")
+    if now - last_seen > timedelta(minutes=1):
+        with db.begin() as conn:
+            conn.execute(update(s).where(s.c.id == _digest(cookie)).values(last_seen_at=now))
+    return Person(row.id, row.name, row.role, row.language), row.csrf_token
 
 
 def end_session(db: Engine, cookie: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -13,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from flows.records import document_settled
 from kerani.exceptions import (
@@ -23,11 +26,23 @@ from kerani.exceptions import (
     NotFoundError,
 )
 from kerani.settings import Settings
-from microtasks.queue import ClaimedTask, claim_next, leased_task, log_view, submit_answer
-from microtasks.workers import Person, end_session, person_by_code, session_person, start_session
+from microtasks.queue import ClaimedTask, claim_tasks, leased_task, log_view, submit_answer
+from microtasks.rate_limits import clear_failures, minutes_locked, record_failure
+from microtasks.workers import (
+    Person,
+    end_session,
+    join_with_invite,
+    person_by_code,
+    person_by_pin,
+    session_person,
+    set_language,
+    start_session,
+)
 from records.progress import batch_progress, resolve_batch_id
 from records.report import batch_report
 from records.templates import load_template
+from review_ui.i18n import LANG_COOKIE, LANGUAGE_NAMES, LANGUAGES, language_from_headers, translator
+from review_ui.my_work import my_work, today
 from review_ui.status import recent_answers
 from storage.stores import Stores, open_stores
 
@@ -35,8 +50,10 @@ COOKIE = "kerani_session"
 _STATUS = {BadInputError: 400, ForbiddenError: 403, NotFoundError: 404, ConflictError: 409}
 _SECURITY_HEADERS = {
     # Nothing from other hosts, no framing: the page only ever talks to its own origin.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self' "
-    "'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+    # The first snippet comes inline (data:) and the next ones as blobs fetched by script.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+    "style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -57,8 +74,9 @@ def page_session(request: Request) -> tuple[Person, str]:
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         raise NotSignedIn()
+    idle = request.app.state.settings.review.session_idle_minutes
     try:
-        return session_person(_db(request), cookie)
+        return session_person(_db(request), cookie, idle)
     except ForbiddenError as e:
         raise NotSignedIn() from e
 
@@ -96,10 +114,23 @@ class AnswerIn(BaseModel):
     idempotency_key: str
 
 
+def _safe_next(path: str) -> str:
+    """A same-site path to go back to after a form; anything else goes home (no open redirect)."""
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc or not path.startswith("/") or path.startswith("//"):
+        return "/"
+    return path
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     """Build the web app for these settings (and these stores, for tests)."""
     stores = stores or open_stores(settings)
     db: Engine = stores.db
+    review = settings.review
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
     app = FastAPI(title="Kerani", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings = settings
@@ -110,20 +141,55 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     async def security_headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
         response.headers.update(_SECURITY_HEADERS)
+        if request.url.path.startswith("/static/"):
+            # Small and versioned with the app: a phone on mobile data fetches them once a day.
+            response.headers["Cache-Control"] = "public, max-age=86400"
+        elif "Cache-Control" not in response.headers:
+            # Pages show citizen data: never kept in a shared PC's cache.
+            response.headers["Cache-Control"] = "no-store"
         return response
+
+    def language_of(request: Request, person: Person | None) -> str:
+        if person is not None:
+            return person.language
+        return language_from_headers(
+            request.cookies.get(LANG_COOKIE), request.headers.get("accept-language")
+        )
+
+    def render(
+        request: Request,
+        name: str,
+        context: dict[str, Any],
+        person: Person | None = None,
+        csrf: str | None = None,
+        status_code: int = 200,
+    ) -> Response:
+        lang = language_of(request, person)
+        base = {
+            "t": translator(lang),
+            "lang": lang,
+            "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
+            "here": request.url.path,
+            "person": person,
+            "csrf": csrf,
+        }
+        return templates.TemplateResponse(request, name, base | context, status_code=status_code)
 
     @app.exception_handler(KeraniError)
     async def kerani_error(request: Request, exc: KeraniError) -> Response:
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 500)
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith("/api/") or wants_json(request):
             return JSONResponse({"error": str(exc)}, status_code=code)
-        return templates.TemplateResponse(
-            request, "error.html", {"message": str(exc), "code": code}, status_code=code
-        )
+        return render(request, "error.html", {"message": str(exc), "code": code}, status_code=code)
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        if wants_json(request):
+            return JSONResponse({"error": "please sign in"}, status_code=401)
         return RedirectResponse("/signin", status_code=303)
+
+    def wants_json(request: Request) -> bool:
+        return "application/json" in request.headers.get("accept", "")
 
     def settle_side_effects(page_id: int | None) -> None:
         # The document's last field settled: have it reassembled (inline, by Prefect event or
@@ -135,17 +201,51 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     # Every claim shows a field's label: parse each template once per app, not per request.
     template_named = functools.lru_cache(maxsize=64)(load_template)
 
-    def task_view(task: ClaimedTask) -> dict[str, Any]:
-        label, hint = task.field_name, None
+    def label_of(task: ClaimedTask, lang: str) -> tuple[str, str | None]:
         template = template_named(task.template)
-        if template.kind == "form":
-            spec = template.field(task.field_name)
-            label, hint = spec.label.en, spec.format_hint
-        else:
-            label = "Text line"
-        return {"task": task, "label": label, "hint": hint}
+        if template.kind != "form":
+            return translator(lang)("text_line"), None
+        spec = template.field(task.field_name)
+        return getattr(spec.label, lang), spec.format_hint
 
-    # ---- pages -------------------------------------------------------------------------
+    def task_json(task: ClaimedTask, lang: str) -> dict[str, Any]:
+        """What the page's script needs to show a task it preloads."""
+        t = translator(lang)
+        label, hint = label_of(task, lang)
+        return {
+            "task_id": task.task_id,
+            "label": label,
+            "hint": t("format", hint=hint) if hint else "",
+            "note": t("check_again", note=task.note) if task.note else "",
+            "ocr_text": task.ocr_text,
+            "snippet_url": f"/snippets/{task.task_id}",
+            "idempotency_key": secrets.token_urlsafe(16),
+        }
+
+    def inline_snippet(person: Person, task: ClaimedTask) -> str:
+        # The snippet of the task on screen comes inside the page: one round trip fewer on
+        # a slow phone connection. Viewing it is logged like any other view.
+        log_view(db, person.id, task.task_id)
+        data = base64.b64encode(stores.blobs.get(task.snippet_key)).decode()
+        return f"data:image/png;base64,{data}"
+
+    def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            httponly=True,
+            samesite="strict",
+            secure=review.secure_cookies,
+            max_age=max_age,
+        )
+
+    def signed_in(person: Person, target: str = "/") -> Response:
+        cookie, _csrf = start_session(db, person.id, review.session_hours)
+        response = RedirectResponse(target, status_code=303)
+        set_cookie(response, COOKIE, cookie, review.session_hours * 3600)
+        return response
+
+    # ---- sign-in ------------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse)
     def home(session: PageSession) -> Response:
@@ -154,27 +254,77 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
 
     @app.get("/signin", response_class=HTMLResponse)
     def signin_form(request: Request) -> Response:
-        return templates.TemplateResponse(request, "signin.html", {"error": None})
+        return render(request, "signin.html", {"error": None})
 
     @app.post("/signin", response_class=HTMLResponse)
-    def signin(request: Request, code: Annotated[str, Form()]) -> Response:
+    def signin(
+        request: Request, number: Annotated[str, Form()], pin: Annotated[str, Form()]
+    ) -> Response:
+        t = translator(language_of(request, None))
+        number = number.strip()
+        keys = {f"ip:{_client(request)}": review.signin_ip_max_failures}
+        if number.isdigit() and len(number) < 10:
+            keys[f"worker:{int(number)}"] = review.signin_max_failures
+        locked = minutes_locked(db, list(keys))
+        if locked:
+            error = t("signin_locked", minutes=locked)
+            return render(
+                request, "signin.html", {"error": error, "number": number}, None, None, 429
+            )
+        try:
+            if not number.isdigit() or len(number) >= 10:
+                raise ForbiddenError("signin_wrong")
+            person = person_by_pin(db, int(number), pin)
+        except ForbiddenError:
+            record_failure(db, keys, review.signin_lock_minutes)
+            error = t("signin_wrong")
+            return render(
+                request, "signin.html", {"error": error, "number": number}, None, None, 403
+            )
+        clear_failures(db, f"worker:{person.id}")
+        return signed_in(person)
+
+    @app.post("/signin/code", response_class=HTMLResponse)
+    def signin_code(request: Request, code: Annotated[str, Form()]) -> Response:
+        t = translator(language_of(request, None))
+        keys = {f"ip:{_client(request)}": review.signin_ip_max_failures}
+        locked = minutes_locked(db, list(keys))
+        if locked:
+            error = t("signin_locked", minutes=locked)
+            return render(request, "signin.html", {"error": error}, status_code=429)
         try:
             person = person_by_code(db, code.strip())
         except ForbiddenError:
-            return templates.TemplateResponse(
-                request, "signin.html", {"error": "That code is not right."}, status_code=403
-            )
-        cookie, _csrf = start_session(db, person.id, settings.review.session_hours)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(
-            COOKIE,
-            cookie,
-            httponly=True,
-            samesite="strict",
-            secure=settings.review.secure_cookies,
-            max_age=settings.review.session_hours * 3600,
-        )
-        return response
+            record_failure(db, keys, review.signin_lock_minutes)
+            return render(request, "signin.html", {"error": t("code_wrong")}, status_code=403)
+        return signed_in(person)
+
+    @app.get("/join", response_class=HTMLResponse)
+    def join_form(request: Request) -> Response:
+        return render(request, "join.html", {"error": None})
+
+    @app.post("/join", response_class=HTMLResponse)
+    def join(
+        request: Request,
+        invite: Annotated[str, Form()],
+        pin: Annotated[str, Form()],
+        pin_again: Annotated[str, Form()],
+    ) -> Response:
+        t = translator(language_of(request, None))
+        keys = {f"invite:{_client(request)}": review.signin_ip_max_failures}
+        locked = minutes_locked(db, list(keys))
+        context: dict[str, Any] = {"invite": invite}
+        if locked:
+            context["error"] = t("signin_locked", minutes=locked)
+            return render(request, "join.html", context, status_code=429)
+        try:
+            person = join_with_invite(db, invite, pin, pin_again)
+        except ForbiddenError as e:
+            record_failure(db, keys, review.signin_lock_minutes)
+            return render(request, "join.html", context | {"error": t(str(e))}, status_code=403)
+        except BadInputError as e:
+            return render(request, "join.html", context | {"error": t(str(e))}, status_code=400)
+        return signed_in(person, "/me?welcome=1")
 
     @app.post("/signout")
     def signout(request: Request, session: PageSession, csrf: Annotated[str, Form()]) -> Response:
@@ -184,24 +334,55 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         response.delete_cookie(COOKIE)
         return response
 
+    @app.post("/language")
+    def language(
+        request: Request,
+        lang: Annotated[str, Form()],
+        next: Annotated[str, Form()] = "/",
+        csrf: Annotated[str, Form()] = "",
+    ) -> Response:
+        if lang not in LANGUAGES:
+            raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}")
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            # Signed in: the choice is kept with the person, for every device they use.
+            try:
+                person, expected = session_person(db, cookie, review.session_idle_minutes)
+            except ForbiddenError:
+                person = None
+            if person is not None:
+                check_csrf(csrf, expected)
+                set_language(db, person.id, lang)
+        response = RedirectResponse(_safe_next(next), status_code=303)
+        set_cookie(response, LANG_COOKIE, lang, 365 * 24 * 3600)
+        return response
+
+    # ---- worker pages -------------------------------------------------------------------
+
     @app.get("/review", response_class=HTMLResponse)
-    def review(request: Request, session: PageSession) -> Response:
+    def review_page(request: Request, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "worker")
-        task = claim_next(db, person.id, settings.crowd)
-        if task is None:
-            return templates.TemplateResponse(
-                request, "no_tasks.html", {"person": person, "csrf": csrf}
-            )
-        context = task_view(task) | {
-            "person": person,
-            "csrf": csrf,
+        # Two leases: the task on screen and the next, which the script preloads.
+        tasks = claim_tasks(db, person.id, settings.crowd, count=2)
+        if not tasks:
+            return render(request, "no_tasks.html", {}, person, csrf)
+        task = tasks[0]
+        label, hint = label_of(task, person.language)
+        context = {
+            "task": task,
+            "label": label,
+            "hint": hint,
+            "snippet_src": inline_snippet(person, task),
             "idempotency_key": secrets.token_urlsafe(16),
+            "upcoming": [task_json(t, person.language) for t in tasks[1:]],
+            "today": today(db, person.id),
         }
-        return templates.TemplateResponse(request, "review.html", context)
+        return render(request, "review.html", context, person, csrf)
 
     @app.post("/review/{task_id}")
     def review_submit(
+        request: Request,
         task_id: str,
         session: PageSession,
         csrf: Annotated[str, Form()],
@@ -216,7 +397,19 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             db, task_id, person.id, action, value, idempotency_key, settings.crowd
         )
         settle_side_effects(outcome.completed_page_id)
-        return RedirectResponse("/review", status_code=303)
+        if not wants_json(request):
+            return RedirectResponse("/review", status_code=303)
+        # The script shows the preloaded task at once; it gets the one after from here.
+        upcoming = claim_tasks(db, person.id, settings.crowd, count=2)
+        day = today(db, person.id)
+        progress = translator(person.language)("progress_today", done=day.done, earned=day.earned)
+        return JSONResponse(
+            {
+                "recorded": outcome.recorded,
+                "upcoming": [task_json(t, person.language) for t in upcoming],
+                "progress": progress,
+            }
+        )
 
     def snippet_response(person: Person, task_id: str) -> Response:
         # Only the snippet of a task leased to this worker; every view goes to the audit log.
@@ -233,42 +426,99 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     def snippet(task_id: str, session: PageSession) -> Response:
         return snippet_response(session[0], task_id)
 
+    @app.get("/column", response_class=HTMLResponse)
+    def column_page(request: Request, session: PageSession) -> Response:
+        person, csrf = session
+        need_role(person, "worker")
+        first = claim_tasks(db, person.id, settings.crowd, count=1)
+        if not first:
+            return render(request, "no_tasks.html", {}, person, csrf)
+        kind = first[0].field_kind
+        tasks = claim_tasks(db, person.id, settings.crowd, review.column_size, field_kind=kind)
+        label, hint = label_of(tasks[0], person.language)
+        rows = [{"task": t, "snippet_src": inline_snippet(person, t)} for t in tasks]
+        context = {
+            "rows": rows,
+            "label": label,
+            "hint": hint,
+            "column_key": secrets.token_urlsafe(16),
+            "today": today(db, person.id),
+        }
+        return render(request, "column.html", context, person, csrf)
+
+    @app.post("/column")
+    async def column_submit(request: Request, session: PageSession) -> Response:
+        person, expected = session
+        need_role(person, "worker")
+        form = await request.form()
+        check_csrf(str(form.get("csrf", "")), expected)
+        column_key = str(form.get("column_key", ""))
+        if not 8 <= len(column_key) <= 40:
+            raise BadInputError("column_key must be 8 to 40 characters")
+        task_ids = [str(v) for v in form.getlist("task_id")]
+        values = [str(v) for v in form.getlist("value")]
+        unreadable = {str(v) for v in form.getlist("unreadable")}
+        if len(task_ids) != len(values) or len(task_ids) > 30:
+            raise BadInputError("the column form must have one value per task (at most 30)")
+        for i, (task_id, value) in enumerate(zip(task_ids, values, strict=True)):
+            kind = "unreadable" if str(i) in unreadable else "value"
+            try:
+                outcome = await run_in_threadpool(
+                    submit_answer,
+                    db,
+                    task_id,
+                    person.id,
+                    kind,
+                    value,
+                    f"{column_key}:{i}",
+                    settings.crowd,
+                )
+            except ForbiddenError:
+                continue  # that lease was lost (expired and taken): the others still count
+            await run_in_threadpool(settle_side_effects, outcome.completed_page_id)
+        return RedirectResponse("/column", status_code=303)
+
+    @app.get("/me", response_class=HTMLResponse)
+    def me_page(request: Request, session: PageSession, welcome: int = 0) -> Response:
+        person, csrf = session
+        need_role(person, "worker")
+        me = my_work(db, person.id, settings.crowd.quarantine_min_gold)
+        return render(request, "me.html", {"me": me, "welcome": bool(welcome)}, person, csrf)
+
+    # ---- operator and agency pages -------------------------------------------------------
+
     @app.get("/status", response_class=HTMLResponse)
     def status_page(request: Request, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "operator", "agency")
         answers = recent_answers(db) if person.role == "operator" else []
-        return templates.TemplateResponse(
-            request,
-            "status.html",
-            {"person": person, "csrf": csrf, "batches": batch_progress(db), "answers": answers},
-        )
+        context = {"batches": batch_progress(db), "answers": answers}
+        return render(request, "status.html", context, person, csrf)
 
     @app.get("/batches/{batch_id}/report", response_class=HTMLResponse)
     def report_page(request: Request, batch_id: str, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "operator", "agency")
         report = batch_report(db, resolve_batch_id(db, batch_id))
-        return templates.TemplateResponse(
-            request, "report.html", {"person": person, "csrf": csrf, "r": report}
-        )
+        return render(request, "report.html", {"r": report}, person, csrf)
 
     # ---- JSON API -----------------------------------------------------------------------
 
     @app.post("/api/tasks/claim")
     def api_claim(person: ApiPerson) -> Response:
         need_role(person, "worker")
-        task = claim_next(db, person.id, settings.crowd)
-        if task is None:
+        tasks = claim_tasks(db, person.id, settings.crowd, count=1)
+        if not tasks:
             return Response(status_code=204)
-        view = task_view(task)
+        task = tasks[0]
+        label, hint = label_of(task, person.language)
         return JSONResponse(
             {
                 "task_id": task.task_id,
                 "field": task.field_name,
                 "type": task.field_kind,
-                "label": view["label"],
-                "format_hint": view["hint"],
+                "label": label,
+                "format_hint": hint,
                 "ocr_guess": task.ocr_text,
                 "snippet_url": f"/api/tasks/{task.task_id}/snippet",
                 "lease_expires_at": task.lease_expires_at.isoformat(),

@@ -105,6 +105,10 @@ workers = Table(
     Column("trusted", Boolean, nullable=False, default=False),  # may arbitrate disputes
     Column("cleared", Boolean, nullable=False, default=False),  # may see restricted fields
     Column("quarantined", Boolean, nullable=False, default=False),  # gets no more tasks
+    Column("pin_hash", String(200), nullable=True),  # scrypt of the worker's PIN
+    Column("invite_hash", String(64), nullable=True, unique=True),  # until the invite is used
+    Column("invite_expires_at", DateTime(timezone=True), nullable=True),
+    Column("language", String(5), nullable=False, default="en"),  # en | ms, the worker's choice
 )
 
 tasks = Table(
@@ -158,6 +162,16 @@ sessions = Table(
     Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False),
     Column("csrf_token", String(64), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=True),  # for the idle timeout
+)
+
+signin_failures = Table(
+    "signin_failures",
+    metadata,
+    Column("key", String(100), primary_key=True),  # worker:<number> | ip:<address> | invite:<ip>
+    Column("failures", Integer, nullable=False),
+    Column("window_started", DateTime(timezone=True), nullable=False),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
 )
 
 records = Table(

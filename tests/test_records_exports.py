@@ -168,14 +168,12 @@ def test_batch_report_counts_cost_and_unreadable_fields(
 
     # The agency's page shows the same report; workers may not see it.
     client = TestClient(create_app(settings, stores), follow_redirects=False)
-    assert (
-        client.post("/signin", data={"code": add_person(stores.db, "agency", "agency")}).status_code
-        == 303
-    )
+    agency_code = add_person(stores.db, "agency", "agency")
+    assert client.post("/signin/code", data={"code": agency_code}).status_code == 303
     page = client.get(f"/batches/{batch[:10]}/report")
     assert page.status_code == 200 and "line_002" in page.text and ringgit(paid) in page.text
     worker = TestClient(create_app(settings, stores), follow_redirects=False)
-    worker.post("/signin", data={"code": add_person(stores.db, "wendy", "worker")})
+    worker.post("/signin/code", data={"code": add_person(stores.db, "wendy", "worker")})
     assert worker.get(f"/batches/{batch}/report").status_code == 403
 
     # ... and so does the CLI.

@@ -129,7 +129,7 @@ def test_ic_and_birth_date_mismatch_is_sent_back_corrected_and_exported(
 
     # The trusted worker sees the rule on the review page, then answers through the API.
     tina = make_trusted(stores, "tina")
-    assert client.post("/signin", data={"code": tina}).status_code == 303
+    assert client.post("/signin/code", data={"code": tina}).status_code == 303
     page = client.get("/review")
     assert page.status_code == 200
     assert "Please check again: ic_matches_birth_date" in page.text

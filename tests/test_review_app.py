@@ -24,7 +24,7 @@ def client(settings: Settings, stores: Stores) -> TestClient:
 
 
 def sign_in(client: TestClient, code: str) -> None:
-    response = client.post("/signin", data={"code": code})
+    response = client.post("/signin/code", data={"code": code})
     assert response.status_code == 303, response.text
 
 
@@ -141,6 +141,6 @@ def test_what_a_worker_types_is_escaped_on_the_operator_page(
 
 
 def test_wrong_access_code_is_refused(client: TestClient) -> None:
-    response = client.post("/signin", data={"code": "guess"})
+    response = client.post("/signin/code", data={"code": "guess"})
     assert response.status_code == 403 and "not right" in response.text
     assert "kerani_session" not in response.cookies

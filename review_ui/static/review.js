@@ -1,9 +1,120 @@
-// Keyboard flow on a PC: the guess is selected so typing replaces it, Enter submits
-// (the browser does that), Escape skips. The page works without this file.
+// The review page without waits: the next task's snippet is fetched while the worker reads
+// the current one, and a submit shows it at once while the answer goes to the server in the
+// background. Answers wait in an outbox (localStorage) until the server has them, so a lost
+// connection or a closed tab does not lose them; retries reuse the idempotency key.
+// Without this file the page still works: the form posts and the server shows the next task.
 (function () {
+  "use strict";
+  var form = document.getElementById("answer");
   var input = document.getElementById("value");
-  if (input) { input.focus(); input.select(); }
-  document.addEventListener("keydown", function (e) {
-    if (e.key === "Escape") { var s = document.getElementById("skip"); if (s) { s.click(); } }
+  if (!form || !input) { return; }
+  var OUTBOX = "kerani-outbox";
+  var img = document.getElementById("snippet");
+  var keyField = form.querySelector("input[name=idempotency_key]");
+  var current = form.getAttribute("action").split("/").pop();
+  var upcoming = JSON.parse(document.getElementById("upcoming").textContent || "[]");
+  var blobs = {};   // task id -> promise of an object URL for its snippet
+  var ready = {};   // task id -> object URL, once fetched
+  var timings = window.keraniTimings = [];
+  var submitAt = null;
+
+  function focusInput() { input.focus(); input.select(); }
+  focusInput();
+
+  function preload(task) {
+    if (blobs[task.task_id]) { return; }
+    blobs[task.task_id] = fetch(task.snippet_url, { credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.blob(); })
+      .then(function (b) { ready[task.task_id] = URL.createObjectURL(b); })
+      .catch(function () { delete blobs[task.task_id]; });
+  }
+
+  function setText(id, text) {
+    var el = document.getElementById(id);
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  function show(task) {
+    var previous = img.src;
+    img.onload = function () {
+      if (submitAt !== null) { timings.push(performance.now() - submitAt); submitAt = null; }
+    };
+    img.src = ready[task.task_id];
+    img.alt = task.label;
+    if (previous.indexOf("blob:") === 0) { URL.revokeObjectURL(previous); }
+    document.getElementById("label").textContent = task.label;
+    document.title = task.label + " · Kerani";
+    setText("hint", task.hint);
+    setText("note", task.note);
+    form.setAttribute("action", "/review/" + task.task_id);
+    keyField.value = task.idempotency_key;
+    input.value = task.ocr_text;
+    current = task.task_id;
+    delete ready[task.task_id];
+    focusInput();
+  }
+
+  function outbox() {
+    try { return JSON.parse(localStorage.getItem(OUTBOX) || "[]"); } catch (e) { return []; }
+  }
+  function saveOutbox(items) {
+    try { localStorage.setItem(OUTBOX, JSON.stringify(items)); } catch (e) { /* private mode */ }
+  }
+  function forget(item) {
+    saveOutbox(outbox().filter(function (o) { return o.key !== item.key; }));
+  }
+
+  function send(item, attempt) {
+    return fetch(item.url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+      body: item.body,
+      keepalive: true
+    }).then(function (r) {
+      if (r.status === 401) { location.href = "/signin"; return null; }
+      if (r.status >= 500) { throw new Error(r.status); }
+      forget(item);  // recorded, or refused for good (a 4xx will not change on retry)
+      return r.ok ? r.json() : null;
+    }).then(function (reply) {
+      if (!reply) { return; }
+      upcoming = reply.upcoming.filter(function (t) { return t.task_id !== current; });
+      upcoming.forEach(preload);
+      document.getElementById("progress").textContent = reply.progress;
+    }).catch(function () {
+      // Offline or a server hiccup: try again with the same key (never recorded twice).
+      var wait = Math.min(30000, 1000 * Math.pow(2, attempt || 0));
+      setTimeout(function () { send(item, (attempt || 0) + 1); }, wait);
+    });
+  }
+
+  form.addEventListener("submit", function (e) {
+    var next = upcoming.filter(function (t) { return ready[t.task_id]; })[0];
+    if (!next) { return; }  // nothing preloaded: the browser posts the form as usual
+    e.preventDefault();
+    submitAt = performance.now();
+    var data = new FormData(form);
+    var action = (e.submitter && e.submitter.value) || "value";
+    data.set("action", action);
+    var item = { url: form.getAttribute("action"), body: new URLSearchParams(data).toString(), key: keyField.value };
+    saveOutbox(outbox().concat([item]));
+    upcoming = upcoming.filter(function (t) { return t.task_id !== next.task_id; });
+    show(next);
+    send(item, 0);
   });
+
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "Escape") { document.getElementById("skip").click(); }
+  });
+
+  // Answers a closed tab or a lost connection left behind go first; if one of them was for
+  // the task on screen, the server has moved on: load the page again.
+  var pending = outbox();
+  Promise.all(pending.map(function (item) { return send(item, 0); })).then(function () {
+    if (pending.some(function (item) { return item.url === "/review/" + current; })) {
+      location.reload();
+    }
+  });
+  upcoming.forEach(preload);
 })();
