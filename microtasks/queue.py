@@ -233,23 +233,7 @@ def claim_tasks(
             held_q = held_q.where(f.c.kind == field_kind)
         claimed = [_claimed(conn, task_id) for task_id in conn.execute(held_q).scalars()]
         free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
-        conditions = [
-            t.c.status == "open",
-            t.c.kind == "field",
-            free,
-            ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
-            func.coalesce(v.c.fields_seen, 0) < rules.max_fields_per_document,
-        ]
-        if field_kind is not None:
-            conditions.append(f.c.kind == field_kind)
-        if not worker.cleared:
-            conditions.append(f.c.sensitivity != "restricted")
-        if not worker.trusted:
-            # Disputes are for arbiters, until arbiters disagree too: the last vote before
-            # the cap may come from anyone, so that every field ends up settled.
-            conditions.append(
-                or_(t.c.escalated.is_(False), f.c.answer_count >= rules.max_answers - 1)
-            )
+        conditions = _offer_conditions(worker, worker_id, rules, now, field_kind)
         pick = (
             select(t.c.id)
             .join(f, f.c.id == t.c.field_id)
@@ -284,6 +268,67 @@ def claim_tasks(
                 break
             claimed.append(task)
         return claimed
+
+
+def _offer_conditions(
+    worker: Any, worker_id: int, rules: CrowdSettings, now: datetime, field_kind: str | None
+) -> list[Any]:
+    """What makes an open field task one this worker (a row with cleared, trusted) may take."""
+    t, f = schema.tasks, schema.fields
+    v, a = schema.worker_page_views, schema.answers
+    conditions = [
+        t.c.status == "open",
+        t.c.kind == "field",
+        or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now),
+        ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
+        func.coalesce(v.c.fields_seen, 0) < rules.max_fields_per_document,
+    ]
+    if field_kind is not None:
+        conditions.append(f.c.kind == field_kind)
+    if not worker.cleared:
+        conditions.append(f.c.sensitivity != "restricted")
+    if not worker.trusted:
+        # Disputes are for arbiters, until arbiters disagree too: the last vote before
+        # the cap may come from anyone, so that every field ends up settled.
+        conditions.append(or_(t.c.escalated.is_(False), f.c.answer_count >= rules.max_answers - 1))
+    return conditions
+
+
+def offered_kinds(
+    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
+) -> list[tuple[str, int]]:
+    """Field types of tasks for this worker, the most plentiful first (for columns).
+
+    Types the worker already holds leases of come first, so a reloaded column stays the same.
+    """
+    now = now or utcnow()
+    t, f, w, v = schema.tasks, schema.fields, schema.workers, schema.worker_page_views
+    with db.connect() as conn:
+        worker = conn.execute(select(w.c.cleared, w.c.trusted).where(w.c.id == worker_id)).one()
+        held = conn.execute(
+            select(f.c.kind, func.count())
+            .select_from(t)
+            .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
+            .where(
+                t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now
+            )
+            .group_by(f.c.kind)
+        ).all()
+        rows = conn.execute(
+            select(f.c.kind, func.count())
+            .select_from(t)
+            .join(f, f.c.id == t.c.field_id)
+            .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
+            .where(*_offer_conditions(worker, worker_id, rules, now, None))
+            .group_by(f.c.kind)
+            .order_by(func.count().desc(), f.c.kind)
+        ).all()
+    counts = {str(k): int(n) for k, n in rows}
+    holding = {str(k): int(n) for k, n in held}
+    for kind, n in holding.items():
+        counts[kind] = counts.get(kind, 0) + n
+    # A held column (more than the two leases of the one-by-one page) outranks anything.
+    return sorted(counts.items(), key=lambda kn: (holding.get(kn[0], 0) <= 2, -kn[1], kn[0]))
 
 
 def _claim_one(

@@ -26,7 +26,14 @@ from kerani.exceptions import (
     NotFoundError,
 )
 from kerani.settings import Settings
-from microtasks.queue import ClaimedTask, claim_tasks, leased_task, log_view, submit_answer
+from microtasks.queue import (
+    ClaimedTask,
+    claim_tasks,
+    leased_task,
+    log_view,
+    offered_kinds,
+    submit_answer,
+)
 from microtasks.rate_limits import clear_failures, minutes_locked, record_failure
 from microtasks.workers import (
     Person,
@@ -430,11 +437,14 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     def column_page(request: Request, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "worker")
-        first = claim_tasks(db, person.id, settings.crowd, count=1)
-        if not first:
+        # The field type with the most work waiting: a long column is the fastest to check.
+        kinds = offered_kinds(db, person.id, settings.crowd)
+        tasks = []
+        if kinds:
+            kind = kinds[0][0]
+            tasks = claim_tasks(db, person.id, settings.crowd, review.column_size, field_kind=kind)
+        if not tasks:
             return render(request, "no_tasks.html", {}, person, csrf)
-        kind = first[0].field_kind
-        tasks = claim_tasks(db, person.id, settings.crowd, review.column_size, field_kind=kind)
         label, hint = label_of(tasks[0], person.language)
         rows = [{"task": t, "snippet_src": inline_snippet(person, t)} for t in tasks]
         context = {

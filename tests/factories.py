@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import secrets
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import insert, select
 
 from microtasks.routing import route_page
@@ -21,11 +21,23 @@ def png(width: int = 60, height: int = 20) -> bytes:
     return out.getvalue()
 
 
+def text_png(text: str) -> bytes:
+    """A snippet-like greyscale PNG showing `text` in a printed font."""
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 22)
+    width = int(font.getlength(text)) + 16
+    image = Image.new("L", (max(width, 40), 36), 245)
+    ImageDraw.Draw(image).text((8, 5), text, fill=20, font=font)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
 def seed_page(
     stores: Stores,
     guesses: list[tuple[str, str, str, float]],
     template: str = "bantuan_form",
     threshold: float = 96.0,
+    pictures: dict[str, str] | None = None,
 ) -> int:
     """A batch with one OCRed page whose fields are (name, type, ocr_text, confidence); routed."""
     batch_id = secrets.token_hex(16)
@@ -63,7 +75,7 @@ def seed_page(
         ).inserted_primary_key[0]
         for i, (name, kind, text, conf) in enumerate(guesses):
             key = f"snippets/{page_id}/{name}.png"
-            stores.blobs.put(key, png())
+            stores.blobs.put(key, text_png(pictures[name]) if pictures else png())
             conn.execute(
                 insert(schema.fields).values(
                     page_id=page_id,
