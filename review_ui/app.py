@@ -54,6 +54,9 @@ from review_ui.status import recent_answers
 from storage.stores import Stores, open_stores
 
 COOKIE = "kerani_session"
+# Leases a worker holds on the one-by-one page: the task shown and two in reserve, so that
+# on a slow line the next snippet is already on the phone when the worker submits.
+HELD_ON_REVIEW = 3
 _STATUS = {BadInputError: 400, ForbiddenError: 403, NotFoundError: 404, ConflictError: 409}
 _SECURITY_HEADERS = {
     # Nothing from other hosts, no framing: the page only ever talks to its own origin.
@@ -215,8 +218,9 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         spec = template.field(task.field_name)
         return getattr(spec.label, lang), spec.format_hint
 
-    def task_json(task: ClaimedTask, lang: str) -> dict[str, Any]:
-        """What the page's script needs to show a task it preloads."""
+    def task_json(person: Person, task: ClaimedTask) -> dict[str, Any]:
+        """What the page's script needs to show a task it holds in reserve, snippet included."""
+        lang = person.language
         t = translator(lang)
         label, hint = label_of(task, lang)
         return {
@@ -225,7 +229,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             "hint": t("format", hint=hint) if hint else "",
             "note": t("check_again", note=task.note) if task.note else "",
             "ocr_text": task.ocr_text,
-            "snippet_url": f"/snippets/{task.task_id}",
+            "snippet_src": inline_snippet(person, task),
             "idempotency_key": secrets.token_urlsafe(16),
         }
 
@@ -370,8 +374,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     def review_page(request: Request, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "worker")
-        # Two leases: the task on screen and the next, which the script preloads.
-        tasks = claim_tasks(db, person.id, settings.crowd, count=2)
+        # The task on screen and two in reserve, which the script shows without a round trip.
+        tasks = claim_tasks(db, person.id, settings.crowd, count=HELD_ON_REVIEW)
         if not tasks:
             return render(request, "no_tasks.html", {}, person, csrf)
         task = tasks[0]
@@ -382,7 +386,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             "hint": hint,
             "snippet_src": inline_snippet(person, task),
             "idempotency_key": secrets.token_urlsafe(16),
-            "upcoming": [task_json(t, person.language) for t in tasks[1:]],
+            "upcoming": [task_json(person, t) for t in tasks[1:]],
             "today": today(db, person.id),
         }
         return render(request, "review.html", context, person, csrf)
@@ -406,14 +410,19 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         settle_side_effects(outcome.completed_page_id)
         if not wants_json(request):
             return RedirectResponse("/review", status_code=303)
-        # The script shows the preloaded task at once; it gets the one after from here.
-        upcoming = claim_tasks(db, person.id, settings.crowd, count=2)
+        # The script showed a task in reserve at once; it gets the reserve topped up from here
+        # (only tasks it does not have yet carry their snippet).
+        held = claim_tasks(db, person.id, settings.crowd, count=HELD_ON_REVIEW)
+        known = set(request.headers.get("x-kerani-held", "").split(","))
         day = today(db, person.id)
         progress = translator(person.language)("progress_today", done=day.done, earned=day.earned)
         return JSONResponse(
             {
                 "recorded": outcome.recorded,
-                "upcoming": [task_json(t, person.language) for t in upcoming],
+                "upcoming": [
+                    task_json(person, t) if t.task_id not in known else {"task_id": t.task_id}
+                    for t in held
+                ],
                 "progress": progress,
             }
         )

@@ -1,6 +1,6 @@
-// The review page without waits: the next task's snippet is fetched while the worker reads
-// the current one, and a submit shows it at once while the answer goes to the server in the
-// background. Answers wait in an outbox (localStorage) until the server has them, so a lost
+// The review page without waits: the next tasks come with their snippets inside (in the page,
+// then in each answer's reply) and are decoded while the worker reads the current one; a
+// submit shows the next at once while the answer goes to the server in the background. Answers wait in an outbox (localStorage) until the server has them, so a lost
 // connection or a closed tab does not lose them; retries reuse the idempotency key.
 // Without this file the page still works: the form posts and the server shows the next task.
 (function () {
@@ -13,19 +13,21 @@
   var keyField = form.querySelector("input[name=idempotency_key]");
   var current = form.getAttribute("action").split("/").pop();
   var upcoming = JSON.parse(document.getElementById("upcoming").textContent || "[]");
-  var blobs = {};   // task id -> promise of an object URL for its snippet
-  var ready = {};   // task id -> object URL, once fetched
+  var blobs = {};   // task id -> promise that its snippet is decoded
+  var ready = {};   // task id -> snippet URL, once decoded
   var timings = window.keraniTimings = [];
   var submitAt = 0;
+  var seen = {};    // tasks shown already: a late reply must not bring them back
 
   function focusInput() { input.focus(); input.select(); }
   focusInput();
 
   function preload(task) {
     if (blobs[task.task_id]) { return; }
-    blobs[task.task_id] = fetch(task.snippet_url, { credentials: "same-origin" })
-      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.blob(); })
-      .then(function (b) { ready[task.task_id] = URL.createObjectURL(b); })
+    var picture = new Image();
+    picture.src = task.snippet_src;
+    blobs[task.task_id] = picture.decode()
+      .then(function () { ready[task.task_id] = task.snippet_src; })
       .catch(function () { delete blobs[task.task_id]; });
   }
 
@@ -36,13 +38,11 @@
   }
 
   function show(task) {
-    var previous = img.src;
     var started = submitAt;
     img.src = ready[task.task_id];
     // How long the worker waited from submit to the next snippet on screen (for the UI bench).
     img.decode().then(function () { timings.push(performance.now() - started); }, function () {});
     img.alt = task.label;
-    if (previous.indexOf("blob:") === 0) { URL.revokeObjectURL(previous); }
     document.getElementById("label").textContent = task.label;
     document.title = task.label + " · Kerani";
     setText("hint", task.hint);
@@ -50,6 +50,7 @@
     form.setAttribute("action", "/review/" + task.task_id);
     keyField.value = task.idempotency_key;
     input.value = task.ocr_text;
+    seen[current] = true;
     current = task.task_id;
     delete ready[task.task_id];
     focusInput();
@@ -69,7 +70,11 @@
     return fetch(item.url, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+      headers: {
+        "Accept": "application/json",
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Kerani-Held": [current].concat(upcoming.map(function (t) { return t.task_id; })).join(",")
+      },
       body: item.body,
       keepalive: true
     }).then(function (r) {
@@ -79,7 +84,11 @@
       return r.ok ? r.json() : null;
     }).then(function (reply) {
       if (!reply) { return; }
-      upcoming = reply.upcoming.filter(function (t) { return t.task_id !== current; });
+      // The server's reserve, in order; tasks we have already come without their snippet.
+      var have = {};
+      upcoming.forEach(function (t) { have[t.task_id] = t; });
+      upcoming = reply.upcoming.map(function (t) { return t.snippet_src ? t : have[t.task_id]; })
+        .filter(function (t) { return t && t.task_id !== current && !seen[t.task_id]; });
       upcoming.forEach(preload);
       document.getElementById("progress").textContent = reply.progress;
     }).catch(function () {
