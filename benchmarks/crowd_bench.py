@@ -81,13 +81,14 @@ def make_crowd(n: int, rng: random.Random, dropout: float) -> list[Profile]:
     return profiles[:n]
 
 
-def _read_page(
+def read_page(
     dataset: Path,
     truth: TruthPage,
     kinds: dict[str, str],
     engine: TesseractEngine,
     margin: int,
 ) -> tuple[TruthPage, Image.Image, list[FieldRead]]:
+    """Pre-OCR one truth page with each truth box as a field region: (truth, image, reads)."""
     with Image.open(dataset / truth.page) as im:
         image = im.copy()
     try:
@@ -106,7 +107,7 @@ def _read_page(
     return truth, page.prepared.image, read_regions(page, regions, engine, StageOptions())
 
 
-def _store_page(
+def store_page(
     stores: Stores,
     batch_id: str,
     template: str,
@@ -117,6 +118,7 @@ def _store_page(
     fold_case: bool,
     margin: int,
 ) -> tuple[int, list[BenchField]]:
+    """Store a pre-OCRed page, its fields' guesses and snippets; return its id and fields."""
     now = utcnow()
     key = f"pages/bench/{secrets.token_hex(8)}.png"
     buf = io.BytesIO()
@@ -177,7 +179,8 @@ def _store_page(
     return int(page_id), out
 
 
-def _new_batch(stores: Stores, label: str) -> str:
+def new_batch(stores: Stores, label: str) -> str:
+    """An empty batch for benchmark pages."""
     batch_id = secrets.token_hex(16)
     with stores.db.begin() as conn:
         conn.execute(
@@ -261,14 +264,14 @@ def run(
     stores = open_stores(settings)
     engine = TesseractEngine(languages)
     margin = settings.ocr.snippet_margin_px
-    gold_batch, work_batch = _new_batch(stores, "gold"), _new_batch(stores, "work")
+    gold_batch, work_batch = new_batch(stores, "gold"), new_batch(stores, "work")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        read = list(pool.map(lambda t: _read_page(dataset, t, kinds, engine, margin), pages))
+        read = list(pool.map(lambda t: read_page(dataset, t, kinds, engine, margin), pages))
     gold_fields: list[BenchField] = []
     work: list[tuple[int, list[BenchField]]] = []
     for truth, image, reads in read:
         is_gold = in_calibration_split(truth.page, calibrate_share)
-        page_id, fields = _store_page(
+        page_id, fields = store_page(
             stores,
             gold_batch if is_gold else work_batch,
             tpl.name if tpl else "receipt",

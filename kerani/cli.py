@@ -336,6 +336,31 @@ def bench_crowd(
         console.print(f"{key:45s} {shown}")
 
 
+@bench_app.command("ui")
+def bench_ui(
+    dataset: Annotated[
+        Path, typer.Option(help="Ground-truth dataset folder (receipt lines).")
+    ] = Path(__file__).parent / "samples" / "receipts",
+    pages: Annotated[int, typer.Option(help="Pages of the dataset to serve.")] = 6,
+    snippets: Annotated[int, typer.Option(help="Snippets typed per network profile.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The review page in Chromium: page weight, time to type on slow 3G, actions per field."""
+    import json
+
+    from benchmarks.ui_bench import run
+
+    _quiet_prefect(False)
+    with console.status("Pre-OCR, then the review page in Chromium on slow 3G ..."):
+        figures = run(dataset, pages=pages, snippets=snippets)
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        console.print(f"{key:40s} {shown}")
+
+
 @bench_app.command("queue")
 def bench_queue(
     clients: Annotated[int, typer.Option(help="Concurrent worker clients.")] = 64,

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.gzip import GZipMiddleware
 
 from flows.records import document_settled
 from kerani.exceptions import (
@@ -146,6 +147,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.stores = stores
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), "static")
+    # Phones on mobile data pay per byte: pages and reserve replies go compressed.
+    app.add_middleware(GZipMiddleware, minimum_size=500)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import crowd_bench, queue_bench
+from benchmarks import crowd_bench, queue_bench, ui_bench
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).resolve().parents[1] / "kerani" / "samples"
@@ -41,3 +41,27 @@ def test_queue_bench_small(database_url: str) -> None:
     assert figures["sqlite"]["ops"] == figures["postgres"]["ops"] == 40
     assert figures["postgres_ops_per_s"] > 0 and figures["postgres_floor_ratio"] > 0
     assert figures["postgres_p99_ms"] >= figures["postgres_p50_ms"]
+
+
+def test_ui_actions_model() -> None:
+    # A right guess: Enter alone one by one, nothing at all in a column.
+    assert ui_bench.field_actions("TOTAL 5.00", "TOTAL 5.00", "single").total == 1
+    assert ui_bench.field_actions("TOTAL 5.00", "TOTAL 5.00", "column").total == 0
+    # One wrong character: a tap at it, a backspace, the right key (+ Enter, or + tap open).
+    fix = ui_bench.field_actions("TOTAL 5.0O", "TOTAL 5.00", "single")
+    assert (fix.clicks, fix.keys) == (1, 3)
+    assert ui_bench.field_actions("TOTAL 5.0O", "TOTAL 5.00", "column").total == 4
+    # A guess that is all wrong is cheaper typed over than edited.
+    assert ui_bench.correction("XXXXXXXX", "AB") == ui_bench.Actions(0, 2)
+
+
+def test_ui_bench_on_a_sample_receipt() -> None:
+    figures = ui_bench.run(SAMPLES / "receipts", pages=1, snippets=3, think_seconds=0.5)
+    assert 0 < figures["page_weight_kb_max"] < 100
+    assert figures["snippet_bytes_median"] > 0
+    # The browser typed each snippet by the model's actions and got exactly the truth.
+    assert figures["snippets_typed_right_in_browser"] == figures["snippets_typed_in_browser"] == 6
+    # Next snippets came from the reserve, not from a page load, on both slow profiles.
+    assert figures["next_snippets_without_page_load"] == 6
+    assert figures["first_snippet_ms_slow3g"] >= ui_bench.NETWORKS["slow3g"]["latency"]
+    assert figures["keystrokes_per_field_single"] < figures["typing_from_scratch_per_field"]
