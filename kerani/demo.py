@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import threading
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from microtasks.crowd_sim import (
 )
 from microtasks.gold import make_gold_batch
 from microtasks.queue import queue_depth
-from microtasks.workers import add_person
+from microtasks.workers import add_person, invite_worker
 from records.accuracy import Score, field_truths, score_batch
 from records.ground_truth import TruthPage, read_truth
 from records.progress import batch_progress
@@ -130,8 +131,11 @@ def simulate_crowd(
 
 def wait_for_people(console: Console, stores: Stores, server_url: str) -> None:
     """Serve the review page until people have answered every task (Ctrl-C stops waiting)."""
-    code = add_person(stores.db, "demo-worker", "worker")
-    console.print(f"\nReview page: [bold]{server_url}/signin[/]  access code: [bold]{code}[/]")
+    number, invite = invite_worker(stores.db, f"demo-worker-{secrets.token_hex(3)}", 14)
+    console.print(
+        f"\nReview page: [bold]{server_url}/join[/]  invite code: [bold]{invite}[/] "
+        f"(choose a 6-digit PIN; you are worker number {number})"
+    )
     open_tasks = queue_depth(stores.db)
     try:
         with progress_bar(console) as progress:
