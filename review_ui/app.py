@@ -55,6 +55,9 @@ from review_ui.status import recent_answers
 from storage.stores import Stores, open_stores
 
 COOKIE = "kerani_session"
+# Forms shown before sign-in (sign-in, join, language) carry a token matching this cookie,
+# so that another site cannot post them in a visitor's name (login CSRF).
+FORM_COOKIE = "kerani_form"
 # Leases a worker holds on the one-by-one page: the task shown and two in reserve, so that
 # on a slow line the next snippet is already on the phone when the worker submits.
 HELD_ON_REVIEW = 3
@@ -178,6 +181,11 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         status_code: int = 200,
     ) -> Response:
         lang = language_of(request, person)
+        new_form_token = None
+        if csrf is None:
+            csrf = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(24)
+            if csrf != request.cookies.get(FORM_COOKIE):
+                new_form_token = csrf
         base = {
             "t": translator(lang),
             "lang": lang,
@@ -186,7 +194,15 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             "person": person,
             "csrf": csrf,
         }
-        return templates.TemplateResponse(request, name, base | context, status_code=status_code)
+        response = templates.TemplateResponse(
+            request, name, base | context, status_code=status_code
+        )
+        if new_form_token is not None:
+            set_cookie(response, FORM_COOKIE, new_form_token, review.session_hours * 3600)
+        return response
+
+    def check_form_token(request: Request, csrf: str) -> None:
+        check_csrf(csrf, request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(24))
 
     @app.exception_handler(KeraniError)
     async def kerani_error(request: Request, exc: KeraniError) -> Response:
@@ -272,8 +288,12 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
 
     @app.post("/signin", response_class=HTMLResponse)
     def signin(
-        request: Request, number: Annotated[str, Form()], pin: Annotated[str, Form()]
+        request: Request,
+        number: Annotated[str, Form()],
+        pin: Annotated[str, Form()],
+        csrf: Annotated[str, Form()] = "",
     ) -> Response:
+        check_form_token(request, csrf)
         t = translator(language_of(request, None))
         number = number.strip()
         keys = {f"ip:{_client(request)}": review.signin_ip_max_failures}
@@ -299,7 +319,10 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         return signed_in(person)
 
     @app.post("/signin/code", response_class=HTMLResponse)
-    def signin_code(request: Request, code: Annotated[str, Form()]) -> Response:
+    def signin_code(
+        request: Request, code: Annotated[str, Form()], csrf: Annotated[str, Form()] = ""
+    ) -> Response:
+        check_form_token(request, csrf)
         t = translator(language_of(request, None))
         keys = {f"ip:{_client(request)}": review.signin_ip_max_failures}
         locked = minutes_locked(db, list(keys))
@@ -323,7 +346,9 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         invite: Annotated[str, Form()],
         pin: Annotated[str, Form()],
         pin_again: Annotated[str, Form()],
+        csrf: Annotated[str, Form()] = "",
     ) -> Response:
+        check_form_token(request, csrf)
         t = translator(language_of(request, None))
         keys = {f"invite:{_client(request)}": review.signin_ip_max_failures}
         locked = minutes_locked(db, list(keys))
@@ -358,15 +383,18 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         if lang not in LANGUAGES:
             raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}")
         cookie = request.cookies.get(COOKIE)
+        person = None
         if cookie:
-            # Signed in: the choice is kept with the person, for every device they use.
             try:
                 person, expected = session_person(db, cookie, review.session_idle_minutes)
             except ForbiddenError:
                 person = None
-            if person is not None:
-                check_csrf(csrf, expected)
-                set_language(db, person.id, lang)
+        if person is not None:
+            # Signed in: the choice is kept with the person, for every device they use.
+            check_csrf(csrf, expected)
+            set_language(db, person.id, lang)
+        else:
+            check_form_token(request, csrf)
         response = RedirectResponse(_safe_next(next), status_code=303)
         set_cookie(response, LANG_COOKIE, lang, 365 * 24 * 3600)
         return response

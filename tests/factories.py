@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import secrets
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import insert, select
@@ -105,3 +107,14 @@ def batch_of(stores: Stores, page_id: int) -> str:
                 select(schema.pages.c.batch_id).where(schema.pages.c.id == page_id)
             ).scalar_one()
         )
+
+
+def form_token(client: Any) -> str:
+    """The CSRF token of the forms shown before sign-in (its cookie lands in the client)."""
+    page = client.get("/signin")
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[no-any-return, union-attr]
+
+
+def sign_in_with_code(client: Any, code: str) -> Any:
+    """Sign an operator, agency user or worker in with their access code; the response."""
+    return client.post("/signin/code", data={"code": code, "csrf": form_token(client)})

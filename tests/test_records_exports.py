@@ -25,7 +25,7 @@ from records.report import batch_report, report_markdown, ringgit
 from review_ui.app import create_app
 from storage import schema
 from storage.stores import Stores
-from tests.factories import batch_of, seed_page
+from tests.factories import batch_of, seed_page, sign_in_with_code
 
 HOCR = "{http://www.w3.org/1999/xhtml}"
 
@@ -169,11 +169,11 @@ def test_batch_report_counts_cost_and_unreadable_fields(
     # The agency's page shows the same report; workers may not see it.
     client = TestClient(create_app(settings, stores), follow_redirects=False)
     agency_code = add_person(stores.db, "agency", "agency")
-    assert client.post("/signin/code", data={"code": agency_code}).status_code == 303
+    assert sign_in_with_code(client, agency_code).status_code == 303
     page = client.get(f"/batches/{batch[:10]}/report")
     assert page.status_code == 200 and "line_002" in page.text and ringgit(paid) in page.text
     worker = TestClient(create_app(settings, stores), follow_redirects=False)
-    worker.post("/signin/code", data={"code": add_person(stores.db, "wendy", "worker")})
+    sign_in_with_code(worker, add_person(stores.db, "wendy", "worker"))
     assert worker.get(f"/batches/{batch}/report").status_code == 403
 
     # ... and so does the CLI.

@@ -30,7 +30,7 @@ from records.exports import export_batch, read_export
 from review_ui.app import create_app
 from storage import schema
 from storage.stores import Stores
-from tests.factories import batch_of, seed_page
+from tests.factories import batch_of, seed_page, sign_in_with_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_ic_and_birth_date_mismatch_is_sent_back_corrected_and_exported(
 
     # The trusted worker sees the rule on the review page, then answers through the API.
     tina = make_trusted(stores, "tina")
-    assert client.post("/signin/code", data={"code": tina}).status_code == 303
+    assert sign_in_with_code(client, tina).status_code == 303
     page = client.get("/review")
     assert page.status_code == 200
     assert "Please check again: ic_matches_birth_date" in page.text

@@ -13,7 +13,7 @@ from microtasks.workers import add_person
 from review_ui.app import create_app
 from storage import schema
 from storage.stores import Stores
-from tests.factories import seed_page
+from tests.factories import seed_page, sign_in_with_code
 
 GUESSES = [("postcode", "postcode", "4O100", 99.0), ("city", "text", "SHAH ALAM", 40.0)]
 
@@ -24,7 +24,7 @@ def client(settings: Settings, stores: Stores) -> TestClient:
 
 
 def sign_in(client: TestClient, code: str) -> None:
-    response = client.post("/signin/code", data={"code": code})
+    response = sign_in_with_code(client, code)
     assert response.status_code == 303, response.text
 
 
@@ -141,6 +141,6 @@ def test_what_a_worker_types_is_escaped_on_the_operator_page(
 
 
 def test_wrong_access_code_is_refused(client: TestClient) -> None:
-    response = client.post("/signin/code", data={"code": "guess"})
+    response = sign_in_with_code(client, "guess")
     assert response.status_code == 403 and "not right" in response.text
     assert "kerani_session" not in response.cookies

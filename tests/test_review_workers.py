@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +18,7 @@ from review_ui.i18n import catalog
 from storage import schema
 from storage.database import utcnow
 from storage.stores import Stores
-from tests.factories import seed_page
+from tests.factories import form_token, seed_page
 
 GUESSES = [
     ("postcode", "postcode", "4O100", 99.0),
@@ -37,10 +38,26 @@ def join(
     """Invite a worker (or use `code`) and join as them; return their worker number."""
     number, code = invite_worker(stores.db, name, 14) if not code else (0, code)
     typed = code.lower().replace("-", " ")  # typed on a phone: case and spacing don't matter
-    response = client.post("/join", data={"invite": typed, "pin": pin, "pin_again": pin})
+    response = anon_post(client, "/join", {"invite": typed, "pin": pin, "pin_again": pin})
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/me?welcome=1"
     return number
+
+
+def anon_post(client: TestClient, url: str, data: dict[str, str]) -> Any:
+    """Post a form shown before sign-in, with its token."""
+    return client.post(url, data=data | {"csrf": form_token(client)})
+
+
+def test_forms_before_sign_in_need_their_token(client: TestClient, stores: Stores) -> None:
+    number = join(client, stores)
+    client.cookies.clear()
+    # Another site posting the sign-in form (login CSRF) has no token: refused.
+    r = client.post("/signin", data={"number": str(number), "pin": "402917"})
+    assert r.status_code == 403 and COOKIE not in r.cookies
+    r = client.post("/signin", data={"number": str(number), "pin": "402917", "csrf": "forged"})
+    assert r.status_code == 403
+    assert anon_post(client, "/signin", {"number": str(number), "pin": "402917"}).status_code == 303
 
 
 def csrf_of(html: str) -> str:
@@ -55,10 +72,10 @@ def test_invite_then_pin_sign_in(client: TestClient, stores: Stores) -> None:
     assert f">{number}<" in welcome.text and "Welcome" in welcome.text
     client.cookies.clear()
     # The invite is used up: it cannot be used again to take over the account's PIN.
-    again = client.post("/join", data={"invite": code, "pin": "555123", "pin_again": "555123"})
+    again = anon_post(client, "/join", {"invite": code, "pin": "555123", "pin_again": "555123"})
     assert again.status_code == 403
-    assert client.post("/signin", data={"number": str(number), "pin": "555123"}).status_code == 403
-    ok = client.post("/signin", data={"number": str(number), "pin": "402917"})
+    assert anon_post(client, "/signin", {"number": str(number), "pin": "555123"}).status_code == 403
+    ok = anon_post(client, "/signin", {"number": str(number), "pin": "402917"})
     assert ok.status_code == 303 and COOKIE in ok.cookies
     assert client.get("/review").status_code == 200
 
@@ -73,15 +90,15 @@ def test_weak_or_mistyped_pins_and_bad_invites_are_refused(
         ("123456", "123456", "pin_easy"),
         ("402917", "402918", "pin_mismatch"),
     ]:
-        r = client.post("/join", data={"invite": code, "pin": pin, "pin_again": again})
+        r = anon_post(client, "/join", {"invite": code, "pin": pin, "pin_again": again})
         assert r.status_code == 400 and catalog("en")[key] in r.text
-    r = client.post("/join", data={"invite": "ABCD-EFGH", "pin": "402917", "pin_again": "402917"})
+    r = anon_post(client, "/join", {"invite": "ABCD-EFGH", "pin": "402917", "pin_again": "402917"})
     assert r.status_code == 403 and "invite code is not known" in r.text
     with stores.db.begin() as conn:
         conn.execute(
             schema.workers.update().values(invite_expires_at=utcnow() - timedelta(minutes=1))
         )
-    r = client.post("/join", data={"invite": code, "pin": "402917", "pin_again": "402917"})
+    r = anon_post(client, "/join", {"invite": code, "pin": "402917", "pin_again": "402917"})
     assert r.status_code == 403  # expired
 
 
@@ -89,24 +106,24 @@ def test_pin_guessing_is_locked_out(client: TestClient, stores: Stores, settings
     number = join(client, stores)
     client.cookies.clear()
     for _ in range(settings.review.signin_max_failures):
-        r = client.post("/signin", data={"number": str(number), "pin": "000001"})
+        r = anon_post(client, "/signin", {"number": str(number), "pin": "000001"})
         assert r.status_code == 403 and "do not match" in r.text
     # Locked: even the right PIN is refused until the lock ends, and the page says so.
-    r = client.post("/signin", data={"number": str(number), "pin": "402917"})
+    r = anon_post(client, "/signin", {"number": str(number), "pin": "402917"})
     assert r.status_code == 429 and "Too many tries" in r.text
     with stores.db.begin() as conn:
         conn.execute(
             schema.signin_failures.update().values(locked_until=utcnow() - timedelta(seconds=1))
         )
-    assert client.post("/signin", data={"number": str(number), "pin": "402917"}).status_code == 303
+    assert anon_post(client, "/signin", {"number": str(number), "pin": "402917"}).status_code == 303
 
 
 def test_many_workers_tried_from_one_address_lock_the_address(
     client: TestClient, stores: Stores, settings: Settings
 ) -> None:
     for n in range(settings.review.signin_ip_max_failures):
-        client.post("/signin", data={"number": str(1000 + n), "pin": "402917"})
-    r = client.post("/signin", data={"number": "1", "pin": "402917"})
+        anon_post(client, "/signin", {"number": str(1000 + n), "pin": "402917"})
+    r = anon_post(client, "/signin", {"number": "1", "pin": "402917"})
     assert r.status_code == 429
 
 
@@ -123,7 +140,7 @@ def test_idle_session_signs_out(client: TestClient, stores: Stores, settings: Se
 def test_language_is_chosen_and_remembered(client: TestClient, stores: Stores) -> None:
     # Before sign-in: the browser's preference, then the cookie the switch sets.
     assert "Log masuk" in client.get("/signin", headers={"accept-language": "ms-MY,ms"}).text
-    r = client.post("/language", data={"lang": "ms", "next": "https://evil.example/"})
+    r = anon_post(client, "/language", {"lang": "ms", "next": "https://evil.example/"})
     assert r.headers["location"] == "/"  # no open redirect
     assert "Nombor pekerja" in client.get("/signin").text
     client.cookies.clear()
