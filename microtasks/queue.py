@@ -17,7 +17,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, or_, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    Row,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -26,6 +45,7 @@ from kerani.settings import CrowdSettings
 from microtasks import quality
 from microtasks.consensus import ANSWER_KINDS, Consensus, Vote, answer_key, reach_consensus
 from microtasks.ledger import pay
+from microtasks.prepared import dialect_insert, prepared
 from storage import schema
 from storage.database import as_utc, utcnow
 
@@ -104,18 +124,30 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
     )
 
 
+def _audit_insert(_dialect: str) -> Any:
+    t = schema.tasks
+    return insert(schema.audit_log).values(
+        at=bindparam("now"),
+        worker_id=bindparam("wid"),
+        action=bindparam("audit_action"),
+        task_id=bindparam("tid"),
+        detail=bindparam("audit_detail"),
+        field_id=select(func.coalesce(t.c.field_id, t.c.gold_field_id))
+        .where(t.c.id == bindparam("tid"))
+        .scalar_subquery(),
+    )
+
+
 def _audit(conn: Connection, worker_id: int, action: str, task_id: str, detail: str = "") -> None:
     conn.execute(
-        insert(schema.audit_log).values(
-            at=utcnow(),
-            worker_id=worker_id,
-            action=action,
-            task_id=task_id,
-            detail=detail or None,
-            field_id=select(func.coalesce(schema.tasks.c.field_id, schema.tasks.c.gold_field_id))
-            .where(schema.tasks.c.id == task_id)
-            .scalar_subquery(),
-        )
+        prepared(conn, _audit_insert),
+        {
+            "now": utcnow(),
+            "wid": worker_id,
+            "audit_action": action,
+            "tid": task_id,
+            "audit_detail": detail or None,
+        },
     )
 
 
@@ -275,39 +307,72 @@ def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
         return _claimed(conn, task_id)
 
 
+def _votes_query(_dialect: str) -> Any:
+    a, w, q = schema.answers, schema.workers, schema.worker_quality
+    # One read: each answer with its worker's flags and quality counters (one row per
+    # counter row), beside the OCR's counters, outer-joined so the OCR row comes anyway.
+    ocr = quality.ocr_counts().subquery()
+    answered = (
+        select(
+            a.c.id,
+            a.c.kind,
+            a.c.value,
+            a.c.worker_id,
+            w.c.trusted,
+            q.c.field_type,
+            *(q.c[c] for c in quality.COUNTERS),
+        )
+        .join(w, w.c.id == a.c.worker_id)
+        .outerjoin(q, q.c.worker_id == a.c.worker_id)
+        .where(a.c.task_id == bindparam("tid"), a.c.kind != "skip", w.c.quarantined.is_(False))
+        .subquery()
+    )
+    return (
+        select(ocr, answered).select_from(ocr.outerjoin(answered, true())).order_by(answered.c.id)
+    )
+
+
 def _votes(
     conn: Connection, task_id: str, ocr_text: str, field_type: str
 ) -> tuple[list[Vote], list[int]]:
     """The evidence on a field: the OCR's guess and each unquarantined person's answer."""
-    a, w = schema.answers, schema.workers
     rows = conn.execute(
-        select(a.c.kind, a.c.value, a.c.worker_id, w.c.quarantined)
-        .join(w, w.c.id == a.c.worker_id)
-        .where(a.c.task_id == task_id, a.c.kind != "skip")
-        .order_by(a.c.id)
+        prepared(conn, _votes_query), {"tid": task_id, "field_type": field_type}
     ).all()
-    rows = [r for r in rows if not r.quarantined]
-    est = quality.estimates(conn, [r.worker_id for r in rows], field_type)
+    by_answer: dict[int, list[Row[Any]]] = {}
+    for r in rows:
+        if r.id is not None:
+            by_answer.setdefault(r.id, []).append(r)
     votes = []
     if ocr_text.strip():
-        votes.append(Vote("value", ocr_text, "ocr", quality.ocr_accuracy(conn, field_type)))
-    votes.extend(
-        Vote(r.kind, r.value, "human", est[r.worker_id].accuracy, est[r.worker_id].trusted)
-        for r in rows
+        votes.append(
+            Vote(
+                "value", ocr_text, "ocr", quality.ocr_estimate(rows[0].ocr_seen, rows[0].ocr_right)
+            )
+        )
+    voters = []
+    for mine in by_answer.values():
+        first = mine[0]
+        counters = [r for r in mine if r.field_type is not None]
+        est = quality.estimate_from(
+            counters, field_type, trusted=bool(first.trusted), quarantined=False
+        )
+        votes.append(Vote(first.kind, first.value, "human", est.accuracy, est.trusted))
+        voters.append(first.worker_id)
+    return votes, voters
+
+
+def _open_fields_query(_dialect: str) -> Any:
+    f = schema.fields
+    return (
+        select(func.count())
+        .select_from(f)
+        .where(f.c.page_id == bindparam("page"), f.c.status.in_(("pending", "in_review")))
     )
-    return votes, [r.worker_id for r in rows]
 
 
 def _page_complete(conn: Connection, page_id: int) -> bool:
-    open_fields = conn.execute(
-        select(func.count())
-        .select_from(schema.fields)
-        .where(
-            schema.fields.c.page_id == page_id,
-            schema.fields.c.status.in_(("pending", "in_review")),
-        )
-    ).scalar_one()
-    return open_fields == 0
+    return conn.execute(prepared(conn, _open_fields_query), {"page": page_id}).scalar_one() == 0
 
 
 def _check_answer(kind: str, value: str, idempotency_key: str) -> None:
@@ -331,68 +396,202 @@ def submit_answer(
     """Record a worker's answer exactly once, pay it, and settle the field on consensus."""
     _check_answer(kind, value, idempotency_key)
     value = value if kind == "value" else ""
-    t, a, f, p = schema.tasks, schema.answers, schema.fields, schema.pages
+    params = {
+        "tid": task_id,
+        "wid": worker_id,
+        "akind": kind,
+        "avalue": value,
+        "key": idempotency_key,
+        "now": utcnow(),
+    }
     with db.begin() as conn:
-        query = (
-            select(t, f.c.kind.label("field_type"), f.c.ocr_text, f.c.page_id, p.c.batch_id)
-            .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
-            .join(p, p.c.id == f.c.page_id)
-            .where(t.c.id == task_id)
-        )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update(of=t)
-        task = conn.execute(query).first()
-        if task is None or task.lease_worker_id != worker_id or task.status != "open":
+            task = _record_answer_postgresql(conn, params, rules)
+        else:
+            task = _record_answer(conn, params, rules)
+        if task is None or task.answer_id is None:
             return _replayed(conn, task_id, worker_id, idempotency_key, task is None)
-        # The unique keys (idempotency key; one answer per worker and task) refuse a replay.
-        answer_id = conn.execute(
-            _insert_ignoring_conflicts(conn, a)
-            .values(
-                task_id=task_id,
-                worker_id=worker_id,
-                kind=kind,
-                value=value,
-                idempotency_key=idempotency_key,
-                created_at=utcnow(),
-            )
-            .returning(a.c.id)
-        ).scalar()
-        if answer_id is None:
-            return _replayed(conn, task_id, worker_id, idempotency_key, False)
-        _audit(conn, worker_id, "answer", task_id, kind)
         if kind == "skip":
             _release(conn, task_id)
             return SubmitOutcome(True, False, None, None)
-        pay_kind = "gold" if task.kind == "gold" else ("arbitration" if task.escalated else "field")
-        rate = {
-            "gold": rules.rate_sen_gold,
-            "arbitration": rules.rate_sen_arbitration,
-            "field": rules.rate_sen_field,
-        }[pay_kind]
-        pay(
-            conn,
-            worker_id,
-            int(answer_id),
-            pay_kind,
-            rate,
-            None if task.kind == "gold" else task.batch_id,
-        )
         if task.kind == "gold":
             return _settle_gold(conn, task, worker_id, kind, value, task.field_type, rules)
         return _settle_field(conn, task, rules)
 
 
-def _insert_ignoring_conflicts(conn: Connection, table: Any) -> Any:
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(table).on_conflict_do_nothing()
+def _submitted_task(dialect: str) -> Any:
+    t, f, p = schema.tasks, schema.fields, schema.pages
+    query = (
+        select(
+            t.c.id,
+            t.c.kind,
+            t.c.status,
+            t.c.lease_worker_id,
+            t.c.escalated,
+            t.c.note,
+            t.c.gold_value,
+            t.c.field_id,
+            f.c.id.label("shown_field_id"),  # the field or the gold field: what the audit names
+            f.c.kind.label("field_type"),
+            f.c.ocr_text,
+            f.c.page_id,
+            p.c.batch_id,
+        )
+        .join_from(t, f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
+        .join(p, p.c.id == f.c.page_id)
+        .where(t.c.id == bindparam("tid"))
+    )
+    # PostgreSQL: lock the task, so that its lease and answers are read as they are now.
+    return query.with_for_update(of=t) if dialect == "postgresql" else query
+
+
+def _answer_values() -> dict[str, Any]:
+    return {
+        "task_id": bindparam("tid"),
+        "worker_id": bindparam("wid", type_=Integer),
+        "kind": bindparam("akind", type_=String),
+        "value": bindparam("avalue", type_=Text),
+        "idempotency_key": bindparam("key", type_=String),
+        "created_at": bindparam("now", type_=DateTime(timezone=True)),
+    }
+
+
+def _answer_insert(dialect: str) -> Any:
+    a = schema.answers
+    # The unique keys (idempotency key; one answer per worker and task) refuse a replay.
+    return (
+        dialect_insert(dialect)(a)
+        .values(**_answer_values())
+        .on_conflict_do_nothing()
+        .returning(a.c.id)
+    )
+
+
+def _pay_kind(task: Row[Any]) -> str:
+    return "gold" if task.kind == "gold" else ("arbitration" if task.escalated else "field")
+
+
+def _rates(rules: CrowdSettings) -> dict[str, int]:
+    return {
+        "gold": rules.rate_sen_gold,
+        "arbitration": rules.rate_sen_arbitration,
+        "field": rules.rate_sen_field,
+    }
+
+
+def _record_answer(conn: Connection, params: dict[str, Any], rules: CrowdSettings) -> Any:
+    """Lock and read the task, then record, audit and pay the answer if the lease allows.
+
+    Returns the task row with the new answer's id (None when nothing was recorded), or
+    None when there is no such task.
+    """
+    task = conn.execute(prepared(conn, _submitted_task), params).first()
+    if task is None:
+        return None
+    answer_id = None
+    if task.lease_worker_id == params["wid"] and task.status == "open":
+        answer_id = conn.execute(prepared(conn, _answer_insert), params).scalar()
+    if answer_id is not None:
+        _audit(conn, params["wid"], "answer", params["tid"], params["akind"])
+        if params["akind"] != "skip":
+            kind = _pay_kind(task)
+            batch = None if task.kind == "gold" else task.batch_id
+            pay(conn, params["wid"], int(answer_id), kind, _rates(rules)[kind], batch)
+    return _TaskWithAnswer(task, answer_id)
+
+
+class _TaskWithAnswer:
+    """A task row plus the id of the answer just recorded on it (None if none was)."""
+
+    def __init__(self, row: Row[Any], answer_id: int | None) -> None:
+        self._row, self.answer_id = row, answer_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
+def _record_answer_postgresql(
+    conn: Connection, params: dict[str, Any], rules: CrowdSettings
+) -> Any:
+    """_record_answer in one statement: lock, lease check, answer, audit and payment."""
+    rates = {f"rate_{k}": v for k, v in _rates(rules).items()}
+    return conn.execute(prepared(conn, _answer_cte), {**params, **rates}).first()
+
+
+def _answer_cte(dialect: str) -> Any:
+    a, log, led = schema.answers, schema.audit_log, schema.ledger
+    task = _submitted_task(dialect).cte("task")
+    values = _answer_values()
+    # Data-modifying CTEs: each runs once, on the task row locked by the first.
+    answer = (
+        pg_insert(a)
+        .from_select(
+            list(values),
+            select(task.c.id, *list(values.values())[1:]).where(
+                task.c.lease_worker_id == values["worker_id"], task.c.status == "open"
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(a.c.id)
+        .cte("answer")
+    )
+    recorded = task.join(answer, true())
+    audit = (
+        insert(log)
+        .from_select(
+            ["at", "worker_id", "action", "task_id", "field_id", "detail"],
+            select(
+                values["created_at"],
+                values["worker_id"],
+                literal("answer"),
+                task.c.id,
+                task.c.shown_field_id,
+                values["kind"],
+            ).select_from(recorded),
+        )
+        .cte("audit")
+    )
+    gold, arbitration = task.c.kind == "gold", task.c.escalated
+    paid = (
+        pg_insert(led)
+        .from_select(
+            ["worker_id", "answer_id", "task_kind", "amount_sen", "batch_id", "created_at"],
+            select(
+                values["worker_id"],
+                answer.c.id,
+                case((gold, "gold"), (arbitration, "arbitration"), else_="field"),
+                case(
+                    (gold, bindparam("rate_gold", type_=Integer)),
+                    (arbitration, bindparam("rate_arbitration", type_=Integer)),
+                    else_=bindparam("rate_field", type_=Integer),
+                ),
+                case((gold, None), else_=task.c.batch_id),
+                values["created_at"],
+            )
+            .select_from(recorded)
+            .where(values["kind"] != "skip"),
+        )
+        .on_conflict_do_nothing(index_elements=[led.c.answer_id])
+        .cte("paid")
+    )
+    return (
+        select(task, answer.c.id.label("answer_id"))
+        .select_from(task.outerjoin(answer, true()))
+        .add_cte(audit, paid)
+    )
+
+
+def _release_update(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(lease_worker_id=None, lease_expires_at=None)
+    )
 
 
 def _release(conn: Connection, task_id: str) -> None:
-    conn.execute(
-        schema.tasks.update()
-        .where(schema.tasks.c.id == task_id)
-        .values(lease_worker_id=None, lease_expires_at=None)
-    )
+    conn.execute(prepared(conn, _release_update), {"tid": task_id})
 
 
 def _replayed(
@@ -429,11 +628,7 @@ def _settle_gold(
     gold_value = str(task.gold_value)
     correct = answer_key(kind, value, field_type) == answer_key("value", gold_value, field_type)
     quality.record_evidence(conn, worker_id, field_type, gold=True, correct=correct)
-    conn.execute(
-        schema.tasks.update()
-        .where(schema.tasks.c.id == task.id)
-        .values(status="settled", settled_at=utcnow(), lease_worker_id=None, lease_expires_at=None)
-    )
+    conn.execute(prepared(conn, _task_settled), {"tid": task.id, "now": utcnow()})
     est = quality.estimates(conn, [worker_id], "*")[worker_id]
     if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
         quarantine(conn, worker_id, rules)
@@ -450,11 +645,9 @@ def _settle_gold(
 
 
 def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> SubmitOutcome:
-    t, f = schema.tasks, schema.fields
-    task_id = task.id
     escalated = bool(task.escalated)
-    fid, ftype = task.field_id, task.field_type
-    votes, voters = _votes(conn, task_id, task.ocr_text, ftype)
+    ftype = task.field_type
+    votes, voters = _votes(conn, task.id, task.ocr_text, ftype)
     result = reach_consensus(
         votes,
         rules.max_answers,
@@ -464,47 +657,125 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
         arbiter_alone=bool(task.note),
     )
     if not result.settled:
-        conn.execute(f.update().where(f.c.id == fid).values(answer_count=result.human_votes))
         escalate = escalated or result.human_votes >= rules.escalate_after
-        conn.execute(
-            t.update()
-            .where(t.c.id == task_id)
-            .values(
-                lease_worker_id=None,
-                lease_expires_at=None,
-                escalated=escalate,
-                priority=task_priority(result.human_votes, escalate),
-            )
-        )
+        params = {
+            "fid": task.field_id,
+            "tid": task.id,
+            "count": result.human_votes,
+            "escalate": escalate,
+            "prio": task_priority(result.human_votes, escalate),
+        }
+        conn.execute(prepared(conn, _field_counted), params)
+        conn.execute(prepared(conn, _task_returned), params)
         return SubmitOutcome(True, False, None, result)
-    source = "arbitrated" if "arbitrated" in result.reason else "human"
-    conn.execute(
-        f.update()
-        .where(f.c.id == fid)
-        .values(
-            status="settled",
-            value=result.value,
-            value_kind=_value_kind(result.kind),
-            source=source,
-            agreement=result.agreement,
-            answer_count=result.human_votes,
-        )
-    )
-    conn.execute(
-        t.update()
-        .where(t.c.id == task_id)
-        .values(status="settled", settled_at=utcnow(), lease_worker_id=None, lease_expires_at=None)
-    )
     winning = set(result.voters_for)
     human_offset = len(votes) - len(voters)
-    for i, worker in enumerate(voters):
-        quality.record_evidence(
-            conn, worker, ftype, gold=False, correct=(i + human_offset) in winning
+    agreed = {w: (i + human_offset) in winning for i, w in enumerate(voters)}
+    ocr_right = (0 in winning) if human_offset else None  # None: the OCR did not vote
+    params = {
+        "fid": task.field_id,
+        "tid": task.id,
+        "page": task.page_id,
+        "svalue": result.value,
+        "svk": _value_kind(result.kind),
+        "ssource": "arbitrated" if "arbitrated" in result.reason else "human",
+        "sagree": result.agreement,
+        "count": result.human_votes,
+        "now": utcnow(),
+        **quality.ocr_params(ftype, ocr_right),
+    }
+    if conn.dialect.name == "postgresql":
+        # One statement: field and task settled, workers' and OCR's evidence counted.
+        voters_in_order = sorted(agreed)
+        still_open = conn.execute(
+            prepared(conn, _settle_cte),
+            {
+                **params,
+                "voters": voters_in_order,
+                "agreed": [int(agreed[w]) for w in voters_in_order],
+            },
+        ).one().still_open
+        complete = still_open == 0
+    else:
+        conn.execute(prepared(conn, _field_settled), params)
+        conn.execute(prepared(conn, _task_settled), params)
+        quality.record_outcomes(conn, ftype, agreed)
+        if ocr_right is not None:  # the OCR voted: learn how far its doubted guesses hold
+            conn.execute(prepared(conn, quality.ocr_evidence_upsert), params)
+        complete = _page_complete(conn, task.page_id)
+    return SubmitOutcome(True, True, task.page_id if complete else None, result)
+
+
+def _field_counted(_dialect: str) -> Any:
+    f = schema.fields
+    return f.update().where(f.c.id == bindparam("fid")).values(answer_count=bindparam("count"))
+
+
+def _task_returned(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(
+            lease_worker_id=None,
+            lease_expires_at=None,
+            escalated=bindparam("escalate"),
+            priority=bindparam("prio"),
         )
-    if human_offset:  # the OCR voted: learn how far its doubted guesses can be trusted
-        quality.record_ocr_evidence(conn, ftype, 0 in winning)
-    page_id = task.page_id
-    return SubmitOutcome(True, True, page_id if _page_complete(conn, page_id) else None, result)
+    )
+
+
+def _field_settled(_dialect: str) -> Any:
+    f = schema.fields
+    return (
+        f.update()
+        .where(f.c.id == bindparam("fid"))
+        .values(
+            status="settled",
+            value=bindparam("svalue"),
+            value_kind=bindparam("svk"),
+            source=bindparam("ssource"),
+            agreement=bindparam("sagree"),
+            answer_count=bindparam("count"),
+        )
+    )
+
+
+def _task_settled(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(
+            status="settled",
+            settled_at=bindparam("now"),
+            lease_worker_id=None,
+            lease_expires_at=None,
+        )
+    )
+
+
+def _settle_cte(dialect: str) -> Any:
+    """PostgreSQL: settle the field and count the evidence in one statement.
+
+    Returns how many other fields of the page are still open. The sub-statements all see
+    the snapshot from before the statement, hence "other" fields: this one still reads
+    as open.
+    """
+    f, t = schema.fields, schema.tasks
+    field = _field_settled(dialect).returning(f.c.id).cte("settled_field")
+    task = _task_settled(dialect).returning(t.c.id).cte("settled_task")
+    counted = quality.agreement_upsert_from_arrays().returning(literal(1)).cte("counted")
+    ocr = quality.ocr_evidence_upsert(dialect).returning(literal(1)).cte("ocr_counted")
+    # Referenced in this order, so every settle takes the counter rows' locks in one order.
+    return select(
+        select(func.count()).select_from(counted).scalar_subquery().label("counted"),
+        select(func.count()).select_from(ocr).scalar_subquery().label("ocr_counted"),
+        _open_fields_query(dialect)
+        .where(f.c.id != bindparam("fid"))
+        .scalar_subquery()
+        .label("still_open"),
+    ).add_cte(field, task)
 
 
 def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
