@@ -15,17 +15,21 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-_built: dict[tuple[str, Callable[[str], Any]], Any] = {}
+_built: dict[tuple[Any, ...], Any] = {}
 _lock = threading.Lock()
 
 
-def prepared(conn: Connection, build: Callable[[str], Any]) -> Any:
-    """The statement `build(dialect_name)` returns, built on first use for this dialect."""
-    key = (conn.dialect.name, build)
+def prepared(conn: Connection, build: Callable[..., Any], *variant: Any) -> Any:
+    """The statement `build(dialect_name, *variant)` returns, built once per dialect and variant.
+
+    `variant` holds the few hashable choices that change a statement's shape (such as a
+    worker's flags); values that change from call to call are bound parameters instead.
+    """
+    key = (conn.dialect.name, build, *variant)
     stmt = _built.get(key)
     if stmt is None:
         with _lock:
-            stmt = _built.setdefault(key, build(conn.dialect.name))
+            stmt = _built.setdefault(key, build(conn.dialect.name, *variant))
     return stmt
 
 

@@ -38,7 +38,6 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kerani.exceptions import BadInputError, ForbiddenError, NotFoundError
 from kerani.settings import CrowdSettings
@@ -90,10 +89,10 @@ def new_task_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
+def _claimed_query(_dialect: str) -> Any:
     t, f, p = schema.tasks, schema.fields, schema.pages
     field_ref = func.coalesce(t.c.field_id, t.c.gold_field_id)
-    row = conn.execute(
+    return (
         select(
             t.c.id,
             t.c.lease_expires_at,
@@ -108,8 +107,12 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
         )
         .join(f, f.c.id == field_ref)
         .join(p, p.c.id == f.c.page_id)
-        .where(t.c.id == task_id)
-    ).one()
+        .where(t.c.id == bindparam("tid"))
+    )
+
+
+def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
+    row = conn.execute(prepared(conn, _claimed_query), {"tid": task_id}).one()
     return ClaimedTask(
         task_id=row.id,
         field_id=row.field_id,
@@ -151,16 +154,18 @@ def _audit(conn: Connection, worker_id: int, action: str, task_id: str, detail: 
     )
 
 
-def _count_view(conn: Connection, worker_id: int, page_id: int) -> None:
+def _view_upsert(dialect: str) -> Any:
     v = schema.worker_page_views
-    stmt = (pg_insert(v) if conn.dialect.name == "postgresql" else sqlite_insert(v)).values(
-        worker_id=worker_id, page_id=page_id, fields_seen=1
+    stmt = dialect_insert(dialect)(v).values(
+        worker_id=bindparam("wid"), page_id=bindparam("page"), fields_seen=1
     )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[v.c.worker_id, v.c.page_id], set_={"fields_seen": v.c.fields_seen + 1}
-        )
+    return stmt.on_conflict_do_update(
+        index_elements=[v.c.worker_id, v.c.page_id], set_={"fields_seen": v.c.fields_seen + 1}
     )
+
+
+def _count_view(conn: Connection, worker_id: int, page_id: int) -> None:
+    conn.execute(prepared(conn, _view_upsert), {"wid": worker_id, "page": page_id})
 
 
 def _gold_due(done: int, every: int) -> bool:
