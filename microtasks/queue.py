@@ -692,15 +692,9 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
     if conn.dialect.name == "postgresql":
         # One statement: field and task settled, workers' and OCR's evidence counted.
         voters_in_order = sorted(agreed)
-        still_open = conn.execute(
-            prepared(conn, _settle_cte),
-            {
-                **params,
-                "voters": voters_in_order,
-                "agreed": [int(agreed[w]) for w in voters_in_order],
-            },
-        ).one().still_open
-        complete = still_open == 0
+        params["voters"] = voters_in_order
+        params["agreed"] = [int(agreed[w]) for w in voters_in_order]
+        complete = conn.execute(prepared(conn, _settle_cte), params).one().still_open == 0
     else:
         conn.execute(prepared(conn, _field_settled), params)
         conn.execute(prepared(conn, _task_settled), params)
