@@ -211,36 +211,92 @@ def _claim_gold(conn: Connection, worker_id: int, lease_until: datetime) -> str 
     return task_id
 
 
-def claim_next(
-    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
-) -> ClaimedTask | None:
-    """Lease the next task to the worker (or return the lease they already hold)."""
-    now = now or utcnow()
-    lease_until = now + timedelta(seconds=rules.lease_seconds)
-    t, f, w = schema.tasks, schema.fields, schema.workers
-    v, a = schema.worker_page_views, schema.answers
+def _worker_query(_dialect: str) -> Any:
+    t, w, a = schema.tasks, schema.workers, schema.answers
     held_q = (
         select(t.c.id)
-        .where(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
+        .where(
+            t.c.status == "open",
+            t.c.lease_worker_id == bindparam("wid"),
+            t.c.lease_expires_at > bindparam("now"),
+        )
         .limit(1)
         .scalar_subquery()
     )
     done_q = (
         select(func.count())
         .select_from(a)
-        .where(a.c.worker_id == worker_id, a.c.kind != "skip")
+        .where(a.c.worker_id == bindparam("wid"), a.c.kind != "skip")
         .scalar_subquery()
     )
+    return select(
+        w.c.quarantined,
+        w.c.cleared,
+        w.c.trusted,
+        held_q.label("held"),
+        done_q.label("done"),
+    ).where(w.c.id == bindparam("wid"))
+
+
+def _claim_statements(dialect: str, cleared: bool, trusted: bool) -> tuple[Any, Any]:
+    """The pick query and the claim (pick and lease) for a worker with these flags."""
+    t, f = schema.tasks, schema.fields
+    v, a = schema.worker_page_views, schema.answers
+    worker_id, now = (
+        bindparam("wid", type_=Integer),
+        bindparam("now", type_=DateTime(timezone=True)),
+    )
+    free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
+    conditions = [
+        t.c.status == "open",
+        t.c.kind == "field",
+        free,
+        ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
+        func.coalesce(v.c.fields_seen, 0) < bindparam("max_fields"),
+    ]
+    if not cleared:
+        conditions.append(f.c.sensitivity != "restricted")
+    if not trusted:
+        # Disputes are for arbiters, until arbiters disagree too: the last vote before
+        # the cap may come from anyone, so that every field ends up settled.
+        conditions.append(or_(t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")))
+    pick = (
+        select(t.c.id)
+        .join(f, f.c.id == t.c.field_id)
+        .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
+        .where(*conditions)
+        # Disputes first, then fields nearly settled, then oldest (an indexed order).
+        .order_by(t.c.priority.desc(), t.c.created_at, t.c.id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True, of=t)
+    # One statement picks and leases; its WHERE repeats the guard so that a task taken
+    # meanwhile (SQLite readers, PostgreSQL rows locked then freed) is never taken twice.
+    claim = (
+        t.update()
+        .where(t.c.id == pick.scalar_subquery(), t.c.status == "open", free)
+        .values(lease_worker_id=worker_id, lease_expires_at=bindparam("lease_until"))
+        .returning(t.c.id)
+    )
+    return pick, claim
+
+
+def claim_next(
+    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
+) -> ClaimedTask | None:
+    """Lease the next task to the worker (or return the lease they already hold)."""
+    now = now or utcnow()
+    lease_until = now + timedelta(seconds=rules.lease_seconds)
+    params = {
+        "wid": worker_id,
+        "now": now,
+        "lease_until": lease_until,
+        "max_fields": rules.max_fields_per_document,
+        "last_vote": rules.max_answers - 1,
+    }
     with db.begin() as conn:
-        worker = conn.execute(
-            select(
-                w.c.quarantined,
-                w.c.cleared,
-                w.c.trusted,
-                held_q.label("held"),
-                done_q.label("done"),
-            ).where(w.c.id == worker_id)
-        ).one()
+        worker = conn.execute(prepared(conn, _worker_query), params).one()
         if worker.quarantined:
             raise ForbiddenError("your account is paused; please contact the operator")
         if worker.held is not None:
@@ -250,45 +306,12 @@ def claim_next(
             if gold_task is not None:
                 _audit(conn, worker_id, "claim", gold_task, "gold")
                 return _claimed(conn, gold_task)
-        free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
-        conditions = [
-            t.c.status == "open",
-            t.c.kind == "field",
-            free,
-            ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
-            func.coalesce(v.c.fields_seen, 0) < rules.max_fields_per_document,
-        ]
-        if not worker.cleared:
-            conditions.append(f.c.sensitivity != "restricted")
-        if not worker.trusted:
-            # Disputes are for arbiters, until arbiters disagree too: the last vote before
-            # the cap may come from anyone, so that every field ends up settled.
-            conditions.append(
-                or_(t.c.escalated.is_(False), f.c.answer_count >= rules.max_answers - 1)
-            )
-        pick = (
-            select(t.c.id)
-            .join(f, f.c.id == t.c.field_id)
-            .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
-            .where(*conditions)
-            # Disputes first, then fields nearly settled, then oldest (an indexed order).
-            .order_by(t.c.priority.desc(), t.c.created_at, t.c.id)
-            .limit(1)
-        )
-        if conn.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True, of=t)
-        # One statement picks and leases; its WHERE repeats the guard so that a task taken
-        # meanwhile (SQLite readers, PostgreSQL rows locked then freed) is never taken twice.
-        claim = (
-            t.update()
-            .where(t.c.id == pick.scalar_subquery(), t.c.status == "open", free)
-            .values(lease_worker_id=worker_id, lease_expires_at=lease_until)
-            .returning(t.c.id)
-        )
+        variant = (bool(worker.cleared), bool(worker.trusted))
+        pick, claim = prepared(conn, _claim_statements, *variant)
         for _attempt in range(5):
-            task_id = conn.execute(claim).scalar()
+            task_id = conn.execute(claim, params).scalar()
             if task_id is None:
-                if conn.execute(pick).first() is None:
+                if conn.execute(pick, params).first() is None:
                     return None
                 continue
             task = _claimed(conn, task_id)
