@@ -89,14 +89,14 @@ def new_task_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _claimed_query(_dialect: str) -> Any:
-    t, f, p = schema.tasks, schema.fields, schema.pages
-    field_ref = func.coalesce(t.c.field_id, t.c.gold_field_id)
+def _shown(source: Any) -> Any:
+    """What the review page shows of the tasks in `source` (tasks, or leased task rows)."""
+    f, p = schema.fields, schema.pages
     return (
         select(
-            t.c.id,
-            t.c.lease_expires_at,
-            t.c.note,
+            source.c.id,
+            source.c.lease_expires_at,
+            source.c.note,
             f.c.id.label("field_id"),
             f.c.page_id,
             f.c.name,
@@ -105,14 +105,20 @@ def _claimed_query(_dialect: str) -> Any:
             f.c.snippet_key,
             p.c.template,
         )
-        .join(f, f.c.id == field_ref)
+        .join_from(source, f, f.c.id == func.coalesce(source.c.field_id, source.c.gold_field_id))
         .join(p, p.c.id == f.c.page_id)
-        .where(t.c.id == bindparam("tid"))
     )
 
 
+def _claimed_query(_dialect: str) -> Any:
+    return _shown(schema.tasks).where(schema.tasks.c.id == bindparam("tid"))
+
+
 def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
-    row = conn.execute(prepared(conn, _claimed_query), {"tid": task_id}).one()
+    return _claimed_task(conn.execute(prepared(conn, _claimed_query), {"tid": task_id}).one())
+
+
+def _claimed_task(row: Row[Any]) -> ClaimedTask:
     return ClaimedTask(
         task_id=row.id,
         field_id=row.field_id,
@@ -159,6 +165,11 @@ def _view_upsert(dialect: str) -> Any:
     stmt = dialect_insert(dialect)(v).values(
         worker_id=bindparam("wid"), page_id=bindparam("page"), fields_seen=1
     )
+    return _add_view_on_conflict(stmt)
+
+
+def _add_view_on_conflict(stmt: Any) -> Any:
+    v = schema.worker_page_views
     return stmt.on_conflict_do_update(
         index_elements=[v.c.worker_id, v.c.page_id], set_={"fields_seen": v.c.fields_seen + 1}
     )
@@ -282,6 +293,38 @@ def _claim_statements(dialect: str, cleared: bool, trusted: bool) -> tuple[Any, 
     return pick, claim
 
 
+def _claim_cte(dialect: str, cleared: bool, trusted: bool) -> Any:
+    """PostgreSQL: lease a task, count the view and audit the claim in one statement."""
+    t, v, log = schema.tasks, schema.worker_page_views, schema.audit_log
+    _, claim = _claim_statements(dialect, cleared, trusted)
+    leased = claim.returning(t.c.lease_expires_at, t.c.note, t.c.field_id, t.c.gold_field_id).cte(
+        "leased"
+    )
+    shown = _shown(leased).cte("shown")
+    worker_id = bindparam("wid", type_=Integer)
+    viewed = _add_view_on_conflict(
+        dialect_insert(dialect)(v).from_select(
+            ["worker_id", "page_id", "fields_seen"],
+            select(worker_id, shown.c.page_id, literal(1)),
+        )
+    ).cte("viewed")
+    audited = (
+        insert(log)
+        .from_select(
+            ["at", "worker_id", "action", "task_id", "field_id"],
+            select(
+                bindparam("at", type_=DateTime(timezone=True)),
+                worker_id,
+                literal("claim"),
+                shown.c.id,
+                shown.c.field_id,
+            ),
+        )
+        .cte("audited")
+    )
+    return select(shown).add_cte(viewed, audited)
+
+
 def claim_next(
     db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
 ) -> ClaimedTask | None:
@@ -308,15 +351,20 @@ def claim_next(
                 return _claimed(conn, gold_task)
         variant = (bool(worker.cleared), bool(worker.trusted))
         pick, claim = prepared(conn, _claim_statements, *variant)
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            claim = prepared(conn, _claim_cte, *variant)
         for _attempt in range(5):
-            task_id = conn.execute(claim, params).scalar()
-            if task_id is None:
+            leased = conn.execute(claim, {**params, "at": utcnow()}).first()
+            if leased is None:
                 if conn.execute(pick, params).first() is None:
                     return None
                 continue
-            task = _claimed(conn, task_id)
+            if postgres:  # the one statement also counted the view and wrote the audit row
+                return _claimed_task(leased)
+            task = _claimed(conn, leased.id)
             _count_view(conn, worker_id, task.page_id)
-            _audit(conn, worker_id, "claim", task_id)
+            _audit(conn, worker_id, "claim", leased.id)
             return task
         return None
 
