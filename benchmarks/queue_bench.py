@@ -178,14 +178,18 @@ def kerani_run(db: Engine, clients: int, rules: CrowdSettings) -> QueueRun:
 def floor_run(db: Engine, clients: int, lease_seconds: int) -> QueueRun:
     """The same work as bare SQL: claim with one UPDATE, submit with one INSERT and UPDATE."""
     # Two constant statements: PostgreSQL skips rows other clients hold, SQLite serialises.
+    # The claim order is Kerani's (ix_tasks_claim_order): another order would sort every
+    # open task on each claim and make the floor slower than bare SQL needs to be.
     claim = sa.text(
         "UPDATE tasks SET lease_worker_id = :w, lease_expires_at = :exp WHERE id = "
-        "(SELECT id FROM tasks WHERE status = 'open' AND lease_worker_id IS NULL "
-        "ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"
+        "(SELECT id FROM tasks WHERE status = 'open' AND kind = 'field' "
+        "AND lease_worker_id IS NULL ORDER BY priority DESC, created_at, id LIMIT 1 "
+        "FOR UPDATE SKIP LOCKED) RETURNING id"
         if db.dialect.name == "postgresql"
         else "UPDATE tasks SET lease_worker_id = :w, lease_expires_at = :exp WHERE id = "
-        "(SELECT id FROM tasks WHERE status = 'open' AND lease_worker_id IS NULL "
-        "ORDER BY created_at, id LIMIT 1) RETURNING id"
+        "(SELECT id FROM tasks WHERE status = 'open' AND kind = 'field' "
+        "AND lease_worker_id IS NULL ORDER BY priority DESC, created_at, id LIMIT 1) "
+        "RETURNING id"
     )
     answer = sa.text(
         "INSERT INTO answers (task_id, worker_id, kind, value, idempotency_key, created_at) "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, bindparam, func, select
 
+from microtasks.prepared import dialect_insert, prepared
 from storage import schema
 from storage.database import utcnow
 
@@ -25,6 +25,22 @@ class Earnings:
         return f"RM {self.total_sen // 100}.{self.total_sen % 100:02d}"
 
 
+def _payment(dialect: str) -> Any:
+    return (
+        dialect_insert(dialect)(schema.ledger)
+        .values(
+            worker_id=bindparam("wid"),
+            answer_id=bindparam("aid"),
+            task_kind=bindparam("pay_kind"),
+            amount_sen=bindparam("amount"),
+            batch_id=bindparam("batch"),
+            created_at=bindparam("now"),
+        )
+        .on_conflict_do_nothing(index_elements=[schema.ledger.c.answer_id])
+        .returning(schema.ledger.c.id)
+    )
+
+
 def pay(
     conn: Connection,
     worker_id: int,
@@ -34,19 +50,16 @@ def pay(
     batch_id: str | None,
 ) -> bool:
     """Credit one answer; False when it was paid already (the unique answer_id refuses twice)."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     paid = conn.execute(
-        dialect_insert(schema.ledger)
-        .values(
-            worker_id=worker_id,
-            answer_id=answer_id,
-            task_kind=task_kind,
-            amount_sen=amount_sen,
-            batch_id=batch_id,
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=[schema.ledger.c.answer_id])
-        .returning(schema.ledger.c.id)
+        prepared(conn, _payment),
+        {
+            "wid": worker_id,
+            "aid": answer_id,
+            "pay_kind": task_kind,
+            "amount": amount_sen,
+            "batch": batch_id,
+            "now": utcnow(),
+        },
     ).scalar()
     return paid is not None
 

@@ -10,22 +10,35 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
+from microtasks.prepared import dialect_insert, prepared
 from storage import schema
 from storage.database import utcnow
 
 PRIOR_RIGHT, PRIOR_WRONG = 4.0, 1.0
+PRIOR_MEAN = PRIOR_RIGHT / (PRIOR_RIGHT + PRIOR_WRONG)
 OCR_PRIOR_RIGHT, OCR_PRIOR_WRONG = 3.0, 2.0  # fields sent to people are the doubtful ones
 GOLD_WEIGHT = 2.0
 MIN_TYPE_EVIDENCE = 5.0
 OCR_SHARDS = 16
+COUNTERS = ("gold_seen", "gold_correct", "agree_seen", "agree_correct")
 
 
 @dataclass(frozen=True)
@@ -58,20 +71,31 @@ def estimates(conn: Connection, worker_ids: Iterable[int], field_type: str) -> d
     }
     out: dict[int, Estimate] = {}
     for wid in ids:
-        mine = [r for r in rows if r.worker_id == wid]
-        typed = [r for r in mine if r.field_type == field_type]
-        evidence = [typed[0]] if typed and _weight(typed[0]) >= MIN_TYPE_EVIDENCE else mine
-        right = sum(GOLD_WEIGHT * r.gold_correct + r.agree_correct for r in evidence)
-        seen = sum(_weight(r) for r in evidence)
         f = flags.get(wid)
-        out[wid] = Estimate(
-            accuracy=_beta_mean(right, seen, PRIOR_RIGHT, PRIOR_WRONG),
-            gold_seen=sum(r.gold_seen for r in mine),
-            gold_correct=sum(r.gold_correct for r in mine),
+        out[wid] = estimate_from(
+            [r for r in rows if r.worker_id == wid],
+            field_type,
             trusted=bool(f.trusted) if f else False,
             quarantined=bool(f.quarantined) if f else False,
         )
     return out
+
+
+def estimate_from(
+    rows: Sequence[Any], field_type: str, *, trusted: bool, quarantined: bool
+) -> Estimate:
+    """One worker's estimate from their worker_quality rows (any columns named like it)."""
+    typed = [r for r in rows if r.field_type == field_type]
+    evidence = [typed[0]] if typed and _weight(typed[0]) >= MIN_TYPE_EVIDENCE else rows
+    right = sum(GOLD_WEIGHT * r.gold_correct + r.agree_correct for r in evidence)
+    seen = sum(_weight(r) for r in evidence)
+    return Estimate(
+        accuracy=_beta_mean(right, seen, PRIOR_RIGHT, PRIOR_WRONG),
+        gold_seen=sum(r.gold_seen for r in rows),
+        gold_correct=sum(r.gold_correct for r in rows),
+        trusted=trusted,
+        quarantined=quarantined,
+    )
 
 
 def _weight(row: object) -> float:
@@ -80,61 +104,155 @@ def _weight(row: object) -> float:
 
 def ocr_accuracy(conn: Connection, field_type: str) -> float:
     """How often the OCR's guess for fields of this type, once doubted, proved right."""
+    row = conn.execute(prepared(conn, ocr_counts), {"field_type": field_type}).one()
+    return ocr_estimate(row.ocr_seen, row.ocr_right)
+
+
+def ocr_counts(_dialect: str = "") -> Select[Any]:
+    """A one-row query of the OCR's counters for :field_type, as ocr_seen and ocr_right."""
     o = schema.ocr_quality
-    seen, right = conn.execute(
-        select(func.coalesce(func.sum(o.c.seen), 0), func.coalesce(func.sum(o.c.correct), 0)).where(
-            o.c.field_type == field_type
-        )
-    ).one()
+    return select(
+        func.coalesce(func.sum(o.c.seen), 0).label("ocr_seen"),
+        func.coalesce(func.sum(o.c.correct), 0).label("ocr_right"),
+    ).where(o.c.field_type == bindparam("field_type"))
+
+
+def ocr_estimate(seen: int, right: int) -> float:
+    """The OCR's estimated accuracy from its counters (the Beta mean with the OCR's prior)."""
     return _beta_mean(right, seen, OCR_PRIOR_RIGHT, OCR_PRIOR_WRONG)
 
 
-def _upsert(
-    conn: Connection,
-    table: Table,
-    keys: dict[str, Any],
-    add: dict[str, int],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Insert a counter row or add to it, atomically (no read-modify-write race)."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect_insert(table).values(**keys, **add, **(extra or {}))
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[table.c[k] for k in keys],
-            set_={**{k: table.c[k] + v for k, v in add.items()}, **(extra or {})},
-        )
+def _evidence_upsert(dialect: str) -> Any:
+    """One worker's counters for a field type: insert the row or add to it, atomically."""
+    q = schema.worker_quality
+    stmt = dialect_insert(dialect)(q).values(
+        worker_id=bindparam("worker_id"),
+        field_type=bindparam("field_type"),
+        gold_seen=bindparam("gold_seen"),
+        gold_correct=bindparam("gold_correct"),
+        agree_seen=bindparam("agree_seen"),
+        agree_correct=bindparam("agree_correct"),
+        # `accuracy` is derived on read from the counters; the column keeps the prior mean.
+        accuracy=PRIOR_MEAN,
+        updated_at=bindparam("now"),
     )
+    return add_evidence_on_conflict(stmt)
+
+
+def add_evidence_on_conflict(stmt: Any) -> Any:
+    """Make an insert into worker_quality add its counters to a row that exists already."""
+    q = schema.worker_quality
+    return stmt.on_conflict_do_update(
+        index_elements=[q.c.worker_id, q.c.field_type],
+        set_={
+            **{c: q.c[c] + stmt.excluded[c] for c in COUNTERS},
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+
+
+def evidence_params(
+    field_type: str, outcomes: Mapping[int, bool], *, gold: bool
+) -> list[dict[str, Any]]:
+    """Parameters of the counter upsert, one set per worker, in worker order.
+
+    In worker order so that concurrent settles lock the rows in one order (no deadlock).
+    """
+    now = utcnow()
+    return [
+        {
+            "worker_id": worker_id,
+            "field_type": field_type,
+            "gold_seen": int(gold),
+            "gold_correct": int(gold and correct),
+            "agree_seen": int(not gold),
+            "agree_correct": int(not gold and correct),
+            "now": now,
+        }
+        for worker_id, correct in sorted(outcomes.items())
+    ]
+
+
+def agreement_upsert_from_arrays(_dialect: str = "postgresql") -> Any:
+    """PostgreSQL: count agreement checks of many workers in one statement, from two
+    arrays, :voters and :agreed (1 or 0), for :field_type at :now."""
+    q = schema.worker_quality
+    rows = select(
+        func.unnest(bindparam("voters", type_=ARRAY(Integer))).label("worker_id"),
+        func.unnest(bindparam("agreed", type_=ARRAY(Integer))).label("agreed"),
+    ).subquery()
+    counts = select(
+        rows.c.worker_id,
+        bindparam("field_type", type_=String),
+        literal(0),
+        literal(0),
+        literal(1),
+        rows.c.agreed,
+        literal(PRIOR_MEAN),
+        bindparam("now", type_=DateTime(timezone=True)),
+    ).order_by(rows.c.worker_id)  # one lock order for every settle (no deadlock)
+    columns = ["worker_id", "field_type", *COUNTERS, "accuracy", "updated_at"]
+    return add_evidence_on_conflict(dialect_insert("postgresql")(q).from_select(columns, counts))
 
 
 def record_evidence(
     conn: Connection, worker_id: int, field_type: str, *, gold: bool, correct: bool
 ) -> None:
     """Count one gold answer, or one agreement check, for a worker and field type."""
-    add = {
-        "gold_seen": int(gold),
-        "gold_correct": int(gold and correct),
-        "agree_seen": int(not gold),
-        "agree_correct": int(not gold and correct),
-    }
-    # `accuracy` is derived on read from the counters; the column keeps the last prior mean.
-    _upsert(
-        conn,
-        schema.worker_quality,
-        {"worker_id": worker_id, "field_type": field_type},
-        add,
-        {"accuracy": PRIOR_RIGHT / (PRIOR_RIGHT + PRIOR_WRONG), "updated_at": utcnow()},
+    record_outcomes(conn, field_type, {worker_id: correct}, gold=gold)
+
+
+def record_outcomes(
+    conn: Connection, field_type: str, outcomes: Mapping[int, bool], *, gold: bool = False
+) -> None:
+    """Count, in one round trip, whether each worker was right (on gold, or by agreement)."""
+    if outcomes:
+        params = evidence_params(field_type, outcomes, gold=gold)
+        conn.execute(prepared(conn, _evidence_upsert), params)
+
+
+def ocr_shard() -> int:
+    """A random shard of a type's OCR counters: concurrent settles rarely wait for one row."""
+    return random.randrange(OCR_SHARDS)
+
+
+def ocr_evidence_upsert(dialect: str) -> Any:
+    """Count, when :ocr_voted, whether the OCR was right (:ocr_right 0/1) on one shard."""
+    o = schema.ocr_quality
+    counts = select(
+        bindparam("field_type", type_=String),
+        bindparam("shard", type_=Integer),
+        literal(1),
+        bindparam("ocr_right", type_=Integer),
+    ).where(bindparam("ocr_voted", type_=Boolean))  # the WHERE also lets SQLite parse ON CONFLICT
+    stmt = dialect_insert(dialect)(o).from_select(
+        ["field_type", "shard", "seen", "correct"], counts
+    )
+    return add_ocr_on_conflict(stmt)
+
+
+def add_ocr_on_conflict(stmt: Any) -> Any:
+    """Make an insert into ocr_quality add its counts to a shard row that exists already."""
+    o = schema.ocr_quality
+    return stmt.on_conflict_do_update(
+        index_elements=[o.c.field_type, o.c.shard],
+        set_={c: o.c[c] + stmt.excluded[c] for c in ("seen", "correct")},
     )
 
 
 def record_ocr_evidence(conn: Connection, field_type: str, correct: bool) -> None:
     """Count whether the OCR's guess for a doubted field of this type proved right."""
-    _upsert(
-        conn,
-        schema.ocr_quality,
-        {"field_type": field_type, "shard": random.randrange(OCR_SHARDS)},
-        {"seen": 1, "correct": int(correct)},
-    )
+    conn.execute(prepared(conn, ocr_evidence_upsert), ocr_params(field_type, correct))
+
+
+def ocr_params(field_type: str, correct: bool | None) -> dict[str, Any]:
+    """Parameters of ocr_evidence_upsert; `correct` None when the OCR did not vote."""
+    return {
+        "field_type": field_type,
+        "shard": ocr_shard(),
+        "ocr_right": int(bool(correct)),
+        "ocr_voted": correct is not None,
+    }
 
 
 def wilson_upper(correct: int, seen: int, z: float = 1.64) -> float:

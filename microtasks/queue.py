@@ -17,15 +17,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, delete, exists, func, insert, or_, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    Row,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kerani.exceptions import BadInputError, ForbiddenError, NotFoundError
 from kerani.settings import CrowdSettings
 from microtasks import quality
 from microtasks.consensus import ANSWER_KINDS, Consensus, Vote, answer_key, reach_consensus
 from microtasks.ledger import pay
+from microtasks.prepared import dialect_insert, prepared
 from storage import schema
 from storage.database import as_utc, utcnow
 
@@ -70,14 +89,14 @@ def new_task_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
-    t, f, p = schema.tasks, schema.fields, schema.pages
-    field_ref = func.coalesce(t.c.field_id, t.c.gold_field_id)
-    row = conn.execute(
+def _shown(source: Any) -> Any:
+    """What the review page shows of the tasks in `source` (tasks, or leased task rows)."""
+    f, p = schema.fields, schema.pages
+    return (
         select(
-            t.c.id,
-            t.c.lease_expires_at,
-            t.c.note,
+            source.c.id,
+            source.c.lease_expires_at,
+            source.c.note,
             f.c.id.label("field_id"),
             f.c.page_id,
             f.c.name,
@@ -86,10 +105,20 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
             f.c.snippet_key,
             p.c.template,
         )
-        .join(f, f.c.id == field_ref)
+        .join_from(source, f, f.c.id == func.coalesce(source.c.field_id, source.c.gold_field_id))
         .join(p, p.c.id == f.c.page_id)
-        .where(t.c.id == task_id)
-    ).one()
+    )
+
+
+def _claimed_query(_dialect: str) -> Any:
+    return _shown(schema.tasks).where(schema.tasks.c.id == bindparam("tid"))
+
+
+def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
+    return _claimed_task(conn.execute(prepared(conn, _claimed_query), {"tid": task_id}).one())
+
+
+def _claimed_task(row: Row[Any]) -> ClaimedTask:
     return ClaimedTask(
         task_id=row.id,
         field_id=row.field_id,
@@ -104,31 +133,50 @@ def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
     )
 
 
+def _audit_insert(_dialect: str) -> Any:
+    t = schema.tasks
+    return insert(schema.audit_log).values(
+        at=bindparam("now"),
+        worker_id=bindparam("wid"),
+        action=bindparam("audit_action"),
+        task_id=bindparam("tid"),
+        detail=bindparam("audit_detail"),
+        field_id=select(func.coalesce(t.c.field_id, t.c.gold_field_id))
+        .where(t.c.id == bindparam("tid"))
+        .scalar_subquery(),
+    )
+
+
 def _audit(conn: Connection, worker_id: int, action: str, task_id: str, detail: str = "") -> None:
     conn.execute(
-        insert(schema.audit_log).values(
-            at=utcnow(),
-            worker_id=worker_id,
-            action=action,
-            task_id=task_id,
-            detail=detail or None,
-            field_id=select(func.coalesce(schema.tasks.c.field_id, schema.tasks.c.gold_field_id))
-            .where(schema.tasks.c.id == task_id)
-            .scalar_subquery(),
-        )
+        prepared(conn, _audit_insert),
+        {
+            "now": utcnow(),
+            "wid": worker_id,
+            "audit_action": action,
+            "tid": task_id,
+            "audit_detail": detail or None,
+        },
+    )
+
+
+def _view_upsert(dialect: str) -> Any:
+    v = schema.worker_page_views
+    stmt = dialect_insert(dialect)(v).values(
+        worker_id=bindparam("wid"), page_id=bindparam("page"), fields_seen=1
+    )
+    return _add_view_on_conflict(stmt)
+
+
+def _add_view_on_conflict(stmt: Any) -> Any:
+    v = schema.worker_page_views
+    return stmt.on_conflict_do_update(
+        index_elements=[v.c.worker_id, v.c.page_id], set_={"fields_seen": v.c.fields_seen + 1}
     )
 
 
 def _count_view(conn: Connection, worker_id: int, page_id: int) -> None:
-    v = schema.worker_page_views
-    stmt = (pg_insert(v) if conn.dialect.name == "postgresql" else sqlite_insert(v)).values(
-        worker_id=worker_id, page_id=page_id, fields_seen=1
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[v.c.worker_id, v.c.page_id], set_={"fields_seen": v.c.fields_seen + 1}
-        )
-    )
+    conn.execute(prepared(conn, _view_upsert), {"wid": worker_id, "page": page_id})
 
 
 def _gold_due(done: int, every: int) -> bool:
@@ -179,6 +227,129 @@ def _claim_gold(
     return task_id
 
 
+def _worker_query(_dialect: str) -> Any:
+    w, a = schema.workers, schema.answers
+    done_q = (
+        select(func.count())
+        .select_from(a)
+        .where(a.c.worker_id == bindparam("wid"), a.c.kind != "skip")
+        .scalar_subquery()
+    )
+    return select(w.c.quarantined, w.c.cleared, w.c.trusted, done_q.label("done")).where(
+        w.c.id == bindparam("wid")
+    )
+
+
+def _held_query(_dialect: str, with_kind: bool) -> Any:
+    """The worker's unexpired leases in the order they were taken (of one type, `kind`)."""
+    t, f = schema.tasks, schema.fields
+    held = (
+        select(t.c.id)
+        .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
+        .where(
+            t.c.status == "open",
+            t.c.lease_worker_id == bindparam("wid"),
+            t.c.lease_expires_at > bindparam("now"),
+        )
+        .order_by(t.c.lease_expires_at, t.c.id)
+        .limit(bindparam("count"))
+    )
+    return held.where(f.c.kind == bindparam("field_kind")) if with_kind else held
+
+
+def _offer_conditions(cleared: bool, trusted: bool, with_kind: bool) -> list[Any]:
+    """What makes an open field task one a worker with these flags may take now.
+
+    Bound parameters: wid, now, max_fields, last_vote and, `with_kind`, field_kind.
+    """
+    t, f = schema.tasks, schema.fields
+    v, a = schema.worker_page_views, schema.answers
+    worker_id, now = (
+        bindparam("wid", type_=Integer),
+        bindparam("now", type_=DateTime(timezone=True)),
+    )
+    conditions = [
+        t.c.status == "open",
+        t.c.kind == "field",
+        or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now),
+        ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
+        func.coalesce(v.c.fields_seen, 0) < bindparam("max_fields"),
+    ]
+    if with_kind:  # a column: every snippet of one field type
+        conditions.append(f.c.kind == bindparam("field_kind"))
+    if not cleared:
+        conditions.append(f.c.sensitivity != "restricted")
+    if not trusted:
+        # Disputes are for arbiters, until arbiters disagree too: the last vote before
+        # the cap may come from anyone, so that every field ends up settled.
+        conditions.append(or_(t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")))
+    return conditions
+
+
+def _claim_statements(
+    dialect: str, cleared: bool, trusted: bool, with_kind: bool
+) -> tuple[Any, Any]:
+    """The pick query and the claim (pick and lease) for a worker with these flags."""
+    t, f, v = schema.tasks, schema.fields, schema.worker_page_views
+    worker_id, now = (
+        bindparam("wid", type_=Integer),
+        bindparam("now", type_=DateTime(timezone=True)),
+    )
+    free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
+    pick = (
+        select(t.c.id)
+        .join(f, f.c.id == t.c.field_id)
+        .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
+        .where(*_offer_conditions(cleared, trusted, with_kind))
+        # Disputes first, then fields nearly settled, then oldest (an indexed order).
+        .order_by(t.c.priority.desc(), t.c.created_at, t.c.id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True, of=t)
+    # One statement picks and leases; its WHERE repeats the guard so that a task taken
+    # meanwhile (SQLite readers, PostgreSQL rows locked then freed) is never taken twice.
+    claim = (
+        t.update()
+        .where(t.c.id == pick.scalar_subquery(), t.c.status == "open", free)
+        .values(lease_worker_id=worker_id, lease_expires_at=bindparam("lease_until"))
+        .returning(t.c.id)
+    )
+    return pick, claim
+
+
+def _claim_cte(dialect: str, cleared: bool, trusted: bool, with_kind: bool) -> Any:
+    """PostgreSQL: lease a task, count the view and audit the claim in one statement."""
+    t, v, log = schema.tasks, schema.worker_page_views, schema.audit_log
+    _, claim = _claim_statements(dialect, cleared, trusted, with_kind)
+    leased = claim.returning(t.c.lease_expires_at, t.c.note, t.c.field_id, t.c.gold_field_id).cte(
+        "leased"
+    )
+    shown = _shown(leased).cte("shown")
+    worker_id = bindparam("wid", type_=Integer)
+    viewed = _add_view_on_conflict(
+        dialect_insert(dialect)(v).from_select(
+            ["worker_id", "page_id", "fields_seen"],
+            select(worker_id, shown.c.page_id, literal(1)),
+        )
+    ).cte("viewed")
+    audited = (
+        insert(log)
+        .from_select(
+            ["at", "worker_id", "action", "task_id", "field_id"],
+            select(
+                bindparam("at", type_=DateTime(timezone=True)),
+                worker_id,
+                literal("claim"),
+                shown.c.id,
+                shown.c.field_id,
+            ),
+        )
+        .cte("audited")
+    )
+    return select(shown).add_cte(viewed, audited)
+
+
 def claim_next(
     db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
 ) -> ClaimedTask | None:
@@ -197,101 +368,64 @@ def claim_tasks(
 ) -> list[ClaimedTask]:
     """Lease up to `count` tasks to the worker, the leases they already hold first.
 
-    The review page holds two (the one shown and the next, preloaded); column mode holds a
+    The review page holds three (the one shown and two in reserve); column mode holds a
     screenful of one field type (`field_kind`). Held tasks come in the order they were
     leased, so a reload shows the same task again.
     """
     now = now or utcnow()
-    lease_until = now + timedelta(seconds=rules.lease_seconds)
-    t, f, w = schema.tasks, schema.fields, schema.workers
-    v, a = schema.worker_page_views, schema.answers
-    done_q = (
-        select(func.count())
-        .select_from(a)
-        .where(a.c.worker_id == worker_id, a.c.kind != "skip")
-        .scalar_subquery()
-    )
+    with_kind = field_kind is not None
+    params: dict[str, Any] = {
+        "wid": worker_id,
+        "now": now,
+        "count": count,
+        "field_kind": field_kind,
+        "max_fields": rules.max_fields_per_document,
+        "last_vote": rules.max_answers - 1,
+    }
     with db.begin() as conn:
-        worker = conn.execute(
-            select(w.c.quarantined, w.c.cleared, w.c.trusted, done_q.label("done")).where(
-                w.c.id == worker_id
-            )
-        ).one()
+        worker = conn.execute(prepared(conn, _worker_query), params).one()
         if worker.quarantined:
             raise ForbiddenError("your account is paused; please contact the operator")
-        field_ref = func.coalesce(t.c.field_id, t.c.gold_field_id)
-        held_q = (
-            select(t.c.id)
-            .join(f, f.c.id == field_ref)
-            .where(
-                t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now
-            )
-            .order_by(t.c.lease_expires_at, t.c.id)
-            .limit(count)
-        )
-        if field_kind is not None:
-            held_q = held_q.where(f.c.kind == field_kind)
-        claimed = [_claimed(conn, task_id) for task_id in conn.execute(held_q).scalars()]
-        free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
-        conditions = _offer_conditions(worker, worker_id, rules, now, field_kind)
-        pick = (
-            select(t.c.id)
-            .join(f, f.c.id == t.c.field_id)
-            .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
-            .where(*conditions)
-            # Disputes first, then fields nearly settled, then oldest (an indexed order).
-            .order_by(t.c.priority.desc(), t.c.created_at, t.c.id)
-            .limit(1)
-        )
-        if conn.dialect.name == "postgresql":
-            pick = pick.with_for_update(skip_locked=True, of=t)
-        # One statement picks and leases; its WHERE repeats the guard so that a task taken
-        # meanwhile (SQLite readers, PostgreSQL rows locked then freed) is never taken twice.
-        claim = (
-            t.update()
-            .where(t.c.id == pick.scalar_subquery(), t.c.status == "open", free)
-            .values(lease_worker_id=worker_id, lease_expires_at=lease_until)
-            .returning(t.c.id)
-        )
-        # Leases taken together expire a microsecond apart, keeping their order on reload.
-        step = timedelta(microseconds=1)
+        held = conn.execute(prepared(conn, _held_query, with_kind), params).scalars().all()
+        claimed = [_claimed(conn, task_id) for task_id in held]
+        variant = (bool(worker.cleared), bool(worker.trusted), with_kind)
+        pick, claim = prepared(conn, _claim_statements, *variant)
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            claim = prepared(conn, _claim_cte, *variant)
+        lease_until = now + timedelta(seconds=rules.lease_seconds)
         while len(claimed) < count:
-            lease_until += step
+            # Leases taken together expire a microsecond apart, keeping their order on reload.
+            lease_until += timedelta(microseconds=1)
             if _gold_due(worker.done + len(claimed), rules.gold_every):
                 gold_task = _claim_gold(conn, worker_id, lease_until, field_kind)
                 if gold_task is not None:
                     _audit(conn, worker_id, "claim", gold_task, "gold")
                     claimed.append(_claimed(conn, gold_task))
                     continue
-            task = _claim_one(conn, claim, pick, worker_id, lease_until)
+            task = _claim_one(conn, pick, claim, postgres, params | {"lease_until": lease_until})
             if task is None:
                 break
             claimed.append(task)
         return claimed
 
 
-def _offer_conditions(
-    worker: Any, worker_id: int, rules: CrowdSettings, now: datetime, field_kind: str | None
-) -> list[Any]:
-    """What makes an open field task one this worker (a row with cleared, trusted) may take."""
-    t, f = schema.tasks, schema.fields
-    v, a = schema.worker_page_views, schema.answers
-    conditions = [
-        t.c.status == "open",
-        t.c.kind == "field",
-        or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now),
-        ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
-        func.coalesce(v.c.fields_seen, 0) < rules.max_fields_per_document,
-    ]
-    if field_kind is not None:
-        conditions.append(f.c.kind == field_kind)
-    if not worker.cleared:
-        conditions.append(f.c.sensitivity != "restricted")
-    if not worker.trusted:
-        # Disputes are for arbiters, until arbiters disagree too: the last vote before
-        # the cap may come from anyone, so that every field ends up settled.
-        conditions.append(or_(t.c.escalated.is_(False), f.c.answer_count >= rules.max_answers - 1))
-    return conditions
+def _claim_one(
+    conn: Connection, pick: Any, claim: Any, postgres: bool, params: dict[str, Any]
+) -> ClaimedTask | None:
+    for _attempt in range(5):
+        leased = conn.execute(claim, {**params, "at": utcnow()}).first()
+        if leased is None:
+            if conn.execute(pick, params).first() is None:
+                return None
+            continue
+        if postgres:  # the one statement also counted the view and wrote the audit row
+            return _claimed_task(leased)
+        task = _claimed(conn, leased.id)
+        _count_view(conn, params["wid"], task.page_id)
+        _audit(conn, params["wid"], "claim", leased.id)
+        return task
+    return None
 
 
 def offered_kinds(
@@ -303,6 +437,12 @@ def offered_kinds(
     """
     now = now or utcnow()
     t, f, w, v = schema.tasks, schema.fields, schema.workers, schema.worker_page_views
+    params = {
+        "wid": worker_id,
+        "now": now,
+        "max_fields": rules.max_fields_per_document,
+        "last_vote": rules.max_answers - 1,
+    }
     with db.connect() as conn:
         worker = conn.execute(select(w.c.cleared, w.c.trusted).where(w.c.id == worker_id)).one()
         held = conn.execute(
@@ -319,34 +459,17 @@ def offered_kinds(
             .select_from(t)
             .join(f, f.c.id == t.c.field_id)
             .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
-            .where(*_offer_conditions(worker, worker_id, rules, now, None))
+            .where(*_offer_conditions(bool(worker.cleared), bool(worker.trusted), False))
             .group_by(f.c.kind)
-            .order_by(func.count().desc(), f.c.kind)
+            .order_by(func.count().desc(), f.c.kind),
+            params,
         ).all()
     counts = {str(k): int(n) for k, n in rows}
     holding = {str(k): int(n) for k, n in held}
     for kind, n in holding.items():
         counts[kind] = counts.get(kind, 0) + n
-    # A held column (more than the two leases of the one-by-one page) outranks anything.
-    return sorted(counts.items(), key=lambda kn: (holding.get(kn[0], 0) <= 2, -kn[1], kn[0]))
-
-
-def _claim_one(
-    conn: Connection, claim: Any, pick: Any, worker_id: int, lease_until: datetime
-) -> ClaimedTask | None:
-    for _attempt in range(5):
-        task_id = conn.execute(
-            claim.values(lease_worker_id=worker_id, lease_expires_at=lease_until)
-        ).scalar()
-        if task_id is None:
-            if conn.execute(pick).first() is None:
-                return None
-            continue
-        task = _claimed(conn, task_id)
-        _count_view(conn, worker_id, task.page_id)
-        _audit(conn, worker_id, "claim", task_id)
-        return task
-    return None
+    # A held column (more than the leases of the one-by-one page) outranks anything.
+    return sorted(counts.items(), key=lambda kn: (holding.get(kn[0], 0) <= 3, -kn[1], kn[0]))
 
 
 def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
@@ -363,39 +486,72 @@ def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
         return _claimed(conn, task_id)
 
 
+def _votes_query(_dialect: str) -> Any:
+    a, w, q = schema.answers, schema.workers, schema.worker_quality
+    # One read: each answer with its worker's flags and quality counters (one row per
+    # counter row), beside the OCR's counters, outer-joined so the OCR row comes anyway.
+    ocr = quality.ocr_counts().subquery()
+    answered = (
+        select(
+            a.c.id,
+            a.c.kind,
+            a.c.value,
+            a.c.worker_id,
+            w.c.trusted,
+            q.c.field_type,
+            *(q.c[c] for c in quality.COUNTERS),
+        )
+        .join(w, w.c.id == a.c.worker_id)
+        .outerjoin(q, q.c.worker_id == a.c.worker_id)
+        .where(a.c.task_id == bindparam("tid"), a.c.kind != "skip", w.c.quarantined.is_(False))
+        .subquery()
+    )
+    return (
+        select(ocr, answered).select_from(ocr.outerjoin(answered, true())).order_by(answered.c.id)
+    )
+
+
 def _votes(
     conn: Connection, task_id: str, ocr_text: str, field_type: str
 ) -> tuple[list[Vote], list[int]]:
     """The evidence on a field: the OCR's guess and each unquarantined person's answer."""
-    a, w = schema.answers, schema.workers
     rows = conn.execute(
-        select(a.c.kind, a.c.value, a.c.worker_id, w.c.quarantined)
-        .join(w, w.c.id == a.c.worker_id)
-        .where(a.c.task_id == task_id, a.c.kind != "skip")
-        .order_by(a.c.id)
+        prepared(conn, _votes_query), {"tid": task_id, "field_type": field_type}
     ).all()
-    rows = [r for r in rows if not r.quarantined]
-    est = quality.estimates(conn, [r.worker_id for r in rows], field_type)
+    by_answer: dict[int, list[Row[Any]]] = {}
+    for r in rows:
+        if r.id is not None:
+            by_answer.setdefault(r.id, []).append(r)
     votes = []
     if ocr_text.strip():
-        votes.append(Vote("value", ocr_text, "ocr", quality.ocr_accuracy(conn, field_type)))
-    votes.extend(
-        Vote(r.kind, r.value, "human", est[r.worker_id].accuracy, est[r.worker_id].trusted)
-        for r in rows
+        votes.append(
+            Vote(
+                "value", ocr_text, "ocr", quality.ocr_estimate(rows[0].ocr_seen, rows[0].ocr_right)
+            )
+        )
+    voters = []
+    for mine in by_answer.values():
+        first = mine[0]
+        counters = [r for r in mine if r.field_type is not None]
+        est = quality.estimate_from(
+            counters, field_type, trusted=bool(first.trusted), quarantined=False
+        )
+        votes.append(Vote(first.kind, first.value, "human", est.accuracy, est.trusted))
+        voters.append(first.worker_id)
+    return votes, voters
+
+
+def _open_fields_query(_dialect: str) -> Any:
+    f = schema.fields
+    return (
+        select(func.count())
+        .select_from(f)
+        .where(f.c.page_id == bindparam("page"), f.c.status.in_(("pending", "in_review")))
     )
-    return votes, [r.worker_id for r in rows]
 
 
 def _page_complete(conn: Connection, page_id: int) -> bool:
-    open_fields = conn.execute(
-        select(func.count())
-        .select_from(schema.fields)
-        .where(
-            schema.fields.c.page_id == page_id,
-            schema.fields.c.status.in_(("pending", "in_review")),
-        )
-    ).scalar_one()
-    return open_fields == 0
+    return conn.execute(prepared(conn, _open_fields_query), {"page": page_id}).scalar_one() == 0
 
 
 def _check_answer(kind: str, value: str, idempotency_key: str) -> None:
@@ -419,68 +575,202 @@ def submit_answer(
     """Record a worker's answer exactly once, pay it, and settle the field on consensus."""
     _check_answer(kind, value, idempotency_key)
     value = value if kind == "value" else ""
-    t, a, f, p = schema.tasks, schema.answers, schema.fields, schema.pages
+    params = {
+        "tid": task_id,
+        "wid": worker_id,
+        "akind": kind,
+        "avalue": value,
+        "key": idempotency_key,
+        "now": utcnow(),
+    }
     with db.begin() as conn:
-        query = (
-            select(t, f.c.kind.label("field_type"), f.c.ocr_text, f.c.page_id, p.c.batch_id)
-            .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
-            .join(p, p.c.id == f.c.page_id)
-            .where(t.c.id == task_id)
-        )
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update(of=t)
-        task = conn.execute(query).first()
-        if task is None or task.lease_worker_id != worker_id or task.status != "open":
+            task = _record_answer_postgresql(conn, params, rules)
+        else:
+            task = _record_answer(conn, params, rules)
+        if task is None or task.answer_id is None:
             return _replayed(conn, task_id, worker_id, idempotency_key, task is None)
-        # The unique keys (idempotency key; one answer per worker and task) refuse a replay.
-        answer_id = conn.execute(
-            _insert_ignoring_conflicts(conn, a)
-            .values(
-                task_id=task_id,
-                worker_id=worker_id,
-                kind=kind,
-                value=value,
-                idempotency_key=idempotency_key,
-                created_at=utcnow(),
-            )
-            .returning(a.c.id)
-        ).scalar()
-        if answer_id is None:
-            return _replayed(conn, task_id, worker_id, idempotency_key, False)
-        _audit(conn, worker_id, "answer", task_id, kind)
         if kind == "skip":
             _release(conn, task_id)
             return SubmitOutcome(True, False, None, None)
-        pay_kind = "gold" if task.kind == "gold" else ("arbitration" if task.escalated else "field")
-        rate = {
-            "gold": rules.rate_sen_gold,
-            "arbitration": rules.rate_sen_arbitration,
-            "field": rules.rate_sen_field,
-        }[pay_kind]
-        pay(
-            conn,
-            worker_id,
-            int(answer_id),
-            pay_kind,
-            rate,
-            None if task.kind == "gold" else task.batch_id,
-        )
         if task.kind == "gold":
             return _settle_gold(conn, task, worker_id, kind, value, task.field_type, rules)
         return _settle_field(conn, task, rules)
 
 
-def _insert_ignoring_conflicts(conn: Connection, table: Any) -> Any:
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(table).on_conflict_do_nothing()
+def _submitted_task(dialect: str) -> Any:
+    t, f, p = schema.tasks, schema.fields, schema.pages
+    query = (
+        select(
+            t.c.id,
+            t.c.kind,
+            t.c.status,
+            t.c.lease_worker_id,
+            t.c.escalated,
+            t.c.note,
+            t.c.gold_value,
+            t.c.field_id,
+            f.c.id.label("shown_field_id"),  # the field or the gold field: what the audit names
+            f.c.kind.label("field_type"),
+            f.c.ocr_text,
+            f.c.page_id,
+            p.c.batch_id,
+        )
+        .join_from(t, f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
+        .join(p, p.c.id == f.c.page_id)
+        .where(t.c.id == bindparam("tid"))
+    )
+    # PostgreSQL: lock the task, so that its lease and answers are read as they are now.
+    return query.with_for_update(of=t) if dialect == "postgresql" else query
+
+
+def _answer_values() -> dict[str, Any]:
+    return {
+        "task_id": bindparam("tid"),
+        "worker_id": bindparam("wid", type_=Integer),
+        "kind": bindparam("akind", type_=String),
+        "value": bindparam("avalue", type_=Text),
+        "idempotency_key": bindparam("key", type_=String),
+        "created_at": bindparam("now", type_=DateTime(timezone=True)),
+    }
+
+
+def _answer_insert(dialect: str) -> Any:
+    a = schema.answers
+    # The unique keys (idempotency key; one answer per worker and task) refuse a replay.
+    return (
+        dialect_insert(dialect)(a)
+        .values(**_answer_values())
+        .on_conflict_do_nothing()
+        .returning(a.c.id)
+    )
+
+
+def _pay_kind(task: Row[Any]) -> str:
+    return "gold" if task.kind == "gold" else ("arbitration" if task.escalated else "field")
+
+
+def _rates(rules: CrowdSettings) -> dict[str, int]:
+    return {
+        "gold": rules.rate_sen_gold,
+        "arbitration": rules.rate_sen_arbitration,
+        "field": rules.rate_sen_field,
+    }
+
+
+def _record_answer(conn: Connection, params: dict[str, Any], rules: CrowdSettings) -> Any:
+    """Lock and read the task, then record, audit and pay the answer if the lease allows.
+
+    Returns the task row with the new answer's id (None when nothing was recorded), or
+    None when there is no such task.
+    """
+    task = conn.execute(prepared(conn, _submitted_task), params).first()
+    if task is None:
+        return None
+    answer_id = None
+    if task.lease_worker_id == params["wid"] and task.status == "open":
+        answer_id = conn.execute(prepared(conn, _answer_insert), params).scalar()
+    if answer_id is not None:
+        _audit(conn, params["wid"], "answer", params["tid"], params["akind"])
+        if params["akind"] != "skip":
+            kind = _pay_kind(task)
+            batch = None if task.kind == "gold" else task.batch_id
+            pay(conn, params["wid"], int(answer_id), kind, _rates(rules)[kind], batch)
+    return _TaskWithAnswer(task, answer_id)
+
+
+class _TaskWithAnswer:
+    """A task row plus the id of the answer just recorded on it (None if none was)."""
+
+    def __init__(self, row: Row[Any], answer_id: int | None) -> None:
+        self._row, self.answer_id = row, answer_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
+def _record_answer_postgresql(
+    conn: Connection, params: dict[str, Any], rules: CrowdSettings
+) -> Any:
+    """_record_answer in one statement: lock, lease check, answer, audit and payment."""
+    rates = {f"rate_{k}": v for k, v in _rates(rules).items()}
+    return conn.execute(prepared(conn, _answer_cte), {**params, **rates}).first()
+
+
+def _answer_cte(dialect: str) -> Any:
+    a, log, led = schema.answers, schema.audit_log, schema.ledger
+    task = _submitted_task(dialect).cte("task")
+    values = _answer_values()
+    # Data-modifying CTEs: each runs once, on the task row locked by the first.
+    answer = (
+        pg_insert(a)
+        .from_select(
+            list(values),
+            select(task.c.id, *list(values.values())[1:]).where(
+                task.c.lease_worker_id == values["worker_id"], task.c.status == "open"
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(a.c.id)
+        .cte("answer")
+    )
+    recorded = task.join(answer, true())
+    audit = (
+        insert(log)
+        .from_select(
+            ["at", "worker_id", "action", "task_id", "field_id", "detail"],
+            select(
+                values["created_at"],
+                values["worker_id"],
+                literal("answer"),
+                task.c.id,
+                task.c.shown_field_id,
+                values["kind"],
+            ).select_from(recorded),
+        )
+        .cte("audit")
+    )
+    gold, arbitration = task.c.kind == "gold", task.c.escalated
+    paid = (
+        pg_insert(led)
+        .from_select(
+            ["worker_id", "answer_id", "task_kind", "amount_sen", "batch_id", "created_at"],
+            select(
+                values["worker_id"],
+                answer.c.id,
+                case((gold, "gold"), (arbitration, "arbitration"), else_="field"),
+                case(
+                    (gold, bindparam("rate_gold", type_=Integer)),
+                    (arbitration, bindparam("rate_arbitration", type_=Integer)),
+                    else_=bindparam("rate_field", type_=Integer),
+                ),
+                case((gold, None), else_=task.c.batch_id),
+                values["created_at"],
+            )
+            .select_from(recorded)
+            .where(values["kind"] != "skip"),
+        )
+        .on_conflict_do_nothing(index_elements=[led.c.answer_id])
+        .cte("paid")
+    )
+    return (
+        select(task, answer.c.id.label("answer_id"))
+        .select_from(task.outerjoin(answer, true()))
+        .add_cte(audit, paid)
+    )
+
+
+def _release_update(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(lease_worker_id=None, lease_expires_at=None)
+    )
 
 
 def _release(conn: Connection, task_id: str) -> None:
-    conn.execute(
-        schema.tasks.update()
-        .where(schema.tasks.c.id == task_id)
-        .values(lease_worker_id=None, lease_expires_at=None)
-    )
+    conn.execute(prepared(conn, _release_update), {"tid": task_id})
 
 
 def _replayed(
@@ -517,11 +807,7 @@ def _settle_gold(
     gold_value = str(task.gold_value)
     correct = answer_key(kind, value, field_type) == answer_key("value", gold_value, field_type)
     quality.record_evidence(conn, worker_id, field_type, gold=True, correct=correct)
-    conn.execute(
-        schema.tasks.update()
-        .where(schema.tasks.c.id == task.id)
-        .values(status="settled", settled_at=utcnow(), lease_worker_id=None, lease_expires_at=None)
-    )
+    conn.execute(prepared(conn, _task_settled), {"tid": task.id, "now": utcnow()})
     est = quality.estimates(conn, [worker_id], "*")[worker_id]
     if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
         quarantine(conn, worker_id, rules)
@@ -538,11 +824,9 @@ def _settle_gold(
 
 
 def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> SubmitOutcome:
-    t, f = schema.tasks, schema.fields
-    task_id = task.id
     escalated = bool(task.escalated)
-    fid, ftype = task.field_id, task.field_type
-    votes, voters = _votes(conn, task_id, task.ocr_text, ftype)
+    ftype = task.field_type
+    votes, voters = _votes(conn, task.id, task.ocr_text, ftype)
     result = reach_consensus(
         votes,
         rules.max_answers,
@@ -552,47 +836,119 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
         arbiter_alone=bool(task.note),
     )
     if not result.settled:
-        conn.execute(f.update().where(f.c.id == fid).values(answer_count=result.human_votes))
         escalate = escalated or result.human_votes >= rules.escalate_after
-        conn.execute(
-            t.update()
-            .where(t.c.id == task_id)
-            .values(
-                lease_worker_id=None,
-                lease_expires_at=None,
-                escalated=escalate,
-                priority=task_priority(result.human_votes, escalate),
-            )
-        )
+        params = {
+            "fid": task.field_id,
+            "tid": task.id,
+            "count": result.human_votes,
+            "escalate": escalate,
+            "prio": task_priority(result.human_votes, escalate),
+        }
+        conn.execute(prepared(conn, _field_counted), params)
+        conn.execute(prepared(conn, _task_returned), params)
         return SubmitOutcome(True, False, None, result)
-    source = "arbitrated" if "arbitrated" in result.reason else "human"
-    conn.execute(
-        f.update()
-        .where(f.c.id == fid)
-        .values(
-            status="settled",
-            value=result.value,
-            value_kind=_value_kind(result.kind),
-            source=source,
-            agreement=result.agreement,
-            answer_count=result.human_votes,
-        )
-    )
-    conn.execute(
-        t.update()
-        .where(t.c.id == task_id)
-        .values(status="settled", settled_at=utcnow(), lease_worker_id=None, lease_expires_at=None)
-    )
     winning = set(result.voters_for)
     human_offset = len(votes) - len(voters)
-    for i, worker in enumerate(voters):
-        quality.record_evidence(
-            conn, worker, ftype, gold=False, correct=(i + human_offset) in winning
+    agreed = {w: (i + human_offset) in winning for i, w in enumerate(voters)}
+    ocr_right = (0 in winning) if human_offset else None  # None: the OCR did not vote
+    params = {
+        "fid": task.field_id,
+        "tid": task.id,
+        "page": task.page_id,
+        "svalue": result.value,
+        "svk": _value_kind(result.kind),
+        "ssource": "arbitrated" if "arbitrated" in result.reason else "human",
+        "sagree": result.agreement,
+        "count": result.human_votes,
+        "now": utcnow(),
+        **quality.ocr_params(ftype, ocr_right),
+    }
+    if conn.dialect.name == "postgresql":
+        # One statement: field and task settled, workers' and OCR's evidence counted.
+        voters_in_order = sorted(agreed)
+        params["voters"] = voters_in_order
+        params["agreed"] = [int(agreed[w]) for w in voters_in_order]
+        complete = conn.execute(prepared(conn, _settle_cte), params).one().still_open == 0
+    else:
+        conn.execute(prepared(conn, _field_settled), params)
+        conn.execute(prepared(conn, _task_settled), params)
+        quality.record_outcomes(conn, ftype, agreed)
+        if ocr_right is not None:  # the OCR voted: learn how far its doubted guesses hold
+            conn.execute(prepared(conn, quality.ocr_evidence_upsert), params)
+        complete = _page_complete(conn, task.page_id)
+    return SubmitOutcome(True, True, task.page_id if complete else None, result)
+
+
+def _field_counted(_dialect: str) -> Any:
+    f = schema.fields
+    return f.update().where(f.c.id == bindparam("fid")).values(answer_count=bindparam("count"))
+
+
+def _task_returned(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(
+            lease_worker_id=None,
+            lease_expires_at=None,
+            escalated=bindparam("escalate"),
+            priority=bindparam("prio"),
         )
-    if human_offset:  # the OCR voted: learn how far its doubted guesses can be trusted
-        quality.record_ocr_evidence(conn, ftype, 0 in winning)
-    page_id = task.page_id
-    return SubmitOutcome(True, True, page_id if _page_complete(conn, page_id) else None, result)
+    )
+
+
+def _field_settled(_dialect: str) -> Any:
+    f = schema.fields
+    return (
+        f.update()
+        .where(f.c.id == bindparam("fid"))
+        .values(
+            status="settled",
+            value=bindparam("svalue"),
+            value_kind=bindparam("svk"),
+            source=bindparam("ssource"),
+            agreement=bindparam("sagree"),
+            answer_count=bindparam("count"),
+        )
+    )
+
+
+def _task_settled(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(
+            status="settled",
+            settled_at=bindparam("now"),
+            lease_worker_id=None,
+            lease_expires_at=None,
+        )
+    )
+
+
+def _settle_cte(dialect: str) -> Any:
+    """PostgreSQL: settle the field and count the evidence in one statement.
+
+    Returns how many other fields of the page are still open. The sub-statements all see
+    the snapshot from before the statement, hence "other" fields: this one still reads
+    as open.
+    """
+    f, t = schema.fields, schema.tasks
+    field = _field_settled(dialect).returning(f.c.id).cte("settled_field")
+    task = _task_settled(dialect).returning(t.c.id).cte("settled_task")
+    counted = quality.agreement_upsert_from_arrays().returning(literal(1)).cte("counted")
+    ocr = quality.ocr_evidence_upsert(dialect).returning(literal(1)).cte("ocr_counted")
+    # Referenced in this order, so every settle takes the counter rows' locks in one order.
+    return select(
+        select(func.count()).select_from(counted).scalar_subquery().label("counted"),
+        select(func.count()).select_from(ocr).scalar_subquery().label("ocr_counted"),
+        _open_fields_query(dialect)
+        .where(f.c.id != bindparam("fid"))
+        .scalar_subquery()
+        .label("still_open"),
+    ).add_cte(field, task)
 
 
 def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
