@@ -228,16 +228,28 @@ def _claim_gold(
 
 
 def _worker_query(_dialect: str) -> Any:
-    w, a = schema.workers, schema.answers
+    t, w, a = schema.tasks, schema.workers, schema.answers
     done_q = (
         select(func.count())
         .select_from(a)
         .where(a.c.worker_id == bindparam("wid"), a.c.kind != "skip")
         .scalar_subquery()
     )
-    return select(w.c.quarantined, w.c.cleared, w.c.trusted, done_q.label("done")).where(
-        w.c.id == bindparam("wid")
+    # The first lease held, read along: a one-task claim then needs no second read.
+    held_q = (
+        select(t.c.id)
+        .where(
+            t.c.status == "open",
+            t.c.lease_worker_id == bindparam("wid"),
+            t.c.lease_expires_at > bindparam("now"),
+        )
+        .order_by(t.c.lease_expires_at, t.c.id)
+        .limit(1)
+        .scalar_subquery()
     )
+    return select(
+        w.c.quarantined, w.c.cleared, w.c.trusted, done_q.label("done"), held_q.label("held")
+    ).where(w.c.id == bindparam("wid"))
 
 
 def _held_query(_dialect: str, with_kind: bool) -> Any:
@@ -386,7 +398,10 @@ def claim_tasks(
         worker = conn.execute(prepared(conn, _worker_query), params).one()
         if worker.quarantined:
             raise ForbiddenError("your account is paused; please contact the operator")
-        held = conn.execute(prepared(conn, _held_query, with_kind), params).scalars().all()
+        if count == 1 and not with_kind:
+            held = [worker.held] if worker.held is not None else []
+        else:
+            held = list(conn.execute(prepared(conn, _held_query, with_kind), params).scalars())
         claimed = [_claimed(conn, task_id) for task_id in held]
         variant = (bool(worker.cleared), bool(worker.trusted), with_kind)
         pick, claim = prepared(conn, _claim_statements, *variant)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, select, update
 
+from microtasks.prepared import dialect_insert
 from storage import schema
 from storage.database import as_utc, utcnow
 
@@ -38,9 +39,17 @@ def record_failure(
     f = schema.signin_failures
     with db.begin() as conn:
         for key, limit in limits.items():
-            row = conn.execute(select(f).where(f.c.key == key)).first()
+            # Two failures at once must not collide on the first row: insert-or-nothing.
+            first = conn.execute(
+                dialect_insert(conn.dialect.name)(f)
+                .values(key=key, failures=1, window_started=now)
+                .on_conflict_do_nothing()
+                .returning(f.c.key)
+            ).first()
+            row = (
+                None if first is not None else conn.execute(select(f).where(f.c.key == key)).first()
+            )
             if row is None:
-                conn.execute(insert(f).values(key=key, failures=1, window_started=now))
                 failures = 1
             elif now - as_utc(row.window_started) > window:
                 failures = 1
