@@ -58,7 +58,7 @@ READY = (
     "() => { const i = document.getElementById('snippet'), v = document.getElementById('value');"
     " return i && v && i.complete && i.naturalWidth > 0 && document.activeElement === v; }"
 )
-DATA_URI = re.compile(rb"data:image/png;base64,[A-Za-z0-9+/=]+")
+DATA_URI = re.compile(rb"data:image/(?:png|webp);base64,[A-Za-z0-9+/=]+")
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,13 @@ def _safe_next(path: str) -> str:
     return path
 
 
+def snippet_media_type(image: bytes) -> str:
+    """The media type of a stored snippet, from its first bytes (WebP or PNG)."""
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -256,8 +263,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         # The snippet of the task on screen comes inside the page: one round trip fewer on
         # a slow phone connection. Viewing it is logged like any other view.
         log_view(db, person.id, task.task_id)
-        data = base64.b64encode(stores.blobs.get(task.snippet_key)).decode()
-        return f"data:image/png;base64,{data}"
+        image = stores.blobs.get(task.snippet_key)
+        return f"data:{snippet_media_type(image)};base64,{base64.b64encode(image).decode()}"
 
     def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(
@@ -463,9 +470,10 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         need_role(person, "worker")
         task = leased_task(db, task_id, person.id)
         log_view(db, person.id, task_id)
+        image = stores.blobs.get(task.snippet_key)
         return Response(
-            stores.blobs.get(task.snippet_key),
-            media_type="image/png",
+            image,
+            media_type=snippet_media_type(image),
             headers={"Cache-Control": "private, no-store"},
         )
 
