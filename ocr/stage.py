@@ -23,7 +23,7 @@ from PIL import Image
 from kerani.exceptions import BadInputError
 from ocr.align import ANCHORS_SUFFIX, Anchor, anchors_from_words, fit_alignment, read_anchors
 from ocr.calibration import BUNDLED_CALIBRATIONS
-from ocr.cleanup import PreparedPage, clean_page, prepare_page, turn
+from ocr.cleanup import PreparedPage, clean_page, paper_level, prepare_page, turn
 from ocr.engine import Box, OcrEngine, Word
 from ocr.fields import guesses_by_line, join_words
 from ocr.geometry import Affine, clip_box
@@ -272,7 +272,7 @@ def read_regions(
 
 def _ink_masks(img: Image.Image, words: Sequence[Word]) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray(img.convert("L"))
-    paper = int(np.percentile(arr[::4, ::4], 90))
+    paper = paper_level(arr[::4, ::4])
     ink = arr < paper - 40
     covered = np.zeros(arr.shape, dtype=bool)
     for w in words:
