@@ -125,13 +125,26 @@ def _poor(words: Sequence[Word]) -> bool:
     return _looks_turned(words)
 
 
+def lines_run_vertically(words: Sequence[Word]) -> bool:
+    """True when most words of three or more characters are taller than wide.
+
+    A page read sideways can still give confident text: Tesseract finds the vertical
+    lines and reads them (SROIE receipts turned 90 degrees clockwise read 'well'), so
+    poor text alone misses it; only the shape of the word boxes tells.
+    """
+    long = [w for w in words if len(w.text) >= 3]
+    tall = sum(1 for w in long if w.box[3] - w.box[1] > w.box[2] - w.box[0])
+    return len(long) >= 3 and tall > len(long) / 2
+
+
 def read_page_words(
     image: Image.Image, engine: OcrEngine, options: StageOptions | None = None
 ) -> PageRead:
     """Clean a scan and OCR it once; refuse pages with no text.
 
-    Only a page whose first reading is poor (few confident characters) costs more, in this
-    order: Tesseract's OSD and a reading of the page turned the way it says; a reading
+    Only a page whose first reading is poor (few confident characters) or runs vertically
+    (a page scanned sideways) costs more, in this order: Tesseract's OSD and a reading of
+    the page turned the way it says; for poor pages also a reading
     with the contrast stretched (faint thermal receipts); a reading as one block of text
     (--psm 6, for pages whose layout analysis finds no text at all). The reading with the
     most confident characters wins.
@@ -140,7 +153,7 @@ def read_page_words(
     prepared = prepare_page(image, deskew=opts.deskew, denoise=opts.denoise, contrast=opts.contrast)
     words = engine.read_page(prepared.image)
     notes = list(prepared.notes)
-    if isinstance(engine, BlockEngine) and _poor(words):
+    if isinstance(engine, BlockEngine) and (_poor(words) or lines_run_vertically(words)):
         from ocr.tesseract import detect_orientation
 
         osd = detect_orientation(prepared.image) if opts.orientation else None
@@ -148,7 +161,12 @@ def read_page_words(
             # OSD's "Rotate" is clockwise; ocr.cleanup.turn counts counter-clockwise.
             img, to_page = turn(prepared.image, prepared.to_page, 360 - osd.rotate)
             turned_words = engine.read_page(img)
-            if _good_chars(turned_words) > _good_chars(words):
+            # Sideways text read along its lines can have many confident characters: a
+            # turn that makes the lines run across the page wins unless it reads less.
+            upright = lines_run_vertically(words) and not lines_run_vertically(turned_words)
+            if _good_chars(turned_words) > _good_chars(words) or (
+                upright and _good_chars(turned_words) >= _good_chars(words) // 2
+            ):
                 prepared = PreparedPage(img, to_page, prepared.scan_size, prepared.notes)
                 words = turned_words
                 notes.append(f"turned {osd.rotate} degrees clockwise")
