@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -24,7 +26,7 @@ from kerani.exceptions import BadInputError
 from ocr.align import ANCHORS_SUFFIX, Anchor, anchors_from_words, fit_alignment, read_anchors
 from ocr.calibration import BUNDLED_CALIBRATIONS
 from ocr.cleanup import PreparedPage, clean_page, paper_level, prepare_page, turn
-from ocr.engine import Box, OcrEngine, Word
+from ocr.engine import Box, OcrEngine, Word, second_engine
 from ocr.fields import guesses_by_line, join_words
 from ocr.geometry import Affine, clip_box
 from ocr.reocr import CHARSETS, Crop, reread
@@ -72,6 +74,14 @@ class StageOptions:
     # A field with more ink next to or inside it that no word covers than this share of
     # the ink its words cover is marked "-ink" (a dropped colon, digit or word).
     unread_ink_max: float = 0.04
+    # A second engine ("rapidocr", ocr.engine.second_engine; '' for none) re-reads every
+    # valid field whose confidence is at least `second_above`: evidence "-2agree" when it
+    # reads the same text (ignoring case and spacing runs), "-2differ" when not. Off by
+    # default: it costs more than the page OCR (see ocr/calibrations/README.md).
+    second_engine: str = field(
+        default_factory=lambda: os.environ.get("KERANI_OCR_SECOND_ENGINE", "")
+    )
+    second_above: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,7 @@ class FieldRead:
     box: Box
     text: str
     confidence: float
-    evidence: str  # page | agree | reocr | disagree, + "-ink" (see ocr.calibration)
+    evidence: str  # page | agree | reocr | disagree, + "-ink", "-num", "-2agree" (ocr.calibration)
 
     @property
     def valid(self) -> bool:
@@ -284,7 +294,37 @@ def read_regions(
             text, conf, evidence = fold_whitespace(page_reads[i][0]), page_reads[i][1], "page"
         if text and unread_ink(ink, covered, boxes[i]) > opts.unread_ink_max:
             evidence += "-ink"
+        if r.kind not in CHARSETS and NUMERIC_TEXT.fullmatch(text):
+            # Free text that is all figures (amounts, dates on receipts) errs differently
+            # from words: its own calibration group.
+            evidence += "-num"
         out.append(FieldRead(r.name, r.kind, boxes[i], text, conf, evidence))
+    return _second_opinion(img, out, opts)
+
+
+# Figures and the separators of amounts, dates and times, without spaces.
+NUMERIC_TEXT = re.compile(r"[0-9][0-9.,:/%-]*")
+
+
+def same_text(a: str, b: str) -> bool:
+    """Whether two engines read the same: equal after folding whitespace runs and case."""
+    return fold_whitespace(a).casefold() == fold_whitespace(b).casefold()
+
+
+def _second_opinion(
+    img: Image.Image, reads: list[FieldRead], opts: StageOptions
+) -> list[FieldRead]:
+    reader = second_engine(opts.second_engine)
+    if reader is None:
+        return reads
+    # Only fields that routing could accept are worth the second engine's time.
+    todo = [i for i, r in enumerate(reads) if r.valid and r.confidence >= opts.second_above]
+    answers = reader.read_lines(img, [reads[i].box for i in todo])
+    out = list(reads)
+    for i, (text, _conf) in zip(todo, answers, strict=True):
+        r = reads[i]
+        tag = "-2agree" if same_text(r.text, text) else "-2differ"
+        out[i] = FieldRead(r.name, r.kind, r.box, r.text, r.confidence, r.evidence + tag)
     return out
 
 
