@@ -30,6 +30,7 @@ from ocr.calibration import (
     fit_calibration,
     read_calibration,
     save_calibration,
+    without_second_engine,
 )
 from ocr.stage import (
     FieldRead,
@@ -213,8 +214,14 @@ def run_bench(
             encoding="utf-8",
         )
 
-    def sample(r: FieldResult) -> Sample:
-        return Sample(r.kind, r.evidence, r.confidence, r.valid, r.correct)
+    def samples(r: FieldResult) -> list[Sample]:
+        # A field the second engine read also counts as what a deployment without it sees
+        # (its evidence less the second engine's tag): one rule serves both deployments.
+        out = [Sample(r.kind, r.evidence, r.confidence, r.valid, r.correct)]
+        alone = without_second_engine(r.evidence)
+        if alone != r.evidence:
+            out.append(Sample(r.kind, alone, r.confidence, r.valid, r.correct))
+        return out
 
     if calibration_file is not None:
         # A stored rule (fitted on other data): every page of this dataset is held out.
@@ -227,7 +234,7 @@ def run_bench(
         held = [r for r in results if not in_calibration_split(r.page, calibrate_share)]
         cal_n = len({r.page for r in cal})
         calibration = fit_calibration(
-            (sample(r) for r in cal),
+            (s for r in cal for s in samples(r)),
             template=tpl.name if tpl else dataset.name,
             target=target,
             case_sensitive=not fold_case,
@@ -266,7 +273,11 @@ def run_bench(
         "tesseract_seconds": bare_s,
         # None when the floor was not timed (time_floor=False).
         "tesseract_time_ratio": stage_s / bare_s if bare_s else None,
-        "reocr_share": sum(r.evidence != "page" for r in results) / n if n else 0.0,
+        "reocr_share": sum(r.evidence.split("-")[0] != "page" for r in results) / n if n else 0.0,
+        # The second engine (StageOptions.second_engine, KERANI_OCR_SECOND_ENGINE) and the
+        # share of fields it confirmed; its time is part of stage_seconds.
+        "second_engine": opts.second_engine or None,
+        "second_agree_share": sum("-2agree" in r.evidence for r in results) / n if n else 0.0,
         "alignment_coverage": covered / placed if placed else None,
         "failed": failed,
         "calibration": calibration.model_dump(),
@@ -297,6 +308,11 @@ def format_report(f: dict[str, Any]) -> str:
             else " (bare tesseract not timed)"
         ),
     ]
+    if f["second_engine"]:
+        lines.append(
+            f"second engine {f['second_engine']}: agrees with Tesseract on "
+            f"{_pct(f['second_agree_share'])} of the fields"
+        )
     if f["alignment_coverage"] is not None:
         lines.append(
             f"template alignment: {_pct(f['alignment_coverage'])} of field regions cover "

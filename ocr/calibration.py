@@ -2,8 +2,9 @@
 
 A field's evidence is its type, how its text was obtained (`page`: page OCR only; `agree`:
 the field re-OCR read the same; `reocr`: only the re-OCR read something; `disagree`: the two
-differed; with `-ink` appended when ink beside or inside the field went unread), whether it
-passes its validator, and its confidence. For each (type, evidence)
+differed; with `-ink` appended when ink beside or inside the field went unread, `-num` when
+a free-text field is all figures, and `-2agree` or `-2differ` when the optional second
+engine read it too), whether it passes its validator, and its confidence. For each (type, evidence)
 group the fit picks the lowest confidence floor whose accepted fields are, on the
 calibration data, at least `target` correct with a safety margin: the one-sided 95%
 Wilson upper bound of the error rate (z = 1.64), not the raw rate, because picking the
@@ -69,6 +70,16 @@ class Calibration(BaseModel):
         if rule is None or rule.min_confidence is None or not valid:
             return False
         return confidence >= rule.min_confidence
+
+
+SECOND_TAGS = ("-2agree", "-2differ")
+
+
+def without_second_engine(evidence: str) -> str:
+    """The evidence a deployment without the second engine would have recorded."""
+    for tag in SECOND_TAGS:
+        evidence = evidence.removesuffix(tag)
+    return evidence
 
 
 def engine_label(engine_name: str, evidence: str) -> str:

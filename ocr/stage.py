@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -23,8 +25,8 @@ from PIL import Image
 from kerani.exceptions import BadInputError
 from ocr.align import ANCHORS_SUFFIX, Anchor, anchors_from_words, fit_alignment, read_anchors
 from ocr.calibration import BUNDLED_CALIBRATIONS
-from ocr.cleanup import PreparedPage, clean_page, prepare_page, turn
-from ocr.engine import Box, OcrEngine, Word
+from ocr.cleanup import PreparedPage, clean_page, paper_level, prepare_page, turn
+from ocr.engine import Box, OcrEngine, Word, second_engine
 from ocr.fields import guesses_by_line, join_words
 from ocr.geometry import Affine, clip_box
 from ocr.reocr import CHARSETS, Crop, reread
@@ -72,6 +74,14 @@ class StageOptions:
     # A field with more ink next to or inside it that no word covers than this share of
     # the ink its words cover is marked "-ink" (a dropped colon, digit or word).
     unread_ink_max: float = 0.04
+    # A second engine ("rapidocr", ocr.engine.second_engine; '' for none) re-reads every
+    # valid field whose confidence is at least `second_above`: evidence "-2agree" when it
+    # reads the same text (ignoring case and spacing runs), "-2differ" when not. Off by
+    # default: it costs more than the page OCR (see ocr/calibrations/README.md).
+    second_engine: str = field(
+        default_factory=lambda: os.environ.get("KERANI_OCR_SECOND_ENGINE", "")
+    )
+    second_above: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,7 @@ class FieldRead:
     box: Box
     text: str
     confidence: float
-    evidence: str  # page | agree | reocr | disagree, + "-ink" (see ocr.calibration)
+    evidence: str  # page | agree | reocr | disagree, + "-ink", "-num", "-2agree" (ocr.calibration)
 
     @property
     def valid(self) -> bool:
@@ -125,13 +135,26 @@ def _poor(words: Sequence[Word]) -> bool:
     return _looks_turned(words)
 
 
+def lines_run_vertically(words: Sequence[Word]) -> bool:
+    """True when most words of three or more characters are taller than wide.
+
+    A page read sideways can still give confident text: Tesseract finds the vertical
+    lines and reads them (SROIE receipts turned 90 degrees clockwise read 'well'), so
+    poor text alone misses it; only the shape of the word boxes tells.
+    """
+    long = [w for w in words if len(w.text) >= 3]
+    tall = sum(1 for w in long if w.box[3] - w.box[1] > w.box[2] - w.box[0])
+    return len(long) >= 3 and tall > len(long) / 2
+
+
 def read_page_words(
     image: Image.Image, engine: OcrEngine, options: StageOptions | None = None
 ) -> PageRead:
     """Clean a scan and OCR it once; refuse pages with no text.
 
-    Only a page whose first reading is poor (few confident characters) costs more, in this
-    order: Tesseract's OSD and a reading of the page turned the way it says; a reading
+    Only a page whose first reading is poor (few confident characters) or runs vertically
+    (a page scanned sideways) costs more, in this order: Tesseract's OSD and a reading of
+    the page turned the way it says; for poor pages also a reading
     with the contrast stretched (faint thermal receipts); a reading as one block of text
     (--psm 6, for pages whose layout analysis finds no text at all). The reading with the
     most confident characters wins.
@@ -140,7 +163,7 @@ def read_page_words(
     prepared = prepare_page(image, deskew=opts.deskew, denoise=opts.denoise, contrast=opts.contrast)
     words = engine.read_page(prepared.image)
     notes = list(prepared.notes)
-    if isinstance(engine, BlockEngine) and _poor(words):
+    if isinstance(engine, BlockEngine) and (_poor(words) or lines_run_vertically(words)):
         from ocr.tesseract import detect_orientation
 
         osd = detect_orientation(prepared.image) if opts.orientation else None
@@ -148,7 +171,12 @@ def read_page_words(
             # OSD's "Rotate" is clockwise; ocr.cleanup.turn counts counter-clockwise.
             img, to_page = turn(prepared.image, prepared.to_page, 360 - osd.rotate)
             turned_words = engine.read_page(img)
-            if _good_chars(turned_words) > _good_chars(words):
+            # Sideways text read along its lines can have many confident characters: a
+            # turn that makes the lines run across the page wins unless it reads less.
+            upright = lines_run_vertically(words) and not lines_run_vertically(turned_words)
+            if _good_chars(turned_words) > _good_chars(words) or (
+                upright and _good_chars(turned_words) >= _good_chars(words) // 2
+            ):
                 prepared = PreparedPage(img, to_page, prepared.scan_size, prepared.notes)
                 words = turned_words
                 notes.append(f"turned {osd.rotate} degrees clockwise")
@@ -266,13 +294,43 @@ def read_regions(
             text, conf, evidence = fold_whitespace(page_reads[i][0]), page_reads[i][1], "page"
         if text and unread_ink(ink, covered, boxes[i]) > opts.unread_ink_max:
             evidence += "-ink"
+        if r.kind not in CHARSETS and NUMERIC_TEXT.fullmatch(text):
+            # Free text that is all figures (amounts, dates on receipts) errs differently
+            # from words: its own calibration group.
+            evidence += "-num"
         out.append(FieldRead(r.name, r.kind, boxes[i], text, conf, evidence))
+    return _second_opinion(img, out, opts)
+
+
+# Figures and the separators of amounts, dates and times, without spaces.
+NUMERIC_TEXT = re.compile(r"[0-9][0-9.,:/%-]*")
+
+
+def same_text(a: str, b: str) -> bool:
+    """Whether two engines read the same: equal after folding whitespace runs and case."""
+    return fold_whitespace(a).casefold() == fold_whitespace(b).casefold()
+
+
+def _second_opinion(
+    img: Image.Image, reads: list[FieldRead], opts: StageOptions
+) -> list[FieldRead]:
+    reader = second_engine(opts.second_engine)
+    if reader is None:
+        return reads
+    # Only fields that routing could accept are worth the second engine's time.
+    todo = [i for i, r in enumerate(reads) if r.valid and r.confidence >= opts.second_above]
+    answers = reader.read_lines(img, [reads[i].box for i in todo])
+    out = list(reads)
+    for i, (text, _conf) in zip(todo, answers, strict=True):
+        r = reads[i]
+        tag = "-2agree" if same_text(r.text, text) else "-2differ"
+        out[i] = FieldRead(r.name, r.kind, r.box, r.text, r.confidence, r.evidence + tag)
     return out
 
 
 def _ink_masks(img: Image.Image, words: Sequence[Word]) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray(img.convert("L"))
-    paper = int(np.percentile(arr[::4, ::4], 90))
+    paper = paper_level(arr[::4, ::4])
     ink = arr < paper - 40
     covered = np.zeros(arr.shape, dtype=bool)
     for w in words:
