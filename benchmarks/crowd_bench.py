@@ -46,7 +46,7 @@ from microtasks.gold import make_gold
 from microtasks.routing import route_page
 from microtasks.workers import add_person
 from ocr.calibration import Sample, engine_label, fit_calibration
-from ocr.fields import crop_snippet
+from ocr.fields import SNIPPET_SUFFIX, crop_snippet
 from ocr.stage import FieldRead, Region, StageOptions, read_page_words, read_regions
 from ocr.tesseract import TesseractEngine
 from records.ground_truth import TruthPage, read_truth, texts_match
@@ -153,7 +153,7 @@ def store_page(
         ).inserted_primary_key[0]  # type: ignore[index]
         out = []
         for r in reads:
-            snippet = f"snippets/bench/{page_id}/{r.name}.png"
+            snippet = f"snippets/bench/{page_id}/{r.name}{SNIPPET_SUFFIX}"
             stores.blobs.put(snippet, crop_snippet(image, r.box, margin))
             # SROIE's truth is upper case whatever the receipt prints: read OCR the same way.
             guess = r.text.upper() if fold_case else r.text

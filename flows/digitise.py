@@ -61,6 +61,7 @@ def preocr_task(page_id: int, template: str, settings: Settings) -> str:
         confirm_above=settings.ocr.confirm_above,
         reocr_below=settings.ocr.reocr_below,
         reocr_budget=settings.ocr.reocr_budget,
+        second_engine=settings.ocr.second_engine,
     )
     return preocr_page(
         stores.db,

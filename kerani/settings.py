@@ -79,6 +79,9 @@ class OcrSettings(BaseSettings):
     # Folder of calibrated routing rules (<template>.json) that override the bundled ones
     # in ocr/calibrations; with a calibration, auto_accept_confidence no longer applies.
     calibration_dir: Path | None = None
+    # "rapidocr" (pip install 'kerani[ocr2]'): a second engine whose agreement is evidence
+    # for the calibrated auto-accept rule; costs more than the page OCR. '' for none.
+    second_engine: str = ""
 
 
 class CrowdSettings(BaseSettings):

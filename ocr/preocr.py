@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, insert, select
 from kerani.exceptions import KeraniError
 from ocr.calibration import engine_label
 from ocr.engine import OcrEngine
-from ocr.fields import crop_snippet
+from ocr.fields import SNIPPET_SUFFIX, crop_snippet
 from ocr.geometry import clip_box
 from ocr.stage import StageOptions, read_template_page
 from records.templates import Template
@@ -72,7 +72,7 @@ def preocr_page(
     sensitivity = {f.name: f.sensitivity for f in template.fields}
     rows = []
     for r in reads:
-        key = f"snippets/{page_id}/{r.name}.png"
+        key = f"snippets/{page_id}/{r.name}{SNIPPET_SUFFIX}"
         blobs.put(key, snippets[r.name])
         x0, y0, x1, y1 = clip_box(to_scan.box(r.box), image.width, image.height)
         rows.append(

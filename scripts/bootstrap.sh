@@ -16,6 +16,8 @@ command -v pdftoppm >/dev/null || need+=(poppler-utils)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ "$dev" = 1 ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  ldconfig -p | grep -q "libGL.so.1 " || need+=(libgl1)
+  ldconfig -p | grep -q "libgthread-2.0.so.0 " || need+=(libglib2.0-0)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "Installing Debian packages: ${need[*]}"
@@ -31,5 +33,6 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 extra=""
-[ "$dev" = 1 ] && extra="[dev]"
+# The tests also run the optional second OCR engine (RapidOCR, whose OpenCV needs libGL).
+[ "$dev" = 1 ] && extra="[dev,ocr2]"
 .venv/bin/python -m pip install -q -e ".${extra}"
