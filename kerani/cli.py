@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -51,6 +52,16 @@ def _quiet_prefect(verbose: bool) -> None:
     # The temporary server's telemetry write races the client on its SQLite file.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+def _print_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """A benchmark's figures: one JSON object, or one aligned line per figure."""
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        console.print(f"{key:45s} {shown}")
 
 
 def _fail(e: KeraniError) -> None:
@@ -212,7 +223,6 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Show a batch's report: counts, accuracy indicators, cost, unreadable fields."""
-    import json
 
     from rich.markdown import Markdown
 
@@ -311,7 +321,6 @@ def bench_crowd(
     seed: int = 0,
 ) -> None:
     """Pre-OCR, routing and a simulated crowd on a dataset, against OCR alone and double keying."""
-    import json
 
     from benchmarks.crowd_bench import run
 
@@ -328,12 +337,7 @@ def bench_crowd(
             )
     except KeraniError as e:
         _fail(e)
-    if as_json:
-        print(json.dumps(figures))
-        return
-    for key, value in figures.items():
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        console.print(f"{key:45s} {shown}")
+    _print_figures(figures, as_json)
 
 
 @bench_app.command("ui")
@@ -346,19 +350,13 @@ def bench_ui(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The review page in Chromium: page weight, time to type on slow 3G, actions per field."""
-    import json
 
     from benchmarks.ui_bench import run
 
     _quiet_prefect(False)
     with console.status("Pre-OCR, then the review page in Chromium on slow 3G ..."):
         figures = run(dataset, pages=pages, snippets=snippets)
-    if as_json:
-        print(json.dumps(figures))
-        return
-    for key, value in figures.items():
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        console.print(f"{key:40s} {shown}")
+    _print_figures(figures, as_json)
 
 
 @bench_app.command("queue")
@@ -372,7 +370,6 @@ def bench_queue(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Claim+submit throughput and latency on SQLite and PostgreSQL, against a bare SQL floor."""
-    import json
 
     from benchmarks.queue_bench import run
 
@@ -416,7 +413,6 @@ def bench_ocr(
     ] = True,
 ) -> None:
     """Measure the pre-OCR stage on a dataset: accuracy, calibrated auto-accept, speed."""
-    import json
 
     from benchmarks.ocr_bench import format_report, run_bench
 

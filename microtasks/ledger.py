@@ -22,7 +22,13 @@ class Earnings:
     @property
     def ringgit(self) -> str:
         """The total as RM with two decimals."""
-        return f"RM {self.total_sen // 100}.{self.total_sen % 100:02d}"
+        return ringgit(self.total_sen)
+
+
+def ringgit(sen: int) -> str:
+    """An amount in integer sen as RM with two decimals, without float rounding."""
+    sign = "-" if sen < 0 else ""
+    return f"{sign}RM {abs(sen) // 100}.{abs(sen) % 100:02d}"
 
 
 def _payment(dialect: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from kerani.exceptions import NotFoundError
+from microtasks.ledger import ringgit
 from storage import schema
 
 LOW_AGREEMENT = 0.75  # below this, people (and the OCR) mostly disagreed about a field
@@ -90,12 +91,6 @@ class BatchReport:
         out["cost_per_record_sen"] = round(self.cost_per_record_sen, 2)
         out["cost"] = ringgit(self.cost_sen)
         return out
-
-
-def ringgit(sen: int) -> str:
-    """Format integer sen as ringgit, without float rounding."""
-    sign = "-" if sen < 0 else ""
-    return f"{sign}RM {abs(sen) // 100}.{abs(sen) % 100:02d}"
 
 
 def _cost_sen(conn: Any, batch_id: str) -> int:

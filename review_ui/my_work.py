@@ -8,13 +8,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select
 
 from microtasks import quality
+from microtasks.ledger import ringgit
 from storage import schema
 from storage.database import utcnow
-
-
-def ringgit(sen: int) -> str:
-    """An amount in integer sen as RM with two decimals."""
-    return f"RM {sen // 100}.{sen % 100:02d}"
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 
 from kerani.cli import app as cli
 from kerani.settings import Settings
+from microtasks.ledger import ringgit
 from microtasks.queue import claim_next, submit_answer
 from microtasks.workers import add_person, person_by_code
 from records.archive import hocr_key, write_text_layers
 from records.assembly import assemble_ready_pages
 from records.exports import FORMATS, export_batch, frame_bytes, read_export, records_frame
-from records.report import batch_report, report_markdown, ringgit
+from records.report import batch_report, report_markdown
 from review_ui.app import create_app
 from storage import schema
 from storage.stores import Stores
