@@ -859,8 +859,11 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
             "escalate": escalate,
             "prio": task_priority(result.human_votes, escalate),
         }
-        conn.execute(prepared(conn, _field_counted), params)
-        conn.execute(prepared(conn, _task_returned), params)
+        if conn.dialect.name == "postgresql":
+            conn.execute(prepared(conn, _returned_cte), params)
+        else:
+            conn.execute(prepared(conn, _field_counted), params)
+            conn.execute(prepared(conn, _task_returned), params)
         return SubmitOutcome(True, False, None, result)
     winning = set(result.voters_for)
     human_offset = len(votes) - len(voters)
@@ -911,6 +914,12 @@ def _task_returned(_dialect: str) -> Any:
             priority=bindparam("prio"),
         )
     )
+
+
+def _returned_cte(dialect: str) -> Any:
+    """PostgreSQL: count the field's votes and give the task back to the queue, in one go."""
+    counted = _field_counted(dialect).returning(schema.fields.c.id).cte("counted")
+    return _task_returned(dialect).add_cte(counted)
 
 
 def _field_settled(_dialect: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from kerani.settings import CrowdSettings
-from microtasks.queue import claim_next, submit_answer
+from microtasks.queue import claim_next, submit_answer, task_priority
 from storage import schema
 from storage.stores import Stores
 from tests.factories import batch_of, seed_page
@@ -79,3 +79,26 @@ def test_a_settle_counts_each_voter_and_the_ocr_once(stores: Stores) -> None:
     assert quality == {ana: (1, 0), ben: (1, 1)}
     assert tuple(ocr) == (1, 1)
     assert (field.status, field.value, field.answer_count) == ("settled", "SHAH ALAM", 2)
+
+
+def test_an_answer_that_does_not_settle_counts_the_vote_and_frees_the_task(
+    stores: Stores,
+) -> None:
+    seed_page(stores, CITY)
+    rules = CrowdSettings(gold_every=0, escalate_after=1)
+    ana = worker(stores, "ana")
+    task = claim_next(stores.db, ana, rules)
+    assert task is not None
+    # Disagreeing with the OCR: not settled; the vote is counted, the task goes back to the
+    # queue, escalated (escalate_after=1) and first in the claim order.
+    outcome = submit_answer(stores.db, task.task_id, ana, "value", "SHAH ALAM 2", "k-1", rules)
+    assert outcome.recorded and not outcome.settled
+    t, f = schema.tasks, schema.fields
+    with stores.db.connect() as conn:
+        row = conn.execute(
+            select(t.c.lease_worker_id, t.c.escalated, t.c.priority, f.c.answer_count)
+            .join(f, f.c.id == t.c.field_id)
+            .where(t.c.id == task.task_id)
+        ).one()
+    assert row.lease_worker_id is None and row.escalated
+    assert row.priority == task_priority(1, True) and row.answer_count == 1
