@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -36,7 +37,9 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from kerani.exceptions import BadInputError, ForbiddenError, NotFoundError
@@ -533,17 +536,20 @@ def _votes(
     rows = conn.execute(
         prepared(conn, _votes_query), {"tid": task_id, "field_type": field_type}
     ).all()
-    by_answer: dict[int, list[Row[Any]]] = {}
+    answered = [r for r in rows if r.id is not None]
+    return _votes_from(answered, rows[0].ocr_seen, rows[0].ocr_right, ocr_text, field_type)
+
+
+def _votes_from(
+    rows: list[Any], ocr_seen: int, ocr_right: int, ocr_text: str, field_type: str
+) -> tuple[list[Vote], list[int]]:
+    """Votes from answer rows (one per answer and counter row, in answer order)."""
+    by_answer: dict[int, list[Any]] = {}
     for r in rows:
-        if r.id is not None:
-            by_answer.setdefault(r.id, []).append(r)
+        by_answer.setdefault(r.id, []).append(r)
     votes = []
     if ocr_text.strip():
-        votes.append(
-            Vote(
-                "value", ocr_text, "ocr", quality.ocr_estimate(rows[0].ocr_seen, rows[0].ocr_right)
-            )
-        )
+        votes.append(Vote("value", ocr_text, "ocr", quality.ocr_estimate(ocr_seen, ocr_right)))
     voters = []
     for mine in by_answer.values():
         first = mine[0]
@@ -769,10 +775,62 @@ def _answer_cte(dialect: str) -> Any:
         .cte("paid")
     )
     return (
-        select(task, answer.c.id.label("answer_id"))
+        select(
+            task,
+            answer.c.id.label("answer_id"),
+            _votes_json(task, answer, values).label("votes"),
+            *_ocr_counts_of(task),
+        )
         .select_from(task.outerjoin(answer, true()))
         .add_cte(audit, paid)
     )
+
+
+def _vote_columns() -> list[Any]:
+    w, q = schema.workers, schema.worker_quality
+    return [w.c.trusted, q.c.field_type, *(q.c[c] for c in quality.COUNTERS)]
+
+
+def _votes_json(task: Any, answer: Any, values: dict[str, Any]) -> Any:
+    """The field's votes (each answer with its worker's counters) as JSON, read in the same
+    statement that records the new answer. The statement's snapshot does not show the new
+    row, so it is added from the insert's RETURNING; other answers cannot arrive meanwhile,
+    because only the lease holder may answer and the task row is locked."""
+    a, w, q = schema.answers, schema.workers, schema.worker_quality
+    earlier = (
+        select(a.c.id, a.c.kind, a.c.value, a.c.worker_id, *_vote_columns())
+        .join(w, w.c.id == a.c.worker_id)
+        .outerjoin(q, q.c.worker_id == a.c.worker_id)
+        .where(a.c.task_id == task.c.id, a.c.kind != "skip", w.c.quarantined.is_(False))
+    )
+    new = (
+        select(answer.c.id, values["kind"], values["value"], values["worker_id"], *_vote_columns())
+        .select_from(answer)
+        .join(w, w.c.id == values["worker_id"])
+        .outerjoin(q, q.c.worker_id == w.c.id)
+        .where(values["kind"] != "skip", w.c.quarantined.is_(False))
+    )
+    rows = union_all(earlier, new).subquery("vote")
+    return (
+        select(func.json_agg(aggregate_order_by(rows.table_valued(), rows.c.id)))
+        .select_from(rows)
+        .scalar_subquery()
+    )
+
+
+def _ocr_counts_of(task: Any) -> list[Any]:
+    o = schema.ocr_quality
+    mine = o.c.field_type == task.c.field_type
+    return [
+        select(func.coalesce(func.sum(o.c.seen), 0))
+        .where(mine)
+        .scalar_subquery()
+        .label("ocr_seen"),
+        select(func.coalesce(func.sum(o.c.correct), 0))
+        .where(mine)
+        .scalar_subquery()
+        .label("ocr_right"),
+    ]
 
 
 def _release_update(_dialect: str) -> Any:
@@ -841,7 +899,11 @@ def _settle_gold(
 def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> SubmitOutcome:
     escalated = bool(task.escalated)
     ftype = task.field_type
-    votes, voters = _votes(conn, task.id, task.ocr_text, ftype)
+    if getattr(task, "votes", None) is not None:  # PostgreSQL: read with the answer
+        rows = [SimpleNamespace(**r) for r in task.votes]
+        votes, voters = _votes_from(rows, task.ocr_seen, task.ocr_right, task.ocr_text, ftype)
+    else:
+        votes, voters = _votes(conn, task.id, task.ocr_text, ftype)
     result = reach_consensus(
         votes,
         rules.max_answers,
