@@ -21,6 +21,7 @@ from flows.records import report_task, text_layers_task
 from ingest.batches import ingest_paths
 from kerani.settings import Settings
 from microtasks.routing import route_page
+from microtasks.workers import agency_named
 from ocr.calibration import load_calibration
 from ocr.preocr import preocr_page
 from ocr.stage import StageOptions
@@ -33,12 +34,15 @@ from storage.stores import open_stores
 
 
 @task(name="ingest-scans")
-def ingest_task(paths: list[str], template: str, settings: Settings) -> dict[str, Any]:
+def ingest_task(
+    paths: list[str], template: str, settings: Settings, agency: str | None = None
+) -> dict[str, Any]:
     """Ingest files, folders and zips into one batch; return the report as plain data."""
     stores = open_stores(settings)
     load_template(template)  # refuse an unknown template before touching any file
+    agency_id = agency_named(stores.db, agency) if agency else None
     report = ingest_paths(
-        stores.db, stores.blobs, [Path(p) for p in paths], template, settings.ingest
+        stores.db, stores.blobs, [Path(p) for p in paths], template, settings.ingest, agency_id
     )
     return {
         "batch_id": report.batch_id,
@@ -138,11 +142,12 @@ def route_batch(batch_id: str, settings: Settings) -> dict[str, int]:
 
 @flow(name="submit-batch")
 def submit_batch(
-    paths: list[str], template: str, settings: Settings | None = None
+    paths: list[str], template: str, settings: Settings | None = None, agency: str | None = None
 ) -> dict[str, Any]:
-    """Ingest a batch, pre-OCR its pages and publish micro tasks for the doubtful fields."""
+    """Ingest a batch (for `agency`, the agency user's name), pre-OCR its pages and publish
+    micro tasks for the doubtful fields."""
     settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
-    report = ingest_task(paths, template, settings)
+    report = ingest_task(paths, template, settings, agency)
     runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
     report["ocr"] = preocr_batch.with_options(task_runner=runner)(report["batch_id"], settings)
     report["routing"] = route_batch(report["batch_id"], settings)

@@ -35,9 +35,17 @@ class IngestReport:
     rejected: list[RejectedFile] = field(default_factory=list)
 
 
-def batch_id_for(template: str, scans: Sequence[ScanFile], rejected: Sequence[RejectedFile]) -> str:
-    """A stable id from the template and the files' contents (names of rejected files too)."""
+def batch_id_for(
+    template: str,
+    scans: Sequence[ScanFile],
+    rejected: Sequence[RejectedFile],
+    agency_id: int | None = None,
+) -> str:
+    """A stable id from the template, the files' contents (names of rejected files too) and
+    the submitting agency (two agencies never share a batch)."""
     h = hashlib.sha256(template.encode())
+    if agency_id is not None:
+        h.update(f"\0agency:{agency_id}".encode())
     for digest in sorted(hashlib.sha256(s.data).hexdigest() for s in scans):
         h.update(digest.encode())
     for name in sorted(r.name for r in rejected):
@@ -45,7 +53,9 @@ def batch_id_for(template: str, scans: Sequence[ScanFile], rejected: Sequence[Re
     return h.hexdigest()[:32]
 
 
-def _ensure_batch(engine: Engine, batch_id: str, template: str, source: str) -> None:
+def _ensure_batch(
+    engine: Engine, batch_id: str, template: str, source: str, agency_id: int | None
+) -> None:
     with engine.begin() as conn:
         exists = conn.execute(
             select(schema.batches.c.id).where(schema.batches.c.id == batch_id)
@@ -58,6 +68,7 @@ def _ensure_batch(engine: Engine, batch_id: str, template: str, source: str) -> 
                     source=source,
                     status="ingesting",
                     created_at=utcnow(),
+                    agency_id=agency_id,
                 )
             )
 
@@ -173,11 +184,12 @@ def ingest_paths(
     paths: Sequence[Path],
     template: str,
     limits: IngestSettings,
+    agency_id: int | None = None,
 ) -> IngestReport:
     """Ingest files, folders and zips as one batch; bad files are reported, never fatal."""
     scans, rejected = collect_scans(paths, limits)
-    batch_id = batch_id_for(template, scans, rejected)
-    _ensure_batch(engine, batch_id, template, ", ".join(str(p) for p in paths))
+    batch_id = batch_id_for(template, scans, rejected, agency_id)
+    _ensure_batch(engine, batch_id, template, ", ".join(str(p) for p in paths), agency_id)
     report = IngestReport(batch_id=batch_id, template=template)
     for bad in rejected:
         _record_scan(

@@ -101,6 +101,9 @@ def demo(
 def submit(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders or zips of scans.")],
     template: Annotated[str, typer.Option(help="Template name or YAML file.")],
+    agency: Annotated[
+        str | None, typer.Option(help="The agency user it is for: only they see its pages.")
+    ] = None,
     data_dir: DataDir = None,
     verbose: bool = False,
 ) -> None:
@@ -112,7 +115,7 @@ def submit(
     settings = _settings(data_dir)
     try:
         stores = open_stores(settings)
-        report = submit_with_progress(console, settings, stores, paths, template, "scans")
+        report = submit_with_progress(console, settings, stores, paths, template, "scans", agency)
     except KeraniError as e:
         _fail(e)
     console.print(

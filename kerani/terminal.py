@@ -52,6 +52,7 @@ def submit_with_progress(
     paths: list[Path],
     template: str,
     label: str,
+    agency: str | None = None,
 ) -> dict[str, Any]:
     """Run the submit-batch flow in a thread while a bar follows its pages in the database."""
     from flows.digitise import submit_batch
@@ -61,7 +62,7 @@ def submit_with_progress(
 
     def work() -> None:
         try:
-            result.update(submit_batch([str(p) for p in paths], template, settings))
+            result.update(submit_batch([str(p) for p in paths], template, settings, agency))
         except BaseException as e:  # re-raised in the main thread below
             errors.append(e)
 

@@ -86,6 +86,20 @@ def person_by_code(db: Engine, code: str) -> Person:
     return Person(row.id, row.name, row.role, row.language)
 
 
+def agency_named(db: Engine, name: str) -> int:
+    """The id of the agency user called `name`; BadInputError naming the fix otherwise."""
+    w = schema.workers
+    with db.connect() as conn:
+        found = conn.execute(
+            select(w.c.id).where(w.c.name == name.strip(), w.c.role == "agency")
+        ).scalar()
+    if found is None:
+        raise BadInputError(
+            f"no agency user called {name!r}: add one with `kerani people add NAME --role agency`"
+        )
+    return int(found)
+
+
 def _new_invite_code() -> str:
     return "".join(secrets.choice(INVITE_ALPHABET) for _ in range(INVITE_LENGTH))
 

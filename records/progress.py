@@ -25,13 +25,27 @@ def resolve_batch_id(db: Engine, prefix: str) -> str:
     return str(found[0])
 
 
-def batch_progress(db: Engine, batch_id: str | None = None) -> list[dict[str, Any]]:
-    """Per batch: pages, fields auto-accepted / settled by people / open, records, rejections."""
+def batch_agency(db: Engine, batch_id: str) -> int | None:
+    """The agency user a batch belongs to (None: submitted by an operator)."""
+    with db.connect() as conn:
+        owner = conn.execute(
+            select(schema.batches.c.agency_id).where(schema.batches.c.id == batch_id)
+        ).scalar()
+    return int(owner) if owner is not None else None
+
+
+def batch_progress(
+    db: Engine, batch_id: str | None = None, agency_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Per batch (of one agency, if given): pages, fields auto-accepted / settled by people /
+    open, records, rejections."""
     b, p, f, s, r = schema.batches, schema.pages, schema.fields, schema.scans, schema.records
     with db.connect() as conn:
         query = select(b).order_by(b.c.created_at.desc())
         if batch_id is not None:
             query = query.where(b.c.id == batch_id)
+        if agency_id is not None:
+            query = query.where(b.c.agency_id == agency_id)
         batches = conn.execute(query).all()
         out = []
         for batch in batches:

@@ -46,7 +46,7 @@ from microtasks.workers import (
     set_language,
     start_session,
 )
-from records.progress import batch_progress, resolve_batch_id
+from records.progress import batch_agency, batch_progress, resolve_batch_id
 from records.report import batch_report
 from records.templates import load_template
 from review_ui.i18n import LANG_COOKIE, LANGUAGE_NAMES, LANGUAGES, language_from_headers, translator
@@ -545,19 +545,30 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
 
     # ---- operator and agency pages -------------------------------------------------------
 
+    def batches_for(person: Person) -> list[dict[str, Any]]:
+        # An agency sees its own batches only; operators see every batch.
+        return batch_progress(db, agency_id=person.id if person.role == "agency" else None)
+
+    def own_batch(person: Person, prefix: str) -> str:
+        batch_id = resolve_batch_id(db, prefix)
+        if person.role == "agency" and batch_agency(db, batch_id) != person.id:
+            # As if it did not exist: another agency's batch ids reveal nothing.
+            raise NotFoundError(f"no batch {prefix!r}")
+        return batch_id
+
     @app.get("/status", response_class=HTMLResponse)
     def status_page(request: Request, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "operator", "agency")
         answers = recent_answers(db) if person.role == "operator" else []
-        context = {"batches": batch_progress(db), "answers": answers}
+        context = {"batches": batches_for(person), "answers": answers}
         return render(request, "status.html", context, person, csrf)
 
     @app.get("/batches/{batch_id}/report", response_class=HTMLResponse)
     def report_page(request: Request, batch_id: str, session: PageSession) -> Response:
         person, csrf = session
         need_role(person, "operator", "agency")
-        report = batch_report(db, resolve_batch_id(db, batch_id))
+        report = batch_report(db, own_batch(person, batch_id))
         return render(request, "report.html", {"r": report}, person, csrf)
 
     # ---- JSON API -----------------------------------------------------------------------
@@ -606,6 +617,6 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     @app.get("/api/batches")
     def api_batches(person: ApiPerson) -> list[dict[str, Any]]:
         need_role(person, "operator", "agency")
-        return batch_progress(db)
+        return batches_for(person)
 
     return app

@@ -31,6 +31,8 @@ batches = Table(
     Column("source", Text, nullable=False),
     Column("status", String(20), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The agency user who submitted it: only they (and operators) see its progress and report.
+    Column("agency_id", Integer, ForeignKey("workers.id"), nullable=True, index=True),
 )
 
 scans = Table(
