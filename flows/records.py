@@ -1,28 +1,21 @@
 """Reassembly flows: rebuild a document's record when its last field settles, and reconcile.
 
 People settle fields in Kerani's own database, outside any flow run. When the last field of
-a document settles, the review app calls `document_settled`, which (by
-$KERANI_REASSEMBLY_TRIGGER) either reassembles the page in the app's process (`inline`, the
-embedded default), emits the Prefect event `kerani.document.settled` that the deployment
-trigger in prefect.yaml turns into a `reassemble-document` run (`event`), or starts that
-deployment directly (`deployment`). Events can be lost and processes can die between a
-settle and its reassembly, so `reconcile-records` runs on a schedule and reassembles every
-settled page that still has no record.
+a document settles, the review app calls `records.triggers.document_settled`, which
+reassembles it inline, or has the `reassemble-document` flow here do it (by a Prefect event
+or by its deployment). Events can be lost and processes can die between a settle and its
+reassembly, so `reconcile-records` runs on a schedule and reassembles every settled page
+that still has no record.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.deployments import run_deployment
-from prefect.events import emit_event
-from sqlalchemy import Engine
 
-from kerani.exceptions import KeraniError
 from kerani.settings import Settings
 from records.archive import write_text_layers
 from records.assembly import pages_to_reassemble, reassemble_page
@@ -30,45 +23,6 @@ from records.report import batch_report, report_markdown
 from storage.stores import open_stores
 
 log = logging.getLogger(__name__)
-
-TRIGGER_ENV = "KERANI_REASSEMBLY_TRIGGER"
-TRIGGER_MODES = ("inline", "event", "deployment")
-SETTLED_EVENT = "kerani.document.settled"
-REASSEMBLY_DEPLOYMENT = "reassemble-document/reassemble-document"
-
-
-def page_resource(page_id: int) -> dict[str, str]:
-    """The Prefect event resource that stands for one page (document) of Kerani."""
-    return {"prefect.resource.id": f"kerani.page.{page_id}", "kerani.page-id": str(page_id)}
-
-
-def document_settled(db: Engine, page_id: int, mode: str | None = None) -> str:
-    """The last field of a page settled: have it reassembled; return how it was done."""
-    mode = mode or os.environ.get(TRIGGER_ENV, "inline")
-    if mode not in TRIGGER_MODES:
-        log.warning("%s=%r is not one of %s; reassembling inline", TRIGGER_ENV, mode, TRIGGER_MODES)
-    elif mode == "event":
-        # emit_event returns None when no Prefect server is there to receive it.
-        event = emit_event(
-            SETTLED_EVENT, resource=page_resource(page_id), payload={"page_id": page_id}
-        )
-        if event is not None:
-            return "event"
-        log.warning("no Prefect server takes events; reassembling page %s inline", page_id)
-    elif mode == "deployment":
-        try:
-            run_deployment(REASSEMBLY_DEPLOYMENT, parameters={"page_id": page_id}, timeout=0)
-            return "deployment"
-        except Exception as e:  # any failure to reach Prefect: do the work here instead
-            log.warning("could not start %s (%s); reassembling inline", REASSEMBLY_DEPLOYMENT, e)
-    # Inline (or as a fallback): a page's reassembly is a few queries, cheap in a request.
-    try:
-        reassemble_page(db, page_id)
-    except KeraniError as e:
-        # The worker's answer is recorded either way; the reconcile flow will retry the page.
-        log.warning("reassembly of page %s failed: %s", page_id, e)
-        return "failed"
-    return "inline"
 
 
 @task(name="reassemble-page")

@@ -18,7 +18,6 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
-from flows.records import document_settled
 from kerani.exceptions import (
     BadInputError,
     ConflictError,
@@ -49,6 +48,7 @@ from microtasks.workers import (
 from records.progress import batch_agency, batch_progress, resolve_batch_id
 from records.report import batch_report
 from records.templates import load_template
+from records.triggers import document_settled
 from review_ui.i18n import LANG_COOKIE, LANGUAGE_NAMES, LANGUAGES, language_from_headers, translator
 from review_ui.my_work import my_work, today
 from review_ui.status import recent_answers
@@ -229,7 +229,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
 
     def settle_side_effects(page_id: int | None) -> None:
         # The document's last field settled: have it reassembled (inline, by Prefect event or
-        # by deployment; see flows/records.py). The scheduled reconcile-records flow catches
+        # by deployment; see records/triggers.py). The scheduled reconcile-records flow catches
         # anything this misses.
         if page_id is not None:
             document_settled(db, page_id)

@@ -19,14 +19,15 @@ from fastapi.testclient import TestClient
 from prefect.artifacts import Artifact
 from sqlalchemy import func, select
 
-import flows.records as flow_records
+import records.triggers as triggers
 from flows.digitise import finish_batch
-from flows.records import SETTLED_EVENT, document_settled, reassemble_document, reconcile_records
+from flows.records import reassemble_document, reconcile_records
 from kerani.settings import Settings
 from microtasks.queue import claim_next, submit_answer
 from microtasks.workers import add_person, person_by_code
 from records.assembly import assemble_ready_pages, pages_to_reassemble, reassemble_page
 from records.exports import export_batch, read_export
+from records.triggers import SETTLED_EVENT, document_settled
 from review_ui.app import create_app
 from storage import schema
 from storage.stores import Stores
@@ -250,7 +251,7 @@ def test_event_trigger_emits_the_event_the_deployment_trigger_expects(
         sent.append({"event": event, "resource": resource, "payload": payload})
         return object()
 
-    monkeypatch.setattr(flow_records, "emit_event", fake_emit)
+    monkeypatch.setattr(triggers, "emit_event", fake_emit)
     assert document_settled(stores.db, page_id, mode="event") == "event"
     assert record_count(stores, page_id) == 0  # the deployment does the work, not the app
     (event,) = sent
@@ -267,7 +268,7 @@ def test_event_trigger_emits_the_event_the_deployment_trigger_expects(
     assert int(rendered) == page_id
 
     # With no Prefect server to take the event, the app does the work itself.
-    monkeypatch.setattr(flow_records, "emit_event", lambda *a, **k: None)
+    monkeypatch.setattr(triggers, "emit_event", lambda *a, **k: None)
     assert document_settled(stores.db, page_id, mode="event") == "inline"
     assert record_count(stores, page_id) == 1
 
@@ -281,7 +282,7 @@ def test_deployment_trigger_falls_back_to_inline(
     def fake_run(name: str, parameters: dict[str, Any], timeout: float) -> None:
         calls.append({"name": name, "parameters": parameters, "timeout": timeout})
 
-    monkeypatch.setattr(flow_records, "run_deployment", fake_run)
+    monkeypatch.setattr(triggers, "run_deployment", fake_run)
     assert document_settled(stores.db, page_id, mode="deployment") == "deployment"
     assert calls == [
         {
@@ -294,7 +295,7 @@ def test_deployment_trigger_falls_back_to_inline(
     def unreachable(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("no deployment called reassemble-document")
 
-    monkeypatch.setattr(flow_records, "run_deployment", unreachable)
+    monkeypatch.setattr(triggers, "run_deployment", unreachable)
     assert document_settled(stores.db, page_id, mode="deployment") == "inline"
     assert record_count(stores, page_id) == 1
 
