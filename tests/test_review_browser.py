@@ -201,8 +201,10 @@ def test_a_worker_session_in_the_browser(
         assert kinds == {None}  # tasks not answered yet
         fixes = {0: "TOTAL 0.50", 1: "TOTAL 1.05"}
         for i, text in fixes.items():
-            (rows.nth(i).tap if touch else rows.nth(i).click)()
-            page.keyboard.press("Control+A")
+            if touch:
+                rows.nth(i).tap()  # opens the row with its text selected
+            else:
+                rows.nth(i).focus()  # as by Tab: typing opens the row and replaces its text
             page.keyboard.type(text)
             page.keyboard.press("Enter")  # ends this correction, does not submit the column
         assert page.url.endswith("/column") and rows.nth(0).input_value() == "TOTAL 0.50"

@@ -9,14 +9,19 @@
   var inputs = form.querySelectorAll(".row input[type=text]");
   Array.prototype.forEach.call(inputs, function (input) {
     input.readOnly = true;
-    input.addEventListener("click", function () {
-      if (!input.readOnly) { return; }
+    function open() {
       input.readOnly = false;
       input.parentNode.classList.add("fixed");
       input.focus();
       input.select();
-    });
+    }
+    input.addEventListener("click", function () { if (input.readOnly) { open(); } });
     input.addEventListener("keydown", function (e) {
+      if (input.readOnly) {
+        // On a PC, Tab to a row and type over it (or press Enter to edit it).
+        if (e.key === "Enter") { e.preventDefault(); open(); } else if (e.key.length === 1) { open(); }
+        return;
+      }
       // Enter ends one correction; submitting the whole column is a deliberate tap.
       if (e.key === "Enter") { e.preventDefault(); input.blur(); }
     });
