@@ -490,6 +490,36 @@ def offered_kinds(
     return sorted(counts.items(), key=lambda kn: (holding.get(kn[0], 0) <= 3, -kn[1], kn[0]))
 
 
+def renew_leases(
+    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
+) -> int:
+    """Keep an active worker's reserve of leased tasks theirs: the earliest lease gets a full
+    lease from now, the others the same extension (so their order stays). Returns how many."""
+    now = now or utcnow()
+    t = schema.tasks
+    mine = and_(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
+    with db.begin() as conn:
+        held = conn.execute(select(t.c.id, t.c.lease_expires_at).where(mine)).all()
+        if not held:
+            return 0
+        extension = (
+            now
+            + timedelta(seconds=rules.lease_seconds)
+            - min(as_utc(h.lease_expires_at) for h in held)
+        )
+        if extension <= timedelta(0):
+            return 0
+        # A few rows (the reserve): each moved by the same extension, computed here because
+        # SQLite has no date arithmetic on its text timestamps.
+        conn.execute(
+            t.update()
+            .where(t.c.id == bindparam("tid"), mine)
+            .values(lease_expires_at=bindparam("until")),
+            [{"tid": h.id, "until": as_utc(h.lease_expires_at) + extension} for h in held],
+        )
+        return len(held)
+
+
 def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
     """Return a task the worker holds the lease of; refuse any other task id."""
     with db.connect() as conn:

@@ -32,6 +32,7 @@ from microtasks.queue import (
     leased_task,
     log_view,
     offered_kinds,
+    renew_leases,
     submit_answer,
 )
 from microtasks.rate_limits import clear_failures, minutes_locked, record_failure
@@ -450,6 +451,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             return RedirectResponse("/review", status_code=303)
         # The script showed a task in reserve at once; it gets the reserve topped up from here
         # (only tasks it does not have yet carry their snippet).
+        # A worker at work keeps the reserve: its leases are renewed with each answer.
+        renew_leases(db, person.id, settings.crowd)
         held = claim_tasks(db, person.id, settings.crowd, count=HELD_ON_REVIEW)
         known = set(request.headers.get("x-kerani-held", "").split(","))
         day = today(db, person.id)

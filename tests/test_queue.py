@@ -11,11 +11,18 @@ from kerani.exceptions import BadInputError, ForbiddenError
 from kerani.settings import CrowdSettings
 from microtasks.gold import make_gold
 from microtasks.ledger import batch_cost, worker_earnings
-from microtasks.queue import claim_next, leased_task, queue_depth, submit_answer
+from microtasks.queue import (
+    claim_next,
+    claim_tasks,
+    leased_task,
+    queue_depth,
+    renew_leases,
+    submit_answer,
+)
 from microtasks.workers import add_person, person_by_code
 from records.assembly import assemble_record
 from storage import schema
-from storage.database import utcnow
+from storage.database import as_utc, utcnow
 from storage.stores import Stores
 from tests.factories import batch_of, seed_page
 
@@ -238,3 +245,32 @@ def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Sto
     assert statuses == ["in_review"] * 6
     assert queue_depth(stores.db) == 6
     assert worker_earnings(stores.db, spammer).answers == gold_seen + 2  # paid for work done
+
+
+def test_renewing_a_reserve_keeps_its_order_and_gives_a_full_lease(stores: Stores) -> None:
+    seed_page(stores, [(f"f{i}", "text", "X", 40.0) for i in range(3)])
+    rules = CrowdSettings(gold_every=0, lease_seconds=60)
+    ana = worker(stores, "ana")
+    start = utcnow()
+    first = claim_tasks(stores.db, ana, rules, count=3, now=start)
+    later = start + timedelta(seconds=50)  # ten seconds of lease left
+    assert renew_leases(stores.db, ana, rules, now=later) == 3
+    t = schema.tasks
+    with stores.db.connect() as conn:
+        leases = conn.execute(
+            select(t.c.id, t.c.lease_expires_at)
+            .where(t.c.lease_worker_id == ana)
+            .order_by(t.c.lease_expires_at)
+        ).all()
+    assert [r.id for r in leases] == [task.task_id for task in first]  # the order stays
+    earliest = as_utc(leases[0].lease_expires_at)
+    assert abs((earliest - (later + timedelta(seconds=60))).total_seconds()) < 0.01
+    # Past the old expiry the reserve is still the worker's: nothing is claimed anew.
+    again = claim_tasks(stores.db, ana, rules, count=3, now=later + timedelta(seconds=30))
+    assert [task.task_id for task in again] == [task.task_id for task in first]
+    log = schema.audit_log
+    with stores.db.connect() as conn:
+        claims = conn.execute(
+            select(func.count()).select_from(log).where(log.c.action == "claim")
+        ).scalar_one()
+    assert claims == 3
