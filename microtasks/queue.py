@@ -411,7 +411,11 @@ def claim_tasks(
         postgres = conn.dialect.name == "postgresql"
         if postgres:
             claim = prepared(conn, _claim_cte, *variant)
-        lease_until = now + timedelta(seconds=rules.lease_seconds)
+        # New leases end after the ones held, so that they come after them on a reload.
+        lease_until = max(
+            [now + timedelta(seconds=rules.lease_seconds)]
+            + [task.lease_expires_at for task in claimed]
+        )
         while len(claimed) < count:
             # Leases taken together expire a microsecond apart, keeping their order on reload.
             lease_until += timedelta(microseconds=1)
@@ -493,29 +497,22 @@ def offered_kinds(
 def renew_leases(
     db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
 ) -> int:
-    """Keep an active worker's reserve of leased tasks theirs: the earliest lease gets a full
-    lease from now, the others the same extension (so their order stays). Returns how many."""
+    """Keep an active worker's reserve of leased tasks theirs: each gets a full lease from
+    now, in the order they had. Returns how many."""
     now = now or utcnow()
     t = schema.tasks
     mine = and_(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
     with db.begin() as conn:
-        held = conn.execute(select(t.c.id, t.c.lease_expires_at).where(mine)).all()
+        held = conn.execute(select(t.c.id).where(mine).order_by(t.c.lease_expires_at, t.c.id)).all()
         if not held:
             return 0
-        extension = (
-            now
-            + timedelta(seconds=rules.lease_seconds)
-            - min(as_utc(h.lease_expires_at) for h in held)
-        )
-        if extension <= timedelta(0):
-            return 0
-        # A few rows (the reserve): each moved by the same extension, computed here because
-        # SQLite has no date arithmetic on its text timestamps.
+        # Each gets a full lease from now, a microsecond apart in the order they had.
+        base = now + timedelta(seconds=rules.lease_seconds)
         conn.execute(
             t.update()
             .where(t.c.id == bindparam("tid"), mine)
             .values(lease_expires_at=bindparam("until")),
-            [{"tid": h.id, "until": as_utc(h.lease_expires_at) + extension} for h in held],
+            [{"tid": h.id, "until": base + timedelta(microseconds=i)} for i, h in enumerate(held)],
         )
         return len(held)
 

@@ -112,7 +112,8 @@
     inflight = send(item, 0);
   }
 
-  function readyTask() { return upcoming.filter(function (t) { return ready[t.task_id]; })[0]; }
+  // Strictly in the server's order, so that a reload shows the task that was on screen.
+  function readyTask() { return upcoming[0] && ready[upcoming[0].task_id] ? upcoming[0] : null; }
 
   form.addEventListener("submit", function (e) {
     if (bypass) { return; }
