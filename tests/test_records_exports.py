@@ -18,7 +18,7 @@ from kerani.cli import app as cli
 from kerani.settings import Settings
 from microtasks.ledger import ringgit
 from microtasks.queue import claim_next, submit_answer
-from microtasks.workers import add_person, person_by_code
+from microtasks.workers import add_person, agency_named, person_by_code
 from records.archive import hocr_key, write_text_layers
 from records.assembly import assemble_ready_pages
 from records.exports import FORMATS, export_batch, frame_bytes, read_export, records_frame
@@ -167,9 +167,14 @@ def test_batch_report_counts_cost_and_unreadable_fields(
     assert f"total: {ringgit(paid)}" in text and "| scan.png | 1 | line_002 |" in text
     assert ringgit(1234) == "RM 12.34" and ringgit(5) == "RM 0.05"
 
-    # The agency's page shows the same report; workers may not see it.
+    # The agency's page shows the same report (the batch is theirs); workers may not see it.
     client = TestClient(create_app(settings, stores), follow_redirects=False)
     agency_code = add_person(stores.db, "agency", "agency")
+    agency_id = agency_named(stores.db, "agency")
+    with stores.db.begin() as conn:
+        conn.execute(
+            schema.batches.update().where(schema.batches.c.id == batch).values(agency_id=agency_id)
+        )
     assert sign_in_with_code(client, agency_code).status_code == 303
     page = client.get(f"/batches/{batch[:10]}/report")
     assert page.status_code == 200 and "line_002" in page.text and ringgit(paid) in page.text
