@@ -95,6 +95,9 @@ class CrowdSettings(BaseSettings):
     max_answers: int = 5  # then the likeliest answer settles, its low agreement on record
     max_fields_per_document: int = 10  # privacy: no worker sees more of one document
     gold_every: int = 10  # one known-answer snippet in every N tasks of a worker
+    # Workers proven on gold (trusted) are still checked, less often: gold is paid work
+    # that settles nothing.
+    gold_every_trusted: int = 30
     quarantine_min_gold: int = 4
     quarantine_below: float = 0.7
     trusted_min_gold: int = 4

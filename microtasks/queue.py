@@ -412,6 +412,9 @@ def claim_tasks(
         if postgres:
             claim = prepared(conn, _claim_cte, *variant)
         # New leases end after the ones held, so that they come after them on a reload.
+        gold_every = rules.gold_every
+        if worker.trusted and gold_every:
+            gold_every = max(gold_every, rules.gold_every_trusted)
         lease_until = max(
             [now + timedelta(seconds=rules.lease_seconds)]
             + [task.lease_expires_at for task in claimed]
@@ -419,7 +422,7 @@ def claim_tasks(
         while len(claimed) < count:
             # Leases taken together expire a microsecond apart, keeping their order on reload.
             lease_until += timedelta(microseconds=1)
-            if _gold_due(worker.done + len(claimed), rules.gold_every):
+            if _gold_due(worker.done + len(claimed), gold_every):
                 gold_task = _claim_gold(conn, worker_id, lease_until, field_kind)
                 if gold_task is not None:
                     _audit(conn, worker_id, "claim", gold_task, "gold")

@@ -274,3 +274,28 @@ def test_renewing_a_reserve_keeps_its_order_and_gives_a_full_lease(stores: Store
             select(func.count()).select_from(log).where(log.c.action == "claim")
         ).scalar_one()
     assert claims == 3
+
+
+def test_workers_proven_on_gold_get_less_of_it(stores: Stores) -> None:
+    rules = CrowdSettings(gold_every=3, gold_every_trusted=9, target_posterior=0.999)
+    gold_page = seed_page(stores, [(f"g{i}", "text", "WRONG", 10.0) for i in range(20)])
+    with stores.db.connect() as conn:
+        gold_ids = list(
+            conn.execute(
+                select(schema.fields.c.id).where(schema.fields.c.page_id == gold_page)
+            ).scalars()
+        )
+    make_gold(stores.db, {fid: f"RIGHT{i}" for i, fid in enumerate(gold_ids)})
+    seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(18)], template="receipt")
+    gold = {}
+    for name, trusted in (("new", False), ("proven", True)):
+        wid = worker(stores, name, trusted=trusted)
+        gold[name] = 0
+        for n in range(9):
+            task = claim_next(stores.db, wid, rules)
+            assert task is not None
+            out = submit_answer(stores.db, task.task_id, wid, "value", "X", f"{name}{n}", rules)
+            gold[name] += out.gold_correct is not None
+    # Early gold for everyone (the second task), then one in every 3 tasks for a new worker
+    # (tasks 3, 6, 9) and one in every 9 for a proven one (task 9).
+    assert gold == {"new": 4, "proven": 2}
