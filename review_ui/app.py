@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import secrets
 from pathlib import Path
@@ -72,6 +73,15 @@ _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+}
+
+
+# Errors a worker meets on the pages, shown in their language (the rest stay in English:
+# they speak to operators or name a file or field).
+_TRANSLATED_ERRORS = {
+    "your account is paused; please contact the operator": "account_paused",
+    "this task is not leased to you": "not_your_task",
+    "the form has expired; reload the page": "form_expired",
 }
 
 
@@ -217,7 +227,15 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 500)
         if request.url.path.startswith("/api/") or wants_json(request):
             return JSONResponse({"error": str(exc)}, status_code=code)
-        return render(request, "error.html", {"message": str(exc), "code": code}, status_code=code)
+        person, csrf = None, None
+        with contextlib.suppress(NotSignedIn):  # their language and header, when signed in
+            person, csrf = await run_in_threadpool(page_session, request)
+        message = str(exc)
+        key = _TRANSLATED_ERRORS.get(message)
+        if key is not None:
+            message = translator(language_of(request, person))(key)
+        context = {"message": message, "code": code}
+        return render(request, "error.html", context, person, csrf, status_code=code)
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:

@@ -274,3 +274,35 @@ def test_the_basic_submit_works_without_javascript(
         server.stop()
     kinds = sorted(k for k, _ in answers_of(stores, "ana").values())
     assert kinds == ["blank", "value"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_refused_background_answer_shows_where_things_stand(
+    browser: Browser, settings: Settings, stores: Stores
+) -> None:
+    seed_page(stores, [(n, k, g, 40.0) for n, k, g, _ in FORM])
+    code = add_person(stores.db, "ana", "worker")
+    server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
+    context = browser.new_context(**VIEWPORTS["desktop"])
+    page = context.new_page()
+    try:
+        page.goto(f"{server.url}/signin")
+        page.click("summary")
+        page.fill("#code", code)
+        page.click("form[action='/signin/code'] button")
+        page.wait_for_selector("#value")
+        page.wait_for_timeout(300)  # the reserve decoded
+        # The operator pauses the account while the worker is typing.
+        with stores.db.begin() as conn:
+            conn.execute(
+                schema.workers.update()
+                .where(schema.workers.c.name == "ana")
+                .values(quarantined=True)
+            )
+        page.keyboard.press("Enter")
+        # The answer's reply is refused: the page reloads and says why.
+        page.wait_for_selector("text=Your account is paused")
+        shot(page, "desktop", "paused")
+    finally:
+        context.close()
+        server.stop()

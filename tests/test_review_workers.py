@@ -258,3 +258,17 @@ def test_operators_cannot_use_worker_pages_nor_workers_operator_pages(
     join(client, stores)
     assert client.get("/status").status_code == 403
     assert client.get("/batches/abc/report").status_code == 403
+
+
+def test_errors_a_worker_meets_are_in_their_language(client: TestClient, stores: Stores) -> None:
+    seed_page(stores, GUESSES)
+    number = join(client, stores)
+    me = client.get("/me").text
+    client.post("/language", data={"lang": "ms", "next": "/me", "csrf": csrf_of(me)})
+    with stores.db.begin() as conn:
+        conn.execute(
+            schema.workers.update().where(schema.workers.c.id == number).values(quarantined=True)
+        )
+    page = client.get("/review")
+    assert page.status_code == 403 and "Akaun anda digantung" in page.text
+    assert "Log keluar" in page.text  # the error page keeps the worker's header

@@ -81,7 +81,10 @@
       if (r.status === 401) { location.href = "/signin"; return null; }
       if (r.status >= 500) { throw new Error(r.status); }
       forget(item);  // recorded, or refused for good (a 4xx will not change on retry)
-      return r.ok ? r.json() : null;
+      // Refused (the task was no longer this worker's, or the account was paused): let the
+      // server show where things stand.
+      if (!r.ok) { location.reload(); return null; }
+      return r.json();
     }).then(function (reply) {
       if (!reply) { return; }
       // The server's reserve, in order; tasks we have already come without their snippet.
