@@ -230,6 +230,12 @@ def _claim_gold(
     return task_id
 
 
+def _held_by(worker_id: Any, now: Any) -> Any:
+    """Open tasks whose unexpired lease is the worker's (values or bound parameters)."""
+    t = schema.tasks
+    return and_(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
+
+
 def _worker_query(_dialect: str) -> Any:
     t, w, a = schema.tasks, schema.workers, schema.answers
     done_q = (
@@ -241,11 +247,7 @@ def _worker_query(_dialect: str) -> Any:
     # The first lease held, read along: a one-task claim then needs no second read.
     held_q = (
         select(t.c.id)
-        .where(
-            t.c.status == "open",
-            t.c.lease_worker_id == bindparam("wid"),
-            t.c.lease_expires_at > bindparam("now"),
-        )
+        .where(_held_by(bindparam("wid"), bindparam("now")))
         .order_by(t.c.lease_expires_at, t.c.id)
         .limit(1)
         .scalar_subquery()
@@ -256,16 +258,12 @@ def _worker_query(_dialect: str) -> Any:
 
 
 def _held_query(_dialect: str, with_kind: bool) -> Any:
-    """The worker's unexpired leases in the order they were taken (of one type, `kind`)."""
+    """The worker's unexpired leases as the page shows them, in the order they were taken
+    (only of one type, `field_kind`, with `with_kind`)."""
     t, f = schema.tasks, schema.fields
     held = (
-        select(t.c.id)
-        .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
-        .where(
-            t.c.status == "open",
-            t.c.lease_worker_id == bindparam("wid"),
-            t.c.lease_expires_at > bindparam("now"),
-        )
+        _shown(t)
+        .where(_held_by(bindparam("wid"), bindparam("now")))
         .order_by(t.c.lease_expires_at, t.c.id)
         .limit(bindparam("count"))
     )
@@ -402,10 +400,10 @@ def claim_tasks(
         if worker.quarantined:
             raise ForbiddenError("your account is paused; please contact the operator")
         if count == 1 and not with_kind:
-            held = [worker.held] if worker.held is not None else []
+            claimed = [_claimed(conn, worker.held)] if worker.held is not None else []
         else:
-            held = list(conn.execute(prepared(conn, _held_query, with_kind), params).scalars())
-        claimed = [_claimed(conn, task_id) for task_id in held]
+            rows = conn.execute(prepared(conn, _held_query, with_kind), params).all()
+            claimed = [_claimed_task(row) for row in rows]
         variant = (bool(worker.cleared), bool(worker.trusted), with_kind)
         pick, claim = prepared(conn, _claim_statements, *variant)
         postgres = conn.dialect.name == "postgresql"
@@ -474,9 +472,7 @@ def offered_kinds(
             select(f.c.kind, func.count())
             .select_from(t)
             .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
-            .where(
-                t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now
-            )
+            .where(_held_by(worker_id, now))
             .group_by(f.c.kind)
         ).all()
         rows = conn.execute(
@@ -504,7 +500,7 @@ def renew_leases(
     now, in the order they had. Returns how many."""
     now = now or utcnow()
     t = schema.tasks
-    mine = and_(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
+    mine = _held_by(worker_id, now)
     with db.begin() as conn:
         held = conn.execute(select(t.c.id).where(mine).order_by(t.c.lease_expires_at, t.c.id)).all()
         if not held:
