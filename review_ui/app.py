@@ -219,6 +219,16 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
             set_cookie(response, FORM_COOKIE, new_form_token, review.session_hours * 3600)
         return response
 
+    def locked_out(
+        request: Request, keys: dict[str, int], page: str, context: dict[str, Any]
+    ) -> Response | None:
+        """The form again with a "too many tries" message while one of `keys` is locked."""
+        minutes = minutes_locked(db, list(keys))
+        if not minutes:
+            return None
+        error = translator(language_of(request, None))("signin_locked", minutes=minutes)
+        return render(request, page, context | {"error": error}, status_code=429)
+
     def check_form_token(request: Request, csrf: str) -> None:
         check_csrf(csrf, request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(24))
 
@@ -325,12 +335,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         keys = {f"ip:{_client(request)}": review.signin_ip_max_failures}
         if number.isdigit() and len(number) < 10:
             keys[f"worker:{int(number)}"] = review.signin_max_failures
-        locked = minutes_locked(db, list(keys))
-        if locked:
-            error = t("signin_locked", minutes=locked)
-            return render(
-                request, "signin.html", {"error": error, "number": number}, None, None, 429
-            )
+        if (refused := locked_out(request, keys, "signin.html", {"number": number})) is not None:
+            return refused
         try:
             if not number.isdigit() or len(number) >= 10:
                 raise ForbiddenError("signin_wrong")
@@ -351,10 +357,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         check_form_token(request, csrf)
         t = translator(language_of(request, None))
         keys = {f"ip:{_client(request)}": review.signin_ip_max_failures}
-        locked = minutes_locked(db, list(keys))
-        if locked:
-            error = t("signin_locked", minutes=locked)
-            return render(request, "signin.html", {"error": error}, status_code=429)
+        if (refused := locked_out(request, keys, "signin.html", {})) is not None:
+            return refused
         try:
             person = person_by_code(db, code.strip())
         except ForbiddenError:
@@ -377,11 +381,9 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         check_form_token(request, csrf)
         t = translator(language_of(request, None))
         keys = {f"invite:{_client(request)}": review.signin_ip_max_failures}
-        locked = minutes_locked(db, list(keys))
         context: dict[str, Any] = {"invite": invite}
-        if locked:
-            context["error"] = t("signin_locked", minutes=locked)
-            return render(request, "join.html", context, status_code=429)
+        if (refused := locked_out(request, keys, "join.html", context)) is not None:
+            return refused
         try:
             person = join_with_invite(db, invite, pin, pin_again)
         except ForbiddenError as e:
@@ -408,13 +410,9 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     ) -> Response:
         if lang not in LANGUAGES:
             raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}")
-        cookie = request.cookies.get(COOKIE)
-        person = None
-        if cookie:
-            try:
-                person, expected = session_person(db, cookie, review.session_idle_minutes)
-            except ForbiddenError:
-                person = None
+        person, expected = None, ""
+        with contextlib.suppress(NotSignedIn):
+            person, expected = page_session(request)
         if person is not None:
             # Signed in: the choice is kept with the person, for every device they use.
             check_csrf(csrf, expected)
