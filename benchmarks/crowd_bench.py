@@ -30,6 +30,7 @@ from PIL import Image
 from sqlalchemy import Engine, func, insert, select
 
 from benchmarks.ocr_bench import in_calibration_split, is_upper_case_truth
+from ingest.batches import record_scan
 from kerani.exceptions import KeraniError
 from kerani.settings import BlobSettings, CoreSettings, CrowdSettings, DatabaseSettings, Settings
 from microtasks import quality
@@ -125,18 +126,17 @@ def store_page(
     image.save(buf, format="PNG")
     stores.blobs.put(key, buf.getvalue())
     want = {f.name: f.text for f in truth.fields}
+    scan_id = record_scan(
+        stores.db,
+        batch_id,
+        truth.page,
+        size=0,
+        sha256=None,
+        blob_key=None,
+        status="accepted",
+        error=None,
+    )
     with stores.db.begin() as conn:
-        scan_id = conn.execute(
-            insert(schema.scans).values(
-                batch_id=batch_id,
-                filename=truth.page,
-                sha256=None,
-                size=0,
-                blob_key=None,
-                status="accepted",
-                created_at=now,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
         page_id = conn.execute(
             insert(schema.pages).values(
                 batch_id=batch_id,

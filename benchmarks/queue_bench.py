@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine, insert
 
+from ingest.batches import record_scan
 from kerani.settings import CrowdSettings
 from microtasks.queue import claim_next, new_task_id, submit_answer
 from microtasks.workers import add_person, person_by_code
@@ -63,17 +64,10 @@ def seed_tasks(db: Engine, pages: int, fields_per_page: int) -> None:
                 id=batch_id, template="receipt", source="bench", status="ingested", created_at=now
             )
         )
-        scan_id = conn.execute(
-            insert(schema.scans).values(
-                batch_id=batch_id,
-                filename="bench",
-                sha256=None,
-                size=0,
-                blob_key=None,
-                status="accepted",
-                created_at=now,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
+    scan_id = record_scan(
+        db, batch_id, "bench", size=0, sha256=None, blob_key=None, status="accepted", error=None
+    )
+    with db.begin() as conn:
         conn.execute(
             insert(schema.pages),
             [

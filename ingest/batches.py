@@ -73,7 +73,7 @@ def _ensure_batch(
             )
 
 
-def _record_scan(
+def record_scan(
     engine: Engine,
     batch_id: str,
     name: str,
@@ -84,6 +84,7 @@ def _record_scan(
     status: str,
     error: str | None,
 ) -> int:
+    """A batch's file, by name (a second record of the same name updates it); its id."""
     with engine.begin() as conn:
         row = conn.execute(
             select(schema.scans.c.id).where(
@@ -133,7 +134,7 @@ def _ingest_scan(
     except BadInputError as e:
         # The report names the file already; keep only what is wrong with it.
         images, error = [], str(e).removeprefix(f"{scan.name}: ")
-    scan_id = _record_scan(
+    scan_id = record_scan(
         engine,
         batch_id,
         scan.name,
@@ -192,7 +193,7 @@ def ingest_paths(
     _ensure_batch(engine, batch_id, template, ", ".join(str(p) for p in paths), agency_id)
     report = IngestReport(batch_id=batch_id, template=template)
     for bad in rejected:
-        _record_scan(
+        record_scan(
             engine,
             batch_id,
             bad.name,

@@ -10,6 +10,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import insert, select
 
+from ingest.batches import record_scan
 from microtasks.routing import route_page
 from storage import schema
 from storage.database import utcnow
@@ -50,17 +51,17 @@ def seed_page(
                 id=batch_id, template=template, source="test", status="ingested", created_at=now
             )
         )
-        scan_id = conn.execute(
-            insert(schema.scans).values(
-                batch_id=batch_id,
-                filename="scan.png",
-                sha256=batch_id * 2,
-                size=1,
-                blob_key=None,
-                status="accepted",
-                created_at=now,
-            )
-        ).inserted_primary_key[0]
+    scan_id = record_scan(
+        stores.db,
+        batch_id,
+        "scan.png",
+        size=1,
+        sha256=batch_id * 2,
+        blob_key=None,
+        status="accepted",
+        error=None,
+    )
+    with stores.db.begin() as conn:
         page_id = conn.execute(
             insert(schema.pages).values(
                 batch_id=batch_id,
