@@ -115,21 +115,14 @@ def _per_field(fields: list[BenchField], mode: str, column_size: int) -> dict[st
     return {"clicks": clicks / n, "keys": keys / n, "total": (clicks + keys) / n}
 
 
-def _weight(body: bytes) -> tuple[int, int]:
-    """Bytes of a page without its inline snippets, and how many snippets it carried."""
-    found = DATA_URI.findall(body)
-    return len(body) - sum(len(d) for d in found), len(found)
+def _weight(body: bytes) -> int:
+    """Bytes of a page without its inline snippets."""
+    return len(body) - sum(len(d) for d in DATA_URI.findall(body))
 
 
-def _emulate(page: Page, network: str | None) -> None:
+def _emulate(page: Page, network: str) -> None:
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    if network is None:
-        cdp.send(
-            "Network.emulateNetworkConditions",
-            {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
-        )
-        return
     n = NETWORKS[network]
     cdp.send(
         "Network.emulateNetworkConditions",
@@ -257,7 +250,7 @@ def _page_weights(
                 if r.url.startswith("data:") or r.status in (301, 302, 303, 307):
                     continue
                 body = r.body()
-                without += _weight(body)[0]
+                without += _weight(body)
                 wire += r.request.sizes()["responseBodySize"]
             out[name] = {"bytes_without_snippets": without, "bytes_on_the_wire": wire}
             page.close()

@@ -226,7 +226,6 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Show a batch's report: counts, accuracy indicators, cost, unreadable fields."""
-
     from rich.markdown import Markdown
 
     from records.progress import resolve_batch_id
@@ -324,7 +323,6 @@ def bench_crowd(
     seed: int = 0,
 ) -> None:
     """Pre-OCR, routing and a simulated crowd on a dataset, against OCR alone and double keying."""
-
     from benchmarks.crowd_bench import run
 
     _quiet_prefect(False)
@@ -353,7 +351,6 @@ def bench_ui(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The review page in Chromium: page weight, time to type on slow 3G, actions per field."""
-
     from benchmarks.ui_bench import run
 
     _quiet_prefect(False)
@@ -373,7 +370,6 @@ def bench_queue(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Claim+submit throughput and latency on SQLite and PostgreSQL, against a bare SQL floor."""
-
     from benchmarks.queue_bench import run
 
     with console.status(f"{clients} clients claiming and submitting ..."):
@@ -416,7 +412,6 @@ def bench_ocr(
     ] = True,
 ) -> None:
     """Measure the pre-OCR stage on a dataset: accuracy, calibrated auto-accept, speed."""
-
     from benchmarks.ocr_bench import format_report, run_bench
 
     try:

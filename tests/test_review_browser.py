@@ -65,6 +65,14 @@ def shot(page: Page, device: str, screen: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{device}-{screen}.png"), full_page=True)
 
 
+def sign_in_with_access_code(page: Page, url: str, code: str) -> None:
+    """Sign in through the staff form (access code) of the sign-in page."""
+    page.goto(f"{url}/signin")
+    page.click("summary")
+    page.fill("#code", code)
+    page.click("form[action='/signin/code'] button")
+
+
 def snippet_loaded(page: Page) -> bool:
     # A broken image has naturalWidth 0.
     return bool(page.eval_on_selector("#snippet", "img => img.complete && img.naturalWidth > 0"))
@@ -173,10 +181,9 @@ def test_a_worker_session_in_the_browser(
         held = current_task(page)
         other = browser.new_context(**VIEWPORTS[device])
         other_page = other.new_page()
-        other_page.goto(f"{server.url}/signin")
-        other_page.click("summary")
-        other_page.fill("#code", add_person(stores.db, "intruder", "worker"))
-        other_page.click("form[action='/signin/code'] button")
+        sign_in_with_access_code(
+            other_page, server.url, add_person(stores.db, "intruder", "worker")
+        )
         assert other_page.goto(f"{server.url}/snippets/{held}").status == 403  # type: ignore[union-attr]
         other_page.goto(f"{server.url}/me")
         refused = other_page.request.post(
@@ -231,10 +238,7 @@ def test_a_worker_session_in_the_browser(
         operator = browser.new_context(**VIEWPORTS[device])
         op_page = operator.new_page()
         op_page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        op_page.goto(f"{server.url}/signin")
-        op_page.click("summary")
-        op_page.fill("#code", add_person(stores.db, "olivia", "operator"))
-        op_page.click("form[action='/signin/code'] button")
+        sign_in_with_access_code(op_page, server.url, add_person(stores.db, "olivia", "operator"))
         op_page.wait_for_selector("#latest-answers")
         assert XSS in op_page.inner_text("#latest-answers")
         assert op_page.evaluate("window.pwned") is None
@@ -256,10 +260,7 @@ def test_the_basic_submit_works_without_javascript(
     context = browser.new_context(java_script_enabled=False, **VIEWPORTS["phone"])
     page = context.new_page()
     try:
-        page.goto(f"{server.url}/signin")
-        page.click("summary")
-        page.fill("#code", code)
-        page.click("form[action='/signin/code'] button")
+        sign_in_with_access_code(page, server.url, code)
         page.wait_for_selector("#value")
         first = current_task(page)
         page.fill("#value", "SITI AMINAH BT ISMAIL")
@@ -286,10 +287,7 @@ def test_a_refused_background_answer_shows_where_things_stand(
     context = browser.new_context(**VIEWPORTS["desktop"])
     page = context.new_page()
     try:
-        page.goto(f"{server.url}/signin")
-        page.click("summary")
-        page.fill("#code", code)
-        page.click("form[action='/signin/code'] button")
+        sign_in_with_access_code(page, server.url, code)
         page.wait_for_selector("#value")
         page.wait_for_timeout(300)  # the reserve decoded
         # The operator pauses the account while the worker is typing.

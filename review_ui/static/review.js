@@ -1,7 +1,8 @@
 // The review page without waits: the next tasks come with their snippets inside (in the page,
 // then in each answer's reply) and are decoded while the worker reads the current one; a
-// submit shows the next at once while the answer goes to the server in the background. Answers wait in an outbox (localStorage) until the server has them, so a lost
-// connection or a closed tab does not lose them; retries reuse the idempotency key.
+// submit shows the next at once while the answer goes to the server in the background.
+// Answers wait in an outbox (localStorage) until the server has them, so a lost connection
+// or a closed tab does not lose them; retries reuse the idempotency key.
 // Without this file the page still works: the form posts and the server shows the next task.
 (function () {
   "use strict";
@@ -13,7 +14,7 @@
   var keyField = form.querySelector("input[name=idempotency_key]");
   var current = form.getAttribute("action").split("/").pop();
   var upcoming = JSON.parse(document.getElementById("upcoming").textContent || "[]");
-  var blobs = {};   // task id -> promise that its snippet is decoded
+  var decoding = {};  // task id -> promise that its snippet is decoded
   var ready = {};   // task id -> snippet URL, once decoded
   var timings = window.keraniTimings = [];
   var submitAt = 0;
@@ -23,12 +24,12 @@
   focusInput();
 
   function preload(task) {
-    if (blobs[task.task_id]) { return; }
+    if (decoding[task.task_id]) { return; }
     var picture = new Image();
     picture.src = task.snippet_src;
-    blobs[task.task_id] = picture.decode()
+    decoding[task.task_id] = picture.decode()
       .then(function () { ready[task.task_id] = task.snippet_src; })
-      .catch(function () { delete blobs[task.task_id]; });
+      .catch(function () { delete decoding[task.task_id]; });
   }
 
   function setText(id, text) {
@@ -126,11 +127,10 @@
     // The next task is still on its way (a fast worker, a slow line): wait a little for it,
     // else post the form the plain way and let the server show the next task.
     var submitter = e.submitter;
-    var pending = upcoming.map(function (t) { return blobs[t.task_id]; }).filter(Boolean);
     var timeout = new Promise(function (resolve) { setTimeout(resolve, 3000); });
     Promise.race([inflight.then(function () {
-      return Promise.all(upcoming.map(function (t) { return blobs[t.task_id]; }).filter(Boolean));
-    }), Promise.all(pending).then(function () { return readyTask() ? null : timeout; }), timeout])
+      return Promise.all(upcoming.map(function (t) { return decoding[t.task_id]; }));
+    }), timeout])
       .then(function () {
         var late = readyTask();
         if (late) { answer({ submitter: submitter }, late); return; }
