@@ -9,7 +9,6 @@ evidence for it, otherwise pooled over the worker's types. The OCR is learned th
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ PRIOR_MEAN = PRIOR_RIGHT / (PRIOR_RIGHT + PRIOR_WRONG)
 OCR_PRIOR_RIGHT, OCR_PRIOR_WRONG = 3.0, 2.0  # fields sent to people are the doubtful ones
 GOLD_WEIGHT = 2.0
 MIN_TYPE_EVIDENCE = 5.0
-OCR_SHARDS = 16
+OCR_SHARDS = 64
 COUNTERS = ("gold_seen", "gold_correct", "agree_seen", "agree_correct")
 
 
@@ -211,9 +210,13 @@ def record_outcomes(
         conn.execute(prepared(conn, _evidence_upsert), params)
 
 
-def ocr_shard() -> int:
-    """A random shard of a type's OCR counters: concurrent settles rarely wait for one row."""
-    return random.randrange(OCR_SHARDS)
+def ocr_shard(worker_id: int) -> int:
+    """The shard of a type's OCR counters that settles by this worker count on.
+
+    A worker settles one field at a time, so concurrent settles wait for the same row
+    only when their workers share a shard (a random shard made that likely under load).
+    """
+    return worker_id % OCR_SHARDS
 
 
 def ocr_evidence_upsert(dialect: str) -> Any:
@@ -240,16 +243,12 @@ def add_ocr_on_conflict(stmt: Any) -> Any:
     )
 
 
-def record_ocr_evidence(conn: Connection, field_type: str, correct: bool) -> None:
-    """Count whether the OCR's guess for a doubted field of this type proved right."""
-    conn.execute(prepared(conn, ocr_evidence_upsert), ocr_params(field_type, correct))
-
-
-def ocr_params(field_type: str, correct: bool | None) -> dict[str, Any]:
-    """Parameters of ocr_evidence_upsert; `correct` None when the OCR did not vote."""
+def ocr_params(field_type: str, correct: bool | None, worker_id: int) -> dict[str, Any]:
+    """Parameters of ocr_evidence_upsert for a settle by `worker_id`; `correct` None when
+    the OCR did not vote."""
     return {
         "field_type": field_type,
-        "shard": ocr_shard(),
+        "shard": ocr_shard(worker_id),
         "ocr_right": int(bool(correct)),
         "ocr_voted": correct is not None,
     }

@@ -47,7 +47,7 @@ from kerani.settings import CrowdSettings
 from microtasks import quality
 from microtasks.consensus import ANSWER_KINDS, Consensus, Vote, answer_key, reach_consensus
 from microtasks.ledger import pay
-from microtasks.prepared import dialect_insert, prepared
+from microtasks.prepared import dialect_insert, prepared, run
 from storage import schema
 from storage.database import as_utc, utcnow
 
@@ -118,7 +118,7 @@ def _claimed_query(_dialect: str) -> Any:
 
 
 def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
-    return _claimed_task(conn.execute(prepared(conn, _claimed_query), {"tid": task_id}).one())
+    return _claimed_task(run(conn, _claimed_query, {"tid": task_id})[0])
 
 
 def _claimed_task(row: Row[Any]) -> ClaimedTask:
@@ -236,6 +236,28 @@ def _held_by(worker_id: Any, now: Any) -> Any:
     return and_(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
 
 
+def _first_claim(dialect: str, with_kind: bool) -> Any:
+    """PostgreSQL: read the worker and, if they hold no lease and no gold is due, lease
+    them a task, in one statement (the worker's flags are read inside it).
+
+    Returns the worker's row (quarantined, cleared, trusted, done, held) with the leased
+    task's columns, which are null when nothing was leased.
+    """
+    worker = _worker_query(dialect).cte("worker")
+    flags = {column.key: select(column).scalar_subquery() for column in worker.c}
+    gold_every = bindparam("gold_every", type_=Integer)
+    trusted_every = func.greatest(gold_every, bindparam("gold_every_trusted", type_=Integer))
+    every = case((flags["trusted"], trusted_every), else_=gold_every)
+    # The SQL twin of _gold_due, for the worker's next task.
+    gold_due = and_(
+        every > 0, or_(flags["done"] == 1, (flags["done"] + 1) % func.nullif(every, 0) == 0)
+    )
+    may_take = and_(flags["quarantined"].is_(False), flags["held"].is_(None), ~gold_due)
+    claim = _claim_cte(dialect, flags["cleared"], flags["trusted"], with_kind, may_take)
+    shown = claim.subquery("claimed")
+    return select(*worker.c, *shown.c).select_from(worker.outerjoin(shown, true())).add_cte(worker)
+
+
 def _worker_query(_dialect: str) -> Any:
     t, w, a = schema.tasks, schema.workers, schema.answers
     done_q = (
@@ -270,10 +292,11 @@ def _held_query(_dialect: str, with_kind: bool) -> Any:
     return held.where(f.c.kind == bindparam("field_kind")) if with_kind else held
 
 
-def _offer_conditions(cleared: bool, trusted: bool, with_kind: bool) -> list[Any]:
+def _offer_conditions(cleared: Any, trusted: Any, with_kind: bool) -> list[Any]:
     """What makes an open field task one a worker with these flags may take now.
 
-    Bound parameters: wid, now, max_fields, last_vote and, `with_kind`, field_kind.
+    The flags are booleans, or SQL expressions read in the same statement. Bound
+    parameters: wid, now, max_fields, last_vote and, `with_kind`, field_kind.
     """
     t, f = schema.tasks, schema.fields
     v, a = schema.worker_page_views, schema.answers
@@ -290,19 +313,22 @@ def _offer_conditions(cleared: bool, trusted: bool, with_kind: bool) -> list[Any
     ]
     if with_kind:  # a column: every snippet of one field type
         conditions.append(f.c.kind == bindparam("field_kind"))
-    if not cleared:
-        conditions.append(f.c.sensitivity != "restricted")
-    if not trusted:
+    if cleared is not True:
+        unrestricted = f.c.sensitivity != "restricted"
+        conditions.append(unrestricted if cleared is False else or_(unrestricted, cleared))
+    if trusted is not True:
         # Disputes are for arbiters, until arbiters disagree too: the last vote before
         # the cap may come from anyone, so that every field ends up settled.
-        conditions.append(or_(t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")))
+        open_to_all = [t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")]
+        conditions.append(or_(*open_to_all) if trusted is False else or_(*open_to_all, trusted))
     return conditions
 
 
 def _claim_statements(
-    dialect: str, cleared: bool, trusted: bool, with_kind: bool
+    dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate: Any
 ) -> tuple[Any, Any]:
-    """The pick query and the claim (pick and lease) for a worker with these flags."""
+    """The pick query and the claim (pick and lease) for a worker with these flags
+    (booleans or SQL expressions), taking nothing unless every `gate` condition holds."""
     t, f, v = schema.tasks, schema.fields, schema.worker_page_views
     worker_id, now = (
         bindparam("wid", type_=Integer),
@@ -313,7 +339,7 @@ def _claim_statements(
         select(t.c.id)
         .join(f, f.c.id == t.c.field_id)
         .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
-        .where(*_offer_conditions(cleared, trusted, with_kind))
+        .where(*gate, *_offer_conditions(cleared, trusted, with_kind))
         # Disputes first, then fields nearly settled, then oldest (an indexed order).
         .order_by(t.c.priority.desc(), t.c.created_at, t.c.id)
         .limit(1)
@@ -331,10 +357,10 @@ def _claim_statements(
     return pick, claim
 
 
-def _claim_cte(dialect: str, cleared: bool, trusted: bool, with_kind: bool) -> Any:
+def _claim_cte(dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate: Any) -> Any:
     """PostgreSQL: lease a task, count the view and audit the claim in one statement."""
     t, v, log = schema.tasks, schema.worker_page_views, schema.audit_log
-    _, claim = _claim_statements(dialect, cleared, trusted, with_kind)
+    _, claim = _claim_statements(dialect, cleared, trusted, with_kind, *gate)
     leased = claim.returning(t.c.lease_expires_at, t.c.note, t.c.field_id, t.c.gold_field_id).cte(
         "leased"
     )
@@ -395,54 +421,76 @@ def claim_tasks(
         "max_fields": rules.max_fields_per_document,
         "last_vote": rules.max_answers - 1,
     }
+    # Leases taken together expire a microsecond apart, keeping their order on reload.
+    step = timedelta(microseconds=1)
+    lease_until = now + timedelta(seconds=rules.lease_seconds) + step
     with db.begin() as conn:
-        worker = conn.execute(prepared(conn, _worker_query), params).one()
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:  # one round trip: the worker, and a first lease when nothing is held
+            gold = {"gold_every": rules.gold_every, "gold_every_trusted": rules.gold_every_trusted}
+            rows = run(
+                conn,
+                _first_claim,
+                params | gold | {"lease_until": lease_until, "at": utcnow()},
+                with_kind,
+            )
+        else:
+            rows = run(conn, _worker_query, params)
+        if not rows:
+            raise NotFoundError("no such worker")
+        worker = rows[0]
         if worker.quarantined:
             raise ForbiddenError("your account is paused; please contact the operator")
-        if count == 1 and not with_kind:
+        if postgres and worker.id is not None:
+            claimed = [_claimed_task(worker)]
+        elif count == 1 and not with_kind:
             claimed = [_claimed(conn, worker.held)] if worker.held is not None else []
         else:
             rows = conn.execute(prepared(conn, _held_query, with_kind), params).all()
             claimed = [_claimed_task(row) for row in rows]
         variant = (bool(worker.cleared), bool(worker.trusted), with_kind)
-        pick, claim = prepared(conn, _claim_statements, *variant)
-        postgres = conn.dialect.name == "postgresql"
-        if postgres:
-            claim = prepared(conn, _claim_cte, *variant)
-        # New leases end after the ones held, so that they come after them on a reload.
         gold_every = rules.gold_every
         if worker.trusted and gold_every:
             gold_every = max(gold_every, rules.gold_every_trusted)
-        lease_until = max(
-            [now + timedelta(seconds=rules.lease_seconds)]
-            + [task.lease_expires_at for task in claimed]
-        )
+        # New leases end after the ones held, so that they come after them on a reload.
+        lease_until = max([lease_until - step] + [task.lease_expires_at for task in claimed])
         while len(claimed) < count:
-            # Leases taken together expire a microsecond apart, keeping their order on reload.
-            lease_until += timedelta(microseconds=1)
+            lease_until += step
             if _gold_due(worker.done + len(claimed), gold_every):
                 gold_task = _claim_gold(conn, worker_id, lease_until, field_kind)
                 if gold_task is not None:
                     _audit(conn, worker_id, "claim", gold_task, "gold")
                     claimed.append(_claimed(conn, gold_task))
                     continue
-            task = _claim_one(conn, pick, claim, postgres, params | {"lease_until": lease_until})
+            task = _claim_one(conn, variant, params | {"lease_until": lease_until})
             if task is None:
                 break
             claimed.append(task)
         return claimed
 
 
+def _claim_pick(dialect: str, cleared: bool, trusted: bool, with_kind: bool) -> Any:
+    return _claim_statements(dialect, cleared, trusted, with_kind)[0]
+
+
+def _claim_update(dialect: str, cleared: bool, trusted: bool, with_kind: bool) -> Any:
+    # PostgreSQL: the one statement also counts the view and writes the audit row.
+    if dialect == "postgresql":
+        return _claim_cte(dialect, cleared, trusted, with_kind)
+    return _claim_statements(dialect, cleared, trusted, with_kind)[1]
+
+
 def _claim_one(
-    conn: Connection, pick: Any, claim: Any, postgres: bool, params: dict[str, Any]
+    conn: Connection, variant: tuple[bool, bool, bool], params: dict[str, Any]
 ) -> ClaimedTask | None:
     for _attempt in range(5):
-        leased = conn.execute(claim, {**params, "at": utcnow()}).first()
-        if leased is None:
-            if conn.execute(pick, params).first() is None:
+        rows = run(conn, _claim_update, {**params, "at": utcnow()}, *variant)
+        if not rows:
+            if not run(conn, _claim_pick, params, *variant):
                 return None
             continue
-        if postgres:  # the one statement also counted the view and wrote the audit row
+        leased = rows[0]
+        if conn.dialect.name == "postgresql":
             return _claimed_task(leased)
         task = _claimed(conn, leased.id)
         _count_view(conn, params["wid"], task.page_id)
@@ -593,7 +641,11 @@ def _open_fields_query(_dialect: str) -> Any:
     return (
         select(func.count())
         .select_from(f)
-        .where(f.c.page_id == bindparam("page"), f.c.status.in_(("pending", "in_review")))
+        # Two comparisons rather than IN: a constant list would be rendered per call.
+        .where(
+            f.c.page_id == bindparam("page"),
+            or_(f.c.status == "pending", f.c.status == "in_review"),
+        )
     )
 
 
@@ -642,7 +694,7 @@ def submit_answer(
             return SubmitOutcome(True, False, None, None)
         if task.kind == "gold":
             return _settle_gold(conn, task, worker_id, kind, value, task.field_type, rules)
-        return _settle_field(conn, task, rules)
+        return _settle_field(conn, task, worker_id, rules)
 
 
 def _submitted_task(dialect: str) -> Any:
@@ -741,7 +793,8 @@ def _record_answer_postgresql(
 ) -> Any:
     """_record_answer in one statement: lock, lease check, answer, audit and payment."""
     rates = {f"rate_{k}": v for k, v in _rates(rules).items()}
-    return conn.execute(prepared(conn, _answer_cte), {**params, **rates}).first()
+    rows = run(conn, _answer_cte, {**params, **rates})
+    return rows[0] if rows else None
 
 
 def _answer_cte(dialect: str) -> Any:
@@ -922,7 +975,9 @@ def _settle_gold(
     return SubmitOutcome(True, False, None, None, gold_correct=correct)
 
 
-def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> SubmitOutcome:
+def _settle_field(
+    conn: Connection, task: Row[Any], worker_id: int, rules: CrowdSettings
+) -> SubmitOutcome:
     escalated = bool(task.escalated)
     ftype = task.field_type
     if getattr(task, "votes", None) is not None:  # PostgreSQL: read with the answer
@@ -948,7 +1003,7 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
             "prio": task_priority(result.human_votes, escalate),
         }
         if conn.dialect.name == "postgresql":
-            conn.execute(prepared(conn, _returned_cte), params)
+            run(conn, _returned_cte, params)
         else:
             conn.execute(prepared(conn, _field_counted), params)
             conn.execute(prepared(conn, _task_returned), params)
@@ -967,14 +1022,14 @@ def _settle_field(conn: Connection, task: Row[Any], rules: CrowdSettings) -> Sub
         "sagree": result.agreement,
         "count": result.human_votes,
         "now": utcnow(),
-        **quality.ocr_params(ftype, ocr_right),
+        **quality.ocr_params(ftype, ocr_right, worker_id),
     }
     if conn.dialect.name == "postgresql":
         # One statement: field and task settled, workers' and OCR's evidence counted.
         voters_in_order = sorted(agreed)
         params["voters"] = voters_in_order
         params["agreed"] = [int(agreed[w]) for w in voters_in_order]
-        complete = conn.execute(prepared(conn, _settle_cte), params).one().still_open == 0
+        complete = run(conn, _settle_cte, params)[0].still_open == 0
     else:
         conn.execute(prepared(conn, _field_settled), params)
         conn.execute(prepared(conn, _task_settled), params)

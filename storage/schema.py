@@ -121,8 +121,8 @@ tasks = Table(
     Column("gold_field_id", Integer, ForeignKey("fields.id"), nullable=True),
     # Claim order: escalated and nearly settled fields first (see microtasks.queue).
     Column("priority", Integer, nullable=False, default=0),
-    Column("status", String(20), nullable=False, index=True),  # open | settled
-    Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True, index=True),
+    Column("status", String(20), nullable=False),  # open | settled
+    Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("settled_at", DateTime(timezone=True), nullable=True),
@@ -142,19 +142,22 @@ Index(
     tasks.c.created_at,
     tasks.c.id,
 )
+# A worker's leases (see storage/migrations/versions/0006_claim_indexes.py).
+Index("ix_tasks_lease", tasks.c.lease_worker_id, tasks.c.lease_expires_at)
 
 answers = Table(
     "answers",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("task_id", String(32), ForeignKey("tasks.id"), nullable=False, index=True),
-    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False, index=True),
+    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False),
     Column("kind", String(20), nullable=False),  # value | unreadable | blank | skip
     Column("value", Text, nullable=False),
     Column("idempotency_key", String(100), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("weight", Float, nullable=True),  # the worker's estimated accuracy when counted
-    UniqueConstraint("task_id", "worker_id", name="uq_answers_task_worker"),
+    # One answer per worker and task; worker first, so it also finds a worker's answers.
+    UniqueConstraint("worker_id", "task_id", name="uq_answers_worker_task"),
 )
 
 sessions = Table(

@@ -63,7 +63,8 @@ def seed_page(
     )
     with stores.db.begin() as conn:
         page_id = conn.execute(
-            insert(schema.pages).values(
+            insert(schema.pages)
+            .values(
                 batch_id=batch_id,
                 scan_id=scan_id,
                 source_sha256=batch_id * 2,
@@ -75,7 +76,8 @@ def seed_page(
                 status="ocred",
                 created_at=now,
             )
-        ).inserted_primary_key[0]
+            .returning(schema.pages.c.id)
+        ).scalar_one()
         for i, (name, kind, text, conf) in enumerate(guesses):
             key = f"snippets/{page_id}/{name}.png"
             stores.blobs.put(key, text_png(pictures[name]) if pictures else png())
@@ -113,7 +115,9 @@ def batch_of(stores: Stores, page_id: int) -> str:
 def form_token(client: Any) -> str:
     """The CSRF token of the forms shown before sign-in (its cookie lands in the client)."""
     page = client.get("/signin")
-    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[no-any-return, union-attr]
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is not None, "the sign-in page has no form token"
+    return found.group(1)
 
 
 def sign_in_with_code(client: Any, code: str) -> Any:

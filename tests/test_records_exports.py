@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -95,9 +96,10 @@ def test_exports_round_trip_and_mark_unreadable_fields(stores: Stores, batch: st
     parquet = pd.read_parquet(io.BytesIO(stores.blobs.get(result.keys["parquet"])))
     for name in PEOPLE:
         for col in (name, f"{name}__status", f"{name}__source"):
-            expected = parquet.loc[0, col]
+            expected: Any = parquet.loc[0, col]
             assert csv.loc[0, col] == ("" if pd.isna(expected) else expected), col
-        assert float(csv.loc[0, f"{name}__agreement"]) == parquet.loc[0, f"{name}__agreement"]
+        agreement: Any = csv.loc[0, f"{name}__agreement"]
+        assert float(agreement) == parquet.loc[0, f"{name}__agreement"]
     lines = [json.loads(x) for x in stores.blobs.get(result.keys["jsonl"]).decode().splitlines()]
     assert lines[0]["line_002"] is None and lines[0]["line_002__status"] == "unreadable"
 

@@ -65,7 +65,7 @@ def make_trusted(stores: Stores, name: str) -> str:
 def answer_all(client: TestClient, code: str, truth: dict[str, str]) -> list[str]:
     """Claim and answer through the HTTP API until nothing is offered; return fields answered."""
     auth = {"Authorization": f"Bearer {code}"}
-    answered = []
+    answered: list[str] = []
     for _ in range(50):
         claim = client.post("/api/tasks/claim", headers=auth)
         assert claim.status_code in (200, 204), claim.text
@@ -184,7 +184,7 @@ def test_a_field_already_arbitrated_is_kept_flagged_not_sent_back_again(stores: 
         "csv",
     )
     assert not bool(frame.loc[0, "valid"])
-    assert "ic_matches_birth_date" in frame.loc[0, "problems"]
+    assert "ic_matches_birth_date" in str(frame.loc[0, "problems"])
 
 
 def test_field_validators_send_back_auto_accepted_values(stores: Stores) -> None:
@@ -358,10 +358,11 @@ def test_a_document_whose_trigger_is_lost_is_picked_up_by_reconcile(
 
     # The reassembly flow itself, as the deployment trigger runs it (page id from a template).
     page_id = seed_page(stores, MISMATCH[1:3])
-    assert reassemble_document(str(page_id), settings)["status"] == "sent_back"  # type: ignore[arg-type]
+    run_by_trigger: Any = reassemble_document  # the trigger's template passes a string
+    assert run_by_trigger(str(page_id), settings)["status"] == "sent_back"
     # finish-batch publishes the batch report as a Prefect artifact.
     batch_id = batch_of(stores, lost)
     finish = finish_batch(batch_id, settings)
     assert finish["report"]["records"] == 1
-    artifact = Artifact.get(key=f"batch-report-{batch_id[:12]}")
+    artifact: Any = Artifact.get(key=f"batch-report-{batch_id[:12]}")  # sync here
     assert artifact is not None and "Fields that could not be read" in str(artifact.data)
