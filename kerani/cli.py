@@ -362,18 +362,23 @@ def bench_ui(
 @bench_app.command("queue")
 def bench_queue(
     clients: Annotated[int, typer.Option(help="Concurrent worker clients.")] = 64,
-    pages: Annotated[int, typer.Option(help="Pages of open tasks to seed.")] = 50,
+    # 3,000 tasks: about 47 per client, so most statements run on connections past their
+    # first few (which PostgreSQL plans afresh before it keeps a generic plan).
+    pages: Annotated[int, typer.Option(help="Pages of open tasks to seed.")] = 150,
     fields_per_page: Annotated[int, typer.Option(help="Tasks per page.")] = 20,
     postgres_url: Annotated[
         str | None, typer.Option(help="Default: $KERANI_BENCH_POSTGRES_URL or local `test`.")
     ] = None,
+    rounds: Annotated[
+        int, typer.Option(help="Turns of Kerani then the floor; figures are the medians.")
+    ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Claim+submit throughput and latency on SQLite and PostgreSQL, against a bare SQL floor."""
     from benchmarks.queue_bench import run
 
     with console.status(f"{clients} clients claiming and submitting ..."):
-        figures = run(clients, pages, fields_per_page, postgres_url)
+        figures = run(clients, pages, fields_per_page, postgres_url, rounds)
     if as_json:
         print(json.dumps(figures))
         return

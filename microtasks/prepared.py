@@ -15,11 +15,11 @@ the ordinary path.
 from __future__ import annotations
 
 import threading
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -50,6 +50,7 @@ class _DriverStatement:
     defaults: dict[str, Any]  # values of the statement's own literals
     required: frozenset[str]  # parameters each call must give
     converters: dict[str, Callable[[Any], Any]]  # Python-side conversion of some parameters
+    row: Callable[..., Any] | None  # makes a row with named columns; None: returns no rows
 
 
 def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
@@ -68,7 +69,17 @@ def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
         for key, value in compiled.construct_params(_check=False).items()
         if key not in required
     }
-    return _DriverStatement(compiled.string, defaults, required, dict(compiled._bind_processors))
+    columns = [column[0] for column in compiled._result_columns]
+    # Rows are built from plain tuples with a class made once here, rather than by the
+    # driver describing the columns again on every call.
+    row_class: Any = namedtuple("Row", columns) if columns else None
+    return _DriverStatement(
+        compiled.string,
+        defaults,
+        required,
+        dict(compiled._bind_processors),
+        row_class._make if row_class else None,
+    )
 
 
 def run(
@@ -97,9 +108,9 @@ def run(
     for name, convert in driver.converters.items():
         values[name] = convert(values[name])
     # The pooled connection's psycopg connection, inside the transaction `conn` began.
-    with conn.connection.dbapi_connection.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
+    with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
         cursor.execute(driver.sql, values, prepare=True)
-        return cursor.fetchall() if cursor.description is not None else ()
+        return [driver.row(r) for r in cursor.fetchall()] if driver.row else ()
 
 
 def dialect_insert(dialect: str) -> Callable[[Table], Any]:
