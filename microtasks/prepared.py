@@ -64,17 +64,25 @@ def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
             return None
     names = compiled.bind_names
     required = frozenset(names[b] for b in compiled.binds.values() if b.required)
-    defaults = {
-        key: value
-        for key, value in compiled.construct_params(_check=False).items()
-        if key not in required
-    }
+    sql, defaults = compiled.string, {}
+    for bind in compiled.binds.values():
+        name = names[bind]
+        if name in required:
+            continue
+        # The statement's own constants ('open', 1, ...) go into its text: nothing to send
+        # or convert per call, and the planner sees them as constants.
+        render = bind.type.literal_processor(dialect)
+        if render is None or bind.value is None or bind.callable is not None:
+            defaults[name] = bind.effective_value
+        else:
+            # A literal % would read as a placeholder to the driver.
+            sql = sql.replace(f"%({name})s", render(bind.value).replace("%", "%%"))
     columns = [column[0] for column in compiled._result_columns]
     # Rows are built from plain tuples with a class made once here, rather than by the
     # driver describing the columns again on every call.
     row_class: Any = namedtuple("Row", columns) if columns else None
     return _DriverStatement(
-        compiled.string,
+        sql,
         defaults,
         required,
         dict(compiled._bind_processors),

@@ -259,13 +259,7 @@ def _first_claim(dialect: str, with_kind: bool) -> Any:
 
 
 def _worker_query(_dialect: str) -> Any:
-    t, w, a = schema.tasks, schema.workers, schema.answers
-    done_q = (
-        select(func.count())
-        .select_from(a)
-        .where(a.c.worker_id == bindparam("wid"), a.c.kind != "skip")
-        .scalar_subquery()
-    )
+    t, w = schema.tasks, schema.workers
     # The first lease held, read along: a one-task claim then needs no second read.
     held_q = (
         select(t.c.id)
@@ -275,7 +269,11 @@ def _worker_query(_dialect: str) -> Any:
         .scalar_subquery()
     )
     return select(
-        w.c.quarantined, w.c.cleared, w.c.trusted, done_q.label("done"), held_q.label("held")
+        w.c.quarantined,
+        w.c.cleared,
+        w.c.trusted,
+        w.c.answers_done.label("done"),
+        held_q.label("held"),
     ).where(w.c.id == bindparam("wid"))
 
 
@@ -772,10 +770,16 @@ def _record_answer(conn: Connection, params: dict[str, Any], rules: CrowdSetting
     if answer_id is not None:
         _audit(conn, params["wid"], "answer", params["tid"], params["akind"])
         if params["akind"] != "skip":
+            conn.execute(prepared(conn, _count_answer), params)
             kind = _pay_kind(task)
             batch = None if task.kind == "gold" else task.batch_id
             pay(conn, params["wid"], int(answer_id), kind, _rates(rules)[kind], batch)
     return _TaskWithAnswer(task, answer_id)
+
+
+def _count_answer(_dialect: str) -> Any:
+    w = schema.workers
+    return w.update().where(w.c.id == bindparam("wid")).values(answers_done=w.c.answers_done + 1)
 
 
 class _TaskWithAnswer:
@@ -853,6 +857,17 @@ def _answer_cte(dialect: str) -> Any:
         .on_conflict_do_nothing(index_elements=[led.c.answer_id])
         .cte("paid")
     )
+    w = schema.workers
+    counted = (
+        w.update()
+        .where(
+            w.c.id == values["worker_id"],
+            select(answer.c.id).exists(),
+            values["kind"] != "skip",
+        )
+        .values(answers_done=w.c.answers_done + 1)
+        .cte("counted")
+    )
     ocr = _ocr_counts_of(task)
     # Only what settling needs: every column returned costs the driver work per row.
     return (
@@ -865,7 +880,7 @@ def _answer_cte(dialect: str) -> Any:
             ocr.c.ocr_right,
         )
         .select_from(task.outerjoin(answer, true()).join(ocr, true()))
-        .add_cte(audit, paid)
+        .add_cte(audit, paid, counted)
     )
 
 

@@ -86,7 +86,7 @@ def my_work(db: Engine, worker_id: int, min_gold: int, now: datetime | None = No
             )
 
         done = conn.execute(
-            select(func.count()).where(a.c.worker_id == worker_id, a.c.kind != "skip")
+            select(schema.workers.c.answers_done).where(schema.workers.c.id == worker_id)
         ).scalar_one()
         done_today = conn.execute(
             select(func.count()).where(

@@ -111,6 +111,8 @@ workers = Table(
     Column("invite_hash", String(64), nullable=True, unique=True),  # until the invite is used
     Column("invite_expires_at", DateTime(timezone=True), nullable=True),
     Column("language", String(5), nullable=False, default="en"),  # en | ms, the worker's choice
+    # Answers given, skips aside; kept by microtasks.queue as each is recorded.
+    Column("answers_done", Integer, nullable=False, default=0, server_default="0"),
 )
 
 tasks = Table(

@@ -52,6 +52,27 @@ def test_a_retried_submit_records_audits_and_pays_exactly_once(stores: Stores) -
         (ana, "field", rules.rate_sen_field)
     ]
     assert paid[0].batch_id == batch_of(stores, page_id)
+    assert _answers_done(stores, ana) == 1  # what decides when gold is due, and My work
+
+
+def _answers_done(stores: Stores, worker_id: int) -> int:
+    with stores.db.connect() as conn:
+        w = schema.workers
+        return int(conn.execute(select(w.c.answers_done).where(w.c.id == worker_id)).scalar_one())
+
+
+def test_a_skip_is_not_counted_among_a_workers_answers(stores: Stores) -> None:
+    seed_page(stores, CITY + [("town", "text", "KLANG", 40.0)])
+    rules = CrowdSettings(gold_every=0, target_posterior=0.98)
+    ana = worker(stores, "ana")
+    task = claim_next(stores.db, ana, rules)
+    assert task is not None
+    assert submit_answer(stores.db, task.task_id, ana, "skip", "", "s-1", rules).recorded
+    task = claim_next(stores.db, ana, rules)
+    assert task is not None
+    submit_answer(stores.db, task.task_id, ana, "unreadable", "", "u-1", rules)
+    submit_answer(stores.db, task.task_id, ana, "unreadable", "", "u-1", rules)  # a retry
+    assert _answers_done(stores, ana) == 1
 
 
 def test_a_settle_counts_each_voter_and_the_ocr_once(stores: Stores) -> None:
