@@ -62,7 +62,7 @@ def _answers_done(stores: Stores, worker_id: int) -> int:
 
 
 def test_a_skip_is_not_counted_among_a_workers_answers(stores: Stores) -> None:
-    seed_page(stores, CITY + [("town", "text", "KLANG", 40.0)])
+    seed_page(stores, [*CITY, ("town", "text", "KLANG", 40.0)])
     rules = CrowdSettings(gold_every=0, target_posterior=0.98)
     ana = worker(stores, "ana")
     task = claim_next(stores.db, ana, rules)
