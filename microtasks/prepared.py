@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, TextClause
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -54,39 +54,52 @@ class _DriverStatement:
 
 
 def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
-    """Compile `stmt` once for psycopg, or None if its results need converting in Python."""
+    """Compile `stmt` once for psycopg, or None where that would change what it does.
+
+    The ordinary path stays for: values rendered per call (IN lists, literal_execute),
+    Python-side column defaults, parameters whose value is computed per call, results
+    converted in Python, and statements other than Core ones with known result columns.
+    """
     dialect = conn.dialect
     compiled = stmt.compile(dialect=dialect)
-    if compiled.post_compile_params:  # an IN list is rendered per call
+    if (
+        compiled.post_compile_params
+        or compiled.literal_execute_params
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or any(bind.callable is not None for bind in compiled.binds.values())
+        or isinstance(stmt, TextClause)  # its result columns are not known here
+    ):
         return None
     for column in compiled._result_columns:
-        if column[3]._cached_result_processor(dialect, None) is not None:
+        try:
+            if column[3]._cached_result_processor(dialect, None) is not None:
+                return None
+        except TypeError:  # a processor that needs the driver's column type
             return None
     names = compiled.bind_names
     required = frozenset(names[b] for b in compiled.binds.values() if b.required)
-    sql, defaults = compiled.string, {}
+    sql, defaults, rendered = compiled.string, {}, set()
     for bind in compiled.binds.values():
         name = names[bind]
         if name in required:
             continue
-        # The statement's own constants ('open', 1, ...) go into its text: nothing to send
-        # or convert per call, and the planner sees them as constants.
         render = bind.type.literal_processor(dialect)
-        if render is None or bind.value is None or bind.callable is not None:
-            defaults[name] = bind.effective_value
+        if bind.unique and render is not None and bind.value is not None:
+            # The statement's own constants ('open', 1, ...) go into its text: nothing to
+            # send or convert per call, and the planner sees constants. (Named parameters
+            # with a default stay parameters, so that a call can still give them.)
+            sql = sql.replace(f"%({name})s", render(bind.value))
+            rendered.add(name)
         else:
-            # A literal % would read as a placeholder to the driver.
-            sql = sql.replace(f"%({name})s", render(bind.value).replace("%", "%%"))
+            defaults[name] = bind.value
     columns = [column[0] for column in compiled._result_columns]
     # Rows are built from plain tuples with a class made once here, rather than by the
     # driver describing the columns again on every call.
     row_class: Any = namedtuple("Row", columns) if columns else None
+    converters = {k: v for k, v in compiled._bind_processors.items() if k not in rendered}
     return _DriverStatement(
-        sql,
-        defaults,
-        required,
-        dict(compiled._bind_processors),
-        row_class._make if row_class else None,
+        sql, defaults, required, converters, row_class._make if row_class else None
     )
 
 

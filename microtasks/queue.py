@@ -247,7 +247,8 @@ def _first_claim(dialect: str, with_kind: bool) -> Any:
     flags = {column.key: select(column).scalar_subquery() for column in worker.c}
     gold_every = bindparam("gold_every", type_=Integer)
     trusted_every = func.greatest(gold_every, bindparam("gold_every_trusted", type_=Integer))
-    every = case((flags["trusted"], trusted_every), else_=gold_every)
+    # As in claim_tasks: no gold at all stays no gold for the trusted too.
+    every = case((and_(flags["trusted"], gold_every != 0), trusted_every), else_=gold_every)
     # The SQL twin of _gold_due, for the worker's next task.
     gold_due = and_(
         every > 0, or_(flags["done"] == 1, (flags["done"] + 1) % func.nullif(every, 0) == 0)

@@ -11,6 +11,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 
+from kerani.exceptions import ConflictError
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -55,13 +57,32 @@ def _create_engine(url: str, pool_size: int = 10) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=20)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema up to the newest migration."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to the newest migration (or to `revision`)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # A batch migration rebuilds a table: copy, DROP, rename. With foreign keys on,
+            # SQLite refuses the DROP while other tables' rows point at it, so they are off
+            # for the migration (SQLite only allows that outside a transaction) and checked
+            # in full before it commits.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise ConflictError(
+                            f"migrating the database left {len(broken)} rows whose "
+                            f"foreign keys point nowhere, first: {tuple(broken[0])}"
+                        )
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def open_engine(url: str, pool_size: int = 10) -> Engine:

@@ -14,7 +14,7 @@ from kerani.exceptions import BadInputError, NotFoundError
 from kerani.settings import BlobSettings, CoreSettings, Settings
 from storage import schema
 from storage.blobs import BlobStore, LocalBlobStore, open_blob_store
-from storage.database import table_names
+from storage.database import _create_engine, migrate, table_names
 from storage.stores import Stores
 from tests.conftest import free_port_for_tests
 
@@ -104,3 +104,52 @@ def test_migrations_build_the_schema_the_code_declares(stores: Stores) -> None:
     with stores.db.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), schema.metadata)
     assert differences == []
+
+
+def test_migrating_a_sqlite_database_that_holds_paid_answers(tmp_path: Path) -> None:
+    # Migrations that rebuild a table (SQLite's batch mode) must work on a database in use:
+    # answers that the ledger points at, tasks that answers point at, and so on.
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = _create_engine(url)
+    migrate(engine, "0005")
+    now = "2026-11-01 08:00:00.000000"
+    with engine.begin() as conn:
+        for sql in (
+            "INSERT INTO workers (id, name, role, token_hash, created_at, trusted, cleared,"
+            " quarantined, language) VALUES (1, 'ana', 'worker', 'h', :now, 0, 0, 0, 'en')",
+            "INSERT INTO batches (id, template, source, status, created_at) VALUES"
+            " ('b1', 'receipt', 'test', 'routed', :now)",
+            "INSERT INTO scans (id, batch_id, filename, size, status, created_at) VALUES"
+            " (1, 'b1', 'a.png', 1, 'accepted', :now)",
+            "INSERT INTO pages (id, batch_id, scan_id, source_sha256, page_index, template,"
+            " image_key, width, height, status, created_at) VALUES (1, 'b1', 1, 'x', 0,"
+            " 'receipt', 'k', 1, 1, 'routed', :now)",
+            "INSERT INTO fields (id, page_id, name, kind, x0, y0, x1, y1, ocr_text,"
+            " ocr_confidence, ocr_engine, snippet_key, status, answer_count, sensitivity)"
+            " VALUES (1, 1, 'line_000', 'line', 0, 0, 1, 1, 'X', 1, 't', 's', 'settled', 2,"
+            " 'personal')",
+            "INSERT INTO fields (id, page_id, name, kind, x0, y0, x1, y1, ocr_text,"
+            " ocr_confidence, ocr_engine, snippet_key, status, answer_count, sensitivity)"
+            " VALUES (2, 1, 'line_001', 'line', 0, 1, 1, 2, 'Y', 1, 't', 's', 'in_review', 0,"
+            " 'personal')",
+            "INSERT INTO tasks (id, field_id, status, created_at, kind, priority, escalated,"
+            " restricted) VALUES ('t1', 1, 'settled', :now, 'field', 0, 0, 0)",
+            "INSERT INTO tasks (id, field_id, status, created_at, kind, priority, escalated,"
+            " restricted) VALUES ('t2', 2, 'open', :now, 'field', 0, 0, 0)",
+            "INSERT INTO answers (id, task_id, worker_id, kind, value, idempotency_key,"
+            " created_at) VALUES (1, 't1', 1, 'value', 'X', 'k1', :now)",
+            "INSERT INTO answers (id, task_id, worker_id, kind, value, idempotency_key,"
+            " created_at) VALUES (2, 't2', 1, 'skip', '', 'k2', :now)",
+            "INSERT INTO ledger (worker_id, answer_id, task_kind, amount_sen, batch_id,"
+            " created_at) VALUES (1, 1, 'field', 5, 'b1', :now)",
+        ):
+            conn.exec_driver_sql(sql, {"now": now})
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM ledger").scalar_one() == 1
+        assert conn.exec_driver_sql("SELECT count(*) FROM answers").scalar_one() == 2
+        # The new per-worker count is filled in from the answers there were (skips aside).
+        done = conn.exec_driver_sql("SELECT answers_done FROM workers WHERE id = 1")
+        assert done.scalar_one() == 1
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+    engine.dispose()
