@@ -317,10 +317,35 @@ def _offer_conditions(cleared: Any, trusted: Any, with_kind: bool) -> list[Any]:
         conditions.append(unrestricted if cleared is False else or_(unrestricted, cleared))
     if trusted is not True:
         # Disputes are for arbiters, until arbiters disagree too: the last vote before
-        # the cap may come from anyone, so that every field ends up settled.
-        open_to_all = [t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")]
+        # the cap may come from anyone, so that every field ends up settled. So may any
+        # vote once no arbiter may take the dispute (each has answered it, or has seen
+        # their share of the document), or it would wait for ever.
+        open_to_all = [
+            t.c.escalated.is_(False),
+            f.c.answer_count >= bindparam("last_vote"),
+            ~_an_arbiter_may_take(t, f),
+        ]
         conditions.append(or_(*open_to_all) if trusted is False else or_(*open_to_all, trusted))
     return conditions
+
+
+def _an_arbiter_may_take(t: Any, f: Any) -> Any:
+    """Whether some trusted worker may still be offered the task `t` of field `f`."""
+    w = schema.workers.alias("arbiter")
+    a = schema.answers.alias("arbiter_answer")
+    v = schema.worker_page_views.alias("arbiter_view")
+    return exists().where(
+        w.c.trusted.is_(True),
+        w.c.quarantined.is_(False),
+        w.c.role == "worker",
+        or_(f.c.sensitivity != "restricted", w.c.cleared.is_(True)),
+        ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == w.c.id),
+        ~exists().where(
+            v.c.worker_id == w.c.id,
+            v.c.page_id == f.c.page_id,
+            v.c.fields_seen >= bindparam("max_fields"),
+        ),
+    )
 
 
 def _claim_statements(

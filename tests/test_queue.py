@@ -175,8 +175,8 @@ def test_disputes_escalate_to_a_trusted_worker_who_arbitrates(stores: Stores) ->
             stores.db, task.task_id, wid, "value", answer, f"k{i}", rules
         ).settled
     # Escalated: an ordinary worker is no longer offered it, a trusted one is.
-    assert claim_next(stores.db, worker(stores, "plain"), rules) is None
     judge = worker(stores, "judge", trusted=True)
+    assert claim_next(stores.db, worker(stores, "plain"), rules) is None
     task = claim_next(stores.db, judge, rules)
     assert task is not None
     outcome = submit_answer(stores.db, task.task_id, judge, "value", "KLANG", "kj", rules)
@@ -207,6 +207,33 @@ def test_when_arbiters_disagree_anyone_gives_the_last_vote(stores: Stores) -> No
     assert task is not None
     assert submit_answer(stores.db, task.task_id, last, "value", "KLANG", "p", rules).settled
     assert fields_by_name(stores)["city"].value == "KLANG"  # type: ignore[attr-defined]
+
+
+def test_a_dispute_no_arbiter_may_take_goes_to_anyone(stores: Stores) -> None:
+    # The one arbiter has seen as much of this document as anyone may: the dispute would
+    # otherwise wait for ever (seen in the crowd simulation).
+    fields = [("city", "text", "IPOH", 40.0), ("town", "text", "TAPAK", 40.0)]
+    seed_page(stores, fields)
+    rules = CrowdSettings(gold_every=0, escalate_after=2, max_answers=5, max_fields_per_document=1)
+    judge = worker(stores, "judge", trusted=True)
+    city = claim_next(stores.db, judge, rules)
+    assert city is not None and city.field_name == "city"  # its one field of the page
+    submit_answer(stores.db, city.task_id, judge, "value", "IPOH", "j", rules)
+    for i, answer in enumerate(["TAPAH", "TAIPING"]):
+        wid = worker(stores, f"w{i}")
+        task = claim_next(stores.db, wid, rules)
+        assert task is not None and task.field_name == "town"
+        assert not submit_answer(
+            stores.db, task.task_id, wid, "value", answer, f"k{i}", rules
+        ).settled
+    assert claim_next(stores.db, judge, rules) is None  # the arbiter is at the document's cap
+    plain = worker(stores, "plain")
+    task = claim_next(stores.db, plain, rules)
+    assert task is not None and task.field_name == "town"
+    # With an arbiter who may take it, the same dispute is theirs alone again.
+    submit_answer(stores.db, task.task_id, plain, "skip", "", "p-skip", rules)
+    worker(stores, "judge2", trusted=True)
+    assert claim_next(stores.db, worker(stores, "plain2"), rules) is None
 
 
 def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Stores) -> None:
