@@ -317,14 +317,9 @@ def _offer_conditions(cleared: Any, trusted: Any, with_kind: bool) -> list[Any]:
         conditions.append(unrestricted if cleared is False else or_(unrestricted, cleared))
     if trusted is not True:
         # Disputes are for arbiters, until arbiters disagree too: the last vote before
-        # the cap may come from anyone, so that every field ends up settled. So may any
-        # vote once no arbiter may take the dispute (each has answered it, or has seen
-        # their share of the document), or it would wait for ever.
-        open_to_all = [
-            t.c.escalated.is_(False),
-            f.c.answer_count >= bindparam("last_vote"),
-            ~_an_arbiter_may_take(t, f),
-        ]
+        # the cap may come from anyone, so that every field ends up settled. (A dispute
+        # no arbiter may take is opened to all by _open_orphaned_disputes.)
+        open_to_all = [t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")]
         conditions.append(or_(*open_to_all) if trusted is False else or_(*open_to_all, trusted))
     return conditions
 
@@ -345,6 +340,27 @@ def _an_arbiter_may_take(t: Any, f: Any) -> Any:
             v.c.page_id == f.c.page_id,
             v.c.fields_seen >= bindparam("max_fields"),
         ),
+    )
+
+
+def _open_orphaned_disputes(_dialect: str) -> Any:
+    """Open to every worker the disputes that no arbiter may take any more (each has
+    answered it, or has seen their share of its document), which would otherwise wait
+    for ever. Run when a worker finds nothing to do, so that busy claims never pay for it.
+    """
+    t, f = schema.tasks, schema.fields
+    return (
+        t.update()
+        .where(
+            t.c.status == "open",
+            t.c.kind == "field",
+            t.c.escalated.is_(True),
+            t.c.field_id == f.c.id,
+            f.c.answer_count < bindparam("last_vote"),
+            ~_an_arbiter_may_take(t, f),
+        )
+        .values(escalated=False)
+        .returning(t.c.id)
     )
 
 
@@ -478,6 +494,7 @@ def claim_tasks(
             gold_every = max(gold_every, rules.gold_every_trusted)
         # New leases end after the ones held, so that they come after them on a reload.
         lease_until = max([lease_until - step] + [task.lease_expires_at for task in claimed])
+        opened = False
         while len(claimed) < count:
             lease_until += step
             if _gold_due(worker.done + len(claimed), gold_every):
@@ -488,7 +505,12 @@ def claim_tasks(
                     continue
             task = _claim_one(conn, variant, params | {"lease_until": lease_until})
             if task is None:
-                break
+                # Nothing for this worker: if disputes wait for arbiters who may not take
+                # them, they become everyone's, and the worker looks once more.
+                if opened or worker.trusted or not run(conn, _open_orphaned_disputes, params):
+                    break
+                opened = True
+                continue
             claimed.append(task)
         return claimed
 

@@ -227,13 +227,17 @@ def test_a_dispute_no_arbiter_may_take_goes_to_anyone(stores: Stores) -> None:
             stores.db, task.task_id, wid, "value", answer, f"k{i}", rules
         ).settled
     assert claim_next(stores.db, judge, rules) is None  # the arbiter is at the document's cap
-    plain = worker(stores, "plain")
+    # Another arbiter could still take it: it stays theirs.
+    judge2 = worker(stores, "judge2", trusted=True)
+    assert claim_next(stores.db, worker(stores, "plain"), rules) is None
+    task = claim_next(stores.db, judge2, rules)
+    assert task is not None and task.field_name == "town"
+    submit_answer(stores.db, task.task_id, judge2, "skip", "", "j2-skip", rules)
+    # Now no arbiter may take it (judge2 has seen their share): it goes to anyone.
+    plain = worker(stores, "plain2")
     task = claim_next(stores.db, plain, rules)
     assert task is not None and task.field_name == "town"
-    # With an arbiter who may take it, the same dispute is theirs alone again.
-    submit_answer(stores.db, task.task_id, plain, "skip", "", "p-skip", rules)
-    worker(stores, "judge2", trusted=True)
-    assert claim_next(stores.db, worker(stores, "plain2"), rules) is None
+    assert submit_answer(stores.db, task.task_id, plain, "value", "TAPAH", "p", rules).recorded
 
 
 def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Stores) -> None:
