@@ -347,11 +347,18 @@ def _open_orphaned_disputes(_dialect: str) -> Any:
     """Open to every worker the disputes that no arbiter may take any more (each has
     answered it, or has seen their share of its document), which would otherwise wait
     for ever. Run when a worker finds nothing to do, so that busy claims never pay for it.
+
+    With no arbiter at all, disputes wait for the operator to name one (`people add
+    --trusted`): that is a choice of theirs, not a dead end of the queue.
     """
-    t, f = schema.tasks, schema.fields
+    t, f, w = schema.tasks, schema.fields, schema.workers
+    arbiters = exists().where(
+        w.c.trusted.is_(True), w.c.quarantined.is_(False), w.c.role == "worker"
+    )
     return (
         t.update()
         .where(
+            arbiters,
             t.c.status == "open",
             t.c.kind == "field",
             t.c.escalated.is_(True),
