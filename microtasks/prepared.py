@@ -111,15 +111,14 @@ def run(
     Rows have the statement's column names as attributes, on every dialect.
     """
     stmt = prepared(conn, build, *variant)
-    if conn.dialect.name != "postgresql":
-        result = conn.execute(stmt, params)
-        return result.all() if result.returns_rows else ()
-    key = ("driver", build, *variant)
-    driver = _built.get(key)
-    if driver is None:
-        with _lock:
-            driver = _built.setdefault(key, _for_driver(conn, stmt) or stmt)
-    if not isinstance(driver, _DriverStatement):
+    driver = None
+    if conn.dialect.name == "postgresql":
+        key = ("driver", build, *variant)
+        driver = _built.get(key)
+        if driver is None:
+            with _lock:
+                driver = _built.setdefault(key, _for_driver(conn, stmt) or stmt)
+    if not isinstance(driver, _DriverStatement):  # SQLite, or a statement kept ordinary
         result = conn.execute(stmt, params)
         return result.all() if result.returns_rows else ()
     missing = driver.required - params.keys()

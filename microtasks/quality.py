@@ -107,13 +107,14 @@ def ocr_accuracy(conn: Connection, field_type: str) -> float:
     return ocr_estimate(row.ocr_seen, row.ocr_right)
 
 
-def ocr_counts(_dialect: str = "") -> Select[Any]:
-    """A one-row query of the OCR's counters for :field_type, as ocr_seen and ocr_right."""
+def ocr_counts(_dialect: str = "", field_type: Any = None) -> Select[Any]:
+    """A one-row query of the OCR's counters, summed over the shards, as ocr_seen and
+    ocr_right: for :field_type, or for the `field_type` column given (a correlation)."""
     o = schema.ocr_quality
     return select(
         func.coalesce(func.sum(o.c.seen), 0).label("ocr_seen"),
         func.coalesce(func.sum(o.c.correct), 0).label("ocr_right"),
-    ).where(o.c.field_type == bindparam("field_type"))
+    ).where(o.c.field_type == (bindparam("field_type") if field_type is None else field_type))
 
 
 def ocr_estimate(seen: int, right: int) -> float:

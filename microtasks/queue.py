@@ -324,15 +324,18 @@ def _offer_conditions(cleared: Any, trusted: Any, with_kind: bool) -> list[Any]:
     return conditions
 
 
+def _is_arbiter(w: Any) -> list[Any]:
+    """Conditions on a row of workers (or an alias) for an arbiter who takes tasks."""
+    return [w.c.trusted.is_(True), w.c.quarantined.is_(False), w.c.role == "worker"]
+
+
 def _an_arbiter_may_take(t: Any, f: Any) -> Any:
     """Whether some trusted worker may still be offered the task `t` of field `f`."""
     w = schema.workers.alias("arbiter")
     a = schema.answers.alias("arbiter_answer")
     v = schema.worker_page_views.alias("arbiter_view")
     return exists().where(
-        w.c.trusted.is_(True),
-        w.c.quarantined.is_(False),
-        w.c.role == "worker",
+        *_is_arbiter(w),
         or_(f.c.sensitivity != "restricted", w.c.cleared.is_(True)),
         ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == w.c.id),
         ~exists().where(
@@ -351,14 +354,11 @@ def _open_orphaned_disputes(_dialect: str) -> Any:
     With no arbiter at all, disputes wait for the operator to name one (`people add
     --trusted`): that is a choice of theirs, not a dead end of the queue.
     """
-    t, f, w = schema.tasks, schema.fields, schema.workers
-    arbiters = exists().where(
-        w.c.trusted.is_(True), w.c.quarantined.is_(False), w.c.role == "worker"
-    )
+    t, f = schema.tasks, schema.fields
     return (
         t.update()
         .where(
-            arbiters,
+            exists().where(*_is_arbiter(schema.workers)),
             t.c.status == "open",
             t.c.kind == "field",
             t.c.escalated.is_(True),
@@ -923,7 +923,7 @@ def _answer_cte(dialect: str) -> Any:
         .values(answers_done=w.c.answers_done + 1)
         .cte("counted")
     )
-    ocr = _ocr_counts_of(task)
+    ocr = quality.ocr_counts(dialect, task.c.field_type).lateral("ocr")
     # Only what settling needs: every column returned costs the driver work per row.
     return (
         select(
@@ -968,19 +968,6 @@ def _votes_json(task: Any, answer: Any, values: dict[str, Any]) -> Any:
         select(func.json_agg(aggregate_order_by(rows.table_valued(), rows.c.id)))
         .select_from(rows)
         .scalar_subquery()
-    )
-
-
-def _ocr_counts_of(task: Any) -> Any:
-    """The OCR's counters for the task's field type, summed over the shards in one scan."""
-    o = schema.ocr_quality
-    return (
-        select(
-            func.coalesce(func.sum(o.c.seen), 0).label("ocr_seen"),
-            func.coalesce(func.sum(o.c.correct), 0).label("ocr_right"),
-        )
-        .where(o.c.field_type == task.c.field_type)
-        .lateral("ocr")
     )
 
 
