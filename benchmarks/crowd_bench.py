@@ -29,13 +29,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import Engine, func, insert, select
 
-from benchmarks.ocr_bench import in_calibration_split, is_upper_case_truth
-from ingest.batches import record_scan
-from kerani.exceptions import KeraniError
-from kerani.settings import BlobSettings, CoreSettings, CrowdSettings, DatabaseSettings, Settings
-from microtasks import quality
-from microtasks.consensus import answer_key
-from microtasks.crowd_sim import (
+from kerani.benchmarks.ocr_bench import in_calibration_split, is_upper_case_truth
+from kerani.core.errors import KeraniError
+from kerani.core.settings import (
+    BlobSettings,
+    CoreSettings,
+    CrowdSettings,
+    DatabaseSettings,
+    Settings,
+)
+from kerani.evaluation.crowd_sim import (
     Profile,
     SimulatedWorker,
     answer_for,
@@ -43,19 +46,22 @@ from microtasks.crowd_sim import (
     run_crowd,
     truth_by_task,
 )
-from microtasks.gold import make_gold
-from microtasks.routing import route_page
-from microtasks.workers import add_person
-from ocr.calibration import Sample, engine_label, fit_calibration
-from ocr.fields import SNIPPET_SUFFIX, crop_snippet
-from ocr.stage import FieldRead, Region, StageOptions, read_page_words, read_regions
-from ocr.tesseract import TesseractEngine
-from records.ground_truth import TruthPage, read_truth, texts_match
-from records.templates import Template, load_template
-from review_ui.app import create_app
-from storage import schema
-from storage.database import utcnow
-from storage.stores import Stores, open_stores
+from kerani.evaluation.ground_truth import TruthPage, read_truth, texts_match
+from kerani.forms.templates import Template, load_template
+from kerani.ingest.batches import record_scan
+from kerani.microtasks import quality
+from kerani.microtasks.consensus import answer_key
+from kerani.microtasks.gold import make_gold
+from kerani.microtasks.routing import route_page
+from kerani.ocr.calibration import Sample, engine_label, fit_calibration
+from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
+from kerani.ocr.stage import FieldRead, Region, StageOptions, read_page_words, read_regions
+from kerani.ocr.tesseract import TesseractEngine
+from kerani.people.workers import add_person
+from kerani.review_ui.app import create_app
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.stores import Stores, open_stores
 
 DEFAULT_MIX = (("careful", 0.70), ("careless", 0.20), ("spammer", 0.05), ("junk", 0.05))
 

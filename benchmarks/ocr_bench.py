@@ -21,10 +21,12 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from kerani.exceptions import BadInputError, KeraniError
-from kerani.external import run
-from ocr.align import coverage
-from ocr.calibration import (
+from kerani.core.boxes import coverage
+from kerani.core.errors import BadInputError, KeraniError
+from kerani.core.programs import run
+from kerani.evaluation.ground_truth import TruthPage, edit_distance, fold_whitespace, read_truth
+from kerani.forms.templates import Template, load_template
+from kerani.ocr.calibration import (
     Calibration,
     Sample,
     fit_calibration,
@@ -32,7 +34,7 @@ from ocr.calibration import (
     save_calibration,
     without_second_engine,
 )
-from ocr.stage import (
+from kerani.ocr.stage import (
     FieldRead,
     Region,
     StageOptions,
@@ -41,9 +43,7 @@ from ocr.stage import (
     template_anchors,
     template_regions,
 )
-from ocr.tesseract import TesseractEngine
-from records.ground_truth import TruthPage, edit_distance, fold_whitespace, read_truth
-from records.templates import Template, load_template
+from kerani.ocr.tesseract import TesseractEngine
 
 # A region covers its field when at least this share of the content lies inside it.
 COVERED = 0.95

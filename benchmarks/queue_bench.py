@@ -24,12 +24,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine, insert
 
-from ingest.batches import record_scan
-from kerani.settings import CrowdSettings
-from microtasks.queue import claim_next, new_task_id, submit_answer
-from microtasks.workers import add_person, person_by_code
-from storage import schema
-from storage.database import close_engine, open_engine, utcnow
+from kerani.core.settings import CrowdSettings
+from kerani.ingest.batches import record_scan
+from kerani.microtasks.queue import claim_next, new_task_id, submit_answer
+from kerani.people.workers import add_person, person_by_code
+from kerani.storage import schema
+from kerani.storage.database import close_engine, open_engine, utcnow
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

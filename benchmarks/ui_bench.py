@@ -31,17 +31,17 @@ from typing import Any
 from playwright.sync_api import Page, sync_playwright
 from sqlalchemy import select
 
-from benchmarks.crowd_bench import BenchField, new_batch, read_page, store_page
-from benchmarks.ocr_bench import is_upper_case_truth
-from kerani.settings import BlobSettings, CoreSettings, DatabaseSettings, Settings
-from kerani.webserver import BackgroundServer, free_port
-from microtasks.routing import route_page
-from microtasks.workers import add_person, invite_worker, join_with_invite
-from ocr.tesseract import TesseractEngine
-from records.ground_truth import read_truth
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import open_stores
+from kerani.benchmarks.crowd_bench import BenchField, new_batch, read_page, store_page
+from kerani.benchmarks.ocr_bench import is_upper_case_truth
+from kerani.core.settings import BlobSettings, CoreSettings, DatabaseSettings, Settings
+from kerani.evaluation.ground_truth import read_truth
+from kerani.microtasks.routing import route_page
+from kerani.ocr.tesseract import TesseractEngine
+from kerani.people.workers import add_person, invite_worker, join_with_invite
+from kerani.review_ui.app import create_app
+from kerani.review_ui.server import BackgroundServer, free_port
+from kerani.storage import schema
+from kerani.storage.stores import open_stores
 
 CHROMIUM = "/usr/bin/chromium"
 PIN = "402917"

@@ -17,20 +17,20 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy import select
 
-from flows.records import report_task, text_layers_task
-from ingest.batches import ingest_paths
-from kerani.settings import Settings
-from microtasks.routing import route_page
-from microtasks.workers import agency_named
-from ocr.calibration import load_calibration
-from ocr.preocr import preocr_page
-from ocr.stage import StageOptions
-from ocr.tesseract import TesseractEngine
-from records.assembly import assemble_ready_pages
-from records.exports import export_batch
-from records.templates import load_template
-from storage import schema
-from storage.stores import open_stores
+from kerani.core.settings import Settings
+from kerani.flows.documents import finish_ready_documents
+from kerani.flows.reassembly import report_task, text_layers_task
+from kerani.forms.templates import load_template
+from kerani.ingest.batches import ingest_paths
+from kerani.microtasks.routing import route_page
+from kerani.ocr.calibration import load_calibration
+from kerani.ocr.preocr import preocr_page
+from kerani.ocr.stage import StageOptions
+from kerani.ocr.tesseract import TesseractEngine
+from kerani.people.workers import agency_named
+from kerani.records.exports import export_batch
+from kerani.storage import schema
+from kerani.storage.stores import open_stores
 
 
 @task(name="ingest-scans")
@@ -90,7 +90,7 @@ def route_task(page_id: int, settings: Settings, template: str | None = None) ->
 @task(name="assemble-ready-pages")
 def assemble_task(batch_id: str, settings: Settings) -> int:
     """Build the records of every page whose fields are all settled."""
-    return assemble_ready_pages(open_stores(settings).db, batch_id)
+    return finish_ready_documents(open_stores(settings).db, batch_id)
 
 
 @task(name="export-batch")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
-from ingest.pages import render_pages
-from ingest.sources import RejectedFile, ScanFile, collect_scans
-from kerani.exceptions import BadInputError
-from kerani.settings import IngestSettings
-from storage import schema
-from storage.blobs import BlobStore
-from storage.database import utcnow
+from kerani.core.errors import BadInputError
+from kerani.core.settings import IngestSettings
+from kerani.ingest.pages import render_pages
+from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
+from kerani.storage import schema
+from kerani.storage.blobs import BlobStore
+from kerani.storage.database import utcnow
 
 
 @dataclass

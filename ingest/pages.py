@@ -8,10 +8,10 @@ from io import BytesIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ingest.pdftoppm import render_pdf
-from ingest.sources import ScanFile
-from kerani.exceptions import BadInputError, KeraniError
-from kerani.settings import IngestSettings
+from kerani.core.errors import BadInputError, KeraniError
+from kerani.core.settings import IngestSettings
+from kerani.ingest.pdftoppm import render_pdf
+from kerani.ingest.sources import ScanFile
 
 MIN_PAGE_SIDE = 50
 # Formats that may carry several pages; for the others (GIF, WebP) only the first frame is a

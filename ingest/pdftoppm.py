@@ -7,8 +7,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from kerani.exceptions import BadInputError, ExternalProgramError
-from kerani.external import require_program, run
+from kerani.core.errors import BadInputError, ExternalProgramError
+from kerani.core.programs import require_program, run
 
 # pdftoppm names its output `<prefix>-<page>.png`, zero-padding the page number to the width
 # of the page count, so the number is parsed rather than trusting the name's sort order.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from kerani.settings import IngestSettings
+from kerani.core.settings import IngestSettings
 
 _CHUNK = 1024 * 1024
 # A tiny member that compresses very well (a blank page, a text file) cannot hurt anyone;

@@ -12,11 +12,30 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from kerani.exceptions import KeraniError
-from kerani.settings import Settings
+from kerani.core.errors import KeraniError
+from kerani.core.settings import Settings
+
+
+class _ErrorBoundary(TyperGroup):
+    """The CLI's one error boundary: Kerani's errors become one line and their exit code.
+
+    A traceback is printed only with --verbose; anything else is a bug and keeps its own.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeraniError as e:
+            if ctx.meta.get(VERBOSE):
+                console.print_exception()
+            console.print(f"[red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(int(e.exit_code)) from e
+
 
 app = typer.Typer(
+    cls=_ErrorBoundary,
     help="Kerani: digitise paper records with pre-OCR and micro workers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -32,6 +51,7 @@ dataset_app = typer.Typer(
 )
 app.add_typer(dataset_app, name="dataset")
 console = Console()
+VERBOSE = "kerani.verbose"
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Where state lives (default: $KERANI_DATA_DIR).")
@@ -44,7 +64,9 @@ def _settings(data_dir: Path | None) -> Settings:
     return settings
 
 
-def _quiet_prefect(verbose: bool) -> None:
+def _quiet_prefect(ctx: typer.Context, verbose: bool) -> None:
+    # The error boundary shows a traceback with --verbose (the context tree shares meta).
+    ctx.meta[VERBOSE] = verbose
     # Prefect's per-task log lines drown the progress bars; --verbose brings them back.
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -64,13 +86,9 @@ def _print_figures(figures: dict[str, Any], as_json: bool) -> None:
         console.print(f"{key:45s} {shown}")
 
 
-def _fail(e: KeraniError) -> None:
-    console.print(f"[red]error:[/] {e}")
-    raise typer.Exit(int(e.exit_code))
-
-
 @app.command()
 def demo(
+    ctx: typer.Context,
     simulate_crowd: Annotated[
         bool, typer.Option("--simulate-crowd", help="Simulated workers answer the micro tasks.")
     ] = False,
@@ -82,7 +100,7 @@ def demo(
     """Digitise the bundled samples end to end and print accuracy against the known truth."""
     from kerani.demo import run_demo
 
-    _quiet_prefect(verbose)
+    _quiet_prefect(ctx, verbose)
     base = _settings(data_dir)
     # The demo starts clean each time, in its own folder, so its figures are repeatable.
     workdir = base.core.data_dir / "demo"
@@ -91,14 +109,12 @@ def demo(
     if base.database.url or base.blobs.url:
         settings = settings.model_copy(update={"database": base.database, "blobs": base.blobs})
     console.print(f"Demo data folder: {workdir}", soft_wrap=True)
-    try:
-        raise typer.Exit(run_demo(settings, console, simulate_crowd, forms, seed))
-    except KeraniError as e:
-        _fail(e)
+    raise typer.Exit(run_demo(settings, console, simulate_crowd, forms, seed))
 
 
 @app.command()
 def submit(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files, folders or zips of scans.")],
     template: Annotated[str, typer.Option(help="Template name or YAML file.")],
     agency: Annotated[
@@ -108,16 +124,13 @@ def submit(
     verbose: bool = False,
 ) -> None:
     """Submit a batch of scans: ingest, pre-OCR, and publish micro tasks for doubtful fields."""
+    from kerani.storage.stores import open_stores
     from kerani.terminal import submit_with_progress
-    from storage.stores import open_stores
 
-    _quiet_prefect(verbose)
+    _quiet_prefect(ctx, verbose)
     settings = _settings(data_dir)
-    try:
-        stores = open_stores(settings)
-        report = submit_with_progress(console, settings, stores, paths, template, "scans", agency)
-    except KeraniError as e:
-        _fail(e)
+    stores = open_stores(settings)
+    report = submit_with_progress(console, settings, stores, paths, template, "scans", agency)
     console.print(
         f"Batch [bold]{report['batch_id']}[/]: {report['pages_created']} new pages, "
         f"{report['pages_existing']} already there"
@@ -140,7 +153,7 @@ def serve(
     """Serve the review page, the status pages and the JSON API."""
     import uvicorn
 
-    from review_ui.app import create_app
+    from kerani.review_ui.app import create_app
 
     settings = _settings(data_dir)
     h, p = host or settings.review.host, port or settings.review.port
@@ -151,14 +164,11 @@ def serve(
 @app.command()
 def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None) -> None:
     """Show each batch's progress: pages, fields settled, tasks waiting, records."""
-    from records.progress import batch_progress, resolve_batch_id
-    from storage.stores import open_stores
+    from kerani.records.progress import batch_progress, resolve_batch_id
+    from kerani.storage.stores import open_stores
 
     db = open_stores(_settings(data_dir)).db
-    try:
-        rows = batch_progress(db, resolve_batch_id(db, batch) if batch else None)
-    except KeraniError as e:
-        _fail(e)
+    rows = batch_progress(db, resolve_batch_id(db, batch) if batch else None)
     table = Table()
     table.add_column("batch", no_wrap=True)
     for col in (
@@ -192,22 +202,20 @@ def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: Data
 
 @app.command()
 def export(
+    ctx: typer.Context,
     batch: Annotated[str, typer.Argument(help="Batch id or a unique prefix of it.")],
     data_dir: DataDir = None,
     verbose: bool = False,
 ) -> None:
     """Assemble settled records of a batch; export CSV, Parquet, JSON Lines, hOCR, report."""
-    from flows.digitise import finish_batch
-    from records.progress import resolve_batch_id
-    from storage.stores import open_stores
+    from kerani.flows.digitise import finish_batch
+    from kerani.records.progress import resolve_batch_id
+    from kerani.storage.stores import open_stores
 
-    _quiet_prefect(verbose)
+    _quiet_prefect(ctx, verbose)
     settings = _settings(data_dir)
-    try:
-        batch_id = resolve_batch_id(open_stores(settings).db, batch)
-        result: dict[str, Any] = finish_batch(batch_id, settings)
-    except KeraniError as e:
-        _fail(e)
+    batch_id = resolve_batch_id(open_stores(settings).db, batch)
+    result: dict[str, Any] = finish_batch(batch_id, settings)
     for fmt, where in result["exports"].items():
         console.print(f"{fmt}: {where}", soft_wrap=True)
     layers = result["text_layers"]
@@ -228,15 +236,12 @@ def report(
     """Show a batch's report: counts, accuracy indicators, cost, unreadable fields."""
     from rich.markdown import Markdown
 
-    from records.progress import resolve_batch_id
-    from records.report import batch_report, report_markdown
-    from storage.stores import open_stores
+    from kerani.records.progress import resolve_batch_id
+    from kerani.records.report import batch_report, report_markdown
+    from kerani.storage.stores import open_stores
 
     db = open_stores(_settings(data_dir)).db
-    try:
-        result = batch_report(db, resolve_batch_id(db, batch))
-    except KeraniError as e:
-        _fail(e)
+    result = batch_report(db, resolve_batch_id(db, batch))
     if as_json:
         print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -252,15 +257,12 @@ def people_add(
     data_dir: DataDir = None,
 ) -> None:
     """Add a person and print their access code (shown only once)."""
-    from microtasks.workers import add_person
-    from storage.stores import open_stores
+    from kerani.people.workers import add_person
+    from kerani.storage.stores import open_stores
 
-    try:
-        code = add_person(
-            open_stores(_settings(data_dir)).db, name, role, trusted=trusted, cleared=cleared
-        )
-    except KeraniError as e:
-        _fail(e)
+    code = add_person(
+        open_stores(_settings(data_dir)).db, name, role, trusted=trusted, cleared=cleared
+    )
     flags = "".join(f", {f}" for f, on in (("trusted", trusted), ("cleared", cleared)) if on)
     console.print(f"{role}{flags} {name}: access code [bold]{code}[/]")
 
@@ -274,21 +276,18 @@ def people_invite(
     data_dir: DataDir = None,
 ) -> None:
     """Invite a worker: print their worker number and a one-time invite code for /join."""
-    from microtasks.workers import invite_worker
-    from storage.stores import open_stores
+    from kerani.people.workers import invite_worker
+    from kerani.storage.stores import open_stores
 
     settings = _settings(data_dir)
-    try:
-        number, code = invite_worker(
-            open_stores(settings).db,
-            name,
-            settings.review.invite_days,
-            trusted=trusted,
-            cleared=cleared,
-            language=language,
-        )
-    except KeraniError as e:
-        _fail(e)
+    number, code = invite_worker(
+        open_stores(settings).db,
+        name,
+        settings.review.invite_days,
+        trusted=trusted,
+        cleared=cleared,
+        language=language,
+    )
     console.print(
         f"worker {name}: number [bold]{number}[/], invite code [bold]{code}[/] "
         f"(valid {settings.review.invite_days} days; they choose a PIN at /join)"
@@ -301,17 +300,15 @@ def dataset_from_sroie(
     out_dir: Annotated[Path, typer.Argument(help="Dataset folder to write (pages/, truth.jsonl).")],
 ) -> None:
     """Convert SROIE receipts into a ground-truth dataset: one field per text line."""
-    from records.ground_truth import sroie_to_dataset
+    from kerani.evaluation.ground_truth import sroie_to_dataset
 
-    try:
-        count = sroie_to_dataset(sroie_dir, out_dir)
-    except KeraniError as e:
-        _fail(e)
+    count = sroie_to_dataset(sroie_dir, out_dir)
     console.print(f"{count} receipts written to {out_dir}", soft_wrap=True)
 
 
 @bench_app.command("crowd")
 def bench_crowd(
+    ctx: typer.Context,
     dataset: Annotated[Path, typer.Option(help="Ground-truth dataset folder.")],
     workers: Annotated[int, typer.Option(help="Simulated workers in the crowd.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -323,26 +320,24 @@ def bench_crowd(
     seed: int = 0,
 ) -> None:
     """Pre-OCR, routing and a simulated crowd on a dataset, against OCR alone and double keying."""
-    from benchmarks.crowd_bench import run
+    from kerani.benchmarks.crowd_bench import run
 
-    _quiet_prefect(False)
-    try:
-        with console.status("Pre-OCR, routing and the simulated crowd at work ..."):
-            figures = run(
-                dataset,
-                workers=workers,
-                seed=seed,
-                limit=limit,
-                calibrate_share=calibrate_share,
-                template=template,
-            )
-    except KeraniError as e:
-        _fail(e)
+    _quiet_prefect(ctx, False)
+    with console.status("Pre-OCR, routing and the simulated crowd at work ..."):
+        figures = run(
+            dataset,
+            workers=workers,
+            seed=seed,
+            limit=limit,
+            calibrate_share=calibrate_share,
+            template=template,
+        )
     _print_figures(figures, as_json)
 
 
 @bench_app.command("ui")
 def bench_ui(
+    ctx: typer.Context,
     dataset: Annotated[
         Path, typer.Option(help="Ground-truth dataset folder (receipt lines).")
     ] = Path(__file__).parent / "samples" / "receipts",
@@ -351,9 +346,9 @@ def bench_ui(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The review page in Chromium: page weight, time to type on slow 3G, actions per field."""
-    from benchmarks.ui_bench import run
+    from kerani.benchmarks.ui_bench import run
 
-    _quiet_prefect(False)
+    _quiet_prefect(ctx, False)
     with console.status("Pre-OCR, then the review page in Chromium on slow 3G ..."):
         figures = run(dataset, pages=pages, snippets=snippets)
     _print_figures(figures, as_json)
@@ -375,7 +370,7 @@ def bench_queue(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Claim+submit throughput and latency on SQLite and PostgreSQL, against a bare SQL floor."""
-    from benchmarks.queue_bench import run
+    from kerani.benchmarks.queue_bench import run
 
     with console.status(f"{clients} clients claiming and submitting ..."):
         figures = run(clients, pages, fields_per_page, postgres_url, rounds)
@@ -417,23 +412,20 @@ def bench_ocr(
     ] = True,
 ) -> None:
     """Measure the pre-OCR stage on a dataset: accuracy, calibrated auto-accept, speed."""
-    from benchmarks.ocr_bench import format_report, run_bench
+    from kerani.benchmarks.ocr_bench import format_report, run_bench
 
-    try:
-        figures = run_bench(
-            dataset,
-            limit=limit,
-            calibrate_share=calibrate_share,
-            target=target,
-            template=template,
-            languages=languages,
-            save_to=save_calibration,
-            fields_out=fields_out,
-            calibration_file=calibration,
-            time_floor=time_floor,
-        )
-    except KeraniError as e:
-        _fail(e)
+    figures = run_bench(
+        dataset,
+        limit=limit,
+        calibrate_share=calibrate_share,
+        target=target,
+        template=template,
+        languages=languages,
+        save_to=save_calibration,
+        fields_out=fields_out,
+        calibration_file=calibration,
+        time_floor=time_floor,
+    )
     if as_json:
         typer.echo(json.dumps(figures, ensure_ascii=False))
     else:

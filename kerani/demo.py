@@ -14,10 +14,9 @@ import httpx
 from rich.console import Console
 from sqlalchemy import func, select
 
-from kerani.settings import Settings
-from kerani.terminal import progress_bar, submit_with_progress
-from kerani.webserver import BackgroundServer, free_port, port_is_free
-from microtasks.crowd_sim import (
+from kerani.core.settings import Settings
+from kerani.evaluation.accuracy import Score, field_truths, score_batch
+from kerani.evaluation.crowd_sim import (
     CAREFUL,
     CARELESS,
     SPAMMER,
@@ -26,23 +25,24 @@ from microtasks.crowd_sim import (
     run_crowd,
     truth_by_task,
 )
-from microtasks.gold import make_gold_batch
-from microtasks.queue import queue_depth
-from microtasks.workers import add_person, invite_worker
-from records.accuracy import Score, field_truths, score_batch
-from records.ground_truth import TruthPage, read_truth
-from records.progress import batch_progress
-from records.synthetic import generate_dataset
-from records.templates import load_template
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import Stores, open_stores
+from kerani.evaluation.gold import make_gold_batch
+from kerani.evaluation.ground_truth import TruthPage, read_truth
+from kerani.evaluation.synthetic import generate_dataset
+from kerani.forms.templates import load_template
+from kerani.microtasks.queue import queue_depth
+from kerani.people.workers import add_person, invite_worker
+from kerani.records.progress import batch_progress
+from kerani.review_ui.app import create_app
+from kerani.review_ui.server import BackgroundServer, free_port, port_is_free
+from kerani.storage import schema
+from kerani.storage.stores import Stores, open_stores
+from kerani.terminal import progress_bar, submit_with_progress
 
 SAMPLES = Path(__file__).parent / "samples"
 FORM_TEMPLATE = "bantuan_form"
 
 # The demo's crowd: mostly careful people, some careless, one who only accepts the pre-filled
-# guess (error rates per answer; see microtasks/crowd_sim.py).
+# guess (error rates per answer; see evaluation/crowd_sim.py).
 DEMO_CROWD = [CAREFUL] * 9 + [CARELESS] * 2 + [SPAMMER]
 
 
@@ -149,7 +149,7 @@ def wait_for_people(console: Console, stores: Stores, server_url: str) -> None:
 
 def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, seed: int) -> int:
     """Digitise the bundled samples end to end and print where the records are and how good."""
-    from flows.digitise import finish_batch
+    from kerani.flows.digitise import finish_batch
 
     workdir = settings.core.data_dir
     stores = open_stores(settings)

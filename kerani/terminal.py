@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
-from kerani.settings import Settings
-from storage import schema
-from storage.stores import Stores
+from kerani.core.settings import Settings
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 
 
 def progress_bar(console: Console) -> Progress:
@@ -55,7 +55,7 @@ def submit_with_progress(
     agency: str | None = None,
 ) -> dict[str, Any]:
     """Run the submit-batch flow in a thread while a bar follows its pages in the database."""
-    from flows.digitise import submit_batch
+    from kerani.flows.digitise import submit_batch
 
     result: dict[str, Any] = {}
     errors: list[BaseException] = []

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from microtasks.normalise import normalise_answer
+from kerani.microtasks.normalise import normalise_answer
 
 ANSWER_KINDS = ("value", "unreadable", "blank")
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, delete, exists, select
 
-from records.accuracy import field_truths
-from records.ground_truth import TruthPage
-from storage import schema
+from kerani.storage import schema
 
 
 def make_gold(db: Engine, answers: dict[int, str]) -> int:
@@ -30,9 +28,3 @@ def make_gold(db: Engine, answers: dict[int, str]) -> int:
         )
         conn.execute(p.update().where(p.c.id.in_(page_ids)).values(status="gold"))
     return len(answers)
-
-
-def make_gold_batch(db: Engine, batch_id: str, truth: list[TruthPage]) -> int:
-    """Make every field of a batch with a known true text gold (pages with ground truth)."""
-    mapping, _missed = field_truths(db, batch_id, truth)
-    return make_gold(db, {fid: text for fid, text in mapping.items() if text})

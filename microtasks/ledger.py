@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
-from microtasks.prepared import dialect_insert, prepared
-from storage import schema
-from storage.database import utcnow
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.statements import dialect_insert, prepared
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import re
 
+from kerani.core.text import fold_whitespace
+
 _DATE = re.compile(r"(\d{1,2})\s*[/.\-]\s*(\d{1,2})\s*[/.\-]\s*(\d{4})")
 _AMOUNT = re.compile(r"(?:RM)?\s*(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?", re.IGNORECASE)
-
-
-def fold_spaces(text: str) -> str:
-    """Strip and collapse runs of whitespace to one space."""
-    return " ".join(text.split())
 
 
 def normalise_answer(field_type: str, text: str) -> str:
@@ -20,7 +17,7 @@ def normalise_answer(field_type: str, text: str) -> str:
     postcodes lose stray spaces. Free text only has its whitespace folded: its case is part
     of what the page says.
     """
-    folded = fold_spaces(text)
+    folded = fold_whitespace(text)
     if field_type == "date":
         m = _DATE.fullmatch(folded)
         if m:

@@ -8,7 +8,6 @@ evidence for it, otherwise pooled over the worker's types. The OCR is learned th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +26,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from microtasks.prepared import dialect_insert, prepared
-from storage import schema
-from storage.database import utcnow
+from kerani.core.stats import wilson_interval
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.statements import dialect_insert, prepared
 
 PRIOR_RIGHT, PRIOR_WRONG = 4.0, 1.0
 PRIOR_MEAN = PRIOR_RIGHT / (PRIOR_RIGHT + PRIOR_WRONG)
@@ -257,12 +257,7 @@ def ocr_params(field_type: str, correct: bool | None, worker_id: int) -> dict[st
 
 def wilson_upper(correct: int, seen: int, z: float = 1.64) -> float:
     """Upper end of the Wilson score interval (one-sided 95% at z=1.64) of a success rate."""
-    if seen == 0:
-        return 1.0
-    p = correct / seen
-    centre = p + z * z / (2 * seen)
-    spread = z * math.sqrt(p * (1 - p) / seen + z * z / (4 * seen * seen))
-    return min(1.0, (centre + spread) / (1 + z * z / seen))
+    return wilson_interval(correct, seen, z)[1]
 
 
 def should_quarantine(estimate: Estimate, min_gold: int, below: float) -> bool:

@@ -42,14 +42,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from kerani.exceptions import BadInputError, ForbiddenError, NotFoundError
-from kerani.settings import CrowdSettings
-from microtasks import quality
-from microtasks.consensus import ANSWER_KINDS, Consensus, Vote, answer_key, reach_consensus
-from microtasks.ledger import pay
-from microtasks.prepared import dialect_insert, prepared, run
-from storage import schema
-from storage.database import as_utc, utcnow
+from kerani.core.errors import BadInputError, ForbiddenError, NotFoundError
+from kerani.core.settings import CrowdSettings
+from kerani.microtasks import quality
+from kerani.microtasks.consensus import ANSWER_KINDS, Consensus, Vote, answer_key, reach_consensus
+from kerani.microtasks.ledger import pay
+from kerani.storage import schema
+from kerani.storage.database import as_utc, utcnow
+from kerani.storage.statements import dialect_insert, prepared, run
 
 SUBMIT_KINDS = (*ANSWER_KINDS, "skip")
 MAX_ANSWER_CHARS = 2000
@@ -487,7 +487,9 @@ def claim_tasks(
             raise NotFoundError("no such worker")
         worker = rows[0]
         if worker.quarantined:
-            raise ForbiddenError("your account is paused; please contact the operator")
+            raise ForbiddenError(
+                "your account is paused; please contact the operator", key="account_paused"
+            )
         if postgres and worker.id is not None:
             claimed = [_claimed_task(worker)]
         elif count == 1 and not with_kind:
@@ -627,7 +629,7 @@ def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
         ).first()
         if row is None or row.lease_worker_id != worker_id or row.status != "open":
             # The same answer for "no such task" and "not yours": ids reveal nothing.
-            raise ForbiddenError("this task is not leased to you")
+            raise ForbiddenError("this task is not leased to you", key="not_your_task")
         return _claimed(conn, task_id)
 
 
@@ -723,9 +725,20 @@ def submit_answer(
     value: str,
     idempotency_key: str,
     rules: CrowdSettings,
+    *,
+    prefilled: str | None = None,
+    duration_ms: int | None = None,
 ) -> SubmitOutcome:
-    """Record a worker's answer exactly once, pay it, and settle the field on consensus."""
+    """Record a worker's answer exactly once, pay it, and settle the field on consensus.
+
+    `prefilled` is what the page put in the box before the worker typed, `duration_ms`
+    how long they took; both are kept with the answer (None: the client did not say).
+    """
     _check_answer(kind, value, idempotency_key)
+    if prefilled is not None and len(prefilled) > MAX_ANSWER_CHARS:
+        raise BadInputError(f"prefilled is longer than {MAX_ANSWER_CHARS} characters")
+    if duration_ms is not None and not 0 <= duration_ms <= 86_400_000:
+        raise BadInputError("duration_ms must be between 0 and 86400000 (one day)")
     value = value if kind == "value" else ""
     params = {
         "tid": task_id,
@@ -734,6 +747,8 @@ def submit_answer(
         "avalue": value,
         "key": idempotency_key,
         "now": utcnow(),
+        "prefilled": prefilled,
+        "duration_ms": duration_ms,
     }
     with db.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -784,6 +799,8 @@ def _answer_values() -> dict[str, Any]:
         "value": bindparam("avalue", type_=Text),
         "idempotency_key": bindparam("key", type_=String),
         "created_at": bindparam("now", type_=DateTime(timezone=True)),
+        "prefilled": bindparam("prefilled", type_=Text),
+        "duration_ms": bindparam("duration_ms", type_=Integer),
     }
 
 
@@ -1003,7 +1020,7 @@ def _replayed(
         return SubmitOutcome(False, False, None, None)
     if missing:
         raise NotFoundError("no such task")
-    raise ForbiddenError("this task is not leased to you")
+    raise ForbiddenError("this task is not leased to you", key="not_your_task")
 
 
 def _settle_gold(

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select
 
-from microtasks.queue import new_task_id
-from ocr.calibration import Calibration, evidence_of
-from records.validators import validate
-from storage import schema
-from storage.database import utcnow
+from kerani.core.text import fold_whitespace
+from kerani.forms.validators import validate
+from kerani.microtasks.queue import new_task_id
+from kerani.ocr.calibration import Calibration, evidence_of
+from kerani.storage import schema
+from kerani.storage.database import utcnow
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def route_page(
                     .where(schema.fields.c.id == f.id)
                     .values(
                         status="auto_accepted",
-                        value=" ".join(f.ocr_text.split()),
+                        value=fold_whitespace(f.ocr_text),
                         value_kind="text",
                         source="ocr",
                         agreement=1.0,

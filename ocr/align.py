@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kerani.exceptions import BadInputError
-from ocr.engine import Box, Word
-from ocr.geometry import Affine
+from kerani.core.errors import BadInputError
+from kerani.ocr.engine import Box, Word
+from kerani.ocr.geometry import Affine
 
 ANCHORS_SUFFIX = ".anchors.json"
 _NOT_WORD = re.compile(r"[^0-9A-Z]+")
@@ -147,11 +147,3 @@ def fit_alignment(
 def place_box(box: Box, template_to_page: Affine) -> Box:
     """A template field box on the page."""
     return template_to_page.box(box)
-
-
-def coverage(region: Box, content: Box) -> float:
-    """Share of the content box's area that lies inside the region (1.0 = fully covered)."""
-    ix = min(region[2], content[2]) - max(region[0], content[0])
-    iy = min(region[3], content[3]) - max(region[1], content[1])
-    area = max(1, (content[2] - content[0]) * (content[3] - content[1]))
-    return max(0, ix) * max(0, iy) / area

@@ -16,14 +16,14 @@ safe never auto-accept.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from kerani.exceptions import BadInputError
+from kerani.core.errors import BadInputError
+from kerani.core.stats import wilson_interval
 
 BUNDLED_CALIBRATIONS = Path(__file__).parent / "calibrations"
 EVIDENCE = ("page", "agree", "reocr", "disagree")
@@ -94,13 +94,7 @@ def evidence_of(ocr_engine: str) -> str:
 
 def error_upper_bound(errors: int, n: int, z: float) -> float:
     """Wilson score upper bound of an error rate seen as errors/n (z standard deviations)."""
-    if n == 0:
-        return 1.0
-    p = errors / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z2 / n))
+    return wilson_interval(errors, n, z)[1]
 
 
 def _fit_group(samples: Sequence[Sample], target: float, z: float, min_samples: int) -> GroupRule:
@@ -126,13 +120,8 @@ def _clearly_worse(group: Sequence[Sample], floor: float, target: float, z: floa
     if not accepted:
         return False
     errors = sum(1 for s in accepted if not s.correct)
-    n = len(accepted)
     # Wilson lower bound of the error rate: even optimistically above what the target allows.
-    p = errors / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return (centre - spread) / (1 + z2 / n) > 1 - target
+    return wilson_interval(errors, len(accepted), z)[0] > 1 - target
 
 
 def fit_calibration(

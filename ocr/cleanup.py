@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from kerani.exceptions import BadInputError
-from ocr.geometry import Affine
+from kerani.core.errors import BadInputError
+from kerani.ocr.geometry import Affine
 
 # Smaller than this cannot hold a readable line of text.
 MIN_SIDE_PX = 48

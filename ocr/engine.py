@@ -4,22 +4,19 @@ An engine is anything with a `name` and a `read_page` method. `NullEngine` retur
 words it was given, so that routing and the web app can be tested without Tesseract.
 
 A second engine (`LineReader`: it also recognises given field crops) confirms Tesseract's
-reading of a field; `second_engine("rapidocr")` makes the one Kerani knows (ocr.rapid,
+reading of a field; `kerani.ocr.second_engine` makes the one Kerani knows (ocr.rapid,
 the optional `ocr2` extra). Tesseract stays the first engine: it reads the page once.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
 
-from kerani.exceptions import BadInputError
-
-Box = tuple[int, int, int, int]
+from kerani.core.boxes import Box
 
 
 @dataclass(frozen=True)
@@ -63,22 +60,3 @@ class LineReader(Protocol):
     def read_lines(self, image: Image.Image, boxes: Sequence[Box]) -> list[tuple[str, float]]:
         """Return (text, confidence 0-100) for each box, in order."""
         ...
-
-
-SECOND_ENGINES = ("rapidocr",)
-
-
-@functools.lru_cache(maxsize=4)
-def second_engine(name: str) -> LineReader | None:
-    """The second engine called `name` ('' for none), loaded once per process.
-
-    Raises BadInputError for an unknown name and MissingDependencyError when its optional
-    package is not installed, so a misconfigured deployment stops at the first page.
-    """
-    if not name:
-        return None
-    if name == "rapidocr":
-        from ocr.rapid import RapidOcrEngine
-
-        return RapidOcrEngine()
-    raise BadInputError(f"unknown second OCR engine {name!r}; known: {', '.join(SECOND_ENGINES)}")

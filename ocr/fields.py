@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ocr.engine import Box, Word
+from kerani.ocr.engine import Box, Word
 
 
 @dataclass(frozen=True)

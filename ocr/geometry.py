@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ocr.engine import Box
+from kerani.ocr.engine import Box
 
 
 @dataclass(frozen=True)

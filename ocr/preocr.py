@@ -15,15 +15,15 @@ import logging
 from PIL import Image
 from sqlalchemy import Engine, func, insert, select
 
-from kerani.exceptions import KeraniError
-from ocr.calibration import engine_label
-from ocr.engine import OcrEngine
-from ocr.fields import SNIPPET_SUFFIX, crop_snippet
-from ocr.geometry import clip_box
-from ocr.stage import StageOptions, read_template_page
-from records.templates import Template
-from storage import schema
-from storage.blobs import BlobStore
+from kerani.core.errors import KeraniError
+from kerani.forms.templates import Template
+from kerani.ocr.calibration import engine_label
+from kerani.ocr.engine import OcrEngine
+from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
+from kerani.ocr.geometry import clip_box
+from kerani.ocr.stage import StageOptions, read_template_page
+from kerani.storage import schema
+from kerani.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 

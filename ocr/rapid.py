@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kerani.exceptions import MissingDependencyError
-from ocr.engine import Box, Word
-from ocr.geometry import clip_box
+from kerani.core.errors import MissingDependencyError
+from kerani.ocr.engine import Box, Word
+from kerani.ocr.geometry import clip_box
 
 # Context around a field crop: the recogniser wants a little white around the text.
 MARGIN_PX = 3

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from PIL import Image
 
-from ocr.engine import Box, Word
-from ocr.geometry import clip_box
+from kerani.ocr.engine import Box, Word
+from kerani.ocr.geometry import clip_box
 
 # Characters each typed field may hold; free text has no whitelist.
 _DIGITS = "0123456789"

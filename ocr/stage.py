@@ -22,17 +22,20 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from kerani.exceptions import BadInputError
-from ocr.align import ANCHORS_SUFFIX, Anchor, anchors_from_words, fit_alignment, read_anchors
-from ocr.calibration import BUNDLED_CALIBRATIONS
-from ocr.cleanup import PreparedPage, clean_page, paper_level, prepare_page, turn
-from ocr.engine import Box, OcrEngine, Word, second_engine
-from ocr.fields import guesses_by_line, join_words
-from ocr.geometry import Affine, clip_box
-from ocr.reocr import CHARSETS, Crop, reread
-from records.ground_truth import fold_whitespace
-from records.templates import Template
-from records.validators import validate
+from kerani.core.boxes import coverage
+from kerani.core.errors import BadInputError
+from kerani.core.text import fold_whitespace
+from kerani.forms.rendering import blank_form
+from kerani.forms.templates import Template
+from kerani.forms.validators import validate
+from kerani.ocr.align import ANCHORS_SUFFIX, Anchor, anchors_from_words, fit_alignment, read_anchors
+from kerani.ocr.calibration import BUNDLED_CALIBRATIONS
+from kerani.ocr.cleanup import PreparedPage, clean_page, paper_level, prepare_page, turn
+from kerani.ocr.engine import Box, OcrEngine, Word
+from kerani.ocr.fields import guesses_by_line, join_words
+from kerani.ocr.geometry import Affine, clip_box
+from kerani.ocr.reocr import CHARSETS, Crop, reread
+from kerani.ocr.second_engine import second_engine
 
 
 @runtime_checkable
@@ -164,7 +167,7 @@ def read_page_words(
     words = engine.read_page(prepared.image)
     notes = list(prepared.notes)
     if isinstance(engine, BlockEngine) and (_poor(words) or lines_run_vertically(words)):
-        from ocr.tesseract import detect_orientation
+        from kerani.ocr.tesseract import detect_orientation
 
         osd = detect_orientation(prepared.image) if opts.orientation else None
         if osd is not None and osd.rotate:
@@ -203,12 +206,9 @@ def assign_words(words: Sequence[Word], boxes: Sequence[Box]) -> list[list[Word]
     """Give each word to the box that holds most of it (at least half), or to none."""
     out: list[list[Word]] = [[] for _ in boxes]
     for w in words:
-        area = max(1, (w.box[2] - w.box[0]) * (w.box[3] - w.box[1]))
         best, best_share = -1, 0.5
         for i, b in enumerate(boxes):
-            ix = min(b[2], w.box[2]) - max(b[0], w.box[0])
-            iy = min(b[3], w.box[3]) - max(b[1], w.box[1])
-            share = max(0, ix) * max(0, iy) / area
+            share = coverage(b, w.box)
             if share > best_share:
                 best, best_share = i, share
         if best >= 0:
@@ -360,22 +360,10 @@ def unread_ink(ink: np.ndarray, covered: np.ndarray, box: Box) -> float:
 @functools.lru_cache(maxsize=16)
 def _rendered_anchors(template_json: str, languages: str) -> tuple[Anchor, ...]:
     # Imported here: rendering is only needed for a template without bundled anchors.
-    import random
-
-    from ocr.tesseract import tesseract_words
-    from records.synthetic import fake_values, render_form
+    from kerani.ocr.tesseract import tesseract_words
 
     template = Template.model_validate_json(template_json)
-    image, _truth = render_form(
-        template,
-        fake_values(template, random.Random(0)),
-        random.Random(0),
-        noise=0.0,
-        max_skew_deg=0.0,
-        max_shift_frac=0.0,
-        max_scale=0.0,
-    )
-    words = tesseract_words(image, languages=languages)
+    words = tesseract_words(blank_form(template), languages=languages)
     return tuple(anchors_from_words(words, [f.box for f in template.fields]))
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytesseract
 from PIL import Image
 
-from kerani.exceptions import ExternalProgramError, MissingDependencyError
-from kerani.external import require_program, run
-from ocr.engine import Word
+from kerani.core.errors import ExternalProgramError, MissingDependencyError
+from kerani.core.programs import require_program, run
+from kerani.ocr.engine import Word
 
 _TSV_KEYS = ("text", "conf", "left", "top", "width", "height", "block_num", "par_num", "line_num")
 _TESSDATA_VAR = re.compile(r"^[a-z_]+$")

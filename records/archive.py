@@ -16,9 +16,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from sqlalchemy import Engine, select
 
-from kerani.exceptions import NotFoundError
-from storage import schema
-from storage.blobs import BlobStore
+from kerani.core.errors import NotFoundError
+from kerani.storage import schema
+from kerani.storage.blobs import BlobStore
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -1,10 +1,11 @@
 """Reassembly: when every field of a page is settled, validate it and build its record.
 
 A record is written only when its fields pass their template's validators and cross-field
-rules. A field that fails goes back to people (`reopen_field`, escalated to a trusted
-worker, with the rule as the note they see). A field that a rule has sent back once and a
-trusted worker has settled again is not sent back a second time: the record is written with
-the problem kept on it, so that a form inconsistent on paper cannot loop forever.
+rules. A field that fails is reported with the rule as its note, and the caller sends it
+back to people (kerani.flows.documents: reopened, escalated to a trusted worker). A field
+that a rule has sent back once and a trusted worker has settled again is not sent back a
+second time: the record is written with the problem kept on it, so that a form
+inconsistent on paper cannot loop forever.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, Row, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from kerani.exceptions import NotFoundError
-from microtasks.queue import reopen_field
-from records.rules import Captured
-from records.templates import Template, load_template
-from storage import schema
-from storage.database import utcnow
+from kerani.core.errors import NotFoundError
+from kerani.forms.rules import Captured
+from kerani.forms.templates import Template, load_template
+from kerani.storage import schema
+from kerani.storage.database import utcnow
 
 SETTLED = ("auto_accepted", "settled")
 
@@ -46,8 +46,11 @@ class AssemblyOutcome:
     """What reassembling a page did: built its record, sent fields back, or waited."""
 
     page_id: int
-    status: Literal["not_ready", "assembled", "sent_back"]
+    # send_back: fields break rules and must go back to people (the caller does that and
+    # reports sent_back); no record is written meanwhile.
+    status: Literal["not_ready", "assembled", "send_back", "sent_back"]
     sent_back: dict[str, str] = field(default_factory=dict)  # field name -> note
+    field_ids: dict[str, int] = field(default_factory=dict)  # ids of the fields in sent_back
     flagged: tuple[Problem, ...] = ()  # problems kept on the record after arbitration
 
     def as_dict(self) -> dict[str, Any]:
@@ -123,7 +126,7 @@ def _cell(r: Row[Any], problems: list[Problem]) -> dict[str, Any]:
 
 
 def reassemble_page(db: Engine, page_id: int) -> AssemblyOutcome:
-    """Validate a settled page and write its record, or send failing fields back to people."""
+    """Validate a settled page and write its record, or report the fields to send back."""
     with db.connect() as conn:
         page = conn.execute(select(schema.pages).where(schema.pages.c.id == page_id)).first()
         if page is None:
@@ -139,12 +142,8 @@ def reassemble_page(db: Engine, page_id: int) -> AssemblyOutcome:
             send_back.setdefault(p.field, []).append(p.note)
     if send_back:
         notes = {name: "; ".join(dict.fromkeys(ns)) for name, ns in send_back.items()}
-        for name, note in notes.items():
-            reopen_field(db, by_name[name].id, note)
-        with db.begin() as conn:
-            # The old record no longer holds: it comes back when the fields settle again.
-            conn.execute(schema.records.delete().where(schema.records.c.page_id == page_id))
-        return AssemblyOutcome(page_id, "sent_back", sent_back=notes)
+        ids = {name: int(by_name[name].id) for name in notes}
+        return AssemblyOutcome(page_id, "send_back", sent_back=notes, field_ids=ids)
     if not _write_record(db, page_id, page.batch_id, rows, problems):
         return AssemblyOutcome(page_id, "not_ready")
     return AssemblyOutcome(page_id, "assembled", flagged=tuple(problems))
@@ -191,9 +190,10 @@ def _write_record(
     return True
 
 
-def assemble_record(db: Engine, page_id: int) -> bool:
-    """Build (or rebuild) the record of a settled page that passes its rules; False if not."""
-    return reassemble_page(db, page_id).status == "assembled"
+def withdraw_record(db: Engine, page_id: int) -> None:
+    """Delete a page's record: fields were sent back, it returns when they settle again."""
+    with db.begin() as conn:
+        conn.execute(schema.records.delete().where(schema.records.c.page_id == page_id))
 
 
 def pages_to_reassemble(db: Engine, batch_id: str | None = None) -> list[int]:
@@ -214,11 +214,3 @@ def pages_to_reassemble(db: Engine, batch_id: str | None = None) -> list[int]:
         query = query.where(p.c.batch_id == batch_id)
     with db.connect() as conn:
         return [int(i) for i in conn.execute(query.order_by(p.c.id)).scalars()]
-
-
-def assemble_ready_pages(db: Engine, batch_id: str | None = None) -> int:
-    """Reconcile: reassemble every settled page without a record; return records built."""
-    return sum(
-        reassemble_page(db, page_id).status == "assembled"
-        for page_id in pages_to_reassemble(db, batch_id)
-    )

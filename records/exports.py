@@ -21,14 +21,14 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from kerani.exceptions import BadInputError, NotFoundError
-from records.archive import hocr_key
-from records.templates import load_template
-from storage import schema
-from storage.blobs import BlobStore
+from kerani.core.errors import BadInputError, NotFoundError
+from kerani.forms.templates import load_template
+from kerani.records.archive import hocr_key
+from kerani.storage import schema
+from kerani.storage.blobs import BlobStore
 
 FORMATS = ("csv", "parquet", "jsonl")
-# The same names as records.templates.RESERVED_FIELD_NAMES, which no field may take.
+# The same names as kerani.forms.templates.RESERVED_FIELD_NAMES, which no field may take.
 RECORD_COLUMNS = {
     "batch_id": "string",
     "document": "string",

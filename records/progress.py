@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from kerani.exceptions import BadInputError, NotFoundError
-from storage import schema
+from kerani.core.errors import BadInputError, NotFoundError
+from kerani.storage import schema
 
 
 def resolve_batch_id(db: Engine, prefix: str) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from kerani.exceptions import NotFoundError
-from microtasks.ledger import ringgit
-from storage import schema
+from kerani.core.errors import NotFoundError
+from kerani.microtasks.ledger import ringgit
+from kerani.storage import schema
 
 LOW_AGREEMENT = 0.75  # below this, people (and the OCR) mostly disagreed about a field
 

@@ -19,15 +19,16 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.gzip import GZipMiddleware
 
-from kerani.exceptions import (
+from kerani.core.errors import (
     BadInputError,
-    ConflictError,
     ForbiddenError,
     KeraniError,
     NotFoundError,
 )
-from kerani.settings import Settings
-from microtasks.queue import (
+from kerani.core.settings import Settings
+from kerani.flows.triggers import document_settled
+from kerani.forms.templates import load_template
+from kerani.microtasks.queue import (
     ClaimedTask,
     claim_tasks,
     leased_task,
@@ -36,8 +37,8 @@ from microtasks.queue import (
     renew_leases,
     submit_answer,
 )
-from microtasks.rate_limits import clear_failures, minutes_locked, record_failure
-from microtasks.workers import (
+from kerani.people.rate_limits import clear_failures, minutes_locked, record_failure
+from kerani.people.workers import (
     Person,
     end_session,
     join_with_invite,
@@ -47,14 +48,18 @@ from microtasks.workers import (
     set_language,
     start_session,
 )
-from records.progress import batch_agency, batch_progress, resolve_batch_id
-from records.report import batch_report
-from records.templates import load_template
-from records.triggers import document_settled
-from review_ui.i18n import LANG_COOKIE, LANGUAGE_NAMES, LANGUAGES, language_from_headers, translator
-from review_ui.my_work import my_work, today
-from review_ui.status import recent_answers
-from storage.stores import Stores, open_stores
+from kerani.records.progress import batch_agency, batch_progress, resolve_batch_id
+from kerani.records.report import batch_report
+from kerani.review_ui.i18n import (
+    LANG_COOKIE,
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    language_from_headers,
+    translator,
+)
+from kerani.review_ui.my_work import my_work, today
+from kerani.review_ui.status import recent_answers
+from kerani.storage.stores import Stores, open_stores
 
 COOKIE = "kerani_session"
 # Forms shown before sign-in (sign-in, join, language) carry a token matching this cookie,
@@ -63,7 +68,6 @@ FORM_COOKIE = "kerani_form"
 # Leases a worker holds on the one-by-one page: the task shown and two in reserve, so that
 # on a slow line the next snippet is already on the phone when the worker submits.
 HELD_ON_REVIEW = 3
-_STATUS = {BadInputError: 400, ForbiddenError: 403, NotFoundError: 404, ConflictError: 409}
 _SECURITY_HEADERS = {
     # Nothing from other hosts, no framing: the page only ever talks to its own origin.
     # The first snippet comes inline (data:) and the next ones as blobs fetched by script.
@@ -73,15 +77,6 @@ _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
-}
-
-
-# Errors a worker meets on the pages, shown in their language (the rest stay in English:
-# they speak to operators or name a file or field).
-_TRANSLATED_ERRORS = {
-    "your account is paused; please contact the operator": "account_paused",
-    "this task is not leased to you": "not_your_task",
-    "the form has expired; reload the page": "form_expired",
 }
 
 
@@ -124,7 +119,7 @@ def need_role(person: Person, *roles: str) -> None:
 def check_csrf(csrf: str, expected: str) -> None:
     """Refuse a form whose CSRF token is not the session's."""
     if not secrets.compare_digest(csrf, expected):
-        raise ForbiddenError("the form has expired; reload the page")
+        raise ForbiddenError("the form has expired; reload the page", key="form_expired")
 
 
 PageSession = Annotated[tuple[Person, str], Depends(page_session)]
@@ -234,16 +229,17 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
 
     @app.exception_handler(KeraniError)
     async def kerani_error(request: Request, exc: KeraniError) -> Response:
-        code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), 500)
+        code = exc.http_status
         if request.url.path.startswith("/api/") or wants_json(request):
             return JSONResponse({"error": str(exc)}, status_code=code)
         person, csrf = None, None
         with contextlib.suppress(NotSignedIn):  # their language and header, when signed in
             person, csrf = await run_in_threadpool(page_session, request)
+        # Errors a worker meets carry a catalogue key and are shown in their language; the
+        # rest stay in English (they speak to operators, or name a file or field).
         message = str(exc)
-        key = _TRANSLATED_ERRORS.get(message)
-        if key is not None:
-            message = translator(language_of(request, person))(key)
+        if exc.key is not None:
+            message = translator(language_of(request, person))(exc.key)
         context = {"message": message, "code": code}
         return render(request, "error.html", context, person, csrf, status_code=code)
 
@@ -258,7 +254,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
 
     def settle_side_effects(page_id: int | None) -> None:
         # The document's last field settled: have it reassembled (inline, by Prefect event or
-        # by deployment; see records/triggers.py). The scheduled reconcile-records flow catches
+        # by deployment; see kerani.flows.triggers). The scheduled reconcile-records flow catches
         # anything this misses.
         if page_id is not None:
             document_settled(db, page_id)

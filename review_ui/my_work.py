@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 
-from microtasks import quality
-from microtasks.ledger import ringgit
-from storage import schema
-from storage.database import utcnow
+from kerani.microtasks import quality
+from kerani.microtasks.ledger import ringgit
+from kerani.storage import schema
+from kerani.storage.database import utcnow
 
 
 @dataclass(frozen=True)

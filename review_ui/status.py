@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from storage import schema
+from kerani.storage import schema
 
 __all__ = ["recent_answers"]
 

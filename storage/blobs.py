@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kerani.exceptions import BadInputError, NotFoundError
+from kerani.core.errors import BadInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from kerani.settings import Settings
+    from kerani.core.settings import Settings
 
 
 def check_key(key: str) -> str:

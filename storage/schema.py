@@ -158,6 +158,10 @@ answers = Table(
     Column("idempotency_key", String(100), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("weight", Float, nullable=True),  # the worker's estimated accuracy when counted
+    # What the page pre-filled (the OCR's guess; "" when shown blind) and the time from
+    # showing the task to the submit: a confirmation is not blind keying (NULL: not said).
+    Column("prefilled", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
     # One answer per worker and task; worker first, so it also finds a worker's answers.
     UniqueConstraint("worker_id", "task_id", name="uq_answers_worker_task"),
 )

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from kerani.settings import Settings
-from storage.blobs import BlobStore, open_blob_store
-from storage.database import open_engine
+from kerani.core.settings import Settings
+from kerani.storage.blobs import BlobStore, open_blob_store
+from kerani.storage.database import open_engine
 
 
 @dataclass(frozen=True)

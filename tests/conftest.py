@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from kerani.settings import BlobSettings, CoreSettings, DatabaseSettings, Settings
-from storage.database import close_engine
-from storage.stores import Stores, open_stores
+from kerani.core.settings import BlobSettings, CoreSettings, DatabaseSettings, Settings
+from kerani.storage.database import close_engine
+from kerani.storage.stores import Stores, open_stores
 
 REPO = Path(__file__).resolve().parents[1]
 SROIE = REPO.parent / "shared" / "data" / "sroie"
@@ -101,6 +101,6 @@ def sroie_dir() -> Path:
 
 def free_port_for_tests() -> int:
     """A loopback port that is free right now."""
-    from kerani.webserver import free_port
+    from kerani.review_ui.server import free_port
 
     return free_port("127.0.0.1")

@@ -10,11 +10,11 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import insert, select
 
-from ingest.batches import record_scan
-from microtasks.routing import route_page
-from storage import schema
-from storage.database import utcnow
-from storage.stores import Stores
+from kerani.ingest.batches import record_scan
+from kerani.microtasks.routing import route_page
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.stores import Stores
 
 
 def png(width: int = 60, height: int = 20) -> bytes:

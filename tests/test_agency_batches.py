@@ -9,13 +9,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from ingest.batches import ingest_paths
-from kerani.exceptions import BadInputError
-from kerani.settings import Settings
-from microtasks.workers import add_person, agency_named
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import Stores
+from kerani.core.errors import BadInputError
+from kerani.core.settings import Settings
+from kerani.ingest.batches import ingest_paths
+from kerani.people.workers import add_person, agency_named
+from kerani.review_ui.app import create_app
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page, sign_in_with_code
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import crowd_bench, queue_bench, ui_bench
+from kerani.benchmarks import crowd_bench, queue_bench, ui_bench
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).resolve().parents[1] / "kerani" / "samples"

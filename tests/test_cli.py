@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kerani.cli import app
-from records.synthetic import generate_dataset
-from records.templates import load_template
+from kerani.evaluation.synthetic import generate_dataset
+from kerani.forms.templates import load_template
 
 pytestmark = pytest.mark.slow
 

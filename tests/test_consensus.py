@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from microtasks.consensus import Vote, reach_consensus
-from microtasks.normalise import normalise_answer
+from kerani.microtasks.consensus import Vote, reach_consensus
+from kerani.microtasks.normalise import normalise_answer
 
 
 def ocr(text: str, accuracy: float = 0.6) -> Vote:

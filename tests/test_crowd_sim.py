@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from microtasks.crowd_sim import (
+from kerani.evaluation.crowd_sim import (
     CAREFUL,
     CARELESS,
     JUNK,
@@ -16,7 +16,7 @@ from microtasks.crowd_sim import (
     corrupt,
     keystrokes,
 )
-from records.ground_truth import edit_distance
+from kerani.evaluation.ground_truth import edit_distance
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from ingest.pages import PageImage, render_pages
-from ingest.sources import RejectedFile, ScanFile, collect_scans
-from kerani.exceptions import BadInputError
-from kerani.settings import IngestSettings
+from kerani.core.errors import BadInputError
+from kerani.core.settings import IngestSettings
+from kerani.ingest.pages import PageImage, render_pages
+from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
 
 needs_pdftoppm = pytest.mark.skipif(
     shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed"

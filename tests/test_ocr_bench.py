@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kerani.cli import app
-from records.ground_truth import read_truth
-from records.synthetic import generate_dataset
-from records.templates import load_template
+from kerani.evaluation.ground_truth import read_truth
+from kerani.evaluation.synthetic import generate_dataset
+from kerani.forms.templates import load_template
 
 pytestmark = pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract")
 

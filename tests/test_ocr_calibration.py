@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kerani.exceptions import BadInputError
-from ocr.calibration import (
+from kerani.core.errors import BadInputError
+from kerani.ocr.calibration import (
     Sample,
     error_upper_bound,
     evidence_of,

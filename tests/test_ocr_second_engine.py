@@ -9,13 +9,14 @@ from collections.abc import Sequence
 import pytest
 from PIL import Image, ImageDraw
 
-from kerani.exceptions import BadInputError, MissingDependencyError
-from ocr import stage
-from ocr.calibration import Sample, fit_calibration, without_second_engine
-from ocr.cleanup import PreparedPage
-from ocr.engine import Box, NullEngine, Word, second_engine
-from ocr.geometry import Affine
-from ocr.stage import PageRead, Region, StageOptions, read_regions, same_text
+from kerani.core.errors import BadInputError, MissingDependencyError
+from kerani.ocr import stage
+from kerani.ocr.calibration import Sample, fit_calibration, without_second_engine
+from kerani.ocr.cleanup import PreparedPage
+from kerani.ocr.engine import Box, NullEngine, Word
+from kerani.ocr.geometry import Affine
+from kerani.ocr.second_engine import second_engine
+from kerani.ocr.stage import PageRead, Region, StageOptions, read_regions, same_text
 
 
 class FakeReader:
@@ -107,7 +108,7 @@ def test_unknown_or_missing_second_engine_says_what_to_do(
     assert second_engine("") is None
     with pytest.raises(BadInputError, match="unknown second OCR engine"):
         second_engine("abbyy")
-    from ocr import rapid
+    from kerani.ocr import rapid
 
     # None in sys.modules makes the import fail, as when the extra is not installed.
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
@@ -119,7 +120,7 @@ def test_rapidocr_reads_a_printed_line() -> None:
     pytest.importorskip("rapidocr_onnxruntime")
     from PIL import ImageFont
 
-    from ocr.rapid import RapidOcrEngine
+    from kerani.ocr.rapid import RapidOcrEngine
 
     image = Image.new("L", (700, 200), 255)
     font = ImageFont.load_default(size=40)

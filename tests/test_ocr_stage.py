@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kerani.exceptions import BadInputError
-from ocr.align import coverage
-from ocr.cleanup import estimate_skew, prepare_page
-from ocr.geometry import Affine
-from ocr.reocr import Crop, read_strip, reread
-from ocr.stage import lines_run_vertically, read_page_words, read_template_page
-from ocr.tesseract import TesseractEngine
-from records.ground_truth import read_truth
-from records.synthetic import fake_values, generate_dataset, render_form
-from records.templates import Template, load_template
+from kerani.core.boxes import coverage
+from kerani.core.errors import BadInputError
+from kerani.evaluation.ground_truth import read_truth
+from kerani.evaluation.synthetic import fake_values, generate_dataset, render_form
+from kerani.forms.templates import Template, load_template
+from kerani.ocr.cleanup import estimate_skew, prepare_page
+from kerani.ocr.geometry import Affine
+from kerani.ocr.reocr import Crop, read_strip, reread
+from kerani.ocr.stage import lines_run_vertically, read_page_words, read_template_page
+from kerani.ocr.tesseract import TesseractEngine
 
 pytestmark = pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract")
 
@@ -43,7 +43,7 @@ def _clean_form(template: Template, seed: int) -> tuple[Image.Image, dict[str, s
 
 
 def _content_on_page(box: tuple[int, int, int, int], to_page: Affine) -> tuple[int, int, int, int]:
-    from benchmarks.ocr_bench import _content_box
+    from kerani.benchmarks.ocr_bench import _content_box
 
     return _content_box(box, to_page)
 
@@ -141,7 +141,7 @@ def test_a_batched_strip_reads_like_one_call_per_field(
     grey = image.convert("L")
     crops = [Crop(f.box, f.type) for f in form.fields]
     batched = reread(engine, grey, crops)
-    from ocr.reocr import whitelist_for
+    from kerani.ocr.reocr import whitelist_for
 
     single = [read_strip(engine, grey, [c.box], whitelist_for(c.kind))[0] for c in crops]
     assert [b.text for b in batched] == [s.text for s in single]
@@ -152,8 +152,8 @@ def test_a_batched_strip_reads_like_one_call_per_field(
 def test_unread_ink_flags_what_the_words_miss() -> None:
     import numpy as np
 
-    from ocr.engine import Word
-    from ocr.stage import _ink_masks, unread_ink
+    from kerani.ocr.engine import Word
+    from kerani.ocr.stage import _ink_masks, unread_ink
 
     page = Image.new("L", (400, 100), 255)
     page.paste(0, (20, 40, 120, 60))  # a word ...
@@ -172,8 +172,8 @@ def test_snippets_are_small_greyscale_webp_at_most_phone_width() -> None:
 
     from PIL import Image, ImageDraw
 
-    from ocr.fields import SNIPPET_MAX_WIDTH, crop_snippet
-    from review_ui.app import snippet_media_type
+    from kerani.ocr.fields import SNIPPET_MAX_WIDTH, crop_snippet
+    from kerani.review_ui.app import snippet_media_type
 
     page = Image.new("RGB", (2400, 300), "white")
     ImageDraw.Draw(page).text((20, 120), "JUMLAH RM 12.50 " * 12, fill="black")

@@ -15,18 +15,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from flows.digitise import finish_batch, submit_batch
-from kerani.settings import CrowdSettings, Settings
-from microtasks.crowd_sim import Profile, SimulatedWorker, run_crowd, truth_by_task
-from microtasks.queue import queue_depth
-from microtasks.workers import add_person
-from records.accuracy import field_truths
-from records.ground_truth import read_truth, sroie_to_dataset
-from records.synthetic import generate_dataset
-from records.templates import load_template
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import Stores
+from kerani.core.settings import CrowdSettings, Settings
+from kerani.evaluation.accuracy import field_truths
+from kerani.evaluation.crowd_sim import Profile, SimulatedWorker, run_crowd, truth_by_task
+from kerani.evaluation.ground_truth import read_truth, sroie_to_dataset
+from kerani.evaluation.synthetic import generate_dataset
+from kerani.flows.digitise import finish_batch, submit_batch
+from kerani.forms.templates import load_template
+from kerani.microtasks.queue import queue_depth
+from kerani.people.workers import add_person
+from kerani.review_ui.app import create_app
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from kerani.exceptions import BadInputError, ForbiddenError
-from kerani.settings import CrowdSettings
-from microtasks.gold import make_gold
-from microtasks.ledger import batch_cost, worker_earnings
-from microtasks.queue import (
+from kerani.core.errors import BadInputError, ForbiddenError
+from kerani.core.settings import CrowdSettings
+from kerani.flows.documents import finish_document
+from kerani.microtasks.gold import make_gold
+from kerani.microtasks.ledger import batch_cost, worker_earnings
+from kerani.microtasks.queue import (
     claim_next,
     claim_tasks,
     leased_task,
@@ -19,11 +20,10 @@ from microtasks.queue import (
     renew_leases,
     submit_answer,
 )
-from microtasks.workers import add_person, person_by_code
-from records.assembly import assemble_record
-from storage import schema
-from storage.database import as_utc, utcnow
-from storage.stores import Stores
+from kerani.people.workers import add_person, person_by_code
+from kerani.storage import schema
+from kerani.storage.database import as_utc, utcnow
+from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page
 
 GUESSES = [
@@ -91,7 +91,7 @@ def test_answers_are_recorded_once_paid_once_and_settle_the_field(stores: Stores
     city = leased_task(stores.db, claim_next(stores.db, ana, RULES).task_id, ana)  # type: ignore[union-attr]
     last = submit_answer(stores.db, city.task_id, ana, "value", "SHAH ALAM", "key-3", RULES)
     assert last.settled and last.completed_page_id == page_id
-    assert assemble_record(stores.db, page_id)
+    assert finish_document(stores.db, page_id).status == "assembled"
     fields = fields_by_name(stores)
     assert fields["postcode"].value == "40100" and fields["postcode"].source == "human"  # type: ignore[attr-defined]
     assert fields["full_name"].source == "ocr"  # type: ignore[attr-defined]
@@ -330,3 +330,21 @@ def test_workers_proven_on_gold_get_less_of_it(stores: Stores) -> None:
     # Early gold for everyone (the second task), then one in every 3 tasks for a new worker
     # (tasks 3, 6, 9) and one in every 9 for a proven one (task 9).
     assert gold == {"new": 4, "proven": 2}
+
+
+def test_an_answer_keeps_what_was_prefilled_and_the_time_taken(stores: Stores) -> None:
+    seed_page(stores, GUESSES)
+    ana = worker(stores, "ana")
+    shown = claim_next(stores.db, ana, RULES)
+    blind = claim_next(stores.db, worker(stores, "ben"), RULES)
+    assert shown is not None and blind is not None
+    submit_answer(
+        stores.db, shown.task_id, ana, "value", "40100", "k1", RULES,
+        prefilled=shown.ocr_text, duration_ms=4200,
+    )  # fmt: skip
+    with pytest.raises(BadInputError, match="duration_ms"):
+        submit_answer(stores.db, blind.task_id, 0, "value", "x", "k2", RULES, duration_ms=-1)
+    a = schema.answers
+    with stores.db.connect() as conn:
+        row = conn.execute(select(a.c.prefilled, a.c.duration_ms).where(a.c.worker_id == ana)).one()
+    assert (row.prefilled, row.duration_ms) == (shown.ocr_text, 4200)

@@ -10,12 +10,12 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from benchmarks.queue_bench import seed_tasks
-from kerani.settings import CrowdSettings
-from microtasks.queue import claim_next, submit_answer
-from microtasks.workers import add_person, person_by_code
-from storage import schema
-from storage.database import open_engine
+from kerani.benchmarks.queue_bench import seed_tasks
+from kerani.core.settings import CrowdSettings
+from kerani.microtasks.queue import claim_next, submit_answer
+from kerani.people.workers import add_person, person_by_code
+from kerani.storage import schema
+from kerani.storage.database import open_engine
 
 PROCESSES = 32
 PAGES, FIELDS = 25, 16

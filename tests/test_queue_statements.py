@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from kerani.settings import CrowdSettings
-from microtasks.queue import claim_next, submit_answer, task_priority
-from storage import schema
-from storage.stores import Stores
+from kerani.core.settings import CrowdSettings
+from kerani.microtasks.queue import claim_next, submit_answer, task_priority
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page
 from tests.test_queue import worker
 

@@ -16,17 +16,17 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from kerani.cli import app as cli
-from kerani.settings import Settings
-from microtasks.ledger import ringgit
-from microtasks.queue import claim_next, submit_answer
-from microtasks.workers import add_person, agency_named, person_by_code
-from records.archive import hocr_key, write_text_layers
-from records.assembly import assemble_ready_pages
-from records.exports import FORMATS, export_batch, frame_bytes, read_export, records_frame
-from records.report import batch_report, report_markdown
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import Stores
+from kerani.core.settings import Settings
+from kerani.flows.documents import finish_ready_documents
+from kerani.microtasks.ledger import ringgit
+from kerani.microtasks.queue import claim_next, submit_answer
+from kerani.people.workers import add_person, agency_named, person_by_code
+from kerani.records.archive import hocr_key, write_text_layers
+from kerani.records.exports import FORMATS, export_batch, frame_bytes, read_export, records_frame
+from kerani.records.report import batch_report, report_markdown
+from kerani.review_ui.app import create_app
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page, sign_in_with_code
 
 HOCR = "{http://www.w3.org/1999/xhtml}"
@@ -68,7 +68,7 @@ def batch(settings: Settings, stores: Stores) -> str:
     )
     settle_by_people(settings, stores, PEOPLE)
     batch_id = batch_of(stores, page_id)
-    assemble_ready_pages(stores.db, batch_id)
+    finish_ready_documents(stores.db, batch_id)
     return batch_id
 
 
@@ -111,7 +111,7 @@ def test_re_export_is_byte_identical(stores: Stores, batch: str) -> None:
     # Rebuilding the record (a later reconcile, say) changes its timestamp, not the export.
     with stores.db.begin() as conn:
         conn.execute(schema.pages.update().values(status="routed"))
-    assert assemble_ready_pages(stores.db, batch) == 1
+    assert finish_ready_documents(stores.db, batch) == 1
     again = {
         f: stores.blobs.get(k) for f, k in export_batch(stores.db, stores.blobs, batch).keys.items()
     }

@@ -6,6 +6,7 @@ deployment run, and the reconcile flow picks up documents whose trigger was lost
 
 from __future__ import annotations
 
+import importlib
 import io
 import secrets
 from pathlib import Path
@@ -16,21 +17,23 @@ import pandas as pd
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from prefect import Flow
 from prefect.artifacts import Artifact
 from sqlalchemy import func, select
 
-import records.triggers as triggers
-from flows.digitise import finish_batch
-from flows.records import reassemble_document, reconcile_records
-from kerani.settings import Settings
-from microtasks.queue import claim_next, submit_answer
-from microtasks.workers import add_person, person_by_code
-from records.assembly import assemble_ready_pages, pages_to_reassemble, reassemble_page
-from records.exports import export_batch, read_export
-from records.triggers import SETTLED_EVENT, document_settled
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import Stores
+import kerani.flows.triggers as triggers
+from kerani.core.settings import Settings
+from kerani.flows.digitise import finish_batch
+from kerani.flows.documents import finish_document, finish_ready_documents
+from kerani.flows.reassembly import reassemble_document, reconcile_records
+from kerani.flows.triggers import SETTLED_EVENT, document_settled
+from kerani.microtasks.queue import claim_next, submit_answer
+from kerani.people.workers import add_person, person_by_code
+from kerani.records.assembly import pages_to_reassemble
+from kerani.records.exports import export_batch, read_export
+from kerani.review_ui.app import create_app
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page, sign_in_with_code
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +165,7 @@ def test_ic_and_birth_date_mismatch_is_sent_back_corrected_and_exported(
 
 def test_a_field_already_arbitrated_is_kept_flagged_not_sent_back_again(stores: Stores) -> None:
     page_id = seed_page(stores, MISMATCH[1:3])  # both auto-accepted, they disagree
-    first = reassemble_page(stores.db, page_id)
+    first = finish_document(stores.db, page_id)
     assert first.status == "sent_back"
     assert set(first.sent_back) == {"ic_number", "date_of_birth"}
     tina = person_by_code(stores.db, make_trusted(stores, "tina")).id
@@ -173,7 +176,7 @@ def test_a_field_already_arbitrated_is_kept_flagged_not_sent_back_again(stores: 
         assert task is not None
         value = {"ic_number": "900312-14-5568", "date_of_birth": "13/03/1990"}[task.field_name]
         submit_answer(stores.db, task.task_id, tina, "value", value, secrets.token_hex(8), rules)
-    second = reassemble_page(stores.db, page_id)
+    second = finish_document(stores.db, page_id)
     assert second.status == "assembled"
     assert {p.field for p in second.flagged} == {"ic_number", "date_of_birth"}
     assert record_count(stores, page_id) == 1
@@ -190,10 +193,10 @@ def test_a_field_already_arbitrated_is_kept_flagged_not_sent_back_again(stores: 
 def test_field_validators_send_back_auto_accepted_values(stores: Stores) -> None:
     # Valid as a number, so routing trusted it; but the template's range says 1 to 40.
     page_id = seed_page(stores, [("household_size", "number", "400", 99.0)])
-    outcome = reassemble_page(stores.db, page_id)
+    outcome = finish_document(stores.db, page_id)
     assert outcome.status == "sent_back"
     assert outcome.sent_back["household_size"].startswith("household_size.range: 400 is outside")
-    assert reassemble_page(stores.db, page_id).status == "not_ready"
+    assert finish_document(stores.db, page_id).status == "not_ready"
 
 
 def test_receipt_total_must_be_the_sum_of_its_items(stores: Stores, tmp_path: Path) -> None:
@@ -232,8 +235,8 @@ rules:
         ],
         template=str(template),
     )
-    assert reassemble_page(stores.db, good).status == "assembled"
-    outcome = reassemble_page(stores.db, bad)
+    assert finish_document(stores.db, good).status == "assembled"
+    outcome = finish_document(stores.db, bad)
     assert outcome.status == "sent_back" and set(outcome.sent_back) == {"item_1", "item_2", "total"}
     assert "total (13.00) is not the sum of item_1, item_2 (12.00)" in outcome.sent_back["total"]
 
@@ -308,11 +311,15 @@ def test_prefect_yaml_declares_trigger_and_reconcile_schedule() -> None:
     deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
     by_name = {d["name"]: d for d in deployments}
     for d in deployments:
-        path, func_name = d["entrypoint"].split(":")
-        assert func_name in (REPO / path).read_text()
+        # Module entrypoints: the installed package, whatever folder Prefect runs in.
+        module, func_name = d["entrypoint"].split(":")
+        assert isinstance(getattr(importlib.import_module(module), func_name), Flow)
         for t in d.get("triggers", []):
             TypeAdapter(DeploymentTriggerTypes).validate_python(t)
-    assert by_name["reassemble-document"]["entrypoint"] == "flows/records.py:reassemble_document"
+    assert (
+        by_name["reassemble-document"]["entrypoint"]
+        == "kerani.flows.reassembly:reassemble_document"
+    )
     (schedule,) = by_name["reconcile-records"]["schedules"]
     CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
 
@@ -339,7 +346,7 @@ def lose_a_trigger(settings: Settings, stores: Stores) -> tuple[int, int]:
 
 def test_reconcile_library_call_builds_missed_records(settings: Settings, stores: Stores) -> None:
     lost, done = lose_a_trigger(settings, stores)
-    assert assemble_ready_pages(stores.db, batch_of(stores, lost)) == 1
+    assert finish_ready_documents(stores.db, batch_of(stores, lost)) == 1
     assert record_count(stores, lost) == 1 and record_count(stores, done) == 0
     assert pages_to_reassemble(stores.db) == [done]
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from kerani.exceptions import TemplateError
-from records.exports import RECORD_COLUMNS
-from records.rules import Captured
-from records.templates import (
+from kerani.core.errors import TemplateError
+from kerani.forms.rules import Captured
+from kerani.forms.templates import (
     RESERVED_FIELD_NAMES,
     bundled_template_names,
     load_template,
     parse_template,
 )
-from records.validators import parse_date, validate
+from kerani.forms.validators import parse_date, validate
+from kerani.records.exports import RECORD_COLUMNS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "templates.md"
 

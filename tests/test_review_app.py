@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from kerani.settings import Settings
-from microtasks.workers import add_person
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import Stores
+from kerani.core.settings import Settings
+from kerani.people.workers import add_person
+from kerani.review_ui.app import create_app
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 from tests.factories import seed_page, sign_in_with_code
 
 GUESSES = [("postcode", "postcode", "4O100", 99.0), ("city", "text", "SHAH ALAM", 40.0)]

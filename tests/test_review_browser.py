@@ -12,12 +12,12 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import select
 
-from kerani.settings import Settings
-from kerani.webserver import BackgroundServer, free_port
-from microtasks.workers import add_person, invite_worker
-from review_ui.app import create_app
-from storage import schema
-from storage.stores import Stores
+from kerani.core.settings import Settings
+from kerani.people.workers import add_person, invite_worker
+from kerani.review_ui.app import create_app
+from kerani.review_ui.server import BackgroundServer, free_port
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 from tests.factories import seed_page
 
 CHROMIUM = "/usr/bin/chromium"

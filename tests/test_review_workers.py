@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from kerani.settings import Settings
-from microtasks.workers import invite_worker, session_person
-from review_ui.app import COOKIE, create_app
-from review_ui.i18n import catalog
-from storage import schema
-from storage.database import utcnow
-from storage.stores import Stores
+from kerani.core.settings import Settings
+from kerani.people.workers import invite_worker, session_person
+from kerani.review_ui.app import COOKIE, create_app
+from kerani.review_ui.i18n import catalog
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.stores import Stores
 from tests.factories import form_token, seed_page
 
 GUESSES = [

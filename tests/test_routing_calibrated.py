@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from microtasks.routing import decide, route_page
-from ocr.calibration import Calibration, GroupRule
-from storage import schema
-from storage.stores import Stores
+from kerani.microtasks.routing import decide, route_page
+from kerani.ocr.calibration import Calibration, GroupRule
+from kerani.storage import schema
+from kerani.storage.stores import Stores
 from tests.factories import seed_page
 
 

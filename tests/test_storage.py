@@ -10,12 +10,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from kerani.exceptions import BadInputError, NotFoundError
-from kerani.settings import BlobSettings, CoreSettings, Settings
-from storage import schema
-from storage.blobs import BlobStore, LocalBlobStore, open_blob_store
-from storage.database import _create_engine, migrate, table_names
-from storage.stores import Stores
+from kerani.core.errors import BadInputError, NotFoundError
+from kerani.core.settings import BlobSettings, CoreSettings, Settings
+from kerani.storage import schema
+from kerani.storage.blobs import BlobStore, LocalBlobStore, open_blob_store
+from kerani.storage.database import _create_engine, migrate, table_names
+from kerani.storage.stores import Stores
 from tests.conftest import free_port_for_tests
 
 

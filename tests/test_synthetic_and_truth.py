@@ -11,21 +11,21 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from kerani.exceptions import BadInputError
-from records.ground_truth import (
+from kerani.core.boxes import box_iou
+from kerani.core.errors import BadInputError
+from kerani.core.text import fold_whitespace
+from kerani.evaluation.ground_truth import (
     TruthField,
     TruthPage,
-    box_iou,
-    fold_whitespace,
     match_by_box,
     read_truth,
     sroie_to_dataset,
     texts_match,
     write_truth,
 )
-from records.synthetic import fake_values, generate_dataset, render_form
-from records.templates import Template, load_template
-from records.validators import validate
+from kerani.evaluation.synthetic import fake_values, generate_dataset, render_form
+from kerani.forms.templates import Template, load_template
+from kerani.forms.validators import validate
 
 SROIE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sroie"
 NO_EFFECTS: dict[str, float] = {

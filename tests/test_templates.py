@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kerani.exceptions import TemplateError
-from records.templates import bundled_template_names, load_template, parse_template
-from records.validators import validate
+from kerani.core.errors import TemplateError
+from kerani.forms.templates import bundled_template_names, load_template, parse_template
+from kerani.forms.validators import validate
 
 GOOD_HEAD = """
 name: t

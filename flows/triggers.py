@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from kerani.exceptions import KeraniError
-from records.assembly import reassemble_page
+from kerani.core.errors import KeraniError
+from kerani.flows.documents import finish_document
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def document_settled(db: Engine, page_id: int, mode: str | None = None) -> str:
             log.warning("could not start %s (%s); reassembling inline", REASSEMBLY_DEPLOYMENT, e)
     # Inline (or as a fallback): a page's reassembly is a few queries, cheap in a request.
     try:
-        reassemble_page(db, page_id)
+        finish_document(db, page_id)
     except KeraniError as e:
         # The worker's answer is recorded either way; the reconcile flow will retry the page.
         log.warning("reassembly of page %s failed: %s", page_id, e)

@@ -1,7 +1,7 @@
 """Reassembly flows: rebuild a document's record when its last field settles, and reconcile.
 
 People settle fields in Kerani's own database, outside any flow run. When the last field of
-a document settles, the review app calls `records.triggers.document_settled`, which
+a document settles, the review app calls `kerani.flows.triggers.document_settled`, which
 reassembles it inline, or has the `reassemble-document` flow here do it (by a Prefect event
 or by its deployment). Events can be lost and processes can die between a settle and its
 reassembly, so `reconcile-records` runs on a schedule and reassembles every settled page
@@ -16,11 +16,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from kerani.settings import Settings
-from records.archive import write_text_layers
-from records.assembly import pages_to_reassemble, reassemble_page
-from records.report import batch_report, report_markdown
-from storage.stores import open_stores
+from kerani.core.settings import Settings
+from kerani.flows.documents import finish_document
+from kerani.records.archive import write_text_layers
+from kerani.records.assembly import pages_to_reassemble
+from kerani.records.report import batch_report, report_markdown
+from kerani.storage.stores import open_stores
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @task(name="reassemble-page")
 def reassemble_task(page_id: int, settings: Settings) -> dict[str, Any]:
     """Validate one settled page and write its record, or send failing fields back."""
-    return reassemble_page(open_stores(settings).db, page_id).as_dict()
+    return finish_document(open_stores(settings).db, page_id).as_dict()
 
 
 @flow(name="reassemble-document")

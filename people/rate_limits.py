@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, select, update
 
-from microtasks.prepared import dialect_insert
-from storage import schema
-from storage.database import as_utc, utcnow
+from kerani.storage import schema
+from kerani.storage.database import as_utc, utcnow
+from kerani.storage.statements import dialect_insert
 
 
 def minutes_locked(db: Engine, keys: list[str], now: datetime | None = None) -> int:

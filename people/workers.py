@@ -2,7 +2,7 @@
 
 Operators and agency users sign in with a long access code. Workers, who may have no email,
 get an invite code from the operator, choose a 6-digit PIN when they join, and then sign in
-with their worker number and PIN (throttled: see microtasks/rate_limits.py).
+with their worker number and PIN (throttled: see people/rate_limits.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, insert, select, update
 
-from kerani.exceptions import BadInputError, ConflictError, ForbiddenError
-from storage import schema
-from storage.database import as_utc, utcnow
+from kerani.core.errors import BadInputError, ConflictError, ForbiddenError
+from kerani.storage import schema
+from kerani.storage.database import as_utc, utcnow
 
 ROLES = ("worker", "operator", "agency")
 LANGUAGES = ("en", "ms")

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from records.validators import DEFAULT_DATE_FORMATS, ic_birth_yymmdd, numeric_value, parse_date
+from kerani.forms.validators import DEFAULT_DATE_FORMATS, ic_birth_yymmdd, numeric_value, parse_date
 
 
 @dataclass(frozen=True)

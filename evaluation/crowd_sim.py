@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import Engine, select
 
-from records.ground_truth import edit_distance
-from storage import schema
+from kerani.evaluation.ground_truth import edit_distance
+from kerani.storage import schema
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Each check returns None when a value passes, else the reason in words a worker can act on.
 `validate` checks a value against its type alone (routing uses it on OCR guesses);
-`records.templates.FieldSpec.check` adds the field's own validators from its template.
+`kerani.forms.templates.FieldSpec.check` adds the field's own validators from its template.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from pathlib import PurePosixPath
 
 from sqlalchemy import Engine, select
 
-from records.ground_truth import TruthPage, match_by_box, texts_match
-from storage import schema
+from kerani.evaluation.ground_truth import TruthPage, match_by_box, texts_match
+from kerani.storage import schema
 
 
 @dataclass(frozen=True)

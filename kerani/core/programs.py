@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from kerani.exceptions import ExternalProgramError, MissingDependencyError
+from kerani.core.errors import ExternalProgramError, MissingDependencyError
 
 
 def require_program(name: str, package: str) -> str:

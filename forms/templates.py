@@ -15,9 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kerani.exceptions import TemplateError
-from records.rules import RULE_CHECKS, Captured, Rule, RuleFailure, check_rules
-from records.validators import (
+from kerani.core.boxes import boxes_overlap
+from kerani.core.errors import TemplateError
+from kerani.forms.rules import RULE_CHECKS, Captured, Rule, RuleFailure, check_rules
+from kerani.forms.validators import (
     CHECKSUM_CHECKS,
     CHECKSUMS,
     DEFAULT_DATE_FORMATS,
@@ -162,10 +163,6 @@ class Template(BaseModel):
         return check_rules(self.rules, values, formats)
 
 
-def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def _check_validators(t: Template, f: FieldSpec) -> None:
     where = f"template {t.name!r}: field {f.name!r}"
     if f.pattern is not None:
@@ -270,7 +267,7 @@ def check_template(t: Template) -> None:
         _check_validators(t, f)
     for i, a in enumerate(t.fields):
         for b in t.fields[i + 1 :]:
-            if _boxes_overlap(a.box, b.box):
+            if boxes_overlap(a.box, b.box):
                 raise TemplateError(
                     f"template {t.name!r}: fields {a.name!r} and {b.name!r} overlap"
                 )

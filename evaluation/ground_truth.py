@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +16,12 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from kerani.exceptions import BadInputError
+from kerani.core.boxes import Box, box_iou
+from kerani.core.errors import BadInputError
+from kerani.core.text import fold_whitespace
 
 TRUTH_FILE = "truth.jsonl"
 PAGES_DIR = "pages"
-
-Box = tuple[int, int, int, int]
-
-_WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -47,11 +44,6 @@ class TruthPage:
 # ---------------------------------------------------------------------------- text comparison
 
 
-def fold_whitespace(text: str) -> str:
-    """Strip `text` and collapse every run of whitespace to a single space."""
-    return _WHITESPACE.sub(" ", text).strip()
-
-
 def texts_match(a: str, b: str) -> bool:
     """True when two texts are equal after whitespace folding: Kerani's 'correct field'."""
     return fold_whitespace(a) == fold_whitespace(b)
@@ -71,19 +63,6 @@ def edit_distance(a: str, b: str) -> int:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
         previous = current
     return previous[-1]
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes [x0, y0, x1, y1]; 0.0 when either is empty."""
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    area_a = max(0, a[2] - a[0]) * max(0, a[3] - a[1])
-    area_b = max(0, b[2] - b[0]) * max(0, b[3] - b[1])
-    union = area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
 
 
 def match_by_box(

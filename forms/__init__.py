@@ -1,0 +1,1 @@
+"""Form templates: field specs, validators and cross-field rules."""
