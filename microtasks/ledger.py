@@ -31,6 +31,17 @@ def ringgit(sen: int) -> str:
     return f"{sign}RM {abs(sen) // 100}.{abs(sen) % 100:02d}"
 
 
+def ringgit_each(total_sen: int, count: int) -> str:
+    """A total shared over `count` things, for people: RM with two decimals, or sen with one
+    decimal below one ringgit ("RM 5.97" per record, "5.4 sen" per field)."""
+    if count <= 0:
+        return "–"
+    each = total_sen / count
+    if abs(each) >= 100:
+        return ringgit(round(each))
+    return f"{each:.1f} sen"
+
+
 def _payment(dialect: str) -> Any:
     return (
         dialect_insert(dialect)(schema.ledger)

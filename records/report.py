@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from kerani.core.errors import NotFoundError
-from kerani.microtasks.ledger import ringgit
+from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.storage import schema
 
 LOW_AGREEMENT = 0.75  # below this, people (and the OCR) mostly disagreed about a field
@@ -248,9 +248,10 @@ def report_markdown(report: BatchReport) -> str:
         "",
         "## Cost (from the ledger)",
         "",
-        f"- total: {ringgit(rp.cost_sen)}",
-        f"- per field: {rp.cost_per_field_sen:.2f} sen; per record: "
-        f"{rp.cost_per_record_sen:.2f} sen",
+        f"- total paid to workers: {ringgit(rp.cost_sen)}",
+        f"- per record ({rp.records} built): {ringgit_each(rp.cost_sen, rp.records)}",
+        f"- per field ({rp.fields}, auto-accepted ones included): "
+        f"{ringgit_each(rp.cost_sen, rp.fields)}",
     ]
     if rp.rules_broken:
         lines += ["", "## Rules that sent fields back", "", "| rule | fields |", "|---|---:|"]

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from kerani.cli import app as cli
 from kerani.core.settings import Settings
 from kerani.flows.documents import finish_ready_documents
-from kerani.microtasks.ledger import ringgit
+from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.microtasks.queue import claim_next, submit_answer
 from kerani.people.workers import add_person, agency_named, person_by_code
 from kerani.records.archive import hocr_key, write_text_layers
@@ -166,8 +166,12 @@ def test_batch_report_counts_cost_and_unreadable_fields(
     assert report.answers == answers and report.cost_sen == paid
     assert [(u.field, u.kind) for u in report.unread_fields] == [("line_002", "unreadable")]
     text = report_markdown(report)
-    assert f"total: {ringgit(paid)}" in text and "| scan.png | 1 | line_002 |" in text
+    assert f"total paid to workers: {ringgit(paid)}" in text and "| scan.png | 1 | line_002 |" in text
     assert ringgit(1234) == "RM 12.34" and ringgit(5) == "RM 0.05"
+    # Shares of the cost read as money: RM per record, sen with one decimal per field.
+    assert f"per record (1 built): {ringgit_each(paid, 1)}" in text
+    assert ringgit_each(1790, 3) == "RM 5.97" and ringgit_each(54, 10) == "5.4 sen"
+    assert ringgit_each(100, 0) == "–"
 
     # The agency's page shows the same report (the batch is theirs); workers may not see it.
     client = TestClient(create_app(settings, stores), follow_redirects=False)
