@@ -53,8 +53,9 @@ from kerani.microtasks import quality
 from kerani.microtasks.consensus import answer_key
 from kerani.microtasks.gold import make_gold
 from kerani.microtasks.routing import route_page
-from kerani.ocr.calibration import Sample, engine_label, fit_calibration
+from kerani.ocr.calibration import Sample, fit_calibration
 from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
+from kerani.ocr.preocr import Reading, store_fields
 from kerani.ocr.stage import FieldRead, Region, StageOptions, read_page_words, read_regions
 from kerani.ocr.tesseract import TesseractEngine
 from kerani.people.workers import add_person
@@ -157,31 +158,34 @@ def store_page(
                 created_at=now,
             )
         ).inserted_primary_key[0]  # type: ignore[index]
-        out = []
+        rows: list[dict[str, Any]] = []
+        guesses: list[Reading] = []
         for r in reads:
             snippet = f"snippets/bench/{page_id}/{r.name}{SNIPPET_SUFFIX}"
             stores.blobs.put(snippet, crop_snippet(image, r.box, margin))
+            rows.append(
+                {
+                    "page_id": page_id,
+                    "name": r.name,
+                    "kind": r.kind,
+                    "x0": r.box[0],
+                    "y0": r.box[1],
+                    "x1": r.box[2],
+                    "y1": r.box[3],
+                    "snippet_key": snippet,
+                    "status": "pending",
+                    "answer_count": 0,
+                    "sensitivity": "personal",
+                }
+            )
             # SROIE's truth is upper case whatever the receipt prints: read OCR the same way.
             guess = r.text.upper() if fold_case else r.text
-            fid = conn.execute(
-                insert(schema.fields).values(
-                    page_id=page_id,
-                    name=r.name,
-                    kind=r.kind,
-                    x0=r.box[0],
-                    y0=r.box[1],
-                    x1=r.box[2],
-                    y1=r.box[3],
-                    ocr_text=guess,
-                    ocr_confidence=r.confidence,
-                    ocr_engine=engine_label(engine_name, r.evidence),
-                    snippet_key=snippet,
-                    status="pending",
-                    answer_count=0,
-                    sensitivity="personal",
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            out.append(BenchField(int(fid), r.kind, guess, want[r.name]))
+            guesses.append(Reading(engine_name, guess, r.confidence, r.evidence))
+        ids = store_fields(conn, rows, guesses)
+        out = [
+            BenchField(fid, r.kind, g.text, want[r.name])
+            for fid, r, g in zip(ids, reads, guesses, strict=True)
+        ]
     return int(page_id), out
 
 

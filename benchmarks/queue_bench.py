@@ -27,6 +27,7 @@ from sqlalchemy import Engine, insert
 from kerani.core.settings import CrowdSettings
 from kerani.ingest.batches import record_scan
 from kerani.microtasks.queue import claim_next, new_task_id, submit_answer
+from kerani.ocr.preocr import Reading, store_fields
 from kerani.people.workers import add_person, person_by_code
 from kerani.storage import schema
 from kerani.storage.database import close_engine, open_engine, utcnow
@@ -88,8 +89,9 @@ def seed_tasks(db: Engine, pages: int, fields_per_page: int) -> None:
             ],
         )
         page_ids = conn.execute(sa.select(schema.pages.c.id)).scalars().all()
-        conn.execute(
-            insert(schema.fields),
+        slots = [(pid, j) for pid in page_ids for j in range(fields_per_page)]
+        field_ids = store_fields(
+            conn,
             [
                 {
                     "page_id": pid,
@@ -99,19 +101,15 @@ def seed_tasks(db: Engine, pages: int, fields_per_page: int) -> None:
                     "y0": j,
                     "x1": 1,
                     "y1": j + 1,
-                    "ocr_text": f"TOTAL {j}",
-                    "ocr_confidence": 50.0,
-                    "ocr_engine": "bench",
                     "snippet_key": "none",
                     "status": "in_review",
                     "answer_count": 0,
                     "sensitivity": "personal",
                 }
-                for pid in page_ids
-                for j in range(fields_per_page)
+                for pid, j in slots
             ],
+            [Reading("bench", f"TOTAL {j}", 50.0) for _pid, j in slots],
         )
-        field_ids = conn.execute(sa.select(schema.fields.c.id)).scalars().all()
         conn.execute(
             insert(schema.tasks),
             [

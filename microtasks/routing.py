@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, and_, insert, select
 
 from kerani.core.text import fold_whitespace
 from kerani.forms.validators import validate
 from kerani.microtasks.queue import new_task_id
-from kerani.ocr.calibration import Calibration, evidence_of
+from kerani.ocr.calibration import Calibration
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 
@@ -87,11 +87,14 @@ def route_page(
     never gets two tasks.
     """
     accepted = created = 0
+    fields, guess = schema.fields, schema.ocr_readings
     with db.begin() as conn:
         pending = conn.execute(
-            select(schema.fields).where(
-                schema.fields.c.page_id == page_id, schema.fields.c.status == "pending"
-            )
+            select(fields, guess.c.evidence)
+            # The guess reading holds the evidence the calibration groups by; a field with
+            # none recorded counts as read from the page alone.
+            .outerjoin(guess, and_(guess.c.field_id == fields.c.id, guess.c.is_guess))
+            .where(fields.c.page_id == page_id, fields.c.status == "pending")
         ).all()
         for f in pending:
             d = decide(
@@ -100,7 +103,7 @@ def route_page(
                 f.ocr_confidence,
                 threshold,
                 calibration,
-                evidence_of(f.ocr_engine),
+                f.evidence or "page",
             )
             if d.accept:
                 conn.execute(

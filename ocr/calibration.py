@@ -83,13 +83,8 @@ def without_second_engine(evidence: str) -> str:
 
 
 def engine_label(engine_name: str, evidence: str) -> str:
-    """What goes into `fields.ocr_engine`: the engine and, after '+', the evidence."""
+    """A record's `ocr_engine`: the engine and, after '+', the evidence (none for `page`)."""
     return f"{engine_name}+{evidence}" if evidence != "page" else engine_name
-
-
-def evidence_of(ocr_engine: str) -> str:
-    """The evidence recorded in an `ocr_engine` value (`page` when none is recorded)."""
-    return ocr_engine.split("+", 1)[1] if "+" in ocr_engine else "page"
 
 
 def error_upper_bound(errors: int, n: int, z: float) -> float:

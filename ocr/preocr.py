@@ -3,29 +3,86 @@
 The stage itself (clean-up, orientation, alignment, batched re-OCR) is `ocr.stage`; this
 module stores its result. Field boxes are stored in scan pixels (what the hOCR export and
 box matching against ground truth expect); snippets are cut from the cleaned, levelled page.
-The evidence behind a guess (`page`, `agree`, `reocr`, `disagree`) is recorded after a `+`
-in `ocr_engine`, e.g. `tesseract-5.3.0+agree`, which routing reads back.
+Each field's guess is stored as its reading in `ocr_readings`, with the engine and the
+evidence behind it (`page`, `agree`, `reocr`, `disagree`, ...), which routing reads back.
+`store_fields` is the one way to store fields with their OCR, for benchmarks and tests too.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from kerani.core.errors import KeraniError
 from kerani.forms.templates import Template
-from kerani.ocr.calibration import engine_label
 from kerani.ocr.engine import OcrEngine
 from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
 from kerani.ocr.geometry import clip_box
 from kerani.ocr.stage import StageOptions, read_template_page
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
+from kerani.storage.database import utcnow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One engine's reading of a field: what it read, how sure it was, and how it got it."""
+
+    engine: str  # name and version, e.g. tesseract-5.3.0
+    text: str
+    confidence: float  # 0-100
+    evidence: str = "page"  # the calibration's group: page | agree | reocr | disagree, ...
+
+
+def store_fields(
+    conn: Connection, fields: Sequence[Mapping[str, Any]], guesses: Sequence[Reading]
+) -> list[int]:
+    """Insert field rows, each with its guess as its reading; return the new fields' ids.
+
+    `fields` are `fields` rows without their OCR columns; `guesses[i]` is the reading of
+    `fields[i]` the page pre-fills and routing judges. Its text and confidence are also
+    copied into the field (fields.ocr_text, ocr_confidence), which the queue reads.
+    """
+    if len(fields) != len(guesses):
+        raise ValueError(f"{len(fields)} fields but {len(guesses)} guesses")
+    if not fields:
+        return []
+    f = schema.fields
+    rows = [
+        {**row, "ocr_text": g.text, "ocr_confidence": g.confidence}
+        for row, g in zip(fields, guesses, strict=True)
+    ]
+    ids = [
+        int(i)
+        for i in conn.execute(
+            insert(f).returning(f.c.id, sort_by_parameter_order=True), rows
+        ).scalars()
+    ]
+    now = utcnow()
+    conn.execute(
+        insert(schema.ocr_readings),
+        [
+            {
+                "field_id": field_id,
+                "engine": g.engine,
+                "text": g.text,
+                "confidence": g.confidence,
+                "evidence": g.evidence,
+                "is_guess": True,
+                "created_at": now,
+            }
+            for field_id, g in zip(ids, guesses, strict=True)
+        ],
+    )
+    return ids
 
 
 def preocr_page(
@@ -70,7 +127,8 @@ def preocr_page(
             )
         return "ocr_failed"
     sensitivity = {f.name: f.sensitivity for f in template.fields}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    guesses: list[Reading] = []
     for r in reads:
         key = f"snippets/{page_id}/{r.name}{SNIPPET_SUFFIX}"
         blobs.put(key, snippets[r.name])
@@ -84,9 +142,6 @@ def preocr_page(
                 "y0": y0,
                 "x1": x1,
                 "y1": y1,
-                "ocr_text": r.text,
-                "ocr_confidence": r.confidence,
-                "ocr_engine": engine_label(engine.name, r.evidence),
                 # Template-free lines can hold anything: treat them as personal data.
                 "sensitivity": sensitivity.get(r.name, "personal"),
                 "snippet_key": key,
@@ -94,6 +149,9 @@ def preocr_page(
                 "answer_count": 0,
             }
         )
+        # The stage keeps only its guess (FieldRead): a re-OCR or second engine's own
+        # reading is folded into the guess's evidence, not kept as a reading of its own.
+        guesses.append(Reading(engine.name, r.text, r.confidence, r.evidence))
     with db.begin() as conn:
         # Guard against a concurrent run of the same page: only the first writer inserts.
         updated = conn.execute(
@@ -101,6 +159,6 @@ def preocr_page(
             .where(schema.pages.c.id == page_id, schema.pages.c.status == "ingested")
             .values(status="ocred")
         ).rowcount
-        if updated and rows:
-            conn.execute(insert(schema.fields), rows)
+        if updated:
+            store_fields(conn, rows, guesses)
     return "ocred"

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Row, func, insert, or_, select
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from kerani.core.errors import NotFoundError
 from kerani.forms.rules import Captured
 from kerani.forms.templates import Template, load_template
+from kerani.ocr.calibration import engine_label
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 
@@ -86,6 +87,7 @@ def find_problems(template: Template, rows: Sequence[Row[Any]]) -> list[Problem]
 
 def _field_rows(conn: Connection, page_id: int) -> list[Row[Any]]:
     f, t, a = schema.fields, schema.tasks, schema.answers
+    guess = schema.ocr_readings
     people = (
         select(func.count(func.distinct(a.c.worker_id)))
         .where(a.c.task_id == t.c.id)
@@ -96,8 +98,11 @@ def _field_rows(conn: Connection, page_id: int) -> list[Row[Any]]:
             select(
                 f,
                 people.label("people"),
+                guess.c.engine.label("guess_engine"),
+                guess.c.evidence.label("guess_evidence"),
             )
             .outerjoin(t, t.c.field_id == f.c.id)
+            .outerjoin(guess, and_(guess.c.field_id == f.c.id, guess.c.is_guess))
             .where(f.c.page_id == page_id)
             .order_by(f.c.id)
         ).all()
@@ -120,7 +125,11 @@ def _cell(r: Row[Any], problems: list[Problem]) -> dict[str, Any]:
         "people": int(r.people or 0),
         "ocr_text": r.ocr_text,
         "ocr_confidence": r.ocr_confidence,
-        "ocr_engine": r.ocr_engine,
+        # The record keeps the label fields.ocr_engine held before the readings had a
+        # table of their own (migration 0009): engine, and the evidence after a '+'.
+        "ocr_engine": (
+            engine_label(r.guess_engine, r.guess_evidence) if r.guess_engine is not None else None
+        ),
         "problems": [p.note for p in problems if p.field == r.name],
     }
 

@@ -1,7 +1,8 @@
 """The database tables. Migrations in storage/migrations create them; this is the live picture.
 
-Machine predictions (fields.ocr_*) are kept apart from human answers (answers); the settled
-value of a field (fields.value) records where it came from (fields.source).
+Machine predictions (ocr_readings, one row per engine's reading of a field) are kept apart
+from human answers (answers); the settled value of a field (fields.value) records where it
+came from (fields.source).
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ fields = Table(
     Column("y0", Integer, nullable=False),
     Column("x1", Integer, nullable=False),
     Column("y1", Integer, nullable=False),
+    # The guess reading's text and confidence (ocr_readings.is_guess), copied here: the
+    # claim and settle statements of microtasks.queue read them for every task they hand
+    # out or count, and a join to ocr_readings there would cost each of them. Written
+    # together with the readings, by kerani.ocr.preocr.store_fields only.
     Column("ocr_text", Text, nullable=False),
     Column("ocr_confidence", Float, nullable=False),
-    Column("ocr_engine", String(50), nullable=False),
     Column("snippet_key", Text, nullable=False),
     # pending | auto_accepted | in_review | settled
     Column("status", String(20), nullable=False),
@@ -94,6 +98,32 @@ fields = Table(
     Column("sensitivity", String(20), nullable=False, default="personal"),
     Column("validation_error", Text, nullable=True),
     UniqueConstraint("page_id", "name", name="uq_fields_page_name"),
+)
+
+# What each engine read for a field, apart from what people answered (Label Studio keeps
+# predictions apart from annotations the same way). Exactly one reading per field is the
+# guess: the text the review page pre-fills, and the one routing judges by its evidence.
+ocr_readings = Table(
+    "ocr_readings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("field_id", Integer, ForeignKey("fields.id"), nullable=False, index=True),
+    Column("engine", String(50), nullable=False),  # name and version, e.g. tesseract-5.3.0
+    Column("text", Text, nullable=False),
+    Column("confidence", Float, nullable=False),  # 0-100
+    # How the text was obtained, the group the calibration fits a floor for: page | agree |
+    # reocr | disagree, with -ink, -num, -2agree or -2differ appended (kerani.ocr.calibration).
+    Column("evidence", String(50), nullable=False),
+    Column("is_guess", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+# At most one guess per field: routing joins on it and must find one row, not several.
+Index(
+    "uq_ocr_readings_guess",
+    ocr_readings.c.field_id,
+    unique=True,
+    sqlite_where=ocr_readings.c.is_guess,
+    postgresql_where=ocr_readings.c.is_guess,
 )
 
 workers = Table(

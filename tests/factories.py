@@ -12,6 +12,7 @@ from sqlalchemy import insert, select
 
 from kerani.ingest.batches import record_scan
 from kerani.microtasks.routing import route_page
+from kerani.ocr.preocr import Reading, store_fields
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
@@ -78,26 +79,25 @@ def seed_page(
             )
             .returning(schema.pages.c.id)
         ).scalar_one()
-        for i, (name, kind, text, conf) in enumerate(guesses):
+        rows = []
+        for i, (name, kind, _text, _conf) in enumerate(guesses):
             key = f"snippets/{page_id}/{name}.png"
             stores.blobs.put(key, text_png(pictures[name]) if pictures else png())
-            conn.execute(
-                insert(schema.fields).values(
-                    page_id=page_id,
-                    name=name,
-                    kind=kind,
-                    x0=0,
-                    y0=10 * i,
-                    x1=50,
-                    y1=10 * i + 8,
-                    ocr_text=text,
-                    ocr_confidence=conf,
-                    ocr_engine="null",
-                    snippet_key=key,
-                    status="pending",
-                    answer_count=0,
-                )
+            rows.append(
+                {
+                    "page_id": page_id,
+                    "name": name,
+                    "kind": kind,
+                    "x0": 0,
+                    "y0": 10 * i,
+                    "x1": 50,
+                    "y1": 10 * i + 8,
+                    "snippet_key": key,
+                    "status": "pending",
+                    "answer_count": 0,
+                }
             )
+        store_fields(conn, rows, [Reading("null", text, conf) for _n, _k, text, conf in guesses])
     route_page(stores.db, int(page_id), threshold)
     return int(page_id)
 

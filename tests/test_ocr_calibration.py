@@ -11,8 +11,8 @@ import pytest
 from kerani.core.errors import BadInputError
 from kerani.ocr.calibration import (
     Sample,
+    engine_label,
     error_upper_bound,
-    evidence_of,
     fit_calibration,
     load_calibration,
     read_calibration,
@@ -81,6 +81,6 @@ def test_bundled_calibrations_load() -> None:
         assert cal is not None and cal.target == 0.995
 
 
-def test_evidence_is_read_back_from_the_engine_label() -> None:
-    assert evidence_of("tesseract-5.3.0+agree") == "agree"
-    assert evidence_of("tesseract-5.3.0") == "page"
+def test_the_record_label_joins_engine_and_evidence() -> None:
+    assert engine_label("tesseract-5.3.0", "agree-ink") == "tesseract-5.3.0+agree-ink"
+    assert engine_label("tesseract-5.3.0", "page") == "tesseract-5.3.0"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from kerani.microtasks.routing import decide, route_page
 from kerani.ocr.calibration import Calibration, GroupRule
 from kerani.storage import schema
+from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
 from tests.factories import seed_page
 
@@ -45,17 +46,46 @@ def test_route_page_uses_the_calibration(stores: Stores) -> None:
         [("line_001", "line", "TOTAL 9.00", 90.0), ("line_002", "line", "CASH", 99.0)],
         template="receipt",
     )
+    f, r = schema.fields, schema.ocr_readings
+    ids = _field_ids(stores)
     # Undo the uncalibrated routing seed_page did, and record the evidence of each guess.
     with stores.db.begin() as conn:
         conn.execute(schema.tasks.delete())
-        conn.execute(update(schema.fields).values(status="pending"))
-        conn.execute(
-            update(schema.fields)
-            .where(schema.fields.c.name == "line_001")
-            .values(ocr_engine="tesseract-5.3.0+agree")
-        )
+        conn.execute(update(f).values(status="pending"))
+        conn.execute(update(r).where(r.c.field_id == ids["line_001"]).values(evidence="agree"))
         conn.execute(update(schema.pages).values(status="ocred"))
     assert route_page(stores.db, page_id, 96.0, _calibration()) == (1, 1)
     with stores.db.connect() as conn:
-        status = dict(conn.execute(select(schema.fields.c.name, schema.fields.c.status)).all())
+        status = dict(conn.execute(select(f.c.name, f.c.status)).all())
     assert status == {"line_001": "auto_accepted", "line_002": "in_review"}
+
+
+def _field_ids(stores: Stores) -> dict[str, int]:
+    with stores.db.connect() as conn:
+        return dict(conn.execute(select(schema.fields.c.name, schema.fields.c.id)).all())
+
+
+def test_route_page_judges_the_guess_not_other_readings(stores: Stores) -> None:
+    page_id = seed_page(stores, [("line_001", "line", "CASH", 99.0)], template="receipt")
+    field_id = _field_ids(stores)["line_001"]
+    with stores.db.begin() as conn:
+        conn.execute(schema.tasks.delete())
+        conn.execute(update(schema.fields).values(status="pending"))
+        conn.execute(update(schema.pages).values(status="ocred"))
+        # Another engine read it twice over ("agree", which the calibration accepts), but
+        # the guess was read from the page alone, which it never accepts for lines.
+        conn.execute(
+            insert(schema.ocr_readings).values(
+                field_id=field_id,
+                engine="second",
+                text="CASH",
+                confidence=99.0,
+                evidence="agree",
+                is_guess=False,
+                created_at=utcnow(),
+            )
+        )
+    assert route_page(stores.db, page_id, 96.0, _calibration()) == (0, 1)
+    with stores.db.connect() as conn:
+        tasks = conn.execute(select(schema.tasks.c.field_id)).scalars().all()
+    assert tasks == [field_id]
