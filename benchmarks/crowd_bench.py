@@ -38,6 +38,16 @@ from kerani.core.settings import (
     DatabaseSettings,
     Settings,
 )
+from kerani.core.vocabulary import (
+    AnswerKind,
+    BatchStatus,
+    FieldStatus,
+    PageStatus,
+    Role,
+    ScanStatus,
+    TaskKind,
+    ValueKind,
+)
 from kerani.evaluation.crowd_sim import (
     Profile,
     SimulatedWorker,
@@ -140,7 +150,7 @@ def store_page(
         size=0,
         sha256=None,
         blob_key=None,
-        status="accepted",
+        status=ScanStatus.ACCEPTED,
         error=None,
     )
     with stores.db.begin() as conn:
@@ -154,7 +164,7 @@ def store_page(
                 image_key=key,
                 width=image.width,
                 height=image.height,
-                status="ocred",
+                status=PageStatus.OCRED,
                 created_at=now,
             )
         ).inserted_primary_key[0]  # type: ignore[index]
@@ -195,7 +205,11 @@ def new_batch(stores: Stores, label: str) -> str:
     with stores.db.begin() as conn:
         conn.execute(
             insert(schema.batches).values(
-                id=batch_id, template="bench", source=label, status="ingested", created_at=utcnow()
+                id=batch_id,
+                template="bench",
+                source=label,
+                status=BatchStatus.INGESTED,
+                created_at=utcnow(),
             )
         )
     return batch_id
@@ -218,7 +232,7 @@ def double_keying(
         final = typed[-1] if len(typed) == 3 else first
         answers += len(typed)
         keys += sum(keystrokes("", t) for t in typed)
-        right += final["kind"] == "value" and texts_match(final["value"], f.truth)
+        right += final["kind"] == AnswerKind.VALUE and texts_match(final["value"], f.truth)
     n = max(1, len(fields))
     return {
         "accuracy": right / n,
@@ -304,7 +318,7 @@ def run(
     profiles = make_crowd(workers, rng, dropout)
     crowd = [
         SimulatedWorker(
-            f"sim-{p.kind}-{i}", add_person(stores.db, f"sim-{p.kind}-{i}", "worker"), p
+            f"sim-{p.kind}-{i}", add_person(stores.db, f"sim-{p.kind}-{i}", Role.WORKER), p
         )
         for i, p in enumerate(profiles)
     ]
@@ -386,13 +400,13 @@ def _figures(
             select(func.count())
             .select_from(a)
             .join(t, t.c.id == a.c.task_id)
-            .where(t.c.kind == "field", a.c.kind != "skip")
+            .where(t.c.kind == TaskKind.FIELD, a.c.kind != AnswerKind.SKIP)
         ).scalar_one()
         gold_answers = conn.execute(
             select(func.count())
             .select_from(a)
             .join(t, t.c.id == a.c.task_id)
-            .where(t.c.kind == "gold")
+            .where(t.c.kind == TaskKind.GOLD)
         ).scalar_one()
     n = max(1, len(work))
 
@@ -401,11 +415,13 @@ def _figures(
             return False
         return texts_match(value.upper(), truth.upper()) if fold_case else texts_match(value, truth)
 
-    correct = sum(r.value_kind == "text" and right(r.value, by_id[r.id].truth) for r in rows)
-    correct += sum(r.value_kind == "blank" and not by_id[r.id].truth.strip() for r in rows)
-    auto = [r for r in rows if r.status == "auto_accepted"]
+    correct = sum(
+        r.value_kind == ValueKind.TEXT and right(r.value, by_id[r.id].truth) for r in rows
+    )
+    correct += sum(r.value_kind == ValueKind.BLANK and not by_id[r.id].truth.strip() for r in rows)
+    auto = [r for r in rows if r.status == FieldStatus.AUTO_ACCEPTED]
     auto_ok = sum(right(r.value, by_id[r.id].truth) for r in auto)
-    unsettled = sum(r.status not in ("settled", "auto_accepted") for r in rows)
+    unsettled = sum(r.status not in (FieldStatus.SETTLED, FieldStatus.AUTO_ACCEPTED) for r in rows)
     ocr_ok = sum(right(w.guess, w.truth) for w in work)
     dk = double_keying(work, profiles, rng)
     q_err, caught, adversarial = _quality_error(stores.db, crowd, ids)

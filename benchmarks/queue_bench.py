@@ -25,6 +25,17 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, insert
 
 from kerani.core.settings import CrowdSettings
+from kerani.core.vocabulary import (
+    AnswerKind,
+    BatchStatus,
+    FieldStatus,
+    PageStatus,
+    Role,
+    ScanStatus,
+    Sensitivity,
+    TaskKind,
+    TaskStatus,
+)
 from kerani.ingest.batches import record_scan
 from kerani.microtasks.queue import claim_next, new_task_id, submit_answer
 from kerani.ocr.preocr import Reading, store_fields
@@ -63,11 +74,22 @@ def seed_tasks(db: Engine, pages: int, fields_per_page: int) -> None:
     with db.begin() as conn:
         conn.execute(
             insert(schema.batches).values(
-                id=batch_id, template="receipt", source="bench", status="ingested", created_at=now
+                id=batch_id,
+                template="receipt",
+                source="bench",
+                status=BatchStatus.INGESTED,
+                created_at=now,
             )
         )
     scan_id = record_scan(
-        db, batch_id, "bench", size=0, sha256=None, blob_key=None, status="accepted", error=None
+        db,
+        batch_id,
+        "bench",
+        size=0,
+        sha256=None,
+        blob_key=None,
+        status=ScanStatus.ACCEPTED,
+        error=None,
     )
     with db.begin() as conn:
         conn.execute(
@@ -82,7 +104,7 @@ def seed_tasks(db: Engine, pages: int, fields_per_page: int) -> None:
                     "image_key": "none",
                     "width": 1,
                     "height": 1,
-                    "status": "routed",
+                    "status": PageStatus.ROUTED,
                     "created_at": now,
                 }
                 for i in range(pages)
@@ -102,9 +124,9 @@ def seed_tasks(db: Engine, pages: int, fields_per_page: int) -> None:
                     "x1": 1,
                     "y1": j + 1,
                     "snippet_key": "none",
-                    "status": "in_review",
+                    "status": FieldStatus.IN_REVIEW,
                     "answer_count": 0,
-                    "sensitivity": "personal",
+                    "sensitivity": Sensitivity.PERSONAL,
                 }
                 for pid, j in slots
             ],
@@ -116,9 +138,9 @@ def seed_tasks(db: Engine, pages: int, fields_per_page: int) -> None:
                 {
                     "id": new_task_id(),
                     "field_id": fid,
-                    "status": "open",
+                    "status": TaskStatus.OPEN,
                     "created_at": now,
-                    "kind": "field",
+                    "kind": TaskKind.FIELD,
                     "escalated": False,
                     "restricted": False,
                 }
@@ -152,7 +174,7 @@ def _run_clients(
 def kerani_run(db: Engine, clients: int, rules: CrowdSettings) -> QueueRun:
     """64 (or `clients`) workers claim and answer through Kerani's queue until it is empty."""
     workers = [
-        person_by_code(db, add_person(db, f"bench-{i}", "worker")).id for i in range(clients)
+        person_by_code(db, add_person(db, f"bench-{i}", Role.WORKER)).id for i in range(clients)
     ]
 
     def one(worker_id: int) -> float | None:
@@ -161,7 +183,13 @@ def kerani_run(db: Engine, clients: int, rules: CrowdSettings) -> QueueRun:
         if task is None:
             return None
         submit_answer(
-            db, task.task_id, worker_id, "value", task.ocr_text, secrets.token_urlsafe(12), rules
+            db,
+            task.task_id,
+            worker_id,
+            AnswerKind.VALUE,
+            task.ocr_text,
+            secrets.token_urlsafe(12),
+            rules,
         )
         return (time.perf_counter() - t0) * 1000
 
@@ -195,7 +223,7 @@ def floor_run(db: Engine, clients: int, lease_seconds: int) -> QueueRun:
         # pays no more per statement in Python than Kerani does.
         claim, answer, settle = (re.sub(r":(\w+)", r"%(\1)s", q) for q in (claim, answer, settle))
     workers = [
-        person_by_code(db, add_person(db, f"floor-{i}", "worker")).id for i in range(clients)
+        person_by_code(db, add_person(db, f"floor-{i}", Role.WORKER)).id for i in range(clients)
     ]
 
     def execute(conn: sa.Connection, sql: str, params: dict[str, Any]) -> Any:

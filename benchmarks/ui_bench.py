@@ -34,6 +34,7 @@ from sqlalchemy import select
 from kerani.benchmarks.crowd_bench import BenchField, new_batch, read_page, store_page
 from kerani.benchmarks.ocr_bench import is_upper_case_truth
 from kerani.core.settings import BlobSettings, CoreSettings, DatabaseSettings, Settings
+from kerani.core.vocabulary import Role
 from kerani.evaluation.ground_truth import read_truth
 from kerani.microtasks.routing import route_page
 from kerani.ocr.tesseract import TesseractEngine
@@ -306,8 +307,8 @@ def run(
         number, invite = invite_worker(stores.db, f"bench-{network}", 1)
         join_with_invite(stores.db, invite, PIN, PIN)
         people[network] = number
-    worker_code = add_person(stores.db, "bench-pages", "worker")
-    operator_code = add_person(stores.db, "bench-operator", "operator")
+    worker_code = add_person(stores.db, "bench-pages", Role.WORKER)
+    operator_code = add_person(stores.db, "bench-operator", Role.OPERATOR)
     server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
     try:
         sessions = {

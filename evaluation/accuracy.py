@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 
 from sqlalchemy import Engine, select
 
+from kerani.core.vocabulary import FieldStatus, ValueKind
 from kerani.evaluation.ground_truth import TruthPage, match_by_box, texts_match
 from kerani.storage import schema
 
@@ -79,9 +80,9 @@ def score_batch(db: Engine, batch_id: str, truth: list[TruthPage]) -> Score:
         true = mapping[r.id]
         if true is None:
             continue
-        ok = r.value_kind == "text" and r.value is not None and texts_match(r.value, true)
+        ok = r.value_kind == ValueKind.TEXT and r.value is not None and texts_match(r.value, true)
         correct += ok
-        if r.status == "auto_accepted":
+        if r.status == FieldStatus.AUTO_ACCEPTED:
             auto += 1
             auto_ok += ok
     truth_fields = sum(1 for v in mapping.values() if v is not None) + missed

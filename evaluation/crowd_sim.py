@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy import Engine, select
 
+from kerani.core.vocabulary import AnswerKind
 from kerani.evaluation.ground_truth import edit_distance
 from kerani.storage import schema
 
@@ -87,20 +88,22 @@ def answer_for(
 ) -> dict[str, str]:
     """What a worker of this profile submits for a snippet showing `true_text`."""
     if profile.kind == "spammer":
-        return {"kind": "value", "value": prefill} if prefill else {"kind": "blank", "value": ""}
+        if prefill:
+            return {"kind": AnswerKind.VALUE, "value": prefill}
+        return {"kind": AnswerKind.BLANK, "value": ""}
     if profile.kind == "junk":
         junk = "".join(rng.choice(string.ascii_letters) for _ in range(rng.randint(2, 8)))
-        return {"kind": "value", "value": junk}
+        return {"kind": AnswerKind.VALUE, "value": junk}
     if true_text is None or not true_text.strip():
-        return {"kind": "blank", "value": ""}
+        return {"kind": AnswerKind.BLANK, "value": ""}
     if rng.random() < profile.error_rate:
-        return {"kind": "value", "value": corrupt(true_text, rng)}
-    return {"kind": "value", "value": true_text}
+        return {"kind": AnswerKind.VALUE, "value": corrupt(true_text, rng)}
+    return {"kind": AnswerKind.VALUE, "value": true_text}
 
 
 def keystrokes(prefill: str, answer: dict[str, str]) -> int:
     """Keys pressed: edits from the pre-filled text to the answer, plus one to submit."""
-    if answer["kind"] != "value":
+    if answer["kind"] != AnswerKind.VALUE:
         return 1  # one tap on Unreadable or Blank
     return edit_distance(prefill, answer["value"]) + 1
 

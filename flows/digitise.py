@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy import select
 
 from kerani.core.settings import Settings
+from kerani.core.vocabulary import PageStatus
 from kerani.flows.documents import finish_ready_documents
 from kerani.flows.reassembly import report_task, text_layers_task
 from kerani.forms.templates import load_template
@@ -101,7 +102,7 @@ def export_task(batch_id: str, settings: Settings) -> dict[str, str]:
     return {fmt: stores.blobs.location(key) for fmt, key in result.keys.items()}
 
 
-def _page_ids(settings: Settings, batch_id: str, status: str) -> list[tuple[int, str]]:
+def _page_ids(settings: Settings, batch_id: str, status: PageStatus) -> list[tuple[int, str]]:
     with open_stores(settings).db.connect() as conn:
         rows = conn.execute(
             select(schema.pages.c.id, schema.pages.c.template)
@@ -114,7 +115,7 @@ def _page_ids(settings: Settings, batch_id: str, status: str) -> list[tuple[int,
 @flow(name="pre-ocr-batch")
 def preocr_batch(batch_id: str, settings: Settings) -> dict[str, int]:
     """OCR every ingested page of a batch on local cores, with a progress artifact."""
-    pages = _page_ids(settings, batch_id, "ingested")
+    pages = _page_ids(settings, batch_id, PageStatus.INGESTED)
     artifact: Any = create_progress_artifact(
         0.0, key=f"pre-ocr-{batch_id[:12]}", description=f"Pre-OCR of batch {batch_id}"
     )
@@ -132,7 +133,7 @@ def preocr_batch(batch_id: str, settings: Settings) -> dict[str, int]:
 def route_batch(batch_id: str, settings: Settings) -> dict[str, int]:
     """Route every OCRed page of a batch; return counts of auto-accepted fields and tasks."""
     accepted = created = 0
-    for page_id, tpl in _page_ids(settings, batch_id, "ocred"):
+    for page_id, tpl in _page_ids(settings, batch_id, PageStatus.OCRED):
         a, c = route_task(page_id, settings, tpl)
         accepted += a
         created += c

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, insert, select
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
+from kerani.core.vocabulary import BatchStatus, PageStatus, ScanStatus
 from kerani.ingest.pages import render_pages
 from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
 from kerani.storage import schema
@@ -66,7 +67,7 @@ def _ensure_batch(
                     id=batch_id,
                     template=template,
                     source=source,
-                    status="ingesting",
+                    status=BatchStatus.INGESTING,
                     created_at=utcnow(),
                     agency_id=agency_id,
                 )
@@ -81,7 +82,7 @@ def record_scan(
     size: int,
     sha256: str | None,
     blob_key: str | None,
-    status: str,
+    status: ScanStatus,
     error: str | None,
 ) -> int:
     """A batch's file, by name (a second record of the same name updates it); its id."""
@@ -141,7 +142,7 @@ def _ingest_scan(
         size=len(scan.data),
         sha256=sha,
         blob_key=original_key,
-        status="rejected" if error else "accepted",
+        status=ScanStatus.REJECTED if error else ScanStatus.ACCEPTED,
         error=error,
     )
     if error:
@@ -172,7 +173,7 @@ def _ingest_scan(
                     image_key=image_key,
                     width=image.width,
                     height=image.height,
-                    status="ingested",
+                    status=PageStatus.INGESTED,
                     created_at=utcnow(),
                 )
             )
@@ -200,7 +201,7 @@ def ingest_paths(
             size=0,
             sha256=None,
             blob_key=None,
-            status="rejected",
+            status=ScanStatus.REJECTED,
             error=bad.reason,
         )
         report.rejected.append(bad)
@@ -209,7 +210,9 @@ def ingest_paths(
     with engine.begin() as conn:
         conn.execute(
             schema.batches.update()
-            .where(schema.batches.c.id == batch_id, schema.batches.c.status == "ingesting")
-            .values(status="ingested")
+            .where(
+                schema.batches.c.id == batch_id, schema.batches.c.status == BatchStatus.INGESTING
+            )
+            .values(status=BatchStatus.INGESTED)
         )
     return report

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
+from kerani.core.vocabulary import Language, Role
 
 
 class _ErrorBoundary(TyperGroup):
@@ -251,7 +252,7 @@ def report(
 @people_app.command("add")
 def people_add(
     name: str,
-    role: Annotated[str, typer.Option(help="worker, operator or agency")] = "worker",
+    role: Annotated[str, typer.Option(help="worker, operator or agency")] = Role.WORKER,
     trusted: Annotated[bool, typer.Option(help="May arbitrate disputed fields.")] = False,
     cleared: Annotated[bool, typer.Option(help="May see restricted fields.")] = False,
     data_dir: DataDir = None,
@@ -272,7 +273,9 @@ def people_invite(
     name: str,
     trusted: Annotated[bool, typer.Option(help="May arbitrate disputed fields.")] = False,
     cleared: Annotated[bool, typer.Option(help="May see restricted fields.")] = False,
-    language: Annotated[str, typer.Option(help="en or ms: the pages' first language.")] = "en",
+    language: Annotated[
+        str, typer.Option(help="en or ms: the pages' first language.")
+    ] = Language.ENGLISH,
     data_dir: DataDir = None,
 ) -> None:
     """Invite a worker: print their worker number and a one-time invite code for /join."""

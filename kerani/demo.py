@@ -15,6 +15,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from kerani.core.settings import Settings
+from kerani.core.vocabulary import AnswerKind, Role
 from kerani.evaluation.accuracy import Score, field_truths, score_batch
 from kerani.evaluation.crowd_sim import (
     CAREFUL,
@@ -111,7 +112,7 @@ def simulate_crowd(
     workers = []
     for i, profile in enumerate(DEMO_CROWD, start=1):
         name = f"sim-{profile.kind}-{i}"
-        workers.append(SimulatedWorker(name, add_person(stores.db, name, "worker"), profile))
+        workers.append(SimulatedWorker(name, add_person(stores.db, name, Role.WORKER), profile))
     # As an operator would: two proven careful workers arbitrate disputes from the start
     # and are cleared to see restricted fields (MyKad numbers).
     with stores.db.begin() as conn:
@@ -198,7 +199,7 @@ def _human_answers(stores: Stores, batch_id: str) -> int:
                 .join(t, t.c.id == a.c.task_id)
                 .join(f, f.c.id == t.c.field_id)
                 .join(p, p.c.id == f.c.page_id)
-                .where(p.c.batch_id == batch_id, a.c.kind != "skip")
+                .where(p.c.batch_id == batch_id, a.c.kind != AnswerKind.SKIP)
             ).scalar_one()
         )
 

@@ -13,15 +13,17 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
 from kerani.core.errors import BadInputError, ConflictError, ForbiddenError
+from kerani.core.vocabulary import Language, Role
 from kerani.storage import schema
 from kerani.storage.database import as_utc, utcnow
 
-ROLES = ("worker", "operator", "agency")
-LANGUAGES = ("en", "ms")
+ROLES = tuple(Role)
+LANGUAGES = tuple(Language)
 # Invite codes are read aloud and typed on phones: no 0/O, 1/I/L look-alikes.
 INVITE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 INVITE_LENGTH = 8
@@ -37,8 +39,13 @@ class Person:
 
     id: int
     name: str
-    role: str
-    language: str = "en"
+    role: Role
+    language: Language = Language.ENGLISH
+
+
+def _person(row: Any) -> Person:
+    # `row`: a row with the workers table's id, name, role and language.
+    return Person(row.id, row.name, Role(row.role), Language(row.language))
 
 
 def _digest(secret: str) -> str:
@@ -47,7 +54,7 @@ def _digest(secret: str) -> str:
 
 
 def add_person(
-    db: Engine, name: str, role: str, *, trusted: bool = False, cleared: bool = False
+    db: Engine, name: str, role: Role | str, *, trusted: bool = False, cleared: bool = False
 ) -> str:
     """Create a worker, operator or agency user and return their access code (shown once).
 
@@ -65,7 +72,7 @@ def add_person(
         conn.execute(
             insert(schema.workers).values(
                 name=name,
-                role=role,
+                role=Role(role),
                 token_hash=_digest(code),
                 created_at=utcnow(),
                 trusted=trusted,
@@ -83,7 +90,7 @@ def person_by_code(db: Engine, code: str) -> Person:
         ).first()
     if row is None:
         raise ForbiddenError("unknown access code")
-    return Person(row.id, row.name, row.role, row.language)
+    return _person(row)
 
 
 def agency_named(db: Engine, name: str) -> int:
@@ -91,7 +98,7 @@ def agency_named(db: Engine, name: str) -> int:
     w = schema.workers
     with db.connect() as conn:
         found = conn.execute(
-            select(w.c.id).where(w.c.name == name.strip(), w.c.role == "agency")
+            select(w.c.id).where(w.c.name == name.strip(), w.c.role == Role.AGENCY)
         ).scalar()
     if found is None:
         raise BadInputError(
@@ -121,12 +128,12 @@ def invite_worker(
     *,
     trusted: bool = False,
     cleared: bool = False,
-    language: str = "en",
+    language: Language | str = Language.ENGLISH,
 ) -> tuple[int, str]:
     """Create a worker who joins with an invite code; return (worker number, invite code)."""
     if language not in LANGUAGES:
         raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
-    add_person(db, name, "worker", trusted=trusted, cleared=cleared)
+    add_person(db, name, Role.WORKER, trusted=trusted, cleared=cleared)
     code = _new_invite_code()
     with db.begin() as conn:
         number = conn.execute(
@@ -135,7 +142,7 @@ def invite_worker(
             .values(
                 invite_hash=_digest(code),
                 invite_expires_at=utcnow() + timedelta(days=days),
-                language=language,
+                language=Language(language),
             )
             .returning(schema.workers.c.id)
         ).scalar_one()
@@ -193,7 +200,7 @@ def join_with_invite(db: Engine, code: str, pin: str, again: str) -> Person:
             .where(w.c.id == row.id)
             .values(pin_hash=hash_pin(pin), invite_hash=None, invite_expires_at=None)
         )
-    return Person(row.id, row.name, row.role, row.language)
+    return _person(row)
 
 
 def person_by_pin(db: Engine, number: int, pin: str) -> Person:
@@ -201,18 +208,20 @@ def person_by_pin(db: Engine, number: int, pin: str) -> Person:
     with db.connect() as conn:
         row = conn.execute(select(schema.workers).where(schema.workers.c.id == number)).first()
     ok = pin_matches(pin, row.pin_hash if row is not None else None)
-    if row is None or not ok or row.role != "worker":
+    if row is None or not ok or row.role != Role.WORKER:
         raise ForbiddenError("signin_wrong")
-    return Person(row.id, row.name, row.role, row.language)
+    return _person(row)
 
 
-def set_language(db: Engine, person_id: int, language: str) -> None:
+def set_language(db: Engine, person_id: int, language: Language | str) -> None:
     """Remember the language a person chose for every page."""
     if language not in LANGUAGES:
         raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
     with db.begin() as conn:
         conn.execute(
-            update(schema.workers).where(schema.workers.c.id == person_id).values(language=language)
+            update(schema.workers)
+            .where(schema.workers.c.id == person_id)
+            .values(language=Language(language))
         )
 
 
@@ -265,7 +274,7 @@ def session_person(
     if now - last_seen > timedelta(minutes=1):
         with db.begin() as conn:
             conn.execute(update(s).where(s.c.id == _digest(cookie)).values(last_seen_at=now))
-    return Person(row.id, row.name, row.role, row.language), row.csrf_token
+    return _person(row), row.csrf_token
 
 
 def end_session(db: Engine, cookie: str) -> None:

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape, quoteattr
 from sqlalchemy import Engine, select
 
 from kerani.core.errors import NotFoundError
+from kerani.core.vocabulary import ValueKind, ValueSource
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
 
@@ -107,7 +108,7 @@ def _page_title(filename: str, page_number: int, size: tuple[int, int]) -> str:
 
 
 def _confidence(cell: dict[str, Any]) -> float:
-    if cell.get("source") == "ocr":
+    if cell.get("source") == ValueSource.OCR:
         return float(cell.get("ocr_confidence") or 0.0)
     return 100.0 * float(cell.get("agreement") or 0.0)
 
@@ -135,7 +136,7 @@ def page_hocr(db: Engine, page_id: int) -> tuple[str, str]:
         _Field(
             name=name,
             box=boxes[name],
-            text=str(cell.get("value") or "") if cell.get("kind") == "text" else "",
+            text=str(cell.get("value") or "") if cell.get("kind") == ValueKind.TEXT else "",
             kind=str(cell.get("kind")),
             source=str(cell.get("source")),
             confidence=_confidence(cell),

@@ -19,13 +19,17 @@ from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from kerani.core.errors import NotFoundError
+from kerani.core.vocabulary import FieldStatus, PageStatus, ValueKind
 from kerani.forms.rules import Captured
 from kerani.forms.templates import Template, load_template
 from kerani.ocr.calibration import engine_label
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 
-SETTLED = ("auto_accepted", "settled")
+SETTLED = (FieldStatus.AUTO_ACCEPTED, FieldStatus.SETTLED)
+# A page's record is built once it is routed, and built again when fields of a complete
+# page were sent back and have settled again.
+ASSEMBLED_FROM = (PageStatus.ROUTED, PageStatus.COMPLETE)
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,10 @@ def find_problems(template: Template, rows: Sequence[Row[Any]]) -> list[Problem]
     present = {r.name: r for r in rows}
     for r in rows:
         if template.has_field(r.name):
-            p = template.field(r.name).problem(r.value, r.value_kind or "text")
+            p = template.field(r.name).problem(r.value, r.value_kind or ValueKind.TEXT)
             if p is not None:
                 problems.append(Problem(r.name, f"{r.name}.{p.rule}", p.message))
-    captured = {r.name: Captured(r.value, r.value_kind or "text") for r in rows}
+    captured = {r.name: Captured(r.value, r.value_kind or ValueKind.TEXT) for r in rows}
     for failure in template.broken_rules(captured):
         problems.extend(
             Problem(name, failure.rule, failure.message)
@@ -117,7 +121,7 @@ def _sent_back_before(r: Row[Any]) -> bool:
 
 def _cell(r: Row[Any], problems: list[Problem]) -> dict[str, Any]:
     return {
-        "value": r.value if r.value_kind == "text" else None,
+        "value": r.value if r.value_kind == ValueKind.TEXT else None,
         "kind": r.value_kind,
         "source": r.source,
         "agreement": r.agreement,
@@ -141,7 +145,7 @@ def reassemble_page(db: Engine, page_id: int) -> AssemblyOutcome:
         if page is None:
             raise NotFoundError(f"no page {page_id}")
         rows = _field_rows(conn, page_id)
-    if page.status not in ("routed", "complete") or any(r.status not in SETTLED for r in rows):
+    if page.status not in ASSEMBLED_FROM or any(r.status not in SETTLED for r in rows):
         return AssemblyOutcome(page_id, "not_ready")
     problems = find_problems(load_template(page.template), rows)
     by_name = {r.name: r for r in rows}
@@ -193,8 +197,8 @@ def _write_record(
                 )
         conn.execute(
             schema.pages.update()
-            .where(schema.pages.c.id == page_id, schema.pages.c.status.in_(("routed", "complete")))
-            .values(status="complete")
+            .where(schema.pages.c.id == page_id, schema.pages.c.status.in_(ASSEMBLED_FROM))
+            .values(status=PageStatus.COMPLETE)
         )
     return True
 
@@ -217,7 +221,7 @@ def pages_to_reassemble(db: Engine, batch_id: str | None = None) -> list[int]:
     has_record = select(r.c.id).where(r.c.page_id == p.c.id).exists()
     query = select(p.c.id).where(
         open_fields == 0,
-        or_(p.c.status == "routed", (p.c.status == "complete") & ~has_record),
+        or_(p.c.status == PageStatus.ROUTED, (p.c.status == PageStatus.COMPLETE) & ~has_record),
     )
     if batch_id is not None:
         query = query.where(p.c.batch_id == batch_id)

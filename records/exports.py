@@ -22,6 +22,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from kerani.core.errors import BadInputError, NotFoundError
+from kerani.core.vocabulary import ValueKind
 from kerani.forms.templates import load_template
 from kerani.records.archive import hocr_key
 from kerani.storage import schema
@@ -61,11 +62,11 @@ def export_key(batch_id: str, fmt: str) -> str:
 
 
 def _field_cells(name: str, cell: dict[str, Any]) -> dict[str, Any]:
-    kind = cell.get("kind") or "text"
+    kind = cell.get("kind") or ValueKind.TEXT
     agreement = cell.get("agreement")
     return {
-        name: (cell.get("value") or None) if kind == "text" else None,
-        f"{name}__status": "value" if kind == "text" else str(kind),
+        name: (cell.get("value") or None) if kind == ValueKind.TEXT else None,
+        f"{name}__status": "value" if kind == ValueKind.TEXT else str(kind),
         f"{name}__source": cell.get("source"),
         f"{name}__agreement": None if agreement is None else round(float(agreement), 4),
         f"{name}__people": int(cell.get("people", cell.get("answers")) or 0),

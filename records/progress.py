@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from kerani.core.errors import BadInputError, NotFoundError
+from kerani.core.vocabulary import FieldStatus, PageStatus, ScanStatus
 from kerani.storage import schema
 
 
@@ -66,26 +67,28 @@ def batch_progress(
             )
             rejected = conn.execute(
                 select(s.c.filename, s.c.error)
-                .where(s.c.batch_id == batch.id, s.c.status == "rejected")
+                .where(s.c.batch_id == batch.id, s.c.status == ScanStatus.REJECTED)
                 .order_by(s.c.filename)
             ).all()
             records = conn.execute(
                 select(func.count()).select_from(r).where(r.c.batch_id == batch.id)
             ).scalar_one()
             fields_total = sum(field_status.values())
-            settled = field_status.get("auto_accepted", 0) + field_status.get("settled", 0)
+            auto_accepted = field_status.get(FieldStatus.AUTO_ACCEPTED, 0)
+            by_people = field_status.get(FieldStatus.SETTLED, 0)
+            settled = auto_accepted + by_people
             out.append(
                 {
                     "batch_id": batch.id,
                     "template": batch.template,
                     "created_at": batch.created_at.isoformat(),
                     "pages": sum(page_status.values()),
-                    "pages_failed": page_status.get("ocr_failed", 0),
-                    "pages_complete": page_status.get("complete", 0),
+                    "pages_failed": page_status.get(PageStatus.OCR_FAILED, 0),
+                    "pages_complete": page_status.get(PageStatus.COMPLETE, 0),
                     "fields": fields_total,
-                    "auto_accepted": field_status.get("auto_accepted", 0),
-                    "settled_by_people": field_status.get("settled", 0),
-                    "waiting_for_people": field_status.get("in_review", 0),
+                    "auto_accepted": auto_accepted,
+                    "settled_by_people": by_people,
+                    "waiting_for_people": field_status.get(FieldStatus.IN_REVIEW, 0),
                     "percent_settled": round(100.0 * settled / fields_total, 1)
                     if fields_total
                     else 0.0,

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from kerani.core.errors import NotFoundError
+from kerani.core.vocabulary import AnswerKind, FieldStatus, PageStatus, ValueKind, ValueSource
 from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.storage import schema
 
@@ -171,37 +172,42 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
                 rule = note.split(":", 1)[0]
                 rules[rule] = rules.get(rule, 0) + 1
     unread = [
-        UnreadField(x.filename, x.page_index + 1, "(whole page)", "page_failed", "ocr", 0)
+        UnreadField(x.filename, x.page_index + 1, "(whole page)", "page_failed", ValueSource.OCR, 0)
         for x in pages
-        if x.status == "ocr_failed"
+        if x.status == PageStatus.OCR_FAILED
     ]
     unread += [
         UnreadField(x.filename, x.page_index + 1, x.name, "unreadable", str(x.source), x.people)
         for x in fields
-        if x.value_kind == "unreadable" and x.status in ("settled", "auto_accepted")
+        if x.value_kind == ValueKind.UNREADABLE
+        and x.status in (FieldStatus.SETTLED, FieldStatus.AUTO_ACCEPTED)
     ]
-    by_people = [x for x in fields if x.status == "settled"]
+    by_people = [x for x in fields if x.status == FieldStatus.SETTLED]
     agreements = [float(x.agreement) for x in by_people if x.agreement is not None]
     return BatchReport(
         batch_id=batch_id,
         template=str(batch.template),
         pages=len(pages),
-        pages_complete=sum(x.status == "complete" for x in pages),
-        pages_failed=sum(x.status == "ocr_failed" for x in pages),
-        pages_waiting=sum(x.status not in ("complete", "ocr_failed") for x in pages),
+        pages_complete=sum(x.status == PageStatus.COMPLETE for x in pages),
+        pages_failed=sum(x.status == PageStatus.OCR_FAILED for x in pages),
+        pages_waiting=sum(
+            x.status not in (PageStatus.COMPLETE, PageStatus.OCR_FAILED) for x in pages
+        ),
         records=len(records),
         records_valid=len(records) - flagged,
         records_flagged=flagged,
         fields=len(fields),
-        auto_accepted=sum(x.status == "auto_accepted" for x in fields),
+        auto_accepted=sum(x.status == FieldStatus.AUTO_ACCEPTED for x in fields),
         settled_by_people=len(by_people),
-        arbitrated=sum(x.source == "arbitrated" for x in by_people),
-        waiting_for_people=sum(x.status in ("pending", "in_review") for x in fields),
+        arbitrated=sum(x.source == ValueSource.ARBITRATED for x in by_people),
+        waiting_for_people=sum(
+            x.status in (FieldStatus.PENDING, FieldStatus.IN_REVIEW) for x in fields
+        ),
         sent_back_by_rules=sum(bool(x.validation_error) for x in fields),
-        unreadable=sum(x.value_kind == "unreadable" for x in fields),
-        blank=sum(x.value_kind == "blank" for x in fields),
-        answers=sum(n for k, n in answer_kinds.items() if k != "skip"),
-        skips=answer_kinds.get("skip", 0),
+        unreadable=sum(x.value_kind == ValueKind.UNREADABLE for x in fields),
+        blank=sum(x.value_kind == ValueKind.BLANK for x in fields),
+        answers=sum(n for k, n in answer_kinds.items() if k != AnswerKind.SKIP),
+        skips=answer_kinds.get(AnswerKind.SKIP, 0),
         mean_agreement=round(sum(agreements) / len(agreements), 4) if agreements else None,
         low_agreement=sum(v < LOW_AGREEMENT for v in agreements),
         cost_sen=cost,

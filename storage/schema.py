@@ -7,8 +7,11 @@ came from (fields.source).
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -20,9 +23,44 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    column,
 )
 
-metadata = MetaData()
+from kerani.core.vocabulary import (
+    AnswerKind,
+    AuditAction,
+    BatchStatus,
+    FieldStatus,
+    Language,
+    PageStatus,
+    PayKind,
+    Role,
+    ScanStatus,
+    Sensitivity,
+    TaskKind,
+    TaskStatus,
+    ValueKind,
+    ValueSource,
+)
+
+# Indexes are named as SQLAlchemy names them by default; a CHECK constraint named "status"
+# in table "tasks" is created as ck_tasks_status.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+def one_of(column_name: str, vocabulary: type[StrEnum]) -> CheckConstraint:
+    """A CHECK that the column holds a member of `vocabulary` (or NULL, where it may)."""
+    return CheckConstraint(
+        column(column_name).in_([member.value for member in vocabulary]),
+        name=column_name,
+        info={"column": column_name, "vocabulary": vocabulary},
+    )
+
 
 batches = Table(
     "batches",
@@ -34,6 +72,7 @@ batches = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # The agency user who submitted it: only they (and operators) see its progress and report.
     Column("agency_id", Integer, ForeignKey("workers.id"), nullable=True, index=True),
+    one_of("status", BatchStatus),
 )
 
 scans = Table(
@@ -49,6 +88,7 @@ scans = Table(
     Column("error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("batch_id", "filename", name="uq_scans_batch_filename"),
+    one_of("status", ScanStatus),
 )
 
 pages = Table(
@@ -68,6 +108,7 @@ pages = Table(
     Column("error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("source_sha256", "page_index", "template", name="uq_pages_content"),
+    one_of("status", PageStatus),
 )
 
 fields = Table(
@@ -98,6 +139,10 @@ fields = Table(
     Column("sensitivity", String(20), nullable=False, default="personal"),
     Column("validation_error", Text, nullable=True),
     UniqueConstraint("page_id", "name", name="uq_fields_page_name"),
+    one_of("status", FieldStatus),
+    one_of("value_kind", ValueKind),
+    one_of("source", ValueSource),
+    one_of("sensitivity", Sensitivity),
 )
 
 # What each engine read for a field, apart from what people answered (Label Studio keeps
@@ -143,6 +188,8 @@ workers = Table(
     Column("language", String(5), nullable=False, default="en"),  # en | ms, the worker's choice
     # Answers given, skips aside; kept by microtasks.queue as each is recorded.
     Column("answers_done", Integer, nullable=False, default=0, server_default="0"),
+    one_of("role", Role),
+    one_of("language", Language),
 )
 
 tasks = Table(
@@ -163,6 +210,8 @@ tasks = Table(
     Column("restricted", Boolean, nullable=False, default=False),  # only cleared workers
     Column("gold_value", Text, nullable=True),  # the known answer of a gold task
     Column("note", Text, nullable=True),  # shown to the worker, e.g. the rule a value broke
+    one_of("status", TaskStatus),
+    one_of("kind", TaskKind),
 )
 
 # The claim order of microtasks.queue, read from the top: most urgent, then oldest.
@@ -194,6 +243,7 @@ answers = Table(
     Column("duration_ms", Integer, nullable=True),
     # One answer per worker and task; worker first, so it also finds a worker's answers.
     UniqueConstraint("worker_id", "task_id", name="uq_answers_worker_task"),
+    one_of("kind", AnswerKind),
 )
 
 sessions = Table(
@@ -235,6 +285,7 @@ audit_log = Table(
     Column("task_id", String(32), nullable=True),
     Column("field_id", Integer, nullable=True),
     Column("detail", Text, nullable=True),
+    one_of("action", AuditAction),
 )
 
 ledger = Table(
@@ -248,6 +299,7 @@ ledger = Table(
     Column("amount_sen", Integer, nullable=False),  # integer sen: no float money
     Column("batch_id", String(32), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    one_of("task_kind", PayKind),
 )
 
 worker_page_views = Table(

@@ -10,6 +10,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import insert, select
 
+from kerani.core.vocabulary import BatchStatus, FieldStatus, PageStatus, ScanStatus
 from kerani.ingest.batches import record_scan
 from kerani.microtasks.routing import route_page
 from kerani.ocr.preocr import Reading, store_fields
@@ -49,7 +50,11 @@ def seed_page(
     with stores.db.begin() as conn:
         conn.execute(
             insert(schema.batches).values(
-                id=batch_id, template=template, source="test", status="ingested", created_at=now
+                id=batch_id,
+                template=template,
+                source="test",
+                status=BatchStatus.INGESTED,
+                created_at=now,
             )
         )
     scan_id = record_scan(
@@ -59,7 +64,7 @@ def seed_page(
         size=1,
         sha256=batch_id * 2,
         blob_key=None,
-        status="accepted",
+        status=ScanStatus.ACCEPTED,
         error=None,
     )
     with stores.db.begin() as conn:
@@ -74,7 +79,7 @@ def seed_page(
                 image_key="none",
                 width=100,
                 height=100,
-                status="ocred",
+                status=PageStatus.OCRED,
                 created_at=now,
             )
             .returning(schema.pages.c.id)
@@ -93,7 +98,7 @@ def seed_page(
                     "x1": 50,
                     "y1": 10 * i + 8,
                     "snippet_key": key,
-                    "status": "pending",
+                    "status": FieldStatus.PENDING,
                     "answer_count": 0,
                 }
             )

@@ -35,7 +35,7 @@ def test_migration_gives_every_field_its_guess_reading(database_url: str) -> Non
     with engine.begin() as conn:
         for sql in (
             "INSERT INTO batches (id, template, source, status, created_at) VALUES"
-            " ('b1', 'receipt', 'test', 'routed', :at)",
+            " ('b1', 'receipt', 'test', 'ingested', :at)",
             "INSERT INTO scans (id, batch_id, filename, size, status, created_at) VALUES"
             " (1, 'b1', 'a.png', 1, 'accepted', :at)",
             "INSERT INTO pages (id, batch_id, scan_id, source_sha256, page_index, template,"

@@ -166,7 +166,9 @@ def test_batch_report_counts_cost_and_unreadable_fields(
     assert report.answers == answers and report.cost_sen == paid
     assert [(u.field, u.kind) for u in report.unread_fields] == [("line_002", "unreadable")]
     text = report_markdown(report)
-    assert f"total paid to workers: {ringgit(paid)}" in text and "| scan.png | 1 | line_002 |" in text
+    assert (
+        f"total paid to workers: {ringgit(paid)}" in text and "| scan.png | 1 | line_002 |" in text
+    )
     assert ringgit(1234) == "RM 12.34" and ringgit(5) == "RM 0.05"
     # Shares of the cost read as money: RM per record, sen with one decimal per field.
     assert f"per record (1 built): {ringgit_each(paid, 1)}" in text
