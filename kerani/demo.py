@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,15 @@ def submit_gold(console: Console, settings: Settings, stores: Stores) -> DemoBat
     count = make_gold_batch(stores.db, gold.batch_id, gold.truth)
     console.print(f"{count} gold snippets (known answers) will measure the workers.")
     return gold
+
+
+def crowd_profiles(crowd: list[Profile]) -> str:
+    """The simulated crowd in words: how many of each profile, with its error rate."""
+    habits = {"spammer": "submits every guess unchanged", "junk": "types junk"}
+    return ", ".join(
+        f"{n} {p.kind} ({habits.get(p.kind, f'{p.error_rate:.0%} of answers wrong')})"
+        for p, n in Counter(crowd).items()
+    )
 
 
 def quarantined_workers(stores: Stores) -> list[str]:
@@ -172,9 +182,9 @@ def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, s
             gold = submit_gold(console, settings, stores)
             stats = simulate_crowd(console, stores, server.url, [*batches, gold], seed)
             console.print(
-                f"Simulated workers gave {stats.answers} answers "
-                f"({stats.keystrokes / max(1, stats.answers):.1f} keystrokes each); "
-                f"paused by gold: {', '.join(quarantined_workers(stores)) or 'nobody'}."
+                f"Simulated workers ({crowd_profiles(DEMO_CROWD)}) gave {stats.answers} "
+                f"answers ({stats.keystrokes / max(1, stats.answers):.1f} keystrokes per "
+                f"answer); paused by gold: {', '.join(quarantined_workers(stores)) or 'nobody'}."
             )
         else:
             wait_for_people(console, stores, server.url)
@@ -204,6 +214,27 @@ def _human_answers(stores: Stores, batch_id: str) -> int:
         )
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({part / whole:.1%})" if whole else "0/0"
+
+
+def _score_line(s: Score) -> str:
+    """The batch against the known truth, every figure saying what it counts."""
+    found = s.truth_fields - s.missed
+    line = f"against the known truth: {_share(s.correct, s.truth_fields)} true fields right"
+    if s.missed:
+        # A field the OCR never found has no snippet: nobody could type it, so it counts
+        # as wrong, and the share of the fields that were found says what people achieved.
+        line += (
+            f"; {s.missed} of them the OCR never found (counted wrong); of the {found} found, "
+            f"{_share(s.correct, found)} right"
+        )
+    auto = (
+        f"{_share(s.auto_accepted_correct, s.auto_accepted)} right" if s.auto_accepted else "none"
+    )
+    return f"{line}; auto-accepted fields: {auto}"
+
+
 def print_summary(console: Console, batches: list[DemoBatch], url: str, simulated: bool) -> None:
     """Print per batch: pages, fields, auto-accepted, sent to people, accuracy, and exports."""
     who = "simulated workers" if simulated else "people"
@@ -219,17 +250,7 @@ def print_summary(console: Console, batches: list[DemoBatch], url: str, simulate
             f"({b.human_answers} answers from {who})"
         )
         if s is not None:
-            auto_acc = (
-                f"{s.auto_accepted_correct / s.auto_accepted:.1%} "
-                f"({s.auto_accepted_correct}/{s.auto_accepted})"
-                if s.auto_accepted
-                else "none auto-accepted"
-            )
-            console.print(
-                f"  accuracy against the known truth: {s.accuracy:.1%} "
-                f"({s.correct}/{s.truth_fields} true fields, {s.missed} not found "
-                f"by the OCR); auto-accepted: {auto_acc}"
-            )
+            console.print(f"  {_score_line(s)}")
         if b.waiting:
             console.print(f"  {b.waiting} fields are still waiting for people")
         for fmt, where in (b.exports or {}).items():
