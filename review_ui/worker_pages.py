@@ -184,7 +184,9 @@ async def column_submit(request: Request, session: PageSession) -> Response:
     values = [str(v) for v in form.getlist("value")]
     unreadable = {str(v) for v in form.getlist("unreadable")}
     if len(task_ids) != len(values) or len(task_ids) > MAX_COLUMN_ROWS:
-        raise BadInputError("the column form must have one value per task (at most 30)")
+        raise BadInputError(
+            f"the column form must have one value per task (at most {MAX_COLUMN_ROWS})"
+        )
     # The guess each row showed; a form without them (an older page) says nothing.
     prefilled: list[str | None] = [str(v) for v in form.getlist("prefilled")]
     if not prefilled:
