@@ -23,6 +23,7 @@ from kerani.evaluation.crowd_sim import (
     CARELESS,
     SPAMMER,
     CrowdStats,
+    Profile,
     SimulatedWorker,
     run_crowd,
     truth_by_task,

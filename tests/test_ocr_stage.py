@@ -173,7 +173,7 @@ def test_snippets_are_small_greyscale_webp_at_most_phone_width() -> None:
     from PIL import Image, ImageDraw
 
     from kerani.ocr.fields import SNIPPET_MAX_WIDTH, crop_snippet
-    from kerani.review_ui.app import snippet_media_type
+    from kerani.review_ui.web import snippet_media_type
 
     page = Image.new("RGB", (2400, 300), "white")
     ImageDraw.Draw(page).text((20, 120), "JUMLAH RM 12.50 " * 12, fill="black")

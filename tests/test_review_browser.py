@@ -310,3 +310,37 @@ def test_a_refused_background_answer_shows_where_things_stand(
     finally:
         context.close()
         server.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_script_sends_the_guess_it_showed_and_the_time_taken(
+    browser: Browser, settings: Settings, stores: Stores
+) -> None:
+    seed_page(stores, [(n, k, g, 40.0) for n, k, g, _ in FORM[:3]])
+    code = add_person(stores.db, "ana", "worker")
+    settings.crowd.gold_every = 0
+    server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
+    context = browser.new_context(**VIEWPORTS["desktop"])
+    page = context.new_page()
+    shown: dict[str, str] = {}
+    try:
+        sign_in_with_access_code(page, server.url, code)
+        page.wait_for_selector("#value")
+        for _ in range(2):
+            task = current_task(page)
+            shown[task] = page.input_value("#value")
+            assert page.input_value("input[name=prefilled]") == shown[task]
+            page.wait_for_timeout(400)  # the worker reads the snippet (and the reserve decodes)
+            page.keyboard.type("CHANGED")
+            page.keyboard.press("Enter")
+            next_task(page, task)
+        page.wait_for_function("() => (localStorage.getItem('kerani-outbox') || '[]') === '[]'")
+    finally:
+        context.close()
+        server.stop()
+    a = schema.answers
+    with stores.db.connect() as conn:
+        rows = conn.execute(select(a.c.task_id, a.c.prefilled, a.c.duration_ms)).all()
+    assert {r.task_id: r.prefilled for r in rows} == shown
+    # From showing each task to its submit: at least the wait, far less than a minute.
+    assert all(400 <= r.duration_ms < 60_000 for r in rows)

@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 
 from kerani.core.settings import Settings
 from kerani.people.workers import invite_worker, session_person
-from kerani.review_ui.app import COOKIE, create_app
+from kerani.review_ui.app import create_app
 from kerani.review_ui.i18n import catalog
+from kerani.review_ui.web import COOKIE
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores

@@ -12,6 +12,7 @@
   var OUTBOX = "kerani-outbox";
   var img = document.getElementById("snippet");
   var keyField = form.querySelector("input[name=idempotency_key]");
+  var prefilledField = form.querySelector("input[name=prefilled]");
   var current = form.getAttribute("action").split("/").pop();
   var upcoming = JSON.parse(document.getElementById("upcoming").textContent || "[]");
   var decoding = {};  // task id -> promise that its snippet is decoded
@@ -19,6 +20,10 @@
   var timings = window.keraniTimings = [];
   var submitAt = 0;
   var seen = {};    // tasks shown already: a late reply must not bring them back
+  // When the task on screen was shown: each answer says how long the worker took over it.
+  var shownAt = performance.now();
+
+  function tookMs() { return String(Math.round(performance.now() - shownAt)); }
 
   function focusInput() { input.focus(); input.select(); }
   focusInput();
@@ -51,6 +56,8 @@
     form.setAttribute("action", "/review/" + task.task_id);
     keyField.value = task.idempotency_key;
     input.value = task.ocr_text;
+    prefilledField.value = task.ocr_text;
+    shownAt = performance.now();
     seen[current] = true;
     current = task.task_id;
     delete ready[task.task_id];
@@ -105,10 +112,11 @@
   var inflight = Promise.resolve();  // the latest answer's round trip, which brings the next task
   var bypass = false;
 
-  function answer(e, next) {
+  function answer(e, next, took) {
     submitAt = performance.now();
     var data = new FormData(form);
     data.set("action", (e.submitter && e.submitter.value) || "value");
+    data.set("duration_ms", took);
     var item = { url: form.getAttribute("action"), body: new URLSearchParams(data).toString(), key: keyField.value };
     saveOutbox(outbox().concat([item]));
     upcoming = upcoming.filter(function (t) { return t.task_id !== next.task_id; });
@@ -122,8 +130,9 @@
   form.addEventListener("submit", function (e) {
     if (bypass) { return; }
     e.preventDefault();
+    var took = tookMs();  // the worker's time ends at the tap, not when the next task is in
     var next = readyTask();
-    if (next) { answer(e, next); return; }
+    if (next) { answer(e, next, took); return; }
     // The next task is still on its way (a fast worker, a slow line): wait a little for it,
     // else post the form the plain way and let the server show the next task.
     var submitter = e.submitter;
@@ -133,8 +142,13 @@
     }), timeout])
       .then(function () {
         var late = readyTask();
-        if (late) { answer({ submitter: submitter }, late); return; }
+        if (late) { answer({ submitter: submitter }, late, took); return; }
         bypass = true;
+        var field = document.createElement("input");
+        field.type = "hidden";
+        field.name = "duration_ms";
+        field.value = took;
+        form.appendChild(field);
         if (form.requestSubmit) { form.requestSubmit(submitter); } else { form.submit(); }
       });
   });

@@ -1,0 +1,223 @@
+"""The worker's pages: the one-by-one review page and its answers, column mode, the snippet
+of a leased task, and the worker's own page. Every route needs a signed-in worker."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from kerani.core.errors import BadInputError, ForbiddenError
+from kerani.microtasks.queue import (
+    ClaimedTask,
+    claim_tasks,
+    offered_kinds,
+    renew_leases,
+    submit_answer,
+)
+from kerani.people.workers import Person
+from kerani.review_ui.i18n import translator
+from kerani.review_ui.my_work import my_work, today
+from kerani.review_ui.web import (
+    PageSession,
+    check_csrf,
+    db_of,
+    duration_from_form,
+    inline_snippet,
+    label_of,
+    need_role,
+    render,
+    settings_of,
+    settle_side_effects,
+    snippet_response,
+    wants_json,
+)
+
+# Leases a worker holds on the one-by-one page: the task shown and two in reserve, so that
+# on a slow line the next snippet is already on the phone when the worker submits.
+HELD_ON_REVIEW = 3
+# Rows of one column form at most (the page shows review.column_size of them).
+MAX_COLUMN_ROWS = 30
+
+router = APIRouter()
+
+
+def task_json(request: Request, person: Person, task: ClaimedTask) -> dict[str, Any]:
+    """What the page's script needs to show a task it holds in reserve, snippet included."""
+    lang = person.language
+    t = translator(lang)
+    label, hint = label_of(request, task, lang)
+    return {
+        "task_id": task.task_id,
+        "label": label,
+        "hint": t("format", hint=hint) if hint else "",
+        "note": t("check_again", note=task.note) if task.note else "",
+        "ocr_text": task.ocr_text,
+        "snippet_src": inline_snippet(request, person, task),
+        "idempotency_key": secrets.token_urlsafe(16),
+    }
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, session: PageSession) -> Response:
+    """The one-by-one page: a task to check, its guess pre-filled, two more in reserve."""
+    person, csrf = session
+    need_role(person, "worker")
+    db, crowd = db_of(request), settings_of(request).crowd
+    # The task on screen and two in reserve, which the script shows without a round trip.
+    tasks = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW)
+    if not tasks:
+        return render(request, "no_tasks.html", {}, person, csrf)
+    task = tasks[0]
+    label, hint = label_of(request, task, person.language)
+    context = {
+        "task": task,
+        "label": label,
+        "hint": hint,
+        "snippet_src": inline_snippet(request, person, task),
+        "idempotency_key": secrets.token_urlsafe(16),
+        "upcoming": [task_json(request, person, t) for t in tasks[1:]],
+        "today": today(db, person.id),
+    }
+    return render(request, "review.html", context, person, csrf)
+
+
+@router.post("/review/{task_id}")
+def review_submit(
+    request: Request,
+    task_id: str,
+    session: PageSession,
+    csrf: Annotated[str, Form()],
+    idempotency_key: Annotated[str, Form()],
+    action: Annotated[str, Form()] = "value",
+    value: Annotated[str, Form()] = "",
+    prefilled: Annotated[str | None, Form()] = None,
+    duration_ms: Annotated[str | None, Form()] = None,
+) -> Response:
+    """An answer from the one-by-one page: the form posted, or the script in the background."""
+    person, expected = session
+    need_role(person, "worker")
+    check_csrf(csrf, expected)
+    db, crowd = db_of(request), settings_of(request).crowd
+    outcome = submit_answer(
+        db,
+        task_id,
+        person.id,
+        action,
+        value,
+        idempotency_key,
+        crowd,
+        prefilled=prefilled,
+        duration_ms=duration_from_form(duration_ms),
+    )
+    settle_side_effects(request, outcome.completed_page_id)
+    if not wants_json(request):
+        return RedirectResponse("/review", status_code=303)
+    # The script showed a task in reserve at once; it gets the reserve topped up from here
+    # (only tasks it does not have yet carry their snippet).
+    # A worker at work keeps the reserve: its leases are renewed with each answer.
+    renew_leases(db, person.id, crowd)
+    held = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW)
+    known = set(request.headers.get("x-kerani-held", "").split(","))
+    day = today(db, person.id)
+    progress = translator(person.language)("progress_today", done=day.done, earned=day.earned)
+    return JSONResponse(
+        {
+            "recorded": outcome.recorded,
+            "upcoming": [
+                task_json(request, person, t) if t.task_id not in known else {"task_id": t.task_id}
+                for t in held
+            ],
+            "progress": progress,
+        }
+    )
+
+
+@router.get("/snippets/{task_id}")
+def snippet(request: Request, task_id: str, session: PageSession) -> Response:
+    """The snippet of a task leased to this worker (the script's reserve fetches it)."""
+    return snippet_response(request, session[0], task_id)
+
+
+@router.get("/column", response_class=HTMLResponse)
+def column_page(request: Request, session: PageSession) -> Response:
+    """Column mode: a column of snippets of one field type, each with its guess."""
+    person, csrf = session
+    need_role(person, "worker")
+    db, settings = db_of(request), settings_of(request)
+    # The field type with the most work waiting: a long column is the fastest to check.
+    kinds = offered_kinds(db, person.id, settings.crowd)
+    tasks = []
+    if kinds:
+        kind = kinds[0][0]
+        size = settings.review.column_size
+        tasks = claim_tasks(db, person.id, settings.crowd, size, field_kind=kind)
+    if not tasks:
+        return render(request, "no_tasks.html", {}, person, csrf)
+    label, hint = label_of(request, tasks[0], person.language)
+    rows = [{"task": t, "snippet_src": inline_snippet(request, person, t)} for t in tasks]
+    context = {
+        "rows": rows,
+        "label": label,
+        "hint": hint,
+        "column_key": secrets.token_urlsafe(16),
+        "today": today(db, person.id),
+    }
+    return render(request, "column.html", context, person, csrf)
+
+
+@router.post("/column")
+async def column_submit(request: Request, session: PageSession) -> Response:
+    """A column's answers, one per row; a row whose lease was lost is left out."""
+    person, expected = session
+    need_role(person, "worker")
+    db, crowd = db_of(request), settings_of(request).crowd
+    form = await request.form()
+    check_csrf(str(form.get("csrf", "")), expected)
+    column_key = str(form.get("column_key", ""))
+    if not 8 <= len(column_key) <= 40:
+        raise BadInputError("column_key must be 8 to 40 characters")
+    task_ids = [str(v) for v in form.getlist("task_id")]
+    values = [str(v) for v in form.getlist("value")]
+    unreadable = {str(v) for v in form.getlist("unreadable")}
+    if len(task_ids) != len(values) or len(task_ids) > MAX_COLUMN_ROWS:
+        raise BadInputError(
+            f"the column form must have one value per task (at most {MAX_COLUMN_ROWS})"
+        )
+    # The guess each row showed; a form without them (an older page) says nothing.
+    prefilled: list[str | None] = [str(v) for v in form.getlist("prefilled")]
+    if not prefilled:
+        prefilled = [None] * len(task_ids)
+    elif len(prefilled) != len(task_ids):
+        raise BadInputError("the column form must have one prefilled guess per task")
+    # No duration: the screen's time divided by its rows would not be any row's time.
+    for i, (task_id, value) in enumerate(zip(task_ids, values, strict=True)):
+        kind = "unreadable" if str(i) in unreadable else "value"
+        try:
+            outcome = await run_in_threadpool(
+                submit_answer,
+                db,
+                task_id,
+                person.id,
+                kind,
+                value,
+                f"{column_key}:{i}",
+                crowd,
+                prefilled=prefilled[i],
+            )
+        except ForbiddenError:
+            continue  # that lease was lost (expired and taken): the others still count
+        await run_in_threadpool(settle_side_effects, request, outcome.completed_page_id)
+    return RedirectResponse("/column", status_code=303)
+
+
+@router.get("/me", response_class=HTMLResponse)
+def me_page(request: Request, session: PageSession, welcome: int = 0) -> Response:
+    """The worker's own page: tasks done, accuracy, earnings."""
+    person, csrf = session
+    need_role(person, "worker")
+    me = my_work(db_of(request), person.id, settings_of(request).crowd.quarantine_min_gold)
+    return render(request, "me.html", {"me": me, "welcome": bool(welcome)}, person, csrf)
