@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from kerani.core.boxes import boxes_overlap
 from kerani.core.errors import TemplateError
+from kerani.core.vocabulary import Sensitivity
 from kerani.forms.rules import RULE_CHECKS, Captured, Rule, RuleFailure, check_rules
 from kerani.forms.validators import (
     CHECKSUM_CHECKS,
@@ -71,7 +72,7 @@ class FieldSpec(BaseModel):
     type: str
     box: tuple[int, int, int, int] = Field(validation_alias=AliasChoices("box", "region"))
     required: bool = True
-    sensitivity: Literal["public", "personal", "restricted"] = "personal"
+    sensitivity: Sensitivity = Sensitivity.PERSONAL
     format_hint: str | None = None
     pattern: str | None = None
     range: Range | None = None

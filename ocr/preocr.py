@@ -20,6 +20,7 @@ from PIL import Image
 from sqlalchemy import Connection, Engine, func, insert, select
 
 from kerani.core.errors import KeraniError
+from kerani.core.vocabulary import FieldStatus, PageStatus, Sensitivity
 from kerani.forms.templates import Template
 from kerani.ocr.engine import OcrEngine
 from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
@@ -123,9 +124,9 @@ def preocr_page(
             conn.execute(
                 schema.pages.update()
                 .where(schema.pages.c.id == page_id)
-                .values(status="ocr_failed", error=str(e))
+                .values(status=PageStatus.OCR_FAILED, error=str(e))
             )
-        return "ocr_failed"
+        return PageStatus.OCR_FAILED
     sensitivity = {f.name: f.sensitivity for f in template.fields}
     rows: list[dict[str, Any]] = []
     guesses: list[Reading] = []
@@ -143,9 +144,9 @@ def preocr_page(
                 "x1": x1,
                 "y1": y1,
                 # Template-free lines can hold anything: treat them as personal data.
-                "sensitivity": sensitivity.get(r.name, "personal"),
+                "sensitivity": sensitivity.get(r.name, Sensitivity.PERSONAL),
                 "snippet_key": key,
-                "status": "pending",
+                "status": FieldStatus.PENDING,
                 "answer_count": 0,
             }
         )
@@ -157,8 +158,8 @@ def preocr_page(
         updated = conn.execute(
             schema.pages.update()
             .where(schema.pages.c.id == page_id, schema.pages.c.status == "ingested")
-            .values(status="ocred")
+            .values(status=PageStatus.OCRED)
         ).rowcount
         if updated:
             store_fields(conn, rows, guesses)
-    return "ocred"
+    return PageStatus.OCRED

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from kerani.core.vocabulary import Role
 from kerani.records.report import batch_report
 from kerani.review_ui.status import recent_answers
 from kerani.review_ui.web import (
@@ -27,8 +28,8 @@ router = APIRouter()
 def status_page(request: Request, session: PageSession) -> Response:
     """The progress of the batches this person may see."""
     person, csrf = session
-    need_role(person, "operator", "agency")
-    answers = recent_answers(db_of(request)) if person.role == "operator" else []
+    need_role(person, Role.OPERATOR, Role.AGENCY)
+    answers = recent_answers(db_of(request)) if person.role == Role.OPERATOR else []
     context = {"batches": batches_for(request, person), "answers": answers}
     return render(request, "status.html", context, person, csrf)
 
@@ -37,6 +38,6 @@ def status_page(request: Request, session: PageSession) -> Response:
 def report_page(request: Request, batch_id: str, session: PageSession) -> Response:
     """A batch's report: what came out, and what to send back."""
     person, csrf = session
-    need_role(person, "operator", "agency")
+    need_role(person, Role.OPERATOR, Role.AGENCY)
     report = batch_report(db_of(request), own_batch(request, person, batch_id))
     return render(request, "report.html", {"r": report}, person, csrf)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from kerani.core.vocabulary import Role
 from kerani.microtasks.queue import claim_tasks, submit_answer
 from kerani.review_ui.web import (
     ApiPerson,
@@ -41,7 +42,7 @@ class AnswerIn(BaseModel):
 @router.post("/api/tasks/claim")
 def api_claim(request: Request, person: ApiPerson) -> Response:
     """Lease the next task to this worker (204 when there is none)."""
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     tasks = claim_tasks(db_of(request), person.id, settings_of(request).crowd, count=1)
     if not tasks:
         return Response(status_code=204)
@@ -73,7 +74,7 @@ def api_answer(
     request: Request, task_id: str, answer: AnswerIn, person: ApiPerson
 ) -> dict[str, Any]:
     """Record an answer to a task leased to this worker (once per idempotency key)."""
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     outcome = submit_answer(
         db_of(request),
         task_id,
@@ -92,5 +93,5 @@ def api_answer(
 @router.get("/api/batches")
 def api_batches(request: Request, person: ApiPerson) -> list[dict[str, Any]]:
     """The batches this person may see, with their progress."""
-    need_role(person, "operator", "agency")
+    need_role(person, Role.OPERATOR, Role.AGENCY)
     return batches_for(request, person)

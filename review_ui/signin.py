@@ -13,6 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kerani.core.errors import BadInputError, ForbiddenError
+from kerani.core.vocabulary import Role
 from kerani.people.rate_limits import clear_failures, record_failure
 from kerani.people.workers import (
     Person,
@@ -57,7 +58,7 @@ def signed_in(request: Request, person: Person, target: str = "/") -> Response:
 def home(session: PageSession) -> Response:
     """Workers go to their tasks, operators and agencies to the status page."""
     person, _ = session
-    return RedirectResponse("/review" if person.role == "worker" else "/status", 303)
+    return RedirectResponse("/review" if person.role == Role.WORKER else "/status", 303)
 
 
 @router.get("/signin", response_class=HTMLResponse)

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from kerani.core.errors import BadInputError, ForbiddenError, KeraniError, NotFoundError
 from kerani.core.settings import Settings
+from kerani.core.vocabulary import Role
 from kerani.flows.triggers import document_settled
 from kerani.forms.templates import Template
 from kerani.microtasks.queue import ClaimedTask, leased_task, log_view
@@ -104,7 +105,7 @@ def api_person(request: Request) -> Person:
     return person_by_code(db_of(request), code.strip())
 
 
-def need_role(person: Person, *roles: str) -> None:
+def need_role(person: Person, *roles: Role) -> None:
     """Refuse unless the person has one of `roles`."""
     if person.role not in roles:
         raise ForbiddenError(f"this needs the role {' or '.join(roles)}")
@@ -248,7 +249,7 @@ def inline_snippet(request: Request, person: Person, task: ClaimedTask) -> str:
 
 def snippet_response(request: Request, person: Person, task_id: str) -> Response:
     """The snippet of a task leased to this worker, never cached; the view is audited."""
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     db = db_of(request)
     task = leased_task(db, task_id, person.id)
     log_view(db, person.id, task_id)
@@ -273,7 +274,7 @@ def settle_side_effects(request: Request, page_id: int | None) -> None:
 
 def batches_for(request: Request, person: Person) -> list[dict[str, Any]]:
     """The batches this person may see: an agency its own, an operator every batch."""
-    agency_id = person.id if person.role == "agency" else None
+    agency_id = person.id if person.role == Role.AGENCY else None
     return batch_progress(db_of(request), agency_id=agency_id)
 
 
@@ -281,7 +282,7 @@ def own_batch(request: Request, person: Person, prefix: str) -> str:
     """The batch id a prefix names, if this person may see that batch."""
     db = db_of(request)
     batch_id = resolve_batch_id(db, prefix)
-    if person.role == "agency" and batch_agency(db, batch_id) != person.id:
+    if person.role == Role.AGENCY and batch_agency(db, batch_id) != person.id:
         # As if it did not exist: another agency's batch ids reveal nothing.
         raise NotFoundError(f"no batch {prefix!r}")
     return batch_id

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from kerani.core.errors import BadInputError, ForbiddenError
+from kerani.core.vocabulary import Role
 from kerani.microtasks.queue import (
     ClaimedTask,
     claim_tasks,
@@ -65,7 +66,7 @@ def task_json(request: Request, person: Person, task: ClaimedTask) -> dict[str, 
 def review_page(request: Request, session: PageSession) -> Response:
     """The one-by-one page: a task to check, its guess pre-filled, two more in reserve."""
     person, csrf = session
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     db, crowd = db_of(request), settings_of(request).crowd
     # The task on screen and two in reserve, which the script shows without a round trip.
     tasks = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW)
@@ -99,7 +100,7 @@ def review_submit(
 ) -> Response:
     """An answer from the one-by-one page: the form posted, or the script in the background."""
     person, expected = session
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     check_csrf(csrf, expected)
     db, crowd = db_of(request), settings_of(request).crowd
     outcome = submit_answer(
@@ -146,7 +147,7 @@ def snippet(request: Request, task_id: str, session: PageSession) -> Response:
 def column_page(request: Request, session: PageSession) -> Response:
     """Column mode: a column of snippets of one field type, each with its guess."""
     person, csrf = session
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     db, settings = db_of(request), settings_of(request)
     # The field type with the most work waiting: a long column is the fastest to check.
     kinds = offered_kinds(db, person.id, settings.crowd)
@@ -173,7 +174,7 @@ def column_page(request: Request, session: PageSession) -> Response:
 async def column_submit(request: Request, session: PageSession) -> Response:
     """A column's answers, one per row; a row whose lease was lost is left out."""
     person, expected = session
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     db, crowd = db_of(request), settings_of(request).crowd
     form = await request.form()
     check_csrf(str(form.get("csrf", "")), expected)
@@ -218,6 +219,6 @@ async def column_submit(request: Request, session: PageSession) -> Response:
 def me_page(request: Request, session: PageSession, welcome: int = 0) -> Response:
     """The worker's own page: tasks done, accuracy, earnings."""
     person, csrf = session
-    need_role(person, "worker")
+    need_role(person, Role.WORKER)
     me = my_work(db_of(request), person.id, settings_of(request).crowd.quarantine_min_gold)
     return render(request, "me.html", {"me": me, "welcome": bool(welcome)}, person, csrf)
