@@ -26,7 +26,9 @@ from sqlalchemy import Engine, insert
 
 from kerani.core.settings import CrowdSettings
 from kerani.ingest.batches import record_scan
-from kerani.microtasks.queue import claim_next, new_task_id, submit_answer
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_next
+from kerani.microtasks.tasks import new_task_id
 from kerani.people.workers import add_person, person_by_code
 from kerani.storage import schema
 from kerani.storage.database import close_engine, open_engine, utcnow

@@ -28,15 +28,10 @@ from kerani.core.errors import (
 from kerani.core.settings import Settings
 from kerani.flows.triggers import document_settled
 from kerani.forms.templates import load_template
-from kerani.microtasks.queue import (
-    ClaimedTask,
-    claim_tasks,
-    leased_task,
-    log_view,
-    offered_kinds,
-    renew_leases,
-    submit_answer,
-)
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.audit import log_view
+from kerani.microtasks.leases import claim_tasks, leased_task, offered_kinds, renew_leases
+from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.rate_limits import clear_failures, minutes_locked, record_failure
 from kerani.people.workers import (
     Person,
