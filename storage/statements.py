@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections import Counter, namedtuple
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,12 +134,13 @@ _PLACEHOLDER = re.compile(r"%%|%\(([^)]+)\)s")
 def inline_constants(sql: str, constants: dict[str, str]) -> tuple[str, set[str]]:
     """Put each constant's SQL text in place of its placeholder `%(name)s` in `sql`.
 
-    Only placeholders the driver itself would read as such are replaced, and only those
-    that occur exactly once; any other constant stays a parameter. Returns the new SQL
-    and the names replaced.
+    Only what the driver itself would read as a placeholder is replaced, wherever it
+    occurs (a constant used twice in a statement is one parameter written twice); the
+    same characters inside a string constant, escaped as "%%(name)s", are left alone.
+    Returns the new SQL and the names replaced.
     """
-    found = Counter(m.group(1) for m in _PLACEHOLDER.finditer(sql) if m.group(1))
-    inline = {name: text for name, text in constants.items() if found[name] == 1}
+    found = {m.group(1) for m in _PLACEHOLDER.finditer(sql) if m.group(1)}
+    inline = {name: text for name, text in constants.items() if name in found}
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -230,10 +230,13 @@ def test_a_missing_internal_falls_back_to_the_ordinary_path(
 
 def test_constants_replace_only_the_placeholders_the_driver_reads() -> None:
     # "%%(a)s" is the escaped text "%(a)s" inside a string constant: no placeholder.
-    sql = "SELECT %(a)s, '%%(a)s', %(b)s, %(b)s, %(c)s"
-    out, rendered = inline_constants(sql, {"a": "'x'", "b": "1", "c": "'50%%'"})
-    assert out == "SELECT 'x', '%%(a)s', %(b)s, %(b)s, '50%%'"
-    assert rendered == {"a", "c"}  # b occurs twice: it stays a parameter
+    sql = "SELECT %(a)s, '%%(a)s', %(b)s, %(b)s, %(c)s, %(d)s, '%%(e)s'"
+    constants = {"a": "'x'", "b": "1", "c": "'%%(d)s'", "e": "'y'"}
+    out, rendered = inline_constants(sql, constants)
+    # b, one constant used twice, is written twice; c's own text (the string "%(d)s") and
+    # "%%(e)s" (the text "%(e)s" in a string constant) hold no placeholder; d is a parameter.
+    assert out == "SELECT 'x', '%%(a)s', 1, 1, '%%(d)s', %(d)s, '%%(e)s'"
+    assert rendered == {"a", "b", "c"}
 
 
 def _percent_text(_dialect: str) -> Any:
