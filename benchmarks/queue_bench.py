@@ -37,7 +37,9 @@ from kerani.core.vocabulary import (
     TaskStatus,
 )
 from kerani.ingest.batches import record_scan
-from kerani.microtasks.queue import claim_next, new_task_id, submit_answer
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_next
+from kerani.microtasks.tasks import new_task_id
 from kerani.ocr.preocr import Reading, store_fields
 from kerani.people.workers import add_person, person_by_code
 from kerani.storage import schema

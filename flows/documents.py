@@ -1,7 +1,7 @@
 """A document's last steps, shared by the flows and the settle trigger (no Prefect here).
 
 Reassembly (kerani.records.assembly) reports the fields whose rules fail; here they go back
-to people as micro tasks (kerani.microtasks.queue.reopen_field) and the stale record goes.
+to people as micro tasks (kerani.microtasks.settling.reopen_field) and the stale record goes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from sqlalchemy import Engine
 
-from kerani.microtasks.queue import reopen_field
+from kerani.microtasks.settling import reopen_field
 from kerani.records.assembly import (
     AssemblyOutcome,
     pages_to_reassemble,

@@ -32,7 +32,7 @@ from kerani.evaluation.gold import make_gold_batch
 from kerani.evaluation.ground_truth import TruthPage, read_truth
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.forms.templates import load_template
-from kerani.microtasks.queue import queue_depth
+from kerani.microtasks.tasks import queue_depth
 from kerani.people.workers import add_person, invite_worker
 from kerani.records.progress import batch_progress
 from kerani.review_ui.app import create_app

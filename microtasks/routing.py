@@ -16,7 +16,7 @@ from sqlalchemy import Engine, and_, insert, select
 
 from kerani.core.text import fold_whitespace
 from kerani.forms.validators import validate
-from kerani.microtasks.queue import new_task_id
+from kerani.microtasks.tasks import new_task_id
 from kerani.ocr.calibration import Calibration
 from kerani.storage import schema
 from kerani.storage.database import utcnow

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from kerani.core.vocabulary import Role
-from kerani.microtasks.queue import claim_tasks, submit_answer
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_tasks
 from kerani.review_ui.web import (
     ApiPerson,
     batches_for,

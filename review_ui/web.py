@@ -25,7 +25,9 @@ from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role
 from kerani.flows.triggers import document_settled
 from kerani.forms.templates import Template
-from kerani.microtasks.queue import ClaimedTask, leased_task, log_view
+from kerani.microtasks.audit import log_view
+from kerani.microtasks.leases import leased_task
+from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.rate_limits import minutes_locked
 from kerani.people.workers import Person, person_by_code, session_person
 from kerani.records.progress import batch_agency, batch_progress, resolve_batch_id

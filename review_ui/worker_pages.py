@@ -12,13 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from kerani.core.errors import BadInputError, ForbiddenError
 from kerani.core.vocabulary import Role
-from kerani.microtasks.queue import (
-    ClaimedTask,
-    claim_tasks,
-    offered_kinds,
-    renew_leases,
-    submit_answer,
-)
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_tasks, offered_kinds, renew_leases
+from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.workers import Person
 from kerani.review_ui.i18n import translator
 from kerani.review_ui.my_work import my_work, today

@@ -123,8 +123,9 @@ fields = Table(
     Column("x1", Integer, nullable=False),
     Column("y1", Integer, nullable=False),
     # The guess reading's text and confidence (ocr_readings.is_guess), copied here: the
-    # claim and settle statements of microtasks.queue read them for every task they hand
-    # out or count, and a join to ocr_readings there would cost each of them. Written
+    # claim and settle statements (microtasks.leases, microtasks.settling) read them for
+    # every task they hand out or count, and a join to ocr_readings there would cost each
+    # of them. Written
     # together with the readings, by kerani.ocr.preocr.store_fields only.
     Column("ocr_text", Text, nullable=False),
     Column("ocr_confidence", Float, nullable=False),
@@ -186,7 +187,7 @@ workers = Table(
     Column("invite_hash", String(64), nullable=True, unique=True),  # until the invite is used
     Column("invite_expires_at", DateTime(timezone=True), nullable=True),
     Column("language", String(5), nullable=False, default="en"),  # en | ms, the worker's choice
-    # Answers given, skips aside; kept by microtasks.queue as each is recorded.
+    # Answers given, skips aside; kept by microtasks.answers as each is recorded.
     Column("answers_done", Integer, nullable=False, default=0, server_default="0"),
     one_of("role", Role),
     one_of("language", Language),
@@ -198,7 +199,7 @@ tasks = Table(
     Column("id", String(32), primary_key=True),  # random, so ids cannot be guessed
     Column("field_id", Integer, ForeignKey("fields.id"), nullable=True, unique=True),
     Column("gold_field_id", Integer, ForeignKey("fields.id"), nullable=True),
-    # Claim order: escalated and nearly settled fields first (see microtasks.queue).
+    # Claim order: escalated and nearly settled fields first (see microtasks.leases).
     Column("priority", Integer, nullable=False, default=0),
     Column("status", String(20), nullable=False),  # open | settled
     Column("lease_worker_id", Integer, ForeignKey("workers.id"), nullable=True),
@@ -214,7 +215,7 @@ tasks = Table(
     one_of("kind", TaskKind),
 )
 
-# The claim order of microtasks.queue, read from the top: most urgent, then oldest.
+# The claim order of microtasks.leases, read from the top: most urgent, then oldest.
 Index(
     "ix_tasks_claim_order",
     tasks.c.status,

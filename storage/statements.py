@@ -14,6 +14,8 @@ the ordinary path.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 _built: dict[tuple[Any, ...], Any] = {}
 _lock = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 def prepared(conn: Connection, build: Callable[..., Any], *variant: Any) -> Any:
@@ -59,16 +62,35 @@ def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
     The ordinary path stays for: values rendered per call (IN lists, literal_execute),
     Python-side column defaults, parameters whose value is computed per call, results
     converted in Python, and statements other than Core ones with known result columns.
+    It also stays when the compiled statement's SQLAlchemy internals read below are not
+    there or not of the shape expected (a new SQLAlchemy release): slower, never wrong.
+    tests/test_statements_internals.py names the internal that changed.
     """
-    dialect = conn.dialect
+    if isinstance(stmt, TextClause):  # its result columns are not known here
+        return None
+    try:
+        return _compile_for_driver(conn.dialect, stmt)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as error:
+        _log.warning(
+            "the ordinary path for a statement: SQLAlchemy's compiled form is not as "
+            "kerani.storage.statements expects (%s: %s)",
+            type(error).__name__,
+            error,
+        )
+        return None
+
+
+def _compile_for_driver(dialect: Any, stmt: Any) -> _DriverStatement | None:
+    # Every private attribute of SQLAlchemy read here is checked, one by one, by
+    # tests/test_statements_internals.py.
     compiled = stmt.compile(dialect=dialect)
+    names: dict[Any, str] = compiled.bind_names  # each bind once, with its name in the SQL
     if (
         compiled.post_compile_params
         or compiled.literal_execute_params
         or compiled.insert_prefetch
         or compiled.update_prefetch
-        or any(bind.callable is not None for bind in compiled.binds.values())
-        or isinstance(stmt, TextClause)  # its result columns are not known here
+        or any(bind.callable is not None for bind in names)
     ):
         return None
     for column in compiled._result_columns:
@@ -77,11 +99,10 @@ def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
                 return None
         except TypeError:  # a processor that needs the driver's column type
             return None
-    names = compiled.bind_names
-    required = frozenset(names[b] for b in compiled.binds.values() if b.required)
-    sql, defaults, rendered = compiled.string, {}, set()
-    for bind in compiled.binds.values():
-        name = names[bind]
+    required = frozenset(name for bind, name in names.items() if bind.required)
+    constants: dict[str, str] = {}  # name: the constant's SQL text
+    defaults: dict[str, Any] = {}  # name: the value sent when a call does not give one
+    for bind, name in names.items():
         if name in required:
             continue
         render = bind.type.literal_processor(dialect)
@@ -89,10 +110,11 @@ def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
             # The statement's own constants ('open', 1, ...) go into its text: nothing to
             # send or convert per call, and the planner sees constants. (Named parameters
             # with a default stay parameters, so that a call can still give them.)
-            sql = sql.replace(f"%({name})s", render(bind.value))
-            rendered.add(name)
-        else:
-            defaults[name] = bind.value
+            constants[name] = render(bind.value)
+        defaults[name] = bind.value
+    sql, rendered = inline_constants(compiled.string, constants)
+    for name in rendered:  # in the text now: nothing to send
+        del defaults[name]
     columns = [column[0] for column in compiled._result_columns]
     # Rows are built from plain tuples with a class made once here, rather than by the
     # driver describing the columns again on every call.
@@ -101,6 +123,31 @@ def _for_driver(conn: Connection, stmt: Any) -> _DriverStatement | None:
     return _DriverStatement(
         sql, defaults, required, converters, row_class._make if row_class else None
     )
+
+
+# A placeholder as psycopg reads one in pyformat SQL: "%%" is an escaped percent sign
+# (SQLAlchemy doubles every literal "%", inside string constants too), so "%%(x)s" is
+# the text "%(x)s" and no placeholder. Matching "%%" first keeps it whole.
+_PLACEHOLDER = re.compile(r"%%|%\(([^)]+)\)s")
+
+
+def inline_constants(sql: str, constants: dict[str, str]) -> tuple[str, set[str]]:
+    """Put each constant's SQL text in place of its placeholder `%(name)s` in `sql`.
+
+    Only what the driver itself would read as a placeholder is replaced, wherever it
+    occurs (a constant used twice in a statement is one parameter written twice); the
+    same characters inside a string constant, escaped as "%%(name)s", are left alone.
+    Returns the new SQL and the names replaced.
+    """
+    found = {m.group(1) for m in _PLACEHOLDER.finditer(sql) if m.group(1)}
+    inline = {name: text for name, text in constants.items() if name in found}
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return inline[name] if name in inline else match.group(0)
+
+    # One pass: a constant's own text is never read again as SQL with placeholders.
+    return _PLACEHOLDER.sub(replace, sql), set(inline)
 
 
 def run(

@@ -22,7 +22,7 @@ from kerani.evaluation.ground_truth import read_truth, sroie_to_dataset
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.flows.digitise import finish_batch, submit_batch
 from kerani.forms.templates import load_template
-from kerani.microtasks.queue import queue_depth
+from kerani.microtasks.tasks import queue_depth
 from kerani.people.workers import add_person
 from kerani.review_ui.app import create_app
 from kerani.storage import schema

@@ -10,16 +10,11 @@ from sqlalchemy import func, select, update
 from kerani.core.errors import BadInputError, ForbiddenError
 from kerani.core.settings import CrowdSettings
 from kerani.flows.documents import finish_document
+from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.gold import make_gold
+from kerani.microtasks.leases import claim_next, claim_tasks, leased_task, renew_leases
 from kerani.microtasks.ledger import batch_cost, worker_earnings
-from kerani.microtasks.queue import (
-    claim_next,
-    claim_tasks,
-    leased_task,
-    queue_depth,
-    renew_leases,
-    submit_answer,
-)
+from kerani.microtasks.tasks import queue_depth
 from kerani.people.workers import add_person, person_by_code
 from kerani.storage import schema
 from kerani.storage.database import as_utc, utcnow

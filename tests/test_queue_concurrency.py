@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from kerani.benchmarks.queue_bench import seed_tasks
 from kerani.core.settings import CrowdSettings
-from kerani.microtasks.queue import claim_next, submit_answer
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_next
 from kerani.people.workers import add_person, person_by_code
 from kerani.storage import schema
 from kerani.storage.database import open_engine

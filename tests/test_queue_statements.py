@@ -9,7 +9,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from kerani.core.settings import CrowdSettings
-from kerani.microtasks.queue import claim_next, submit_answer, task_priority
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_next
+from kerani.microtasks.tasks import task_priority
 from kerani.storage import schema
 from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from kerani.cli import app as cli
 from kerani.core.settings import Settings
 from kerani.flows.documents import finish_ready_documents
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_next
 from kerani.microtasks.ledger import ringgit, ringgit_each
-from kerani.microtasks.queue import claim_next, submit_answer
 from kerani.people.workers import add_person, agency_named, person_by_code
 from kerani.records.archive import hocr_key, write_text_layers
 from kerani.records.exports import FORMATS, export_batch, frame_bytes, read_export, records_frame

@@ -27,7 +27,8 @@ from kerani.flows.digitise import finish_batch
 from kerani.flows.documents import finish_document, finish_ready_documents
 from kerani.flows.reassembly import reassemble_document, reconcile_records
 from kerani.flows.triggers import SETTLED_EVENT, document_settled
-from kerani.microtasks.queue import claim_next, submit_answer
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.leases import claim_next
 from kerani.people.workers import add_person, person_by_code
 from kerani.records.assembly import pages_to_reassemble
 from kerani.records.exports import export_batch, read_export

@@ -1,0 +1,592 @@
+"""Leases: workers pull tasks under leases that expire.
+
+A claim is a lease: the task is the worker's until `lease_expires_at`, after which it goes
+back to the queue. A claim never hands one task to two workers (PostgreSQL: FOR UPDATE
+SKIP LOCKED plus a conditional update; SQLite: one writer at a time).
+
+What a worker is offered: tasks they have not answered, of documents they have not seen
+too much of, restricted fields only when cleared, escalated (disputed) fields only when
+trusted, and now and then a gold snippet whose answer is known, which measures them.
+
+A claim on PostgreSQL is one statement (the worker's flags, the lease, the view count and
+the audit row: `_start_claim_postgresql`, `_lease_postgresql`); on SQLite, one statement
+per step (`_start_claim_sqlite`, `_lease_sqlite`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
+
+from kerani.core.errors import ForbiddenError, NotFoundError
+from kerani.core.settings import CrowdSettings
+from kerani.microtasks.audit import add_view_on_conflict, audit, count_view
+from kerani.microtasks.tasks import ClaimedTask, new_task_id
+from kerani.storage import schema
+from kerani.storage.database import as_utc, utcnow
+from kerani.storage.statements import dialect_insert, prepared, run
+
+
+def _shown(source: Any) -> Any:
+    """What the review page shows of the tasks in `source` (tasks, or leased task rows)."""
+    f, p = schema.fields, schema.pages
+    return (
+        select(
+            source.c.id,
+            source.c.lease_expires_at,
+            source.c.note,
+            f.c.id.label("field_id"),
+            f.c.page_id,
+            f.c.name,
+            f.c.kind,
+            f.c.ocr_text,
+            f.c.snippet_key,
+            p.c.template,
+        )
+        .join_from(source, f, f.c.id == func.coalesce(source.c.field_id, source.c.gold_field_id))
+        .join(p, p.c.id == f.c.page_id)
+    )
+
+
+def _claimed_query(_dialect: str) -> Any:
+    return _shown(schema.tasks).where(schema.tasks.c.id == bindparam("tid"))
+
+
+def _claimed(conn: Connection, task_id: str) -> ClaimedTask:
+    return _claimed_task(run(conn, _claimed_query, {"tid": task_id})[0])
+
+
+def _claimed_task(row: Any) -> ClaimedTask:
+    """A ClaimedTask from a row of _shown (a SQLAlchemy row or a driver row)."""
+    return ClaimedTask(
+        task_id=row.id,
+        field_id=row.field_id,
+        page_id=row.page_id,
+        field_name=row.name,
+        field_kind=row.kind,
+        template=row.template,
+        ocr_text=row.ocr_text,
+        snippet_key=row.snippet_key,
+        lease_expires_at=as_utc(row.lease_expires_at),
+        note=row.note,
+    )
+
+
+def _gold_due(done: int, every: int) -> bool:
+    # A gold early on (second task) gives a first estimate; then one in every `every`.
+    return every > 0 and (done == 1 or (done + 1) % every == 0)
+
+
+def _claim_gold(
+    conn: Connection, worker_id: int, lease_until: datetime, field_kind: str | None = None
+) -> str | None:
+    f, t, a = schema.fields, schema.tasks, schema.answers
+    # The gold this worker has held or answered: a small set, read through their own rows.
+    seen = (
+        select(t.c.gold_field_id)
+        .where(t.c.kind == "gold", t.c.lease_worker_id == worker_id)
+        .union(
+            select(t.c.gold_field_id)
+            .join(a, a.c.task_id == t.c.id)
+            .where(t.c.kind == "gold", a.c.worker_id == worker_id)
+        )
+    )
+    conditions = [f.c.status == "gold", f.c.id.not_in(seen)]
+    if field_kind is not None:  # in a column every snippet has the same type, gold too
+        conditions.append(f.c.kind == field_kind)
+    # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
+    gold = conn.execute(
+        select(f.c.id, f.c.value)
+        .where(*conditions)
+        .order_by((f.c.ocr_text == f.c.value).asc(), func.random())
+        .limit(1)
+    ).first()
+    if gold is None:
+        return None
+    task_id = new_task_id()
+    conn.execute(
+        insert(t).values(
+            id=task_id,
+            field_id=None,
+            gold_field_id=gold.id,
+            kind="gold",
+            status="open",
+            gold_value=gold.value,
+            lease_worker_id=worker_id,
+            lease_expires_at=lease_until,
+            created_at=utcnow(),
+        )
+    )
+    return task_id
+
+
+def _held_by(worker_id: Any, now: Any) -> Any:
+    """Open tasks whose unexpired lease is the worker's (values or bound parameters)."""
+    t = schema.tasks
+    return and_(t.c.status == "open", t.c.lease_worker_id == worker_id, t.c.lease_expires_at > now)
+
+
+def _first_claim(dialect: str, with_kind: bool) -> Any:
+    """PostgreSQL: read the worker and, if they hold no lease and no gold is due, lease
+    them a task, in one statement (the worker's flags are read inside it).
+
+    Returns the worker's row (quarantined, cleared, trusted, done, held) with the leased
+    task's columns, which are null when nothing was leased.
+    """
+    worker = _worker_query(dialect).cte("worker")
+    flags = {column.key: select(column).scalar_subquery() for column in worker.c}
+    gold_every = bindparam("gold_every", type_=Integer)
+    trusted_every = func.greatest(gold_every, bindparam("gold_every_trusted", type_=Integer))
+    # As in claim_tasks: no gold at all stays no gold for the trusted too.
+    every = case((and_(flags["trusted"], gold_every != 0), trusted_every), else_=gold_every)
+    # The SQL twin of _gold_due, for the worker's next task.
+    gold_due = and_(
+        every > 0, or_(flags["done"] == 1, (flags["done"] + 1) % func.nullif(every, 0) == 0)
+    )
+    may_take = and_(flags["quarantined"].is_(False), flags["held"].is_(None), ~gold_due)
+    claim = _claim_cte(dialect, flags["cleared"], flags["trusted"], with_kind, may_take)
+    shown = claim.subquery("claimed")
+    return select(*worker.c, *shown.c).select_from(worker.outerjoin(shown, true())).add_cte(worker)
+
+
+def _worker_query(_dialect: str) -> Any:
+    t, w = schema.tasks, schema.workers
+    # The first lease held, read along: a one-task claim then needs no second read.
+    held_q = (
+        select(t.c.id)
+        .where(_held_by(bindparam("wid"), bindparam("now")))
+        .order_by(t.c.lease_expires_at, t.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(
+        w.c.quarantined,
+        w.c.cleared,
+        w.c.trusted,
+        w.c.answers_done.label("done"),
+        held_q.label("held"),
+    ).where(w.c.id == bindparam("wid"))
+
+
+def _held_query(_dialect: str, with_kind: bool) -> Any:
+    """The worker's unexpired leases as the page shows them, in the order they were taken
+    (only of one type, `field_kind`, with `with_kind`)."""
+    t, f = schema.tasks, schema.fields
+    held = (
+        _shown(t)
+        .where(_held_by(bindparam("wid"), bindparam("now")))
+        .order_by(t.c.lease_expires_at, t.c.id)
+        .limit(bindparam("count"))
+    )
+    return held.where(f.c.kind == bindparam("field_kind")) if with_kind else held
+
+
+def _offer_conditions(cleared: Any, trusted: Any, with_kind: bool) -> list[Any]:
+    """What makes an open field task one a worker with these flags may take now.
+
+    The flags are booleans, or SQL expressions read in the same statement. Bound
+    parameters: wid, now, max_fields, last_vote and, `with_kind`, field_kind.
+    """
+    t, f = schema.tasks, schema.fields
+    v, a = schema.worker_page_views, schema.answers
+    worker_id, now = (
+        bindparam("wid", type_=Integer),
+        bindparam("now", type_=DateTime(timezone=True)),
+    )
+    conditions = [
+        t.c.status == "open",
+        t.c.kind == "field",
+        or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now),
+        ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
+        func.coalesce(v.c.fields_seen, 0) < bindparam("max_fields"),
+    ]
+    if with_kind:  # a column: every snippet of one field type
+        conditions.append(f.c.kind == bindparam("field_kind"))
+    if cleared is not True:
+        unrestricted = f.c.sensitivity != "restricted"
+        conditions.append(unrestricted if cleared is False else or_(unrestricted, cleared))
+    if trusted is not True:
+        # Disputes are for arbiters, until arbiters disagree too: the last vote before
+        # the cap may come from anyone, so that every field ends up settled. (A dispute
+        # no arbiter may take is opened to all by _open_orphaned_disputes.)
+        open_to_all = [t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")]
+        conditions.append(or_(*open_to_all) if trusted is False else or_(*open_to_all, trusted))
+    return conditions
+
+
+def _is_arbiter(w: Any) -> list[Any]:
+    """Conditions on a row of workers (or an alias) for an arbiter who takes tasks."""
+    return [w.c.trusted.is_(True), w.c.quarantined.is_(False), w.c.role == "worker"]
+
+
+def _an_arbiter_may_take(t: Any, f: Any) -> Any:
+    """Whether some trusted worker may still be offered the task `t` of field `f`."""
+    w = schema.workers.alias("arbiter")
+    a = schema.answers.alias("arbiter_answer")
+    v = schema.worker_page_views.alias("arbiter_view")
+    return exists().where(
+        *_is_arbiter(w),
+        or_(f.c.sensitivity != "restricted", w.c.cleared.is_(True)),
+        ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == w.c.id),
+        ~exists().where(
+            v.c.worker_id == w.c.id,
+            v.c.page_id == f.c.page_id,
+            v.c.fields_seen >= bindparam("max_fields"),
+        ),
+    )
+
+
+def _open_orphaned_disputes(_dialect: str) -> Any:
+    """Open to every worker the disputes that no arbiter may take any more (each has
+    answered it, or has seen their share of its document), which would otherwise wait
+    for ever. Run when a worker finds nothing to do, so that busy claims never pay for it.
+
+    With no arbiter at all, disputes wait for the operator to name one (`people add
+    --trusted`): that is a choice of theirs, not a dead end of the queue.
+    """
+    t, f = schema.tasks, schema.fields
+    return (
+        t.update()
+        .where(
+            exists().where(*_is_arbiter(schema.workers)),
+            t.c.status == "open",
+            t.c.kind == "field",
+            t.c.escalated.is_(True),
+            t.c.field_id == f.c.id,
+            f.c.answer_count < bindparam("last_vote"),
+            ~_an_arbiter_may_take(t, f),
+        )
+        .values(escalated=False)
+        .returning(t.c.id)
+    )
+
+
+def _claim_statements(
+    dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate: Any
+) -> tuple[Any, Any]:
+    """The pick query and the claim (pick and lease) for a worker with these flags
+    (booleans or SQL expressions), taking nothing unless every `gate` condition holds."""
+    t, f, v = schema.tasks, schema.fields, schema.worker_page_views
+    worker_id, now = (
+        bindparam("wid", type_=Integer),
+        bindparam("now", type_=DateTime(timezone=True)),
+    )
+    free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
+    pick = (
+        select(t.c.id)
+        .join(f, f.c.id == t.c.field_id)
+        .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
+        .where(*gate, *_offer_conditions(cleared, trusted, with_kind))
+        # Disputes first, then fields nearly settled, then oldest (an indexed order).
+        .order_by(t.c.priority.desc(), t.c.created_at, t.c.id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True, of=t)
+    # One statement picks and leases; its WHERE repeats the guard so that a task taken
+    # meanwhile (SQLite readers, PostgreSQL rows locked then freed) is never taken twice.
+    claim = (
+        t.update()
+        .where(t.c.id == pick.scalar_subquery(), t.c.status == "open", free)
+        .values(lease_worker_id=worker_id, lease_expires_at=bindparam("lease_until"))
+        .returning(t.c.id)
+    )
+    return pick, claim
+
+
+def _claim_cte(dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate: Any) -> Any:
+    """PostgreSQL: lease a task, count the view and audit the claim in one statement."""
+    t, v, log = schema.tasks, schema.worker_page_views, schema.audit_log
+    _, claim = _claim_statements(dialect, cleared, trusted, with_kind, *gate)
+    leased = claim.returning(t.c.lease_expires_at, t.c.note, t.c.field_id, t.c.gold_field_id).cte(
+        "leased"
+    )
+    shown = _shown(leased).cte("shown")
+    worker_id = bindparam("wid", type_=Integer)
+    viewed = add_view_on_conflict(
+        dialect_insert(dialect)(v).from_select(
+            ["worker_id", "page_id", "fields_seen"],
+            select(worker_id, shown.c.page_id, literal(1)),
+        )
+    ).cte("viewed")
+    audited = (
+        insert(log)
+        .from_select(
+            ["at", "worker_id", "action", "task_id", "field_id"],
+            select(
+                bindparam("at", type_=DateTime(timezone=True)),
+                worker_id,
+                literal("claim"),
+                shown.c.id,
+                shown.c.field_id,
+            ),
+        )
+        .cte("audited")
+    )
+    return select(shown).add_cte(viewed, audited)
+
+
+def claim_next(
+    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
+) -> ClaimedTask | None:
+    """Lease the next task to the worker (or return the lease they already hold)."""
+    tasks = claim_tasks(db, worker_id, rules, 1, now=now)
+    return tasks[0] if tasks else None
+
+
+def claim_tasks(
+    db: Engine,
+    worker_id: int,
+    rules: CrowdSettings,
+    count: int = 1,
+    field_kind: str | None = None,
+    now: datetime | None = None,
+) -> list[ClaimedTask]:
+    """Lease up to `count` tasks to the worker, the leases they already hold first.
+
+    The review page holds three (the one shown and two in reserve); column mode holds a
+    screenful of one field type (`field_kind`). Held tasks come in the order they were
+    leased, so a reload shows the same task again.
+    """
+    now = now or utcnow()
+    with_kind = field_kind is not None
+    params: dict[str, Any] = {
+        "wid": worker_id,
+        "now": now,
+        "count": count,
+        "field_kind": field_kind,
+        "max_fields": rules.max_fields_per_document,
+        "last_vote": rules.max_answers - 1,
+    }
+    # Leases taken together expire a microsecond apart, keeping their order on reload.
+    step = timedelta(microseconds=1)
+    lease_until = now + timedelta(seconds=rules.lease_seconds) + step
+    with db.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            start = {
+                "lease_until": lease_until,
+                "gold_every": rules.gold_every,
+                "gold_every_trusted": rules.gold_every_trusted,
+            }
+            worker, claimed = _start_claim_postgresql(conn, params | start, with_kind)
+        else:
+            worker, claimed = _start_claim_sqlite(conn, params, with_kind)
+        lease = _lease_postgresql if postgres else _lease_sqlite
+        variant = (bool(worker.cleared), bool(worker.trusted), with_kind)
+        gold_every = rules.gold_every
+        if worker.trusted and gold_every:
+            gold_every = max(gold_every, rules.gold_every_trusted)
+        # New leases end after the ones held, so that they come after them on a reload.
+        lease_until = max([lease_until - step] + [task.lease_expires_at for task in claimed])
+        opened = False
+        while len(claimed) < count:
+            lease_until += step
+            if _gold_due(worker.done + len(claimed), gold_every):
+                gold_task = _claim_gold(conn, worker_id, lease_until, field_kind)
+                if gold_task is not None:
+                    audit(conn, worker_id, "claim", gold_task, "gold")
+                    claimed.append(_claimed(conn, gold_task))
+                    continue
+            task = _claim_one(conn, lease, variant, params | {"lease_until": lease_until})
+            if task is None:
+                # Nothing for this worker: if disputes wait for arbiters who may not take
+                # them, they become everyone's, and the worker looks once more.
+                if opened or worker.trusted or not run(conn, _open_orphaned_disputes, params):
+                    break
+                opened = True
+                continue
+            claimed.append(task)
+        return claimed
+
+
+# The two ways a claim starts: read the worker (refusing a paused one) and the leases they
+# hold. PostgreSQL also takes a first lease in the same round trip when they hold none.
+
+
+def _start_claim_postgresql(
+    conn: Connection, params: dict[str, Any], with_kind: bool
+) -> tuple[Any, list[ClaimedTask]]:
+    """PostgreSQL: the worker's row and, if they hold no lease and no gold is due, a first
+    lease with its view counted and its claim audited, in one statement (_first_claim)."""
+    rows = run(conn, _first_claim, params | {"at": utcnow()}, with_kind)
+    worker = _active_worker(rows)
+    if worker.id is not None:  # the statement leased a task
+        return worker, [_claimed_task(worker)]
+    return worker, _held(conn, worker, params, with_kind)
+
+
+def _start_claim_sqlite(
+    conn: Connection, params: dict[str, Any], with_kind: bool
+) -> tuple[Any, list[ClaimedTask]]:
+    """SQLite: the worker's row (with the first lease they hold), then the leases held."""
+    worker = _active_worker(run(conn, _worker_query, params))
+    return worker, _held(conn, worker, params, with_kind)
+
+
+def _active_worker(rows: Any) -> Any:
+    if not rows:
+        raise NotFoundError("no such worker")
+    worker = rows[0]
+    if worker.quarantined:
+        raise ForbiddenError(
+            "your account is paused; please contact the operator", key="account_paused"
+        )
+    return worker
+
+
+def _held(
+    conn: Connection, worker: Any, params: dict[str, Any], with_kind: bool
+) -> list[ClaimedTask]:
+    """The leases the worker holds, in the order they were taken."""
+    if params["count"] == 1 and not with_kind:  # the worker's row names the first one
+        return [_claimed(conn, worker.held)] if worker.held is not None else []
+    rows = conn.execute(prepared(conn, _held_query, with_kind), params).all()
+    return [_claimed_task(row) for row in rows]
+
+
+# The two ways a lease is taken, given the worker's flags (`variant`): each returns the
+# task leased, or None when the pick found nothing or lost a race for it.
+
+
+def _lease_postgresql(
+    conn: Connection, variant: tuple[bool, bool, bool], params: dict[str, Any]
+) -> ClaimedTask | None:
+    """PostgreSQL: lease, count the view and audit the claim in one statement (_claim_cte)."""
+    rows = run(conn, _claim_cte, {**params, "at": utcnow()}, *variant)
+    return _claimed_task(rows[0]) if rows else None
+
+
+def _lease_sqlite(
+    conn: Connection, variant: tuple[bool, bool, bool], params: dict[str, Any]
+) -> ClaimedTask | None:
+    """SQLite: lease (pick and update in one statement), read the task, count the view,
+    audit the claim."""
+    rows = run(conn, _claim_update, params, *variant)
+    if not rows:
+        return None
+    task = _claimed(conn, rows[0].id)
+    count_view(conn, params["wid"], task.page_id)
+    audit(conn, params["wid"], "claim", task.task_id)
+    return task
+
+
+def _claim_pick(dialect: str, cleared: bool, trusted: bool, with_kind: bool) -> Any:
+    return _claim_statements(dialect, cleared, trusted, with_kind)[0]
+
+
+def _claim_update(dialect: str, cleared: bool, trusted: bool, with_kind: bool) -> Any:
+    return _claim_statements(dialect, cleared, trusted, with_kind)[1]
+
+
+def _claim_one(
+    conn: Connection,
+    lease: Any,
+    variant: tuple[bool, bool, bool],
+    params: dict[str, Any],
+) -> ClaimedTask | None:
+    """Lease one task with `lease` (_lease_postgresql or _lease_sqlite), trying again
+    while the pick still finds one (another worker took the one picked meanwhile)."""
+    for _attempt in range(5):
+        task: ClaimedTask | None = lease(conn, variant, params)
+        if task is not None:
+            return task
+        if not run(conn, _claim_pick, params, *variant):
+            return None
+    return None
+
+
+def offered_kinds(
+    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
+) -> list[tuple[str, int]]:
+    """Field types of tasks for this worker, the most plentiful first (for columns).
+
+    Types the worker already holds leases of come first, so a reloaded column stays the same.
+    """
+    now = now or utcnow()
+    t, f, w, v = schema.tasks, schema.fields, schema.workers, schema.worker_page_views
+    params = {
+        "wid": worker_id,
+        "now": now,
+        "max_fields": rules.max_fields_per_document,
+        "last_vote": rules.max_answers - 1,
+    }
+    with db.connect() as conn:
+        worker = conn.execute(select(w.c.cleared, w.c.trusted).where(w.c.id == worker_id)).one()
+        held = conn.execute(
+            select(f.c.kind, func.count())
+            .select_from(t)
+            .join(f, f.c.id == func.coalesce(t.c.field_id, t.c.gold_field_id))
+            .where(_held_by(worker_id, now))
+            .group_by(f.c.kind)
+        ).all()
+        rows = conn.execute(
+            select(f.c.kind, func.count())
+            .select_from(t)
+            .join(f, f.c.id == t.c.field_id)
+            .outerjoin(v, and_(v.c.page_id == f.c.page_id, v.c.worker_id == worker_id))
+            .where(*_offer_conditions(bool(worker.cleared), bool(worker.trusted), False))
+            .group_by(f.c.kind)
+            .order_by(func.count().desc(), f.c.kind),
+            params,
+        ).all()
+    counts = {str(k): int(n) for k, n in rows}
+    holding = {str(k): int(n) for k, n in held}
+    for kind, n in holding.items():
+        counts[kind] = counts.get(kind, 0) + n
+    # A held column (more than the leases of the one-by-one page) outranks anything.
+    return sorted(counts.items(), key=lambda kn: (holding.get(kn[0], 0) <= 3, -kn[1], kn[0]))
+
+
+def renew_leases(
+    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
+) -> int:
+    """Keep an active worker's reserve of leased tasks theirs: each gets a full lease from
+    now, in the order they had. Returns how many."""
+    now = now or utcnow()
+    t = schema.tasks
+    mine = _held_by(worker_id, now)
+    with db.begin() as conn:
+        held = conn.execute(select(t.c.id).where(mine).order_by(t.c.lease_expires_at, t.c.id)).all()
+        if not held:
+            return 0
+        # Each gets a full lease from now, a microsecond apart in the order they had.
+        base = now + timedelta(seconds=rules.lease_seconds)
+        conn.execute(
+            t.update()
+            .where(t.c.id == bindparam("tid"), mine)
+            .values(lease_expires_at=bindparam("until")),
+            [{"tid": h.id, "until": base + timedelta(microseconds=i)} for i, h in enumerate(held)],
+        )
+        return len(held)
+
+
+def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
+    """Return a task the worker holds the lease of; refuse any other task id."""
+    with db.connect() as conn:
+        row = conn.execute(
+            select(schema.tasks.c.lease_worker_id, schema.tasks.c.status).where(
+                schema.tasks.c.id == task_id
+            )
+        ).first()
+        if row is None or row.lease_worker_id != worker_id or row.status != "open":
+            # The same answer for "no such task" and "not yours": ids reveal nothing.
+            raise ForbiddenError("this task is not leased to you", key="not_your_task")
+        return _claimed(conn, task_id)

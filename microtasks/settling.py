@@ -1,0 +1,441 @@
+"""Settling: the votes on a field, consensus, and what follows from it.
+
+A field settles as soon as enough independent votes agree (see consensus); otherwise its
+task goes back to the queue, escalated to arbiters after enough disagreement. A gold answer
+measures the worker instead. Settling writes one statement on PostgreSQL (`_settled_postgresql`:
+field, task, workers' and OCR's evidence, and whether the page is complete) and one per
+step on SQLite (`_settled_sqlite`). Also here: releasing a skipped task, quarantining a
+worker (reopening what settled only thanks to them) and reopening a field for arbitration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
+
+from kerani.core.errors import NotFoundError
+from kerani.core.settings import CrowdSettings
+from kerani.microtasks import quality
+from kerani.microtasks.consensus import Vote, answer_key, reach_consensus
+from kerani.microtasks.tasks import (
+    AnswerVote,
+    SubmitOutcome,
+    SubmittedTask,
+    new_task_id,
+    task_priority,
+)
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.statements import prepared, run
+
+
+def _votes_query(_dialect: str) -> Any:
+    a, w, q = schema.answers, schema.workers, schema.worker_quality
+    # One read: each answer with its worker's flags and quality counters (one row per
+    # counter row), beside the OCR's counters, outer-joined so the OCR row comes anyway.
+    ocr = quality.ocr_counts().subquery()
+    answered = (
+        select(
+            a.c.id,
+            a.c.kind,
+            a.c.value,
+            a.c.worker_id,
+            w.c.trusted,
+            q.c.field_type,
+            *(q.c[c] for c in quality.COUNTERS),
+        )
+        .join(w, w.c.id == a.c.worker_id)
+        .outerjoin(q, q.c.worker_id == a.c.worker_id)
+        .where(a.c.task_id == bindparam("tid"), a.c.kind != "skip", w.c.quarantined.is_(False))
+        .subquery()
+    )
+    return (
+        select(ocr, answered).select_from(ocr.outerjoin(answered, true())).order_by(answered.c.id)
+    )
+
+
+def _votes(
+    conn: Connection, task_id: str, ocr_text: str, field_type: str
+) -> tuple[list[Vote], list[int]]:
+    """The evidence on a field: the OCR's guess and each unquarantined person's answer."""
+    rows = conn.execute(
+        prepared(conn, _votes_query), {"tid": task_id, "field_type": field_type}
+    ).all()
+    answered = [AnswerVote.from_mapping(r._mapping) for r in rows if r.id is not None]
+    return _votes_from(answered, rows[0].ocr_seen, rows[0].ocr_right, ocr_text, field_type)
+
+
+def _votes_from(
+    rows: Sequence[AnswerVote], ocr_seen: int, ocr_right: int, ocr_text: str, field_type: str
+) -> tuple[list[Vote], list[int]]:
+    """Votes from answer rows (one per answer and counter row, in answer order)."""
+    by_answer: dict[int, list[AnswerVote]] = {}
+    for r in rows:
+        by_answer.setdefault(r.id, []).append(r)
+    votes = []
+    if ocr_text.strip():
+        votes.append(Vote("value", ocr_text, "ocr", quality.ocr_estimate(ocr_seen, ocr_right)))
+    voters = []
+    for mine in by_answer.values():
+        first = mine[0]
+        counters = [r for r in mine if r.field_type is not None]
+        est = quality.estimate_from(
+            counters, field_type, trusted=bool(first.trusted), quarantined=False
+        )
+        votes.append(Vote(first.kind, first.value, "human", est.accuracy, est.trusted))
+        voters.append(first.worker_id)
+    return votes, voters
+
+
+def _open_fields_query(_dialect: str) -> Any:
+    f = schema.fields
+    return (
+        select(func.count())
+        .select_from(f)
+        # Two comparisons rather than IN: a constant list would be rendered per call.
+        .where(
+            f.c.page_id == bindparam("page"),
+            or_(f.c.status == "pending", f.c.status == "in_review"),
+        )
+    )
+
+
+def _page_complete(conn: Connection, page_id: int) -> bool:
+    return conn.execute(prepared(conn, _open_fields_query), {"page": page_id}).scalar_one() == 0
+
+
+def _release_update(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(lease_worker_id=None, lease_expires_at=None)
+    )
+
+
+def release(conn: Connection, task_id: str) -> None:
+    """Give a task back to the queue (a skip): its lease ends, nothing else changes."""
+    conn.execute(prepared(conn, _release_update), {"tid": task_id})
+
+
+def settle_gold(
+    conn: Connection,
+    task: SubmittedTask,
+    worker_id: int,
+    kind: str,
+    value: str,
+    rules: CrowdSettings,
+) -> SubmitOutcome:
+    """Mark a gold answer right or wrong, and pause or trust the worker on their record."""
+    field_type = task.field_type
+    gold_value = str(task.gold_value)
+    correct = answer_key(kind, value, field_type) == answer_key("value", gold_value, field_type)
+    quality.record_evidence(conn, worker_id, field_type, gold=True, correct=correct)
+    conn.execute(prepared(conn, _task_settled), {"tid": task.id, "now": utcnow()})
+    est = quality.estimates(conn, [worker_id], "*")[worker_id]
+    if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
+        quarantine(conn, worker_id, rules)
+    elif (
+        not est.trusted
+        and est.gold_seen >= rules.trusted_min_gold
+        and est.accuracy >= rules.trusted_min_accuracy
+    ):
+        # Proven on gold: may now arbitrate disputes. (Checked here, not on every claim.)
+        conn.execute(
+            schema.workers.update().where(schema.workers.c.id == worker_id).values(trusted=True)
+        )
+    return SubmitOutcome(True, False, None, None, gold_correct=correct)
+
+
+def settle_field(
+    conn: Connection, task: SubmittedTask, worker_id: int, rules: CrowdSettings
+) -> SubmitOutcome:
+    """Weigh the field's votes after an answer: settle it, or give its task back."""
+    postgres = conn.dialect.name == "postgresql"
+    escalated = task.escalated
+    ftype = task.field_type
+    if task.votes is not None:  # PostgreSQL: read with the answer
+        ocr_seen, ocr_right = int(task.ocr_seen or 0), int(task.ocr_right or 0)
+        votes, voters = _votes_from(task.votes, ocr_seen, ocr_right, task.ocr_text, ftype)
+    else:
+        votes, voters = _votes(conn, task.id, task.ocr_text, ftype)
+    result = reach_consensus(
+        votes,
+        rules.max_answers,
+        field_type=ftype,
+        target=rules.target_posterior,
+        arbitration=escalated,
+        arbiter_alone=bool(task.note),
+    )
+    if not result.settled:
+        escalate = escalated or result.human_votes >= rules.escalate_after
+        params: dict[str, Any] = {
+            "fid": task.field_id,
+            "tid": task.id,
+            "count": result.human_votes,
+            "escalate": escalate,
+            "prio": task_priority(result.human_votes, escalate),
+        }
+        if postgres:
+            _returned_postgresql(conn, params)
+        else:
+            _returned_sqlite(conn, params)
+        return SubmitOutcome(True, False, None, result)
+    winning = set(result.voters_for)
+    human_offset = len(votes) - len(voters)
+    agreed = {w: (i + human_offset) in winning for i, w in enumerate(voters)}
+    ocr_right_now = (0 in winning) if human_offset else None  # None: the OCR did not vote
+    params = {
+        "fid": task.field_id,
+        "tid": task.id,
+        "page": task.page_id,
+        "svalue": result.value,
+        "svk": _value_kind(result.kind),
+        "ssource": "arbitrated" if "arbitrated" in result.reason else "human",
+        "sagree": result.agreement,
+        "count": result.human_votes,
+        "now": utcnow(),
+        **quality.ocr_params(ftype, ocr_right_now, worker_id),
+    }
+    if postgres:
+        complete = _settled_postgresql(conn, params, agreed)
+    else:
+        complete = _settled_sqlite(conn, params, ftype, agreed, ocr_right_now is not None)
+    return SubmitOutcome(True, True, task.page_id if complete else None, result)
+
+
+# A field not settled: its votes are counted and its task goes back to the queue.
+
+
+def _returned_postgresql(conn: Connection, params: dict[str, Any]) -> None:
+    """PostgreSQL: one statement (_returned_cte)."""
+    run(conn, _returned_cte, params)
+
+
+def _returned_sqlite(conn: Connection, params: dict[str, Any]) -> None:
+    """SQLite: the field's count, then the task."""
+    conn.execute(prepared(conn, _field_counted), params)
+    conn.execute(prepared(conn, _task_returned), params)
+
+
+# A field settled: field and task written, each voter's and the OCR's evidence counted.
+# Each returns whether the field's page is now complete (no field left open).
+
+
+def _settled_postgresql(conn: Connection, params: dict[str, Any], agreed: dict[int, bool]) -> bool:
+    """PostgreSQL: one statement (_settle_cte); the OCR's counters move only when it
+    voted, which its parameters say (quality.ocr_params)."""
+    voters_in_order = sorted(agreed)  # the counter rows' locks, taken in one order
+    arrays = {
+        "voters": voters_in_order,
+        "agreed": [int(agreed[w]) for w in voters_in_order],
+    }
+    return bool(run(conn, _settle_cte, params | arrays)[0].still_open == 0)
+
+
+def _settled_sqlite(
+    conn: Connection,
+    params: dict[str, Any],
+    field_type: str,
+    agreed: dict[int, bool],
+    ocr_voted: bool,
+) -> bool:
+    """SQLite: field, task, each voter's counters, the OCR's, then the page check."""
+    conn.execute(prepared(conn, _field_settled), params)
+    conn.execute(prepared(conn, _task_settled), params)
+    quality.record_outcomes(conn, field_type, agreed)
+    if ocr_voted:  # the OCR voted: learn how far its doubted guesses hold
+        conn.execute(prepared(conn, quality.ocr_evidence_upsert), params)
+    return _page_complete(conn, params["page"])
+
+
+def _field_counted(_dialect: str) -> Any:
+    f = schema.fields
+    return f.update().where(f.c.id == bindparam("fid")).values(answer_count=bindparam("count"))
+
+
+def _task_returned(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(
+            lease_worker_id=None,
+            lease_expires_at=None,
+            escalated=bindparam("escalate"),
+            priority=bindparam("prio"),
+        )
+    )
+
+
+def _returned_cte(dialect: str) -> Any:
+    """PostgreSQL: count the field's votes and give the task back to the queue, in one go."""
+    counted = _field_counted(dialect).returning(schema.fields.c.id).cte("counted")
+    return _task_returned(dialect).add_cte(counted)
+
+
+def _field_settled(_dialect: str) -> Any:
+    f = schema.fields
+    return (
+        f.update()
+        .where(f.c.id == bindparam("fid"))
+        .values(
+            status="settled",
+            value=bindparam("svalue"),
+            value_kind=bindparam("svk"),
+            source=bindparam("ssource"),
+            agreement=bindparam("sagree"),
+            answer_count=bindparam("count"),
+        )
+    )
+
+
+def _task_settled(_dialect: str) -> Any:
+    t = schema.tasks
+    return (
+        t.update()
+        .where(t.c.id == bindparam("tid"))
+        .values(
+            status="settled",
+            settled_at=bindparam("now"),
+            lease_worker_id=None,
+            lease_expires_at=None,
+        )
+    )
+
+
+def _settle_cte(dialect: str) -> Any:
+    """PostgreSQL: settle the field and count the evidence in one statement.
+
+    Returns how many other fields of the page are still open. The sub-statements all see
+    the snapshot from before the statement, hence "other" fields: this one still reads
+    as open.
+    """
+    f, t = schema.fields, schema.tasks
+    field = _field_settled(dialect).returning(f.c.id).cte("settled_field")
+    task = _task_settled(dialect).returning(t.c.id).cte("settled_task")
+    counted = quality.agreement_upsert_from_arrays().returning(literal(1)).cte("counted")
+    ocr = quality.ocr_evidence_upsert(dialect).returning(literal(1)).cte("ocr_counted")
+    # Referenced in this order, so every settle takes the counter rows' locks in one order.
+    return select(
+        select(func.count()).select_from(counted).scalar_subquery().label("counted"),
+        select(func.count()).select_from(ocr).scalar_subquery().label("ocr_counted"),
+        _open_fields_query(dialect)
+        .where(f.c.id != bindparam("fid"))
+        .scalar_subquery()
+        .label("still_open"),
+    ).add_cte(field, task)
+
+
+def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
+    """Stop giving a worker tasks, and reopen fields that settled only thanks to their votes.
+
+    Returns how many fields were reopened. Their answers stay on record (and paid), but no
+    longer count as evidence.
+    """
+    t, a, f = schema.tasks, schema.answers, schema.fields
+    conn.execute(
+        schema.workers.update().where(schema.workers.c.id == worker_id).values(quarantined=True)
+    )
+    conn.execute(
+        t.update()
+        .where(t.c.lease_worker_id == worker_id)
+        .values(lease_worker_id=None, lease_expires_at=None)
+    )
+    settled = conn.execute(
+        select(
+            t.c.id,
+            t.c.escalated,
+            t.c.note,
+            f.c.id.label("field_id"),
+            f.c.kind,
+            f.c.ocr_text,
+            f.c.page_id,
+        )
+        .join(a, a.c.task_id == t.c.id)
+        .join(f, f.c.id == t.c.field_id)
+        .where(a.c.worker_id == worker_id, t.c.status == "settled", t.c.kind == "field")
+    ).all()
+    reopened = 0
+    for row in settled:
+        votes, _ = _votes(conn, row.id, row.ocr_text, row.kind)
+        again = reach_consensus(
+            votes,
+            rules.max_answers,
+            field_type=row.kind,
+            target=rules.target_posterior,
+            arbitration=row.escalated,
+            arbiter_alone=bool(row.note),
+        )
+        if not again.settled:
+            conn.execute(t.update().where(t.c.id == row.id).values(status="open", settled_at=None))
+            conn.execute(
+                f.update()
+                .where(f.c.id == row.field_id)
+                .values(
+                    status="in_review", value=None, value_kind=None, source=None, agreement=None
+                )
+            )
+            conn.execute(
+                schema.pages.update()
+                .where(schema.pages.c.id == row.page_id)
+                .values(status="routed")
+            )
+            # Its record no longer stands: it is rebuilt when the field settles again.
+            conn.execute(delete(schema.records).where(schema.records.c.page_id == row.page_id))
+            reopened += 1
+    return reopened
+
+
+def _value_kind(kind: str | None) -> str:
+    return "text" if kind == "value" else str(kind)
+
+
+def reopen_field(db: Engine, field_id: int, note: str) -> str:
+    """Send a settled field back to people for arbitration, showing them `note` (the rule).
+
+    The field's earlier answers stay on record; the task reopens as escalated, so a trusted
+    worker settles it, and its page returns from `complete` to `routed` until then.
+    """
+    t, f = schema.tasks, schema.fields
+    with db.begin() as conn:
+        field = conn.execute(select(f).where(f.c.id == field_id)).first()
+        if field is None:
+            raise NotFoundError(f"no field {field_id}")
+        task_id = conn.execute(select(t.c.id).where(t.c.field_id == field_id)).scalar()
+        values = {
+            "status": "open",
+            "escalated": True,
+            "priority": task_priority(0, True),
+            "note": note,
+            "lease_worker_id": None,
+            "lease_expires_at": None,
+            "settled_at": None,
+        }
+        if task_id is None:
+            task_id = new_task_id()
+            conn.execute(
+                insert(t).values(id=task_id, field_id=field_id, created_at=utcnow(), **values)
+            )
+        else:
+            conn.execute(t.update().where(t.c.id == task_id).values(**values))
+        conn.execute(
+            f.update().where(f.c.id == field_id).values(status="in_review", validation_error=note)
+        )
+        conn.execute(
+            schema.pages.update().where(schema.pages.c.id == field.page_id).values(status="routed")
+        )
+        return str(task_id)
