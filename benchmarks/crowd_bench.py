@@ -323,7 +323,7 @@ def run(
         for i, p in enumerate(profiles)
     ]
     with stores.db.connect() as conn:
-        ids = dict(conn.execute(select(schema.workers.c.name, schema.workers.c.id)).all())
+        ids = dict(conn.execute(select(schema.workers.c.name, schema.workers.c.id)).tuples().all())
     # An operator designates two careful workers as trusted arbiters from the start.
     arbiters = [w.name for w in crowd if w.profile.kind == "careful"][:2]
     with stores.db.begin() as conn:

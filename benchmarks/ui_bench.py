@@ -297,7 +297,9 @@ def run(
         route_page(stores.db, page_id, 101.0)  # everything to people: the bench is about them
     by_field = {f.field_id: f for f in fields}
     with stores.db.connect() as conn:
-        task_field = dict(conn.execute(select(schema.tasks.c.id, schema.tasks.c.field_id)).all())
+        task_field = dict(
+            conn.execute(select(schema.tasks.c.id, schema.tasks.c.field_id)).tuples().all()
+        )
         snippet_keys = conn.execute(select(schema.fields.c.snippet_key)).scalars().all()
     tasks = {t: by_field[f] for t, f in task_field.items() if f in by_field}
     snippet_sizes = sorted(len(stores.blobs.get(k)) for k in snippet_keys)

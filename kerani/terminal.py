@@ -39,7 +39,9 @@ def _count_pages(stores: Stores, batch_ids: list[str]) -> tuple[int, int]:
                 select(p.c.status, func.count())
                 .where(p.c.batch_id.in_(batch_ids))
                 .group_by(p.c.status)
-            ).all()
+            )
+            .tuples()
+            .all()
         )
     total = sum(rows.values())
     return total - rows.get("ingested", 0), total

@@ -55,7 +55,9 @@ def batch_progress(
                     select(p.c.status, func.count())
                     .where(p.c.batch_id == batch.id)
                     .group_by(p.c.status)
-                ).all()
+                )
+                .tuples()
+                .all()
             )
             field_status: dict[str, int] = dict(
                 conn.execute(
@@ -63,7 +65,9 @@ def batch_progress(
                     .join(p, p.c.id == f.c.page_id)
                     .where(p.c.batch_id == batch.id)
                     .group_by(f.c.status)
-                ).all()
+                )
+                .tuples()
+                .all()
             )
             rejected = conn.execute(
                 select(s.c.filename, s.c.error)
