@@ -115,17 +115,9 @@ def _record_answer_postgresql(
     if not rows:
         return None
     row = rows[0]
-    return SubmittedTask(
-        id=row.id,
-        kind=row.kind,
-        escalated=bool(row.escalated),
-        note=row.note,
-        gold_value=row.gold_value,
-        field_id=row.field_id,
-        field_type=row.field_type,
-        ocr_text=row.ocr_text,
-        page_id=row.page_id,
-        answer_id=row.answer_id,
+    return _submitted(
+        row,
+        row.answer_id,
         # json_agg of no rows is null: settling then reads the votes itself.
         votes=None if row.votes is None else tuple(AnswerVote.from_mapping(v) for v in row.votes),
         ocr_seen=row.ocr_seen,
@@ -151,17 +143,24 @@ def _record_answer_sqlite(
             kind = _pay_kind(task.kind, bool(task.escalated))
             batch = None if task.kind == "gold" else task.batch_id
             pay(conn, params["wid"], int(answer_id), kind, _rates(rules)[kind], batch)
+    return _submitted(task, None if answer_id is None else int(answer_id))
+
+
+def _submitted(row: Any, answer_id: int | None, **evidence: Any) -> SubmittedTask:
+    """The SubmittedTask of a task row (of _submitted_task or _answer_cte), either dialect;
+    `evidence` is what PostgreSQL read in the same statement (votes, OCR counters)."""
     return SubmittedTask(
-        id=task.id,
-        kind=task.kind,
-        escalated=bool(task.escalated),
-        note=task.note,
-        gold_value=task.gold_value,
-        field_id=task.field_id,
-        field_type=task.field_type,
-        ocr_text=task.ocr_text,
-        page_id=task.page_id,
-        answer_id=None if answer_id is None else int(answer_id),
+        id=row.id,
+        kind=row.kind,
+        escalated=bool(row.escalated),
+        note=row.note,
+        gold_value=row.gold_value,
+        field_id=row.field_id,
+        field_type=row.field_type,
+        ocr_text=row.ocr_text,
+        page_id=row.page_id,
+        answer_id=answer_id,
+        **evidence,
     )
 
 
