@@ -31,6 +31,7 @@ from kerani.core.vocabulary import (
     AuditAction,
     BatchStatus,
     FieldStatus,
+    GoldOrigin,
     Language,
     PageStatus,
     PayKind,
@@ -139,11 +140,19 @@ fields = Table(
     Column("answer_count", Integer, nullable=False, default=0),
     Column("sensitivity", String(20), nullable=False, default="personal"),
     Column("validation_error", Text, nullable=True),
+    # A known answer that tests workers, and where it came from (microtasks.gold).
+    Column("gold_value", Text, nullable=True),
+    Column("gold_origin", String(20), nullable=True),
+    # An auto-accepted field sent to people blind anyway, to measure the rule (audit share).
+    Column("audit", Boolean, nullable=False, default=False, server_default="0"),
+    # The settled value's posterior under the consensus model (microtasks.consensus).
+    Column("posterior", Float, nullable=True),
     UniqueConstraint("page_id", "name", name="uq_fields_page_name"),
     one_of("status", FieldStatus),
     one_of("value_kind", ValueKind),
     one_of("source", ValueSource),
     one_of("sensitivity", Sensitivity),
+    one_of("gold_origin", GoldOrigin),
 )
 
 # What each engine read for a field, apart from what people answered (Label Studio keeps
@@ -189,6 +198,10 @@ workers = Table(
     Column("language", String(5), nullable=False, default="en"),  # en | ms, the worker's choice
     # Answers given, skips aside; kept by microtasks.answers as each is recorded.
     Column("answers_done", Integer, nullable=False, default=0, server_default="0"),
+    # Passed the minimum of gold: until then answers are kept and paid, but are no votes.
+    Column("proven", Boolean, nullable=False, default=False, server_default="0"),
+    # Failed their last gold answer: gold comes more often until they pass one again.
+    Column("suspect", Boolean, nullable=False, default=False, server_default="0"),
     one_of("role", Role),
     one_of("language", Language),
 )
@@ -211,6 +224,8 @@ tasks = Table(
     Column("restricted", Boolean, nullable=False, default=False),  # only cleared workers
     Column("gold_value", Text, nullable=True),  # the known answer of a gold task
     Column("note", Text, nullable=True),  # shown to the worker, e.g. the rule a value broke
+    # The current lease's holder is shown the snippet without the OCR's guess.
+    Column("lease_blind", Boolean, nullable=False, default=False, server_default="0"),
     one_of("status", TaskStatus),
     one_of("kind", TaskKind),
 )
@@ -242,6 +257,8 @@ answers = Table(
     # showing the task to the submit: a confirmation is not blind keying (NULL: not said).
     Column("prefilled", Text, nullable=True),
     Column("duration_ms", Integer, nullable=True),
+    # Shown without the OCR's guess (the server's record, from the lease; NULL: before 0011).
+    Column("blind", Boolean, nullable=True),
     # One answer per worker and task; worker first, so it also finds a worker's answers.
     UniqueConstraint("worker_id", "task_id", name="uq_answers_worker_task"),
     one_of("kind", AnswerKind),
@@ -320,6 +337,9 @@ worker_quality = Table(
     Column("gold_correct", Integer, nullable=False, default=0),
     Column("agree_seen", Integer, nullable=False, default=0),
     Column("agree_correct", Integer, nullable=False, default=0),
+    # Shown a pre-filled guess later known wrong, and how often the worker accepted it.
+    Column("anchor_seen", Integer, nullable=False, default=0, server_default="0"),
+    Column("anchor_accepted", Integer, nullable=False, default=0, server_default="0"),
     Column("accuracy", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -334,3 +354,30 @@ ocr_quality = Table(
     Column("seen", Integer, nullable=False, default=0),
     Column("correct", Integer, nullable=False, default=0),
 )
+
+# Staff keying a field blind, twice (rounds 1 and 2); where both agree, it becomes gold.
+gold_keyings = Table(
+    "gold_keyings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("field_id", Integer, ForeignKey("fields.id"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("keyer_id", Integer, ForeignKey("workers.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # value | unreadable | blank
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("field_id", "round", name="uq_gold_keyings_field_round"),
+)
+
+# Every refit of a template's auto-accept rule from fields people settled blind.
+calibrations = Table(
+    "calibrations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("template", String(100), nullable=False),
+    Column("fitted_at", DateTime(timezone=True), nullable=False),
+    Column("fields", Integer, nullable=False),  # how many settled fields it was fitted on
+    Column("rules", Text, nullable=False),  # the ocr.calibration.Calibration as JSON
+    Column("changes", Text, nullable=False),  # what changed from the refit before
+)
+Index("ix_calibrations_template", calibrations.c.template, calibrations.c.fitted_at)

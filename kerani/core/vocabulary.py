@@ -62,6 +62,14 @@ class ValueSource(StrEnum):
     GOLD = "gold"  # the known answer the operator gave
 
 
+class GoldOrigin(StrEnum):
+    """Where a gold snippet's known answer came from (fields.gold_origin)."""
+
+    TRUTH = "truth"  # a truth folder: the demo's and the benchmarks' stand-in only
+    STAFF = "staff"  # staff keyed the field blind, twice, and agreed
+    CROWD = "crowd"  # settled by strong independent evidence: proven workers keying blind
+
+
 class Role(StrEnum):
     """What a person does: key fields, run the engine, or submit batches (workers.role)."""
 
