@@ -83,8 +83,11 @@ def _print_figures(figures: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(figures))
         return
     for key, value in figures.items():
+        if isinstance(value, dict):  # a group of figures (a mode, a source): one line each
+            _print_figures({f"{key}.{k}": v for k, v in value.items()}, as_json=False)
+            continue
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        console.print(f"{key:45s} {shown}")
+        console.print(f"{key:45s} {shown}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -317,10 +320,22 @@ def bench_crowd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N pages.")] = None,
     calibrate_share: Annotated[
-        float, typer.Option(help="Share of pages (by hash) for calibration and gold.")
+        float,
+        typer.Option(
+            help="Share of pages (by hash) for calibration and gold (truth-fed), or for the"
+            " first batch (production)."
+        ),
     ] = 0.3,
     template: Annotated[str | None, typer.Option(help="Template whose field types apply.")] = None,
     seed: int = 0,
+    production: Annotated[
+        bool,
+        typer.Option(
+            "--production",
+            help="Also run with no truth in the engine (gold from staff keying and the crowd,"
+            " calibration refitted from the crowd); the truth only scores.",
+        ),
+    ] = False,
 ) -> None:
     """Pre-OCR, routing and a simulated crowd on a dataset, against OCR alone and double keying."""
     from kerani.benchmarks.crowd_bench import run
@@ -334,6 +349,7 @@ def bench_crowd(
             limit=limit,
             calibrate_share=calibrate_share,
             template=template,
+            production=production,
         )
     _print_figures(figures, as_json)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     DateTime,
     Engine,
@@ -34,7 +35,7 @@ from kerani.core.settings import CrowdSettings
 from kerani.microtasks import quality
 from kerani.microtasks.audit import audit
 from kerani.microtasks.ledger import pay
-from kerani.microtasks.settling import release, settle_field, settle_gold
+from kerani.microtasks.settling import counted_voter, release, settle_field, settle_gold
 from kerani.microtasks.tasks import (
     MAX_ANSWER_CHARS,
     SUBMIT_KINDS,
@@ -135,6 +136,8 @@ def _record_answer_sqlite(
         return None
     answer_id = None
     if task.lease_worker_id == params["wid"] and task.status == "open":
+        # What the worker was shown is the server's record of the lease, not the client's.
+        params = params | {"blind": bool(task.lease_blind)}
         answer_id = conn.execute(prepared(conn, _answer_insert), params).scalar()
     if answer_id is not None:
         audit(conn, params["wid"], "answer", params["tid"], params["akind"])
@@ -160,6 +163,7 @@ def _submitted(row: Any, answer_id: int | None, **evidence: Any) -> SubmittedTas
         ocr_text=row.ocr_text,
         page_id=row.page_id,
         answer_id=answer_id,
+        blind=bool(row.lease_blind),
         **evidence,
     )
 
@@ -184,6 +188,7 @@ def _submitted_task(dialect: str) -> Any:
             t.c.escalated,
             t.c.note,
             t.c.gold_value,
+            t.c.lease_blind,
             t.c.field_id,
             f.c.id.label("shown_field_id"),  # the field or the gold field: what the audit names
             f.c.kind.label("field_type"),
@@ -209,6 +214,7 @@ def _answer_values() -> dict[str, Any]:
         "created_at": bindparam("now", type_=DateTime(timezone=True)),
         "prefilled": bindparam("prefilled", type_=Text),
         "duration_ms": bindparam("duration_ms", type_=Integer),
+        "blind": bindparam("blind", type_=Boolean),
     }
 
 
@@ -244,7 +250,8 @@ def _count_answer(_dialect: str) -> Any:
 def _answer_cte(dialect: str) -> Any:
     a, log, led = schema.answers, schema.audit_log, schema.ledger
     task = _submitted_task(dialect).cte("task")
-    values = _answer_values()
+    # The answer takes the lease's blindness from the task row, not from a parameter.
+    values = _answer_values() | {"blind": task.c.lease_blind}
     # Data-modifying CTEs: each runs once, on the task row locked by the first.
     answer = (
         pg_insert(a)
@@ -313,6 +320,7 @@ def _answer_cte(dialect: str) -> Any:
     return (
         select(
             *(task.c[c] for c in ("id", "kind", "escalated", "note", "gold_value", "field_id")),
+            task.c.lease_blind,
             *(task.c[c] for c in ("field_type", "ocr_text", "page_id")),
             answer.c.id.label("answer_id"),
             _votes_json(task, answer, values).label("votes"),
@@ -336,17 +344,24 @@ def _votes_json(task: Any, answer: Any, values: dict[str, Any]) -> Any:
     because only the lease holder may answer and the task row is locked."""
     a, w, q = schema.answers, schema.workers, schema.worker_quality
     earlier = (
-        select(a.c.id, a.c.kind, a.c.value, a.c.worker_id, *_vote_columns())
+        select(a.c.id, a.c.kind, a.c.value, a.c.worker_id, a.c.blind, *_vote_columns())
         .join(w, w.c.id == a.c.worker_id)
         .outerjoin(q, q.c.worker_id == a.c.worker_id)
-        .where(a.c.task_id == task.c.id, a.c.kind != "skip", w.c.quarantined.is_(False))
+        .where(a.c.task_id == task.c.id, a.c.kind != "skip", *counted_voter(w))
     )
     new = (
-        select(answer.c.id, values["kind"], values["value"], values["worker_id"], *_vote_columns())
+        select(
+            answer.c.id,
+            values["kind"],
+            values["value"],
+            values["worker_id"],
+            select(task.c.lease_blind).scalar_subquery(),
+            *_vote_columns(),
+        )
         .select_from(answer)
         .join(w, w.c.id == values["worker_id"])
         .outerjoin(q, q.c.worker_id == w.c.id)
-        .where(values["kind"] != "skip", w.c.quarantined.is_(False))
+        .where(values["kind"] != "skip", *counted_voter(w))
     )
     rows = union_all(earlier, new).subquery("vote")
     return (

@@ -5,6 +5,13 @@ the log-likelihood ratios of the votes for it, log(p·M/(1−p)), where M is how
 answers a mistaken voter could plausibly give; its posterior is exp(score) over one plus
 the sum for all candidates (the one standing for "a value nobody gave"). A field settles
 when at least two independent votes agree and the posterior reaches the target.
+
+A person shown the OCR's guess pre-filled who submits it unchanged (a confirmation) is not
+an independent vote: people checking a pre-filled value miss many of its errors (blind
+double entry gives about 28× fewer errors than visual checking, Barchard et al. 2008). A
+confirmation counts for log(p/m), where m is how often that worker accepts a wrong
+pre-fill (microtasks.quality), and adds nothing to the count of independent votes: the OCR
+and everyone who confirmed it are one source.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ class Vote:
     source: str  # ocr | human
     accuracy: float = 0.8
     trusted: bool = False
+    anchored: bool = False  # shown the OCR's guess pre-filled (a person's vote only)
+    accepts_wrong: float = 0.3  # how often this person accepts a wrong pre-filled guess
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class Consensus:
     posterior: float = 0.0
     reason: str = ""
     voters_for: tuple[int, ...] = field(default_factory=tuple)  # indexes of the winning votes
+    independent: int = 0  # independent sources behind the winning answer
+    confirmations: int = 0  # pre-filled confirmations of the OCR's guess among its votes
 
 
 def answer_key(kind: str, value: str, field_type: str = "text") -> str:
@@ -57,6 +68,18 @@ def normalise(kind: str, value: str, field_type: str = "text") -> str:
 def _llr(p: float, alternatives: float) -> float:
     p = min(max(p, 0.01), 0.999)
     return math.log(p * alternatives / (1.0 - p))
+
+
+def _confirmation_llr(p: float, accepts_wrong: float) -> float:
+    """What a confirmation of a pre-filled guess says for it: P(confirm | right) = p over
+    P(confirm | wrong) = how often the person lets a wrong pre-fill through."""
+    p = min(max(p, 0.01), 0.999)
+    return math.log(p / min(max(accepts_wrong, 0.02), 1.0))
+
+
+def is_confirmation(vote: Vote, ocr_key: str | None, key: str) -> bool:
+    """A person's vote that repeats the pre-filled OCR guess they were shown."""
+    return vote.source == "human" and vote.anchored and ocr_key is not None and key == ocr_key
 
 
 def reach_consensus(
@@ -83,11 +106,20 @@ def reach_consensus(
     """
     humans = [v for v in votes if v.source == "human"]
     keys = [answer_key(v.kind, v.value, field_type) for v in votes]
+    ocr_key = next((k for v, k in zip(votes, keys, strict=True) if v.source == "ocr"), None)
     tally: dict[str, int] = {}
     score: dict[str, float] = {}
+    independent: dict[str, int] = {}
+    confirmations: dict[str, int] = {}
     for v, k in zip(votes, keys, strict=True):
         tally[k] = tally.get(k, 0) + 1
-        score[k] = score.get(k, 0.0) + _llr(v.accuracy, alternatives)
+        if is_confirmation(v, ocr_key, k):
+            # One source with the OCR: it weighs what this person's checking is worth.
+            score[k] = score.get(k, 0.0) + _confirmation_llr(v.accuracy, v.accepts_wrong)
+            confirmations[k] = confirmations.get(k, 0) + 1
+        else:
+            score[k] = score.get(k, 0.0) + _llr(v.accuracy, alternatives)
+            independent[k] = independent.get(k, 0) + 1
     if not humans:
         return Consensus(False, None, None, tally, 0.0, 0, reason="no person has answered")
     top = max(score.values())
@@ -102,13 +134,19 @@ def reach_consensus(
     if arbiter_key is not None and (arbiter_alone or tally[arbiter_key] >= 2):
         best = arbiter_key
         settled, reason = True, "arbitrated by a trusted worker"
-    elif tally[best] >= min_agreeing and posterior[best] >= target:
-        settled, reason = True, f"{tally[best]} votes agree, posterior {posterior[best]:.4f}"
+    elif independent.get(best, 0) >= min_agreeing and posterior[best] >= target:
+        settled, reason = (
+            True,
+            (f"{independent[best]} independent votes agree, posterior {posterior[best]:.4f}"),
+        )
     elif len(humans) >= max_human_votes:
         settled, reason = True, f"{len(humans)} people asked: settled on the likeliest answer"
     else:
         settled = False
-        reason = f"posterior {posterior[best]:.4f} with {tally[best]} agreeing votes"
+        reason = (
+            f"posterior {posterior[best]:.4f} with {independent.get(best, 0)} independent "
+            f"agreeing votes"
+        )
     winner_index = keys.index(best)
     winner = votes[winner_index]
     # Store the value as the first person who gave it wrote it, normalised for its type.
@@ -125,4 +163,6 @@ def reach_consensus(
         posterior=posterior[best],
         reason=reason,
         voters_for=tuple(i for i, k in enumerate(keys) if k == best),
+        independent=independent.get(best, 0),
+        confirmations=confirmations.get(best, 0),
     )

@@ -15,7 +15,14 @@ def make_gold(db: Engine, answers: dict[int, str]) -> int:
             conn.execute(
                 f.update()
                 .where(f.c.id == field_id)
-                .values(status="gold", value=value, value_kind="text", source="gold")
+                .values(
+                    status="gold",
+                    value=value,
+                    value_kind="text",
+                    source="gold",
+                    gold_value=value,
+                    gold_origin="truth",
+                )
             )
             # Their ordinary tasks (unanswered, as gold comes from fresh pages) are withdrawn.
             conn.execute(

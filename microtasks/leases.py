@@ -6,7 +6,11 @@ SKIP LOCKED plus a conditional update; SQLite: one writer at a time).
 
 What a worker is offered: tasks they have not answered, of documents they have not seen
 too much of, restricted fields only when cleared, escalated (disputed) fields only when
-trusted, and now and then a gold snippet whose answer is known, which measures them.
+trusted, and now and then, at random, a gold snippet whose answer is known, which measures
+them (gold_every_for: more often on probation or after a miss). Gold looks like any task.
+
+A lease is blind (the snippet without the OCR's guess) for every answer after a field's
+first, for disputes and audits, and for a random share (`blind_share`) of first answers.
 
 A claim on PostgreSQL is one statement (the worker's flags, the lease, the view count and
 the audit row: `_start_claim_postgresql`, `_lease_postgresql`); on SQLite, one statement
@@ -15,13 +19,16 @@ per step (`_start_claim_sqlite`, `_lease_sqlite`).
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     DateTime,
     Engine,
+    Float,
     Integer,
     and_,
     bindparam,
@@ -43,20 +50,27 @@ from kerani.storage import schema
 from kerani.storage.database import as_utc, utcnow
 from kerani.storage.statements import dialect_insert, prepared, run
 
+# Draws for gold and blindness: unpredictable to anyone watching (not a seeded generator).
+_DRAWS = random.SystemRandom()
+
 
 def _shown(source: Any) -> Any:
-    """What the review page shows of the tasks in `source` (tasks, or leased task rows)."""
+    """What the review page shows of the tasks in `source` (tasks, or leased task rows).
+
+    A blind lease shows no guess: the OCR's text never leaves the server for it.
+    """
     f, p = schema.fields, schema.pages
     return (
         select(
             source.c.id,
             source.c.lease_expires_at,
             source.c.note,
+            source.c.lease_blind,
             f.c.id.label("field_id"),
             f.c.page_id,
             f.c.name,
             f.c.kind,
-            f.c.ocr_text,
+            case((source.c.lease_blind, literal("")), else_=f.c.ocr_text).label("ocr_text"),
             f.c.snippet_key,
             p.c.template,
         )
@@ -86,18 +100,49 @@ def _claimed_task(row: Any) -> ClaimedTask:
         snippet_key=row.snippet_key,
         lease_expires_at=as_utc(row.lease_expires_at),
         note=row.note,
+        blind=bool(row.lease_blind),
     )
 
 
-def _gold_due(done: int, every: int) -> bool:
-    # A gold early on (second task) gives a first estimate; then one in every `every`.
-    return every > 0 and (done == 1 or (done + 1) % every == 0)
+def gold_every_for(proven: bool, trusted: bool, suspect: bool, rules: CrowdSettings) -> int:
+    """On average one gold in this many tasks for a worker of this standing (0: none)."""
+    if rules.gold_every <= 0:
+        return 0
+    if trusted:
+        return max(rules.gold_every, rules.gold_every_trusted)
+    if not proven:
+        return rules.gold_every_probation
+    if suspect:
+        return rules.gold_every_suspect
+    return rules.gold_every
+
+
+def _gold_every_sql(flags: dict[str, Any]) -> Any:
+    """The SQL twin of gold_every_for, on the worker's flags read in the same statement."""
+    every = bindparam("gold_every", type_=Integer)
+    return case(
+        (every <= 0, literal(0)),
+        (flags["trusted"], func.greatest(every, bindparam("gold_every_trusted", type_=Integer))),
+        (flags["proven"].is_(False), bindparam("gold_every_probation", type_=Integer)),
+        (flags["suspect"], bindparam("gold_every_suspect", type_=Integer)),
+        else_=every,
+    )
+
+
+def _gold_due(draw: float, every: int) -> bool:
+    # At random, so that no position in a worker's stream tells gold from work.
+    return every > 0 and draw * every < 1
 
 
 def _claim_gold(
-    conn: Connection, worker_id: int, lease_until: datetime, field_kind: str | None = None
+    conn: Connection,
+    worker_id: int,
+    lease_until: datetime,
+    rules: CrowdSettings,
+    field_kind: str | None = None,
+    draws: random.Random = _DRAWS,
 ) -> str | None:
-    f, t, a = schema.fields, schema.tasks, schema.answers
+    f, t, a, v = schema.fields, schema.tasks, schema.answers, schema.worker_page_views
     # The gold this worker has held or answered: a small set, read through their own rows.
     seen = (
         select(t.c.gold_field_id)
@@ -108,14 +153,25 @@ def _claim_gold(
             .where(t.c.kind == "gold", a.c.worker_id == worker_id)
         )
     )
-    conditions = [f.c.status == "gold", f.c.id.not_in(seen)]
+    # Gold made from real work is never shown to someone who answered that field...
+    own = t.alias("own_task")
+    answered_it = exists().where(
+        own.c.field_id == f.c.id, a.c.task_id == own.c.id, a.c.worker_id == worker_id
+    )
+    # ...nor beyond their share of its document, like any other snippet of it.
+    too_much = exists().where(
+        v.c.worker_id == worker_id,
+        v.c.page_id == f.c.page_id,
+        v.c.fields_seen >= rules.max_fields_per_document,
+    )
+    conditions = [f.c.gold_value.is_not(None), f.c.id.not_in(seen), ~answered_it, ~too_much]
     if field_kind is not None:  # in a column every snippet has the same type, gold too
         conditions.append(f.c.kind == field_kind)
     # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
     gold = conn.execute(
-        select(f.c.id, f.c.value)
+        select(f.c.id, f.c.gold_value, f.c.page_id, f.c.sensitivity)
         .where(*conditions)
-        .order_by((f.c.ocr_text == f.c.value).asc(), func.random())
+        .order_by((f.c.ocr_text == f.c.gold_value).asc(), func.random())
         .limit(1)
     ).first()
     if gold is None:
@@ -128,12 +184,15 @@ def _claim_gold(
             gold_field_id=gold.id,
             kind="gold",
             status="open",
-            gold_value=gold.value,
+            gold_value=gold.gold_value,
             lease_worker_id=worker_id,
             lease_expires_at=lease_until,
+            # Blind as often as a first answer on work is: pre-fill tells nothing either.
+            lease_blind=draws.random() < rules.blind_share,
             created_at=utcnow(),
         )
     )
+    count_view(conn, worker_id, gold.page_id)
     return task_id
 
 
@@ -147,19 +206,14 @@ def _first_claim(dialect: str, with_kind: bool) -> Any:
     """PostgreSQL: read the worker and, if they hold no lease and no gold is due, lease
     them a task, in one statement (the worker's flags are read inside it).
 
-    Returns the worker's row (quarantined, cleared, trusted, done, held) with the leased
-    task's columns, which are null when nothing was leased.
+    Returns the worker's row (quarantined, cleared, trusted, proven, suspect, done, held)
+    with the leased task's columns, which are null when nothing was leased.
     """
     worker = _worker_query(dialect).cte("worker")
     flags = {column.key: select(column).scalar_subquery() for column in worker.c}
-    gold_every = bindparam("gold_every", type_=Integer)
-    trusted_every = func.greatest(gold_every, bindparam("gold_every_trusted", type_=Integer))
-    # As in claim_tasks: no gold at all stays no gold for the trusted too.
-    every = case((and_(flags["trusted"], gold_every != 0), trusted_every), else_=gold_every)
-    # The SQL twin of _gold_due, for the worker's next task.
-    gold_due = and_(
-        every > 0, or_(flags["done"] == 1, (flags["done"] + 1) % func.nullif(every, 0) == 0)
-    )
+    every = _gold_every_sql(flags)
+    # The SQL twin of _gold_due, on the draw claim_tasks made for the worker's next task.
+    gold_due = and_(every > 0, bindparam("gold_draw", type_=Float) * every < 1)
     may_take = and_(flags["quarantined"].is_(False), flags["held"].is_(None), ~gold_due)
     claim = _claim_cte(dialect, flags["cleared"], flags["trusted"], with_kind, may_take)
     shown = claim.subquery("claimed")
@@ -180,6 +234,8 @@ def _worker_query(_dialect: str) -> Any:
         w.c.quarantined,
         w.c.cleared,
         w.c.trusted,
+        w.c.proven,
+        w.c.suspect,
         w.c.answers_done.label("done"),
         held_q.label("held"),
     ).where(w.c.id == bindparam("wid"))
@@ -289,6 +345,10 @@ def _claim_statements(
         bindparam("now", type_=DateTime(timezone=True)),
     )
     free = or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now)
+    # Blind: any answer after the first (a confirmation then would be one more look at
+    # the same guess), disputes, audits of auto-accepted fields, and a drawn share of the rest.
+    audited = exists().where(f.c.id == t.c.field_id, f.c.audit.is_(True))
+    blind = or_(t.c.priority > 0, audited, bindparam("blind_draw", type_=Boolean))
     pick = (
         select(t.c.id)
         .join(f, f.c.id == t.c.field_id)
@@ -305,7 +365,9 @@ def _claim_statements(
     claim = (
         t.update()
         .where(t.c.id == pick.scalar_subquery(), t.c.status == "open", free)
-        .values(lease_worker_id=worker_id, lease_expires_at=bindparam("lease_until"))
+        .values(
+            lease_worker_id=worker_id, lease_expires_at=bindparam("lease_until"), lease_blind=blind
+        )
         .returning(t.c.id)
     )
     return pick, claim
@@ -315,9 +377,9 @@ def _claim_cte(dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate:
     """PostgreSQL: lease a task, count the view and audit the claim in one statement."""
     t, v, log = schema.tasks, schema.worker_page_views, schema.audit_log
     _, claim = _claim_statements(dialect, cleared, trusted, with_kind, *gate)
-    leased = claim.returning(t.c.lease_expires_at, t.c.note, t.c.field_id, t.c.gold_field_id).cte(
-        "leased"
-    )
+    leased = claim.returning(
+        t.c.lease_expires_at, t.c.note, t.c.lease_blind, t.c.field_id, t.c.gold_field_id
+    ).cte("leased")
     shown = _shown(leased).cte("shown")
     worker_id = bindparam("wid", type_=Integer)
     viewed = add_view_on_conflict(
@@ -344,10 +406,14 @@ def _claim_cte(dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate:
 
 
 def claim_next(
-    db: Engine, worker_id: int, rules: CrowdSettings, now: datetime | None = None
+    db: Engine,
+    worker_id: int,
+    rules: CrowdSettings,
+    now: datetime | None = None,
+    draws: random.Random | None = None,
 ) -> ClaimedTask | None:
     """Lease the next task to the worker (or return the lease they already hold)."""
-    tasks = claim_tasks(db, worker_id, rules, 1, now=now)
+    tasks = claim_tasks(db, worker_id, rules, 1, now=now, draws=draws)
     return tasks[0] if tasks else None
 
 
@@ -358,13 +424,16 @@ def claim_tasks(
     count: int = 1,
     field_kind: str | None = None,
     now: datetime | None = None,
+    draws: random.Random | None = None,
 ) -> list[ClaimedTask]:
     """Lease up to `count` tasks to the worker, the leases they already hold first.
 
     The review page holds three (the one shown and two in reserve); column mode holds a
     screenful of one field type (`field_kind`). Held tasks come in the order they were
-    leased, so a reload shows the same task again.
+    leased, so a reload shows the same task again. `draws` decides gold and blindness
+    (tests pass a seeded one; by default nobody can predict them).
     """
+    draws = draws or _DRAWS
     now = now or utcnow()
     with_kind = field_kind is not None
     params: dict[str, Any] = {
@@ -378,6 +447,10 @@ def claim_tasks(
     # Leases taken together expire a microsecond apart, keeping their order on reload.
     step = timedelta(microseconds=1)
     lease_until = now + timedelta(seconds=rules.lease_seconds) + step
+    # One draw per slot, made before the first statement: PostgreSQL's first claim decides
+    # on draws[0] inside SQL, the loop below on the same draw for the same slot.
+    gold_draws = [draws.random() for _ in range(count + 1)]
+    blind_draws = [draws.random() < rules.blind_share for _ in range(count + 1)]
     with db.begin() as conn:
         postgres = conn.dialect.name == "postgresql"
         if postgres:
@@ -385,27 +458,33 @@ def claim_tasks(
                 "lease_until": lease_until,
                 "gold_every": rules.gold_every,
                 "gold_every_trusted": rules.gold_every_trusted,
+                "gold_every_probation": rules.gold_every_probation,
+                "gold_every_suspect": rules.gold_every_suspect,
+                "gold_draw": gold_draws[0],
+                "blind_draw": blind_draws[0],
             }
             worker, claimed = _start_claim_postgresql(conn, params | start, with_kind)
         else:
             worker, claimed = _start_claim_sqlite(conn, params, with_kind)
         lease = _lease_postgresql if postgres else _lease_sqlite
         variant = (bool(worker.cleared), bool(worker.trusted), with_kind)
-        gold_every = rules.gold_every
-        if worker.trusted and gold_every:
-            gold_every = max(gold_every, rules.gold_every_trusted)
+        gold_every = gold_every_for(
+            bool(worker.proven), bool(worker.trusted), bool(worker.suspect), rules
+        )
         # New leases end after the ones held, so that they come after them on a reload.
         lease_until = max([lease_until - step] + [task.lease_expires_at for task in claimed])
         opened = False
         while len(claimed) < count:
             lease_until += step
-            if _gold_due(worker.done + len(claimed), gold_every):
-                gold_task = _claim_gold(conn, worker_id, lease_until, field_kind)
+            slot = min(len(claimed), count)
+            if _gold_due(gold_draws[slot], gold_every):
+                gold_task = _claim_gold(conn, worker_id, lease_until, rules, field_kind, draws)
                 if gold_task is not None:
                     audit(conn, worker_id, "claim", gold_task, "gold")
                     claimed.append(_claimed(conn, gold_task))
                     continue
-            task = _claim_one(conn, lease, variant, params | {"lease_until": lease_until})
+            slot_params = {"lease_until": lease_until, "blind_draw": blind_draws[slot]}
+            task = _claim_one(conn, lease, variant, params | slot_params)
             if task is None:
                 # Nothing for this worker: if disputes wait for arbiters who may not take
                 # them, they become everyone's, and the worker looks once more.

@@ -4,6 +4,12 @@ An estimate is the mean of a Beta posterior: a new worker starts at PRIOR_RIGHT 
 (PRIOR_RIGHT + PRIOR_WRONG) = 80%, a gold answer counts GOLD_WEIGHT times as much as
 agreeing (or not) with a field's final value. Per field type once there is enough
 evidence for it, otherwise pooled over the worker's types. The OCR is learned the same way.
+
+How often a worker accepts a wrong pre-filled guess (anchoring) is a Beta mean too, pooled
+over their types: counted whenever a worker was shown a pre-fill that gold or the field's
+settled value later showed wrong. Its prior, 30%, is what checking a pre-filled value
+typically lets through (Barchard et al. 2008: blind double entry left about 28× fewer
+errors than visual checking); a worker's own record soon replaces it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,25 @@ OCR_PRIOR_RIGHT, OCR_PRIOR_WRONG = 3.0, 2.0  # fields sent to people are the dou
 GOLD_WEIGHT = 2.0
 MIN_TYPE_EVIDENCE = 5.0
 OCR_SHARDS = 64
-COUNTERS = ("gold_seen", "gold_correct", "agree_seen", "agree_correct")
+ANCHOR_PRIOR_ACCEPTED, ANCHOR_PRIOR_REJECTED = 1.5, 3.5
+COUNTERS = (
+    "gold_seen",
+    "gold_correct",
+    "agree_seen",
+    "agree_correct",
+    "anchor_seen",
+    "anchor_accepted",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one settled field (or gold answer) showed of one worker."""
+
+    correct: bool
+    # Shown a pre-filled guess that proved wrong, and whether they accepted it anyway.
+    anchor_seen: bool = False
+    anchor_accepted: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,8 @@ class Estimate:
     gold_correct: int
     trusted: bool
     quarantined: bool
+    accepts_wrong: float = ANCHOR_PRIOR_ACCEPTED / (ANCHOR_PRIOR_ACCEPTED + ANCHOR_PRIOR_REJECTED)
+    anchor_seen: int = 0
 
 
 def _beta_mean(right: float, seen: float, prior_right: float, prior_wrong: float) -> float:
@@ -88,12 +114,18 @@ def estimate_from(
     evidence = [typed[0]] if typed and _weight(typed[0]) >= MIN_TYPE_EVIDENCE else rows
     right = sum(GOLD_WEIGHT * r.gold_correct + r.agree_correct for r in evidence)
     seen = sum(_weight(r) for r in evidence)
+    anchor_seen = sum(r.anchor_seen or 0 for r in rows)
+    anchor_accepted = sum(r.anchor_accepted or 0 for r in rows)
     return Estimate(
         accuracy=_beta_mean(right, seen, PRIOR_RIGHT, PRIOR_WRONG),
         gold_seen=sum(r.gold_seen for r in rows),
         gold_correct=sum(r.gold_correct for r in rows),
         trusted=trusted,
         quarantined=quarantined,
+        accepts_wrong=_beta_mean(
+            anchor_accepted, anchor_seen, ANCHOR_PRIOR_ACCEPTED, ANCHOR_PRIOR_REJECTED
+        ),
+        anchor_seen=anchor_seen,
     )
 
 
@@ -132,6 +164,8 @@ def _evidence_upsert(dialect: str) -> Any:
         gold_correct=bindparam("gold_correct"),
         agree_seen=bindparam("agree_seen"),
         agree_correct=bindparam("agree_correct"),
+        anchor_seen=bindparam("anchor_seen"),
+        anchor_accepted=bindparam("anchor_accepted"),
         # `accuracy` is derived on read from the counters; the column keeps the prior mean.
         accuracy=PRIOR_MEAN,
         updated_at=bindparam("now"),
@@ -151,59 +185,91 @@ def add_evidence_on_conflict(stmt: Any) -> Any:
     )
 
 
+def _outcome(result: bool | Outcome) -> Outcome:
+    return result if isinstance(result, Outcome) else Outcome(result)
+
+
 def evidence_params(
-    field_type: str, outcomes: Mapping[int, bool], *, gold: bool
+    field_type: str, outcomes: Mapping[int, bool | Outcome], *, gold: bool
 ) -> list[dict[str, Any]]:
     """Parameters of the counter upsert, one set per worker, in worker order.
 
     In worker order so that concurrent settles lock the rows in one order (no deadlock).
     """
     now = utcnow()
-    return [
-        {
-            "worker_id": worker_id,
-            "field_type": field_type,
-            "gold_seen": int(gold),
-            "gold_correct": int(gold and correct),
-            "agree_seen": int(not gold),
-            "agree_correct": int(not gold and correct),
-            "now": now,
-        }
-        for worker_id, correct in sorted(outcomes.items())
-    ]
+    params = []
+    for worker_id, result in sorted(outcomes.items()):
+        o = _outcome(result)
+        params.append(
+            {
+                "worker_id": worker_id,
+                "field_type": field_type,
+                "gold_seen": int(gold),
+                "gold_correct": int(gold and o.correct),
+                "agree_seen": int(not gold),
+                "agree_correct": int(not gold and o.correct),
+                "anchor_seen": int(o.anchor_seen),
+                "anchor_accepted": int(o.anchor_seen and o.anchor_accepted),
+                "now": now,
+            }
+        )
+    return params
+
+
+def outcome_arrays(outcomes: Mapping[int, bool | Outcome]) -> dict[str, list[int]]:
+    """The arrays of agreement_upsert_from_arrays, in worker order (one lock order)."""
+    order = sorted(outcomes)
+    each = [_outcome(outcomes[w]) for w in order]
+    return {
+        "voters": order,
+        "agreed": [int(o.correct) for o in each],
+        "anchor_seen": [int(o.anchor_seen) for o in each],
+        "anchor_accepted": [int(o.anchor_seen and o.anchor_accepted) for o in each],
+    }
 
 
 def agreement_upsert_from_arrays(_dialect: str = "postgresql") -> Any:
-    """PostgreSQL: count agreement checks of many workers in one statement, from two
-    arrays, :voters and :agreed (1 or 0), for :field_type at :now."""
+    """PostgreSQL: count agreement checks of many workers in one statement, from the
+    arrays of outcome_arrays (:voters, :agreed, :anchor_seen, :anchor_accepted, 1 or 0),
+    for :field_type at :now."""
     q = schema.worker_quality
-    rows = select(
-        func.unnest(bindparam("voters", type_=ARRAY(Integer))).label("worker_id"),
-        func.unnest(bindparam("agreed", type_=ARRAY(Integer))).label("agreed"),
-    ).subquery()
+    arrays = ("voters", "agreed", "anchor_seen", "anchor_accepted")
+    # One unnest of several arrays zips them (a set-returning function per array would too,
+    # but only while they are of one length).
+    rows = (
+        func.unnest(*(bindparam(a, type_=ARRAY(Integer)) for a in arrays))
+        .table_valued(*arrays)
+        .render_derived(name="outcome")
+    )
     counts = select(
-        rows.c.worker_id,
+        rows.c.voters,
         bindparam("field_type", type_=String),
         literal(0),
         literal(0),
         literal(1),
         rows.c.agreed,
+        rows.c.anchor_seen,
+        rows.c.anchor_accepted,
         literal(PRIOR_MEAN),
         bindparam("now", type_=DateTime(timezone=True)),
-    ).order_by(rows.c.worker_id)  # one lock order for every settle (no deadlock)
+    ).order_by(rows.c.voters)  # one lock order for every settle (no deadlock)
     columns = ["worker_id", "field_type", *COUNTERS, "accuracy", "updated_at"]
     return add_evidence_on_conflict(dialect_insert("postgresql")(q).from_select(columns, counts))
 
 
 def record_evidence(
-    conn: Connection, worker_id: int, field_type: str, *, gold: bool, correct: bool
+    conn: Connection, worker_id: int, field_type: str, *, gold: bool, correct: bool | Outcome
 ) -> None:
     """Count one gold answer, or one agreement check, for a worker and field type."""
     record_outcomes(conn, field_type, {worker_id: correct}, gold=gold)
 
 
 def record_outcomes(
-    conn: Connection, field_type: str, outcomes: Mapping[int, bool], *, gold: bool = False
+    conn: Connection,
+    field_type: str,
+    outcomes: Mapping[int, bool | Outcome],
+    *,
+    gold: bool = False,
 ) -> None:
     """Count, in one round trip, whether each worker was right (on gold, or by agreement)."""
     if outcomes:

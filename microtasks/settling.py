@@ -2,9 +2,10 @@
 
 A field settles as soon as enough independent votes agree (see consensus); otherwise its
 task goes back to the queue, escalated to arbiters after enough disagreement. A gold answer
-measures the worker instead. Settling writes one statement on PostgreSQL (`_settled_postgresql`:
-field, task, workers' and OCR's evidence, and whether the page is complete) and one per
-step on SQLite (`_settled_sqlite`). Also here: releasing a skipped task, quarantining a
+measures the worker instead, and ends their probation once they have passed enough of it.
+Answers of workers still on probation (or paused) are kept but are no votes. Settling
+writes one statement on PostgreSQL (`_settled_postgresql`: field, task, workers' and OCR's
+evidence, and whether the page is complete) and one per step on SQLite (`_settled_sqlite`). Also here: releasing a skipped task, quarantining a
 worker (reopening what settled only thanks to them) and reopening a field for arbitration.
 """
 
@@ -53,13 +54,14 @@ def _votes_query(_dialect: str) -> Any:
             a.c.kind,
             a.c.value,
             a.c.worker_id,
+            a.c.blind,
             w.c.trusted,
             q.c.field_type,
             *(q.c[c] for c in quality.COUNTERS),
         )
         .join(w, w.c.id == a.c.worker_id)
         .outerjoin(q, q.c.worker_id == a.c.worker_id)
-        .where(a.c.task_id == bindparam("tid"), a.c.kind != "skip", w.c.quarantined.is_(False))
+        .where(a.c.task_id == bindparam("tid"), a.c.kind != "skip", *counted_voter(w))
         .subquery()
     )
     return (
@@ -67,10 +69,16 @@ def _votes_query(_dialect: str) -> Any:
     )
 
 
+def counted_voter(w: Any) -> list[Any]:
+    """Conditions on a workers row whose answers are votes: not paused, and past probation
+    (proven on gold) or named an arbiter by the operator."""
+    return [w.c.quarantined.is_(False), or_(w.c.proven.is_(True), w.c.trusted.is_(True))]
+
+
 def _votes(
     conn: Connection, task_id: str, ocr_text: str, field_type: str
 ) -> tuple[list[Vote], list[int]]:
-    """The evidence on a field: the OCR's guess and each unquarantined person's answer."""
+    """The evidence on a field: the OCR's guess and each counted person's answer."""
     rows = conn.execute(
         prepared(conn, _votes_query), {"tid": task_id, "field_type": field_type}
     ).all()
@@ -95,7 +103,19 @@ def _votes_from(
         est = quality.estimate_from(
             counters, field_type, trusted=bool(first.trusted), quarantined=False
         )
-        votes.append(Vote(first.kind, first.value, "human", est.accuracy, est.trusted))
+        # An answer from before blindness was recorded was given with the guess pre-filled.
+        anchored = first.blind is not True
+        votes.append(
+            Vote(
+                first.kind,
+                first.value,
+                "human",
+                est.accuracy,
+                est.trusted,
+                anchored=anchored,
+                accepts_wrong=est.accepts_wrong,
+            )
+        )
         voters.append(first.worker_id)
     return votes, voters
 
@@ -142,22 +162,40 @@ def settle_gold(
     """Mark a gold answer right or wrong, and pause or trust the worker on their record."""
     field_type = task.field_type
     gold_value = str(task.gold_value)
-    correct = answer_key(kind, value, field_type) == answer_key("value", gold_value, field_type)
-    quality.record_evidence(conn, worker_id, field_type, gold=True, correct=correct)
+    given = answer_key(kind, value, field_type)
+    gold_key = answer_key("value", gold_value, field_type)
+    correct = given == gold_key
+    guess_key = answer_key("value", task.ocr_text, field_type) if task.ocr_text.strip() else None
+    # Shown a pre-filled guess that the gold proves wrong: did they let it through?
+    anchor_seen = not task.blind and guess_key is not None and guess_key != gold_key
+    outcome = quality.Outcome(correct, anchor_seen, anchor_seen and given == guess_key)
+    quality.record_evidence(conn, worker_id, field_type, gold=True, correct=outcome)
     conn.execute(prepared(conn, _task_settled), {"tid": task.id, "now": utcnow()})
     est = quality.estimates(conn, [worker_id], "*")[worker_id]
+    w = schema.workers
+    standing = conn.execute(select(w.c.proven).where(w.c.id == worker_id)).one()
+    changes: dict[str, Any] = {"suspect": not correct}  # gold comes more often after a miss
     if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
         quarantine(conn, worker_id, rules)
+    elif not standing.proven and passed_probation(est, rules):
+        changes["proven"] = True  # their answers count as votes from now on
     elif (
         not est.trusted
         and est.gold_seen >= rules.trusted_min_gold
         and est.accuracy >= rules.trusted_min_accuracy
     ):
         # Proven on gold: may now arbitrate disputes. (Checked here, not on every claim.)
-        conn.execute(
-            schema.workers.update().where(schema.workers.c.id == worker_id).values(trusted=True)
-        )
+        changes["trusted"] = True
+    conn.execute(w.update().where(w.c.id == worker_id).values(**changes))
     return SubmitOutcome(True, False, None, None, gold_correct=correct)
+
+
+def passed_probation(est: quality.Estimate, rules: CrowdSettings) -> bool:
+    """Whether a worker's gold record ends their probation: enough gold, mostly right."""
+    return (
+        est.gold_seen >= rules.probation_min_gold
+        and est.gold_correct >= rules.probation_min_accuracy * est.gold_seen
+    )
 
 
 def settle_field(
@@ -196,7 +234,7 @@ def settle_field(
         return SubmitOutcome(True, False, None, result)
     winning = set(result.voters_for)
     human_offset = len(votes) - len(voters)
-    agreed = {w: (i + human_offset) in winning for i, w in enumerate(voters)}
+    outcomes = _voter_outcomes(votes, voters, human_offset, result.voters_for, ftype)
     ocr_right_now = (0 in winning) if human_offset else None  # None: the OCR did not vote
     params = {
         "fid": task.field_id,
@@ -206,15 +244,36 @@ def settle_field(
         "svk": _value_kind(result.kind),
         "ssource": "arbitrated" if "arbitrated" in result.reason else "human",
         "sagree": result.agreement,
+        "sposterior": result.posterior,
         "count": result.human_votes,
         "now": utcnow(),
         **quality.ocr_params(ftype, ocr_right_now, worker_id),
     }
     if postgres:
-        complete = _settled_postgresql(conn, params, agreed)
+        complete = _settled_postgresql(conn, params, outcomes)
     else:
-        complete = _settled_sqlite(conn, params, ftype, agreed, ocr_right_now is not None)
+        complete = _settled_sqlite(conn, params, ftype, outcomes, ocr_right_now is not None)
     return SubmitOutcome(True, True, task.page_id if complete else None, result)
+
+
+def _voter_outcomes(
+    votes: Sequence[Vote],
+    voters: Sequence[int],
+    human_offset: int,
+    winners: Sequence[int],
+    field_type: str,
+) -> dict[int, quality.Outcome]:
+    """What a settled field shows of each voter: agreed with the value or not, and, if
+    they were shown the OCR's guess and it proved wrong, whether they accepted it."""
+    keys = [answer_key(v.kind, v.value, field_type) for v in votes]
+    winning_key = keys[winners[0]]
+    ocr_key = keys[0] if human_offset else None
+    outcomes = {}
+    for i, worker_id in enumerate(voters):
+        vote, key = votes[i + human_offset], keys[i + human_offset]
+        misled = vote.anchored and ocr_key is not None and ocr_key != winning_key
+        outcomes[worker_id] = quality.Outcome(key == winning_key, misled, key == ocr_key)
+    return outcomes
 
 
 # A field not settled: its votes are counted and its task goes back to the queue.
@@ -235,14 +294,12 @@ def _returned_sqlite(conn: Connection, params: dict[str, Any]) -> None:
 # Each returns whether the field's page is now complete (no field left open).
 
 
-def _settled_postgresql(conn: Connection, params: dict[str, Any], agreed: dict[int, bool]) -> bool:
+def _settled_postgresql(
+    conn: Connection, params: dict[str, Any], outcomes: dict[int, quality.Outcome]
+) -> bool:
     """PostgreSQL: one statement (_settle_cte); the OCR's counters move only when it
     voted, which its parameters say (quality.ocr_params)."""
-    voters_in_order = sorted(agreed)  # the counter rows' locks, taken in one order
-    arrays = {
-        "voters": voters_in_order,
-        "agreed": [int(agreed[w]) for w in voters_in_order],
-    }
+    arrays = quality.outcome_arrays(outcomes)  # in worker order: one lock order
     return bool(run(conn, _settle_cte, params | arrays)[0].still_open == 0)
 
 
@@ -250,13 +307,13 @@ def _settled_sqlite(
     conn: Connection,
     params: dict[str, Any],
     field_type: str,
-    agreed: dict[int, bool],
+    outcomes: dict[int, quality.Outcome],
     ocr_voted: bool,
 ) -> bool:
     """SQLite: field, task, each voter's counters, the OCR's, then the page check."""
     conn.execute(prepared(conn, _field_settled), params)
     conn.execute(prepared(conn, _task_settled), params)
-    quality.record_outcomes(conn, field_type, agreed)
+    quality.record_outcomes(conn, field_type, outcomes)
     if ocr_voted:  # the OCR voted: learn how far its doubted guesses hold
         conn.execute(prepared(conn, quality.ocr_evidence_upsert), params)
     return _page_complete(conn, params["page"])
@@ -298,6 +355,7 @@ def _field_settled(_dialect: str) -> Any:
             value_kind=bindparam("svk"),
             source=bindparam("ssource"),
             agreement=bindparam("sagree"),
+            posterior=bindparam("sposterior"),
             answer_count=bindparam("count"),
         )
     )
@@ -386,7 +444,12 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
                 f.update()
                 .where(f.c.id == row.field_id)
                 .values(
-                    status="in_review", value=None, value_kind=None, source=None, agreement=None
+                    status="in_review",
+                    value=None,
+                    value_kind=None,
+                    source=None,
+                    agreement=None,
+                    posterior=None,
                 )
             )
             conn.execute(

@@ -35,6 +35,8 @@ class ClaimedTask:
     snippet_key: str
     lease_expires_at: datetime
     note: str | None = None  # why the task is back, e.g. the rule its value broke
+    # Shown without the OCR's guess: `ocr_text` is then empty, whatever the OCR read.
+    blind: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,15 @@ class AnswerVote:
     kind: str
     value: str
     worker_id: int
+    blind: bool | None  # shown without the OCR's guess (None: recorded before it was kept)
     trusted: bool
     field_type: str | None
     gold_seen: int | None
     gold_correct: int | None
     agree_seen: int | None
     agree_correct: int | None
+    anchor_seen: int | None
+    anchor_accepted: int | None
 
     @classmethod
     def from_mapping(cls, row: Any) -> AnswerVote:
@@ -92,6 +97,7 @@ class SubmittedTask:
     ocr_text: str
     page_id: int
     answer_id: int | None
+    blind: bool = False  # the answer was given without the OCR's guess shown
     votes: tuple[AnswerVote, ...] | None = None
     ocr_seen: int | None = None
     ocr_right: int | None = None

@@ -54,11 +54,19 @@ def _digest(secret: str) -> str:
 
 
 def add_person(
-    db: Engine, name: str, role: Role | str, *, trusted: bool = False, cleared: bool = False
+    db: Engine,
+    name: str,
+    role: Role | str,
+    *,
+    trusted: bool = False,
+    cleared: bool = False,
+    proven: bool = False,
 ) -> str:
     """Create a worker, operator or agency user and return their access code (shown once).
 
-    `trusted` workers arbitrate disputed fields; `cleared` ones may see restricted fields.
+    `trusted` workers arbitrate disputed fields; `cleared` ones may see restricted fields;
+    `proven` ones skip probation (the operator vouches for them, e.g. the agency's own staff):
+    their answers count as votes before they have passed any gold.
     """
     if role not in ROLES:
         raise BadInputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
@@ -77,6 +85,7 @@ def add_person(
                 created_at=utcnow(),
                 trusted=trusted,
                 cleared=cleared,
+                proven=proven or trusted,
             )
         )
     return code

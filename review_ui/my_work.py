@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 
+from kerani.core.vocabulary import PayKind
 from kerani.microtasks import quality
 from kerani.microtasks.ledger import ringgit
 from kerani.storage import schema
@@ -96,6 +97,13 @@ def my_work(db: Engine, worker_id: int, min_gold: int, now: datetime | None = No
         today_sen, week_sen = earned_since(day), earned_since(week)
         est = quality.estimates(conn, [worker_id], "*")[worker_id]
     total = sum(int(k[2] or 0) for k in kinds)
+    # Gold is shown as ordinary field work: a count of gold that rose after a task would
+    # tell the worker which task was the check.
+    merged: dict[str, tuple[int, int]] = {}
+    for kind, count, amount in kinds:
+        shown = PayKind.FIELD if kind == PayKind.GOLD else str(kind)
+        n, sen = merged.get(shown, (0, 0))
+        merged[shown] = (n + int(count), sen + int(amount or 0))
     accuracy = f"{round(100 * est.accuracy)}%" if est.gold_seen >= min_gold else None
     return MyWork(
         tasks_done=int(done),
@@ -105,5 +113,5 @@ def my_work(db: Engine, worker_id: int, min_gold: int, now: datetime | None = No
         earned_week=ringgit(week_sen),
         accuracy=accuracy,
         gold_seen=est.gold_seen,
-        by_kind=[KindEarnings(k[0], int(k[1]), ringgit(int(k[2] or 0))) for k in kinds],
+        by_kind=[KindEarnings(k, n, ringgit(sen)) for k, (n, sen) in sorted(merged.items())],
     )

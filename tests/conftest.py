@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from kerani.core.settings import BlobSettings, CoreSettings, DatabaseSettings, Settings
+from kerani.core.settings import (
+    BlobSettings,
+    CoreSettings,
+    CrowdSettings,
+    DatabaseSettings,
+    Settings,
+)
 from kerani.storage.database import close_engine
 from kerani.storage.stores import Stores, open_stores
 
@@ -68,11 +74,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    """Settings on a fresh database and a local blob folder in tmp_path."""
+    """Settings on a fresh database and a local blob folder in tmp_path.
+
+    First answers are shown pre-filled (no random blind share) so that what a page shows
+    is known; tests of blindness set `blind_share` themselves.
+    """
     return Settings(
         core=CoreSettings(data_dir=tmp_path / "data"),
         database=DatabaseSettings(url=database_url),
         blobs=BlobSettings(url=str(tmp_path / "blobs")),
+        crowd=CrowdSettings(blind_share=0.0),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 import pytest
@@ -26,10 +27,12 @@ GUESSES = [
     ("postcode", "postcode", "4O100", 99.0),  # fails its validator: to people
     ("city", "text", "SHAH ALAM", 40.0),  # low confidence: to people
 ]
-RULES = CrowdSettings(gold_every=0, target_posterior=0.98)
+RULES = CrowdSettings(gold_every=0, blind_share=1.0, target_posterior=0.98)
 
 
 def worker(stores: Stores, name: str, **flags: bool) -> int:
+    """A worker past probation unless `proven=False` is given."""
+    flags = {"proven": True} | flags
     wid = person_by_code(stores.db, add_person(stores.db, name, "worker")).id
     if flags:
         with stores.db.begin() as conn:
@@ -141,7 +144,7 @@ def test_no_worker_sees_more_than_the_limit_of_one_document(stores: Stores) -> N
     guesses = [(f"f{i}", "text", "", 0.0) for i in range(5)]
     seed_page(stores, guesses)
     seed_page(stores, guesses)
-    rules = CrowdSettings(gold_every=0, max_fields_per_document=2)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, max_fields_per_document=2)
     ana = worker(stores, "ana")
     pages = []
     while (task := claim_next(stores.db, ana, rules)) is not None:
@@ -161,7 +164,7 @@ def test_restricted_fields_go_only_to_cleared_workers(stores: Stores) -> None:
 
 def test_disputes_escalate_to_a_trusted_worker_who_arbitrates(stores: Stores) -> None:
     seed_page(stores, [("city", "text", "IPOH", 40.0)])
-    rules = CrowdSettings(gold_every=0, escalate_after=3, max_answers=6)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, escalate_after=3, max_answers=6)
     for i, answer in enumerate(["KLANG", "KAJANG", "KLUANG"]):
         wid = worker(stores, f"w{i}")
         task = claim_next(stores.db, wid, rules)
@@ -183,7 +186,7 @@ def test_disputes_escalate_to_a_trusted_worker_who_arbitrates(stores: Stores) ->
 
 def test_when_arbiters_disagree_anyone_gives_the_last_vote(stores: Stores) -> None:
     seed_page(stores, [("city", "text", "IPOH", 40.0)])
-    rules = CrowdSettings(gold_every=0, escalate_after=2, max_answers=5)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, escalate_after=2, max_answers=5)
     answers = [
         ("w0", "KLANG", {}),
         ("w1", "KAJANG", {}),
@@ -209,7 +212,9 @@ def test_a_dispute_no_arbiter_may_take_goes_to_anyone(stores: Stores) -> None:
     # otherwise wait for ever (seen in the crowd simulation).
     fields = [("city", "text", "IPOH", 40.0), ("town", "text", "TAPAK", 40.0)]
     seed_page(stores, fields)
-    rules = CrowdSettings(gold_every=0, escalate_after=2, max_answers=5, max_fields_per_document=1)
+    rules = CrowdSettings(
+        gold_every=0, blind_share=1.0, escalate_after=2, max_answers=5, max_fields_per_document=1
+    )
     judge = worker(stores, "judge", trusted=True)
     city = claim_next(stores.db, judge, rules)
     assert city is not None and city.field_name == "city"  # its one field of the page
@@ -235,47 +240,137 @@ def test_a_dispute_no_arbiter_may_take_goes_to_anyone(stores: Stores) -> None:
     assert submit_answer(stores.db, task.task_id, plain, "value", "TAPAH", "p", rules).recorded
 
 
-def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Stores) -> None:
-    rules = CrowdSettings(
-        gold_every=2, quarantine_min_gold=2, quarantine_below=0.7, target_posterior=0.9
-    )
-    gold_page = seed_page(stores, [(f"g{i}", "text", "WRONG", 10.0) for i in range(4)])
+def _gold_fields(stores: Stores, count: int, ocr: str = "WRONG") -> list[int]:
+    """A page of `count` fields made gold with the answers RIGHT0, RIGHT1, …"""
+    gold_page = seed_page(stores, [(f"g{i}", "text", ocr, 10.0) for i in range(count)])
     with stores.db.connect() as conn:
-        gold_ids = (
-            conn.execute(select(schema.fields.c.id).where(schema.fields.c.page_id == gold_page))
-            .scalars()
-            .all()
+        gold_ids = list(
+            conn.execute(
+                select(schema.fields.c.id).where(schema.fields.c.page_id == gold_page)
+            ).scalars()
         )
     make_gold(stores.db, {fid: f"RIGHT{i}" for i, fid in enumerate(gold_ids)})
+    return gold_ids
+
+
+def _is_gold(stores: Stores, task_id: str) -> bool:
+    with stores.db.connect() as conn:
+        kind = conn.execute(select(schema.tasks.c.kind).where(schema.tasks.c.id == task_id))
+        return kind.scalar_one() == "gold"
+
+
+def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Stores) -> None:
+    rules = CrowdSettings(
+        gold_every=2,
+        blind_share=1.0,
+        quarantine_min_gold=2,
+        quarantine_below=0.7,
+        target_posterior=0.9,
+    )
+    _gold_fields(stores, 4)
     assert queue_depth(stores.db) == 0  # gold is not agency work
-    seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(6)])
-    spammer = worker(stores, "spammer")  # always submits the pre-filled OCR guess
-    gold_seen = 0
-    for n in range(4):
-        task = claim_next(stores.db, spammer, rules)
-        assert task is not None
-        out = submit_answer(
-            stores.db, task.task_id, spammer, "value", task.ocr_text, f"s{n}", rules
-        )
+    seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(12)])
+    # A colluder who types what the OCR reads whatever the snippet shows (blind, as every
+    # lease here): each field looks settled with the OCR at first.
+    colluder = worker(stores, "colluder")
+    draws = random.Random(7)
+    gold_seen = answered = 0
+    for n in range(16):
+        try:
+            task = claim_next(stores.db, colluder, rules, draws=draws)
+        except ForbiddenError:
+            break
+        assert task is not None and task.blind and task.ocr_text == ""
+        out = submit_answer(stores.db, task.task_id, colluder, "value", "OCR", f"s{n}", rules)
+        answered += 1
         if out.gold_correct is not None:
             gold_seen += 1
             assert out.gold_correct is False
         else:
-            assert out.settled  # OCR and the spammer agree: it looked settled at first
-    assert gold_seen == 2
+            assert out.settled
+    assert gold_seen == 2 and answered > gold_seen
     # Quarantined after two failed gold: no more tasks, and the fields they settled
     # together with the OCR are open again.
     with pytest.raises(ForbiddenError, match="paused"):
-        claim_next(stores.db, spammer, rules)
+        claim_next(stores.db, colluder, rules)
     statuses = [r.status for n, r in fields_by_name(stores).items() if n.startswith("f")]  # type: ignore[attr-defined]
-    assert statuses == ["in_review"] * 6
-    assert queue_depth(stores.db) == 6
-    assert worker_earnings(stores.db, spammer).answers == gold_seen + 2  # paid for work done
+    assert statuses == ["in_review"] * 12
+    assert queue_depth(stores.db) == 12
+    assert worker_earnings(stores.db, colluder).answers == answered  # paid for work done
+
+
+def test_a_new_worker_who_accepts_every_prefill_settles_nothing(stores: Stores) -> None:
+    rules = CrowdSettings(gold_every=3, blind_share=0.0, target_posterior=0.98)
+    _gold_fields(stores, 6)
+    seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(8)])
+    spammer = worker(stores, "spammer", proven=False)  # on probation, as every new worker
+    proven = worker(stores, "proven")  # past probation, but also only confirms
+    draws = random.Random(3)
+    for who in (spammer, proven):
+        for n in range(8):
+            try:
+                task = claim_next(stores.db, who, rules, draws=draws)
+            except ForbiddenError:
+                break  # paused by gold
+            if task is None:
+                break
+            kind, value = ("value", task.ocr_text) if task.ocr_text else ("blank", "")
+            out = submit_answer(stores.db, task.task_id, who, kind, value, f"{who}-{n}", rules)
+            # Neither settles a field: the spammer's answers are no votes yet, and a proven
+            # worker's confirmation of a pre-filled guess is no independent vote.
+            assert not out.settled
+    work = [r for n, r in fields_by_name(stores).items() if n.startswith("f")]
+    assert [r.status for r in work] == ["in_review"] * 8  # type: ignore[attr-defined]
+
+
+def test_gold_comes_at_random_more_often_on_probation_and_less_for_arbiters(
+    stores: Stores,
+) -> None:
+    rules = CrowdSettings(
+        gold_every=6,
+        gold_every_probation=2,
+        gold_every_trusted=30,
+        probation_min_gold=1000,  # stays on probation for the whole test
+        max_fields_per_document=1000,
+        target_posterior=0.9999,
+        blind_share=1.0,
+    )
+    _gold_fields(stores, 120)
+    seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(160)], template="receipt")
+    draws = random.Random(11)
+    positions: dict[str, list[int]] = {}
+    standings = {
+        "new": {"proven": False},
+        "steady": {},
+        "other": {},
+        "arbiter": {"trusted": True},
+    }
+    for name, flags in standings.items():
+        wid = worker(stores, name, **flags)
+        positions[name] = []
+        for n in range(80):
+            task = claim_next(stores.db, wid, rules, draws=draws)
+            assert task is not None
+            gold = _is_gold(stores, task.task_id)
+            value = f"RIGHT{task.field_name[1:]}" if gold else f"V{n}"
+            out = submit_answer(stores.db, task.task_id, wid, "value", value, f"{name}{n}", rules)
+            assert (out.gold_correct is not None) == gold
+            if gold:
+                positions[name].append(n)
+    counts = {name: len(p) for name, p in positions.items()}
+    # About 40, 13, 13 and 3 of 80: on probation most, arbiters least.
+    assert counts["new"] > counts["steady"] > counts["arbiter"]
+    assert counts["new"] > counts["other"] > counts["arbiter"]
+    # Not at fixed places: two workers of one standing get gold at different tasks, and
+    # the gaps between a worker's gold are not all the same.
+    assert positions["steady"] != positions["other"]
+    gaps = {b - a for a, b in zip(positions["steady"], positions["steady"][1:], strict=False)}
+    assert len(gaps) > 2
 
 
 def test_renewing_a_reserve_keeps_its_order_and_gives_a_full_lease(stores: Stores) -> None:
     seed_page(stores, [(f"f{i}", "text", "X", 40.0) for i in range(3)])
-    rules = CrowdSettings(gold_every=0, lease_seconds=60)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, lease_seconds=60)
     ana = worker(stores, "ana")
     start = utcnow()
     first = claim_tasks(stores.db, ana, rules, count=3, now=start)
@@ -302,31 +397,6 @@ def test_renewing_a_reserve_keeps_its_order_and_gives_a_full_lease(stores: Store
     assert claims == 3
 
 
-def test_workers_proven_on_gold_get_less_of_it(stores: Stores) -> None:
-    rules = CrowdSettings(gold_every=3, gold_every_trusted=9, target_posterior=0.999)
-    gold_page = seed_page(stores, [(f"g{i}", "text", "WRONG", 10.0) for i in range(20)])
-    with stores.db.connect() as conn:
-        gold_ids = list(
-            conn.execute(
-                select(schema.fields.c.id).where(schema.fields.c.page_id == gold_page)
-            ).scalars()
-        )
-    make_gold(stores.db, {fid: f"RIGHT{i}" for i, fid in enumerate(gold_ids)})
-    seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(18)], template="receipt")
-    gold = {}
-    for name, trusted in (("new", False), ("proven", True)):
-        wid = worker(stores, name, trusted=trusted)
-        gold[name] = 0
-        for n in range(9):
-            task = claim_next(stores.db, wid, rules)
-            assert task is not None
-            out = submit_answer(stores.db, task.task_id, wid, "value", "X", f"{name}{n}", rules)
-            gold[name] += out.gold_correct is not None
-    # Early gold for everyone (the second task), then one in every 3 tasks for a new worker
-    # (tasks 3, 6, 9) and one in every 9 for a proven one (task 9).
-    assert gold == {"new": 4, "proven": 2}
-
-
 def test_an_answer_keeps_what_was_prefilled_and_the_time_taken(stores: Stores) -> None:
     seed_page(stores, GUESSES)
     ana = worker(stores, "ana")
@@ -343,3 +413,31 @@ def test_an_answer_keeps_what_was_prefilled_and_the_time_taken(stores: Stores) -
     with stores.db.connect() as conn:
         row = conn.execute(select(a.c.prefilled, a.c.duration_ms).where(a.c.worker_id == ana)).one()
     assert (row.prefilled, row.duration_ms) == (shown.ocr_text, 4200)
+
+
+def test_gold_from_real_work_is_never_shown_to_those_who_answered_it(stores: Stores) -> None:
+    rules = CrowdSettings(gold_every=1, blind_share=1.0, target_posterior=0.9)
+    page = seed_page(stores, [("city", "text", "KLANG", 40.0)])
+    ana, ben, cy = (worker(stores, n) for n in ("ana", "ben", "cy"))
+    field_id = fields_by_name(stores)["city"].id  # type: ignore[attr-defined]
+    task = claim_next(stores.db, ana, rules.model_copy(update={"gold_every": 0}))
+    assert task is not None and task.field_id == field_id
+    submit_answer(stores.db, task.task_id, ana, "value", "KLANG", "a", rules)
+    with stores.db.begin() as conn:  # as harvesting would make it: gold from the crowd
+        conn.execute(
+            update(schema.fields)
+            .where(schema.fields.c.id == field_id)
+            .values(gold_value="KLANG", gold_origin="crowd")
+        )
+    # Gold is due at every task: Ana, who answered the field, is never shown it as gold...
+    assert claim_next(stores.db, ana, rules) is None
+    # ...nor is Ben once he has seen his share of its document; Cy is.
+    with stores.db.begin() as conn:
+        conn.execute(
+            schema.worker_page_views.insert().values(
+                worker_id=ben, page_id=page, fields_seen=rules.max_fields_per_document
+            )
+        )
+    assert claim_next(stores.db, ben, rules) is None
+    gold = claim_next(stores.db, cy, rules)
+    assert gold is not None and gold.field_id == field_id and _is_gold(stores, gold.task_id)

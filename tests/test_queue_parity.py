@@ -30,9 +30,12 @@ FIELDS = [
     ("state", "text", "SELANGOR", 40.0),
 ]
 # Two agreeing votes settle (one may be the OCR's); two people disagreeing escalate.
-RULES = CrowdSettings(gold_every=0, target_posterior=0.98, escalate_after=2, max_answers=5)
-# The same, with a gold snippet due at a worker's second task (one already answered).
-GOLD_DUE = RULES.model_copy(update={"gold_every": 1000})
+# Every lease blind: an answer agreeing with the OCR is an independent vote.
+RULES = CrowdSettings(
+    gold_every=0, blind_share=1.0, target_posterior=0.98, escalate_after=2, max_answers=5
+)
+# The same, with a gold snippet due at every task (one in every 1).
+GOLD_DUE = RULES.model_copy(update={"gold_every": 1})
 
 
 def run_scenario(stores: Stores) -> dict[str, Any]:
@@ -239,3 +242,56 @@ EXPECTED: dict[str, Any] = {
 
 def test_sqlite_and_postgresql_run_the_same_scenario_the_same_way(stores: Stores) -> None:
     assert run_scenario(stores) == EXPECTED
+
+
+def test_both_databases_weigh_prefilled_confirmations_and_count_anchoring(
+    stores: Stores,
+) -> None:
+    """A confirmation of a pre-filled guess is no independent vote; a worker who let a
+    wrong pre-fill through has it counted; what each was shown is kept with the answer."""
+    rules = RULES.model_copy(
+        update={"blind_share": 0.0, "escalate_after": 3, "target_posterior": 0.95}
+    )
+    seed_page(stores, [("city", "text", "SHAH ALAM", 40.0), ("state", "text", "SELANGOR", 40.0)])
+    people = {name: worker(stores, name) for name in ("ana", "ben", "cy")}
+    f, a, q = schema.fields, schema.answers, schema.worker_quality
+
+    def answer(name: str, field: str, value: str) -> Any:
+        task = claim_next(stores.db, people[name], rules)
+        assert task is not None and task.field_name == field
+        out = submit_answer(
+            stores.db, task.task_id, people[name], "value", value, name + field, rules
+        )
+        return task, out
+
+    first, out = answer("ana", "city", "SHAH ALAM")
+    assert first.ocr_text == "SHAH ALAM" and not first.blind  # pre-filled: a confirmation
+    assert not out.settled and out.consensus is not None and out.consensus.confirmations == 1
+    second, out = answer("ben", "city", "SHAH ALAM")
+    assert second.blind and second.ocr_text == ""  # the second look is blind
+    assert out.settled and out.consensus is not None and out.consensus.independent == 2
+    # State: Ana lets the OCR's wrong guess through; Ben and Cy key the truth blind.
+    answer("ana", "state", "SELANGOR")
+    answer("ben", "state", "SELANGOR 2")
+    _task, out = answer("cy", "state", "SELANGOR 2")
+    assert out.settled and out.consensus is not None and out.consensus.value == "SELANGOR 2"
+    who = {wid: name for name, wid in people.items()}
+    with stores.db.connect() as conn:
+        blind = conn.execute(select(a.c.worker_id, a.c.blind).order_by(a.c.id)).all()
+        anchoring = conn.execute(
+            select(q.c.worker_id, q.c.anchor_seen, q.c.anchor_accepted).order_by(q.c.worker_id)
+        ).all()
+        posteriors = conn.execute(select(f.c.name, f.c.posterior).order_by(f.c.name)).all()
+    assert [(who[w], b) for w, b in blind] == [
+        ("ana", False),
+        ("ben", True),
+        ("ana", False),
+        ("ben", True),
+        ("cy", True),
+    ]
+    assert [(who[w], s, n) for w, s, n in anchoring] == [
+        ("ana", 1, 1),  # shown the wrong SELANGOR pre-filled, and accepted it
+        ("ben", 0, 0),
+        ("cy", 0, 0),
+    ]
+    assert all(p is not None and p >= rules.target_posterior for _n, p in posteriors)

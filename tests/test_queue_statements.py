@@ -31,7 +31,7 @@ def _count(stores: Stores, table: object, *where: object) -> int:
 
 def test_a_retried_submit_records_audits_and_pays_exactly_once(stores: Stores) -> None:
     page_id = seed_page(stores, CITY)
-    rules = CrowdSettings(gold_every=0, target_posterior=0.98)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, target_posterior=0.98)
     ana = worker(stores, "ana")
     task = claim_next(stores.db, ana, rules)
     assert task is not None
@@ -65,7 +65,7 @@ def _answers_done(stores: Stores, worker_id: int) -> int:
 
 def test_a_skip_is_not_counted_among_a_workers_answers(stores: Stores) -> None:
     seed_page(stores, [*CITY, ("town", "text", "KLANG", 40.0)])
-    rules = CrowdSettings(gold_every=0, target_posterior=0.98)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, target_posterior=0.98)
     ana = worker(stores, "ana")
     task = claim_next(stores.db, ana, rules)
     assert task is not None
@@ -80,7 +80,7 @@ def test_a_skip_is_not_counted_among_a_workers_answers(stores: Stores) -> None:
 def test_a_settle_counts_each_voter_and_the_ocr_once(stores: Stores) -> None:
     seed_page(stores, CITY)
     # Two people at most: the second answer settles on the likeliest answer.
-    rules = CrowdSettings(gold_every=0, target_posterior=0.999, max_answers=2)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, target_posterior=0.999, max_answers=2)
     ana, ben = worker(stores, "ana"), worker(stores, "ben")
     task = claim_next(stores.db, ana, rules)
     assert task is not None
@@ -108,7 +108,7 @@ def test_an_answer_that_does_not_settle_counts_the_vote_and_frees_the_task(
     stores: Stores,
 ) -> None:
     seed_page(stores, CITY)
-    rules = CrowdSettings(gold_every=0, escalate_after=1)
+    rules = CrowdSettings(gold_every=0, blind_share=1.0, escalate_after=1)
     ana = worker(stores, "ana")
     task = claim_next(stores.db, ana, rules)
     assert task is not None

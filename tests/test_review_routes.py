@@ -85,7 +85,7 @@ def test_every_route_but_sign_in_refuses_an_anonymous_visitor(
 
 def signed_in_worker(client: TestClient, stores: Stores, name: str = "ana") -> str:
     """Sign a new worker in on `client`; their access code."""
-    code = add_person(stores.db, name, "worker")
+    code = add_person(stores.db, name, "worker", proven=True)
     assert sign_in_with_code(client, code).status_code == 303
     return code
 

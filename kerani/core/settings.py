@@ -94,10 +94,19 @@ class CrowdSettings(BaseSettings):
     escalate_after: int = 3  # people without consensus before a trusted worker arbitrates
     max_answers: int = 5  # then the likeliest answer settles, its low agreement on record
     max_fields_per_document: int = 10  # privacy: no worker sees more of one document
-    gold_every: int = 10  # one known-answer snippet in every N tasks of a worker
-    # Workers proven on gold (trusted) are still checked, less often: gold is paid work
-    # that settles nothing.
+    # Gold (known-answer snippets) comes at random, on average one in every N tasks of a
+    # worker: more often on probation and after a failed gold, less often for arbiters
+    # (gold is paid work that settles nothing). 0 turns gold off for everyone.
+    gold_every: int = 10
+    gold_every_probation: int = 3
+    gold_every_suspect: int = 4
     gold_every_trusted: int = 30
+    # Probation: a new worker's answers are no votes until they have passed this much gold.
+    probation_min_gold: int = 4
+    probation_min_accuracy: float = 0.75
+    # The share of first answers on a field shown blind, without the OCR's guess (later
+    # answers, disputes and audits always are): what measures how far pre-fill misleads.
+    blind_share: float = Field(default=0.25, ge=0.0, le=1.0)
     quarantine_min_gold: int = 4
     quarantine_below: float = 0.7
     trusted_min_gold: int = 4

@@ -48,7 +48,9 @@ def upgrade() -> None:
         t.add_column(sa.Column("gold_origin", sa.String(20), nullable=True))
         t.add_column(sa.Column("audit", sa.Boolean, nullable=False, server_default=no))
         t.add_column(sa.Column("posterior", sa.Float, nullable=True))
-        t.create_check_constraint("ck_fields_gold_origin", sa.column("gold_origin").in_(GOLD_ORIGINS))
+        t.create_check_constraint(
+            "ck_fields_gold_origin", sa.column("gold_origin").in_(GOLD_ORIGINS)
+        )
     op.create_table(
         "gold_keyings",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -80,9 +82,7 @@ def upgrade() -> None:
         {"yes": True},
     )
     conn.execute(
-        sa.text(
-            "UPDATE fields SET gold_value = value, gold_origin = 'truth' WHERE status = 'gold'"
-        )
+        sa.text("UPDATE fields SET gold_value = value, gold_origin = 'truth' WHERE status = 'gold'")
     )
 
 
