@@ -5,8 +5,9 @@ task goes back to the queue, escalated to arbiters after enough disagreement. A 
 measures the worker instead, and ends their probation once they have passed enough of it.
 Answers of workers still on probation (or paused) are kept but are no votes. Settling
 writes one statement on PostgreSQL (`_settled_postgresql`: field, task, workers' and OCR's
-evidence, and whether the page is complete) and one per step on SQLite (`_settled_sqlite`). Also here: releasing a skipped task, quarantining a
-worker (reopening what settled only thanks to them) and reopening a field for arbitration.
+evidence, and whether the page is complete) and one per step on SQLite (`_settled_sqlite`).
+Also here: releasing a skipped task, quarantining a worker (reopening what settled only
+thanks to them) and reopening a field for arbitration.
 """
 
 from __future__ import annotations
