@@ -181,7 +181,8 @@ def sample_for_keying(
             query = query.where(p.c.batch_id == batch_id)
         if seed is None:
             # The database draws the sample: nothing but `count` ids leaves it.
-            return [int(i) for i in conn.execute(query.order_by(func.random()).limit(count))]
+            drawn = conn.execute(query.order_by(func.random()).limit(count)).scalars()
+            return [int(i) for i in drawn]
         ids = [int(i) for i in conn.execute(query.order_by(f.c.id)).scalars()]
     return sorted(random.Random(seed).sample(ids, min(count, len(ids))))
 
@@ -226,8 +227,8 @@ def _check_keyer(conn: Connection, keyer_id: int) -> None:
         raise ForbiddenError(f"person {keyer_id} is a {role}: only operators key gold")
 
 
-def _keyable_field(conn: Connection, field_id: int) -> Any:
-    """The field's row, locked, if staff may key it; the reason as an error otherwise."""
+def _keyable_field(conn: Connection, field_id: int, *, lock: bool = True) -> Any:
+    """The field's row (locked, to record a keying) if staff may key it; why not otherwise."""
     f, p = schema.fields, schema.pages
     query = (
         select(
@@ -243,7 +244,7 @@ def _keyable_field(conn: Connection, field_id: int) -> Any:
         .join(p, p.c.id == f.c.page_id)
         .where(f.c.id == field_id)
     )
-    if conn.dialect.name == "postgresql":
+    if lock and conn.dialect.name == "postgresql":
         # Two rounds keyed at once must not both miss the other: one waits for the first.
         query = query.with_for_update(of=f)
     row = conn.execute(query).first()
@@ -408,7 +409,7 @@ def keying_field(db: Engine, field_id: int) -> KeyingField:
     """The field staff may key, for its snippet and label (NotFound, Forbidden otherwise)."""
     f = schema.fields
     with db.connect() as conn:
-        row = _keyable_field(conn, field_id)
+        row = _keyable_field(conn, field_id, lock=False)
         key = conn.execute(select(f.c.snippet_key, f.c.name).where(f.c.id == field_id)).one()
     return KeyingField(field_id, str(row.kind), str(key.name), str(row.template), key.snippet_key)
 
@@ -624,10 +625,12 @@ def harvest_gold(db: Engine, *, min_agreeing: int = 2) -> int:
     keyed blind by at least `min_agreeing` distinct workers who are now proven and not
     quarantined, whose answers agree with it as its type reads them. Returns how many.
 
-    Two statements over the large tables (besides the template names): one reads the
-    blind answers of candidate fields, the other writes the gold. Answers are compared in
-    Python (consensus.answer_key: dates, amounts, IC numbers are normalised), but only for
-    fields that already have enough blind answers from proven workers.
+    Two set-based statements over the large tables (besides reading the template names):
+    one reads the blind answers of the fields that have enough of them from proven workers,
+    the other writes the gold (repeated per 500 fields backed by answers, as SQLite bounds
+    a statement's parameters). The answers are compared in Python, as
+    consensus.answer_key reads them (dates, amounts, IC numbers normalised), which SQL
+    cannot do alike on both databases.
     """
     if min_agreeing < 1:
         raise BadInputError(f"min_agreeing must be at least 1, not {min_agreeing}")
