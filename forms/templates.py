@@ -146,6 +146,9 @@ class Template(BaseModel):
     fields: list[FieldSpec] = []
     rules: list[Rule] = []
     description: str | None = None
+    # Which fields may become gold snippets (known answers shown to any worker to test
+    # them): by default only public ones; restricted fields never (see check_template).
+    gold_sensitivity: list[Sensitivity] = [Sensitivity.PUBLIC]
 
     def field(self, name: str) -> FieldSpec:
         """Return the field called `name`."""
@@ -153,6 +156,10 @@ class Template(BaseModel):
             if f.name == name:
                 return f
         raise TemplateError(f"template {self.name!r} has no field {name!r}")
+
+    def may_become_gold(self, sensitivity: str) -> bool:
+        """Whether a field of this sensitivity may become a gold snippet."""
+        return sensitivity != Sensitivity.RESTRICTED and sensitivity in self.gold_sensitivity
 
     def has_field(self, name: str) -> bool:
         """Whether the template defines a field called `name`."""
@@ -240,6 +247,11 @@ def check_template(t: Template) -> None:
         raise TemplateError(
             f"template {t.name!r}: a template-free (lines) template cuts pages into text lines "
             f"and takes no fields"
+        )
+    if Sensitivity.RESTRICTED in t.gold_sensitivity:
+        raise TemplateError(
+            f"template {t.name!r}: gold_sensitivity: restricted fields never become gold "
+            f"(a gold snippet is shown to any worker); use public and/or personal"
         )
     seen: set[str] = set()
     for f in t.fields:

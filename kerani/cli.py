@@ -1,4 +1,4 @@
-"""The `kerani` command: demo, submit, serve, status, export, report, people."""
+"""The `kerani` command: demo, submit, serve, status, export, report, people, gold."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ dataset_app = typer.Typer(
     help="Ground-truth datasets (pages/ + truth.jsonl).", no_args_is_help=True
 )
 app.add_typer(dataset_app, name="dataset")
+gold_app = typer.Typer(
+    help="Gold snippets: staff keying (blind, twice) and harvesting the crowd's.",
+    no_args_is_help=True,
+)
+app.add_typer(gold_app, name="gold")
 console = Console()
 VERBOSE = "kerani.verbose"
 
@@ -449,6 +454,104 @@ def bench_ocr(
         typer.echo(json.dumps(figures, ensure_ascii=False))
     else:
         console.print(format_report(figures), soft_wrap=True)
+
+
+@gold_app.command("sample")
+def gold_sample(
+    count: Annotated[int, typer.Option(help="How many fields to sample.")],
+    out: Annotated[Path, typer.Option(help="Folder for the snippets and keying.csv.")],
+    batch: Annotated[str | None, typer.Option(help="Only this batch (id or prefix).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Repeat a sample.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Sample fields for staff to key blind: writes OUT/<field_id>.png and OUT/keying.csv."""
+    from kerani.microtasks.gold import sample_for_keying, write_keying_sheet
+    from kerani.records.progress import resolve_batch_id
+    from kerani.storage.stores import open_stores
+
+    stores = open_stores(_settings(data_dir))
+    batch_id = resolve_batch_id(stores.db, batch) if batch else None
+    ids = sample_for_keying(stores.db, count, batch_id=batch_id, seed=seed)
+    sheet = write_keying_sheet(stores.db, stores.blobs, ids, out)
+    console.print(
+        f"{len(ids)} fields to key: fill in kind and value in two copies of {sheet}, then "
+        f"`kerani gold add --round 1 --keyer NAME` and `--round 2` on them",
+        soft_wrap=True,
+    )
+
+
+@gold_app.command("add")
+def gold_add(
+    sheet: Annotated[Path, typer.Argument(help="A keying.csv with kind and value filled in.")],
+    round_: Annotated[int, typer.Option("--round", help="1 or 2: which keying this copy is.")],
+    keyer: Annotated[str, typer.Option(help="The operator who keyed it.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Record a keyed sheet; where both rounds agree the field becomes gold."""
+    from rich.markup import escape
+
+    from kerani.core.errors import BadInputError
+    from kerani.flows.triggers import document_settled
+    from kerani.microtasks.gold import keyer_named, read_keying_sheet
+    from kerani.storage.stores import open_stores
+
+    db = open_stores(_settings(data_dir)).db
+    result = read_keying_sheet(db, sheet, round_, keyer_named(db, keyer))
+    for line in result.refused:  # a sheet's text is no console markup
+        console.print(f"[red]refused[/] {escape(line)}", soft_wrap=True)
+    for done in result.recorded:
+        if done.completed_page_id is not None:  # staff settled a document's last field
+            document_settled(db, done.completed_page_id)
+    gold = sum(o.gold_value is not None for o in result.recorded)
+    disagree = sum(o.agreed is False for o in result.recorded)
+    console.print(
+        f"round {round_}: {len(result.recorded)} keyings recorded ({gold} new gold, "
+        f"{disagree} disagreeing with the other round), {len(result.refused)} rows refused, "
+        f"{result.empty} left empty"
+    )
+    if not result.recorded:
+        raise BadInputError(f"{sheet}: nothing recorded")
+
+
+@gold_app.command("list")
+def gold_list(data_dir: DataDir = None) -> None:
+    """Show gold by origin, fields waiting for a second keying, and keyings that disagree."""
+    from rich.markup import escape
+
+    from kerani.microtasks.gold import gold_counts, keying_disagreements
+    from kerani.storage.stores import open_stores
+
+    db = open_stores(_settings(data_dir)).db
+    counts = gold_counts(db)
+    disagreements = keying_disagreements(db)
+    for origin, n in counts.by_origin.items():
+        console.print(f"gold from {origin}: {n}")
+    console.print(f"waiting for round 2: {counts.waiting_for_round_2}")
+    console.print(f"disagreements: {counts.disagreements}")
+    table = Table("field", "type", "round 1", "round 2")
+    for d in disagreements:
+        table.add_row(
+            str(d.field_id),
+            d.field_type,
+            *(escape(v) if k == "value" else f"({k})" for k, v in (d.first, d.second)),
+        )
+    if disagreements:
+        console.print(table)
+
+
+@gold_app.command("harvest")
+def gold_harvest(
+    min_agreeing: Annotated[
+        int, typer.Option(help="Proven workers keying blind who must agree.")
+    ] = 2,
+    data_dir: DataDir = None,
+) -> None:
+    """Make gold of settled fields that arbiters or proven workers keying blind back."""
+    from kerani.microtasks.gold import harvest_gold
+    from kerani.storage.stores import open_stores
+
+    n = harvest_gold(open_stores(_settings(data_dir)).db, min_agreeing=min_agreeing)
+    console.print(f"{n} fields made gold from the crowd's evidence")
 
 
 def main() -> None:
