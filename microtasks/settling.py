@@ -30,6 +30,7 @@ from sqlalchemy import (
 
 from kerani.core.errors import NotFoundError
 from kerani.core.settings import CrowdSettings
+from kerani.core.vocabulary import GoldOrigin
 from kerani.microtasks import quality
 from kerani.microtasks.consensus import Vote, answer_key, reach_consensus
 from kerani.microtasks.tasks import (
@@ -428,6 +429,15 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
         .join(f, f.c.id == t.c.field_id)
         .where(a.c.worker_id == worker_id, t.c.status == "settled", t.c.kind == "field")
     ).all()
+    # Gold harvested from the crowd that this worker's answers helped back is gold no more.
+    answered_fields = select(t.c.field_id).join(a, a.c.task_id == t.c.id).where(
+        a.c.worker_id == worker_id, t.c.kind == "field"
+    )
+    conn.execute(
+        f.update()
+        .where(f.c.gold_origin == GoldOrigin.CROWD, f.c.id.in_(answered_fields))
+        .values(gold_value=None, gold_origin=None)
+    )
     reopened = 0
     for row in settled:
         votes, _ = _votes(conn, row.id, row.ocr_text, row.kind)
