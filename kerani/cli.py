@@ -263,6 +263,10 @@ def people_add(
     role: Annotated[str, typer.Option(help="worker, operator or agency")] = Role.WORKER,
     trusted: Annotated[bool, typer.Option(help="May arbitrate disputed fields.")] = False,
     cleared: Annotated[bool, typer.Option(help="May see restricted fields.")] = False,
+    proven: Annotated[
+        bool,
+        typer.Option(help="Skips probation: answers count before any gold (staff you vouch for)."),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Add a person and print their access code (shown only once)."""
@@ -270,9 +274,15 @@ def people_add(
     from kerani.storage.stores import open_stores
 
     code = add_person(
-        open_stores(_settings(data_dir)).db, name, role, trusted=trusted, cleared=cleared
+        open_stores(_settings(data_dir)).db,
+        name,
+        role,
+        trusted=trusted,
+        cleared=cleared,
+        proven=proven,
     )
-    flags = "".join(f", {f}" for f, on in (("trusted", trusted), ("cleared", cleared)) if on)
+    shown = (("trusted", trusted), ("cleared", cleared), ("proven", proven))
+    flags = "".join(f", {f}" for f, on in shown if on)
     console.print(f"{role}{flags} {name}: access code [bold]{code}[/]")
 
 

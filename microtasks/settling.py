@@ -430,8 +430,10 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
         .where(a.c.worker_id == worker_id, t.c.status == "settled", t.c.kind == "field")
     ).all()
     # Gold harvested from the crowd that this worker's answers helped back is gold no more.
-    answered_fields = select(t.c.field_id).join(a, a.c.task_id == t.c.id).where(
-        a.c.worker_id == worker_id, t.c.kind == "field"
+    answered_fields = (
+        select(t.c.field_id)
+        .join(a, a.c.task_id == t.c.id)
+        .where(a.c.worker_id == worker_id, t.c.kind == "field")
     )
     conn.execute(
         f.update()
