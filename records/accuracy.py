@@ -105,6 +105,16 @@ def people_estimate(
     without = (
         f"; {_fields_word(unknown)} settled without a posterior not counted" if unknown else ""
     )
+    if n == 0 and unknown:
+        return SourceEstimate(
+            source,
+            total,
+            None,
+            None,
+            None,
+            f"{NOT_ENOUGH}: none of the {_fields_word(total)} has a model posterior "
+            "(settled before posteriors were kept)",
+        )
     if n < min_fields:
         return SourceEstimate(
             source,

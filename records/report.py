@@ -238,7 +238,7 @@ _MARKDOWN_SPECIAL = frozenset("\\`*_[]<>|~&")
 
 SOURCE_LABELS = {
     ValueSource.OCR: "auto-accepted (OCR)",
-    ValueSource.HUMAN: "settled by people",
+    ValueSource.HUMAN: "settled by agreeing workers",
     ValueSource.ARBITRATED: "arbitrated by trusted workers",
     ValueSource.GOLD: "keyed twice by staff (gold)",
 }
@@ -331,7 +331,7 @@ def report_markdown(report: BatchReport) -> str:
         f"| fields | {rp.fields} |",
         f"| fields auto-accepted (OCR) | {rp.auto_accepted} "
         f"({_pct(rp.share_auto_accepted)} of fields) |",
-        f"| fields settled by people | {rp.settled_by_people} |",
+        f"| fields settled by people (arbitrated ones included) | {rp.settled_by_people} |",
         f"| fields arbitrated by trusted workers | {rp.arbitrated} |",
         f"| fields waiting for people | {rp.waiting_for_people} |",
         f"| fields sent back by a rule | {rp.sent_back_by_rules} |",

@@ -66,6 +66,12 @@ def test_people_estimate_is_the_mean_posterior_with_a_poisson_binomial_interval(
 
     few = people_estimate([0.99] * 19)
     assert few.estimate is None and few.evidence.startswith(NOT_ENOUGH) and few.fields == 19
+    none = people_estimate([], fields=7)
+    assert none.fields == 7 and none.estimate is None
+    assert none.evidence == (
+        "not enough evidence yet: none of the 7 fields has a model posterior "
+        "(settled before posteriors were kept)"
+    )
     arbitrated = arbitrated_estimate([1.0] * 20)
     assert arbitrated.source == ValueSource.ARBITRATED
     assert (arbitrated.estimate, arbitrated.low, arbitrated.high) == (1.0, 1.0, 1.0)
@@ -323,8 +329,8 @@ def test_report_shows_the_source_table_the_confirmation_label_and_escapes_names(
     assert "## Estimated accuracy by source (without ground truth)" in text
     assert "| source | fields | estimated share right | evidence |" in text
     assert (
-        "| settled by people | 5 | not enough evidence yet | 5 fields with a model posterior, "
-        "20 needed |" in text
+        "| settled by agreeing workers | 5 | not enough evidence yet "
+        "| 5 fields with a model posterior, 20 needed |" in text
     )
     assert "- 2 fields rest partly on a confirmation of the pre-filled OCR guess" in text
     assert "mean share of votes agreeing with the settled value" in text
@@ -338,7 +344,7 @@ def test_report_gives_an_estimate_with_its_interval(stores: Stores) -> None:
     batch, _page, _ = _seed(stores, "receipt", _people([0.5] * 100))
     text = report_markdown(batch_report(stores.db, batch))
     assert (
-        "| settled by people | 100 | 50.0% (95% interval 40.2% to 59.8%) "
+        "| settled by agreeing workers | 100 | 50.0% (95% interval 40.2% to 59.8%) "
         "| model estimate from 100 fields' votes |" in text
     )
     assert "- 0 fields rest partly on a confirmation" in text
