@@ -233,7 +233,7 @@ def source_estimates(
 def prefilled_confirmations(
     db: Engine, *, batch_id: str | None = None, page_ids: Sequence[int] | None = None
 ) -> int:
-    """Settled fields whose winning answers include a confirmation of the pre-filled OCR guess.
+    """Fields settled by people whose winning answers include a confirmation of the OCR guess.
 
     A confirmation is an answer given with the guess pre-filled (answers.blind false, or
     NULL for answers from before blind leases were recorded) that equals the guess.
@@ -249,6 +249,8 @@ def prefilled_confirmations(
             .where(
                 *where,
                 f.c.status == FieldStatus.SETTLED,
+                # Staff gold settles on the staff's keyings, whatever workers answered.
+                f.c.source.in_([ValueSource.HUMAN, ValueSource.ARBITRATED]),
                 f.c.value_kind == ValueKind.TEXT,
                 a.c.kind == AnswerKind.VALUE,
                 or_(a.c.blind.is_(None), a.c.blind.is_(False)),

@@ -68,6 +68,8 @@ class BatchReport:
     cost_sen: int
     unread_fields: list[UnreadField] = field(default_factory=list)
     rules_broken: dict[str, int] = field(default_factory=dict)
+    # Fields waiting for people that staff settled instead, keying them twice (source gold).
+    keyed_by_staff: int = 0
     # Each source's estimated accuracy (records.accuracy), in ValueSource order.
     sources: list[SourceEstimate] = field(default_factory=list)
     # Settled fields whose winning answers include a confirmation of the pre-filled guess.
@@ -196,7 +198,9 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         if x.value_kind == ValueKind.UNREADABLE
         and x.status in (FieldStatus.SETTLED, FieldStatus.AUTO_ACCEPTED)
     ]
-    by_people = [x for x in fields if x.status == FieldStatus.SETTLED]
+    settled = [x for x in fields if x.status == FieldStatus.SETTLED]
+    # Staff settle a field by keying it twice (source gold): that is not the crowd's work.
+    by_people = [x for x in settled if x.source != ValueSource.GOLD]
     agreements = [float(x.agreement) for x in by_people if x.agreement is not None]
     return BatchReport(
         batch_id=batch_id,
@@ -214,6 +218,7 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         auto_accepted=sum(x.status == FieldStatus.AUTO_ACCEPTED for x in fields),
         settled_by_people=len(by_people),
         arbitrated=sum(x.source == ValueSource.ARBITRATED for x in by_people),
+        keyed_by_staff=len(settled) - len(by_people),
         waiting_for_people=sum(
             x.status in (FieldStatus.PENDING, FieldStatus.IN_REVIEW) for x in fields
         ),
@@ -333,6 +338,7 @@ def report_markdown(report: BatchReport) -> str:
         f"({_pct(rp.share_auto_accepted)} of fields) |",
         f"| fields settled by people (arbitrated ones included) | {rp.settled_by_people} |",
         f"| fields arbitrated by trusted workers | {rp.arbitrated} |",
+        f"| fields keyed twice by staff | {rp.keyed_by_staff} |",
         f"| fields waiting for people | {rp.waiting_for_people} |",
         f"| fields sent back by a rule | {rp.sent_back_by_rules} |",
         f"| fields unreadable | {rp.unreadable} |",

@@ -264,9 +264,10 @@ def _confirmation_batch(stores: Stores) -> tuple[str, list[int]]:
             {**amount, **settled, "value": "12.60", "value_kind": ValueKind.TEXT},
             {**amount, **settled, "value": "", "value_kind": ValueKind.UNREADABLE},
             {**amount, "status": FieldStatus.IN_REVIEW},
+            {**amount, **settled, "value": "12.50", "value_kind": "text", "source": "gold"},
         ],
     )
-    confirmed, both, blind_only, other, unreadable, waiting = ids
+    confirmed, both, blind_only, other, unreadable, waiting, staff = ids
     # Pre-filled answers equal to the guess (from before blind leases: NULL; and since),
     # counted once per field however many there are.
     _answer(stores, confirmed, "12.50", None)
@@ -279,6 +280,7 @@ def _confirmation_batch(stores: Stores) -> tuple[str, list[int]]:
     _answer(stores, other, "12.60", True)
     _answer(stores, unreadable, "", None, kind="unreadable")
     _answer(stores, waiting, "RM 12.50", False)  # not settled yet
+    _answer(stores, staff, "RM 12.50", None)  # settled by staff keying it twice, not by votes
     return batch, ids
 
 
@@ -322,6 +324,7 @@ def test_report_shows_the_source_table_the_confirmation_label_and_escapes_names(
         )
     report = batch_report(stores.db, batch)
     assert report.prefilled_confirmations == 2
+    assert (report.settled_by_people, report.keyed_by_staff) == (5, 1)
     assert [e.source for e in report.sources][:2] == [ValueSource.OCR, ValueSource.HUMAN]
     assert report.as_dict()["sources"][1]["fields"] == 5
     assert report.as_dict()["cost_per_record"] == "RM 5.97 (597 sen)"
@@ -333,6 +336,10 @@ def test_report_shows_the_source_table_the_confirmation_label_and_escapes_names(
         "| 5 fields with a model posterior, 20 needed |" in text
     )
     assert "- 2 fields rest partly on a confirmation of the pre-filled OCR guess" in text
+    assert (
+        "| keyed twice by staff (gold) | 1 | not measured | keyed twice by staff, both keyings "
+        "agreed: taken as right, not measured |" in text
+    )
     assert "mean share of votes agreeing with the settled value" in text
     assert "Mean agreement" not in text and "mean agreement" not in text
     assert "- per record: RM 5.97 (597 sen) over 1 record built" in text
