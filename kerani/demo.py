@@ -16,7 +16,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from kerani.core.settings import Settings
-from kerani.core.vocabulary import AnswerKind, Role
+from kerani.core.vocabulary import AnswerKind, FieldStatus, Role, ValueSource
 from kerani.evaluation.accuracy import Score, field_truths, score_batch
 from kerani.evaluation.crowd_sim import (
     CAREFUL,
@@ -32,9 +32,12 @@ from kerani.evaluation.gold import make_gold_batch
 from kerani.evaluation.ground_truth import TruthPage, read_truth
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.forms.templates import load_template
+from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.microtasks.tasks import queue_depth
 from kerani.people.workers import add_person, invite_worker
+from kerani.records.accuracy import NOT_ENOUGH
 from kerani.records.progress import batch_progress
+from kerani.records.report import SOURCE_LABELS
 from kerani.review_ui.app import create_app
 from kerani.review_ui.server import BackgroundServer, free_port, port_is_free
 from kerani.storage import schema
@@ -63,6 +66,8 @@ class DemoBatch:
     score: Score | None = None
     human_answers: int = 0
     waiting: int = 0  # fields still waiting for people when the demo ended
+    truth_waiting: int = 0  # of the true fields found, those still waiting for people
+    batch_report: dict[str, Any] | None = None  # records.report.BatchReport.as_dict()
 
 
 def submit_gold(console: Console, settings: Settings, stores: Stores) -> DemoBatch:
@@ -190,8 +195,10 @@ def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, s
         else:
             wait_for_people(console, stores, server.url)
         for b in batches:
-            b.exports = finish_batch(b.batch_id, settings)["exports"]
+            finished = finish_batch(b.batch_id, settings)
+            b.exports, b.batch_report = finished["exports"], finished["report"]
             b.score = score_batch(stores.db, b.batch_id, b.truth)
+            b.truth_waiting = _truth_waiting(stores, b)
             b.human_answers = _human_answers(stores, b.batch_id)
             b.waiting = batch_progress(stores.db, b.batch_id)[0]["waiting_for_people"]
     finally:
@@ -215,25 +222,87 @@ def _human_answers(stores: Stores, batch_id: str) -> int:
         )
 
 
-def _share(part: int, whole: int) -> str:
-    return f"{part}/{whole} ({part / whole:.1%})" if whole else "0/0"
-
-
-def _score_line(s: Score) -> str:
-    """The batch against the known truth, every figure saying what it counts."""
-    found = s.truth_fields - s.missed
-    line = f"against the known truth: {_share(s.correct, s.truth_fields)} true fields right"
-    if s.missed:
-        # A field the OCR never found has no snippet: nobody could type it, so it counts
-        # as wrong, and the share of the fields that were found says what people achieved.
-        line += (
-            f"; {s.missed} of them the OCR never found (counted wrong); of the {found} found, "
-            f"{_share(s.correct, found)} right"
+def _truth_waiting(stores: Stores, b: DemoBatch) -> int:
+    """How many true fields the OCR found are still waiting for people (counted wrong)."""
+    mapping, _missed = field_truths(stores.db, b.batch_id, b.truth)
+    found = [fid for fid, text in mapping.items() if text is not None]
+    f = schema.fields
+    with stores.db.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(f)
+                .where(
+                    f.c.id.in_(found),
+                    f.c.status.in_([FieldStatus.PENDING, FieldStatus.IN_REVIEW]),
+                )
+            ).scalar_one()
         )
-    auto = (
-        f"{_share(s.auto_accepted_correct, s.auto_accepted)} right" if s.auto_accepted else "none"
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({part / whole:.1%})" if whole else f"{part} of {whole}"
+
+
+def _right(part: int, whole: int) -> str:
+    return f"{part} right ({part / whole:.1%})" if whole else f"{part} right"
+
+
+def _score_line(s: Score, waiting: int = 0, template: str = FORM_TEMPLATE) -> str:
+    """The batch against the known truth, every figure saying what it counts."""
+    unit, finder = (
+        ("lines", "line segmentation") if template == "receipt" else ("fields", "the OCR")
     )
-    return f"{line}; auto-accepted fields: {auto}"
+    found = s.truth_fields - s.missed
+    # A true field the OCR never found has no snippet: nobody could type it, so it counts
+    # as wrong; so does one still waiting. The share of those found says what people did.
+    wrong = found - waiting - s.correct
+    line = (
+        f"against the known truth: {_share(s.correct, s.truth_fields)} true {unit} digitised "
+        f"right; the other {s.truth_fields - s.correct}: {s.missed} never found by {finder}, "
+        f"{waiting} still waiting for people, {wrong} settled wrong; of the {found} {unit} "
+        f"found, {_right(s.correct, found)}"
+    )
+    auto = (
+        f"of the {s.auto_accepted} auto-accepted fields with a true text, "
+        f"{_right(s.auto_accepted_correct, s.auto_accepted)}"
+        if s.auto_accepted
+        else "no auto-accepted field has a true text"
+    )
+    return f"{line}; {auto}"
+
+
+def _cost_line(r: dict[str, Any], who: str) -> str:
+    """What the batch cost, in all, per record (RM and sen) and per field."""
+    sen, records, fields = int(r["cost_sen"]), int(r["records"]), int(r["fields"])
+    each = (
+        f"{ringgit(round(sen / records))} per record ({sen / records:.0f} sen)"
+        if records
+        else ("no record built")
+    )
+    return (
+        f"cost: {ringgit(sen)} paid to {who}; {each} over {records} records; "
+        f"{ringgit_each(sen, fields)} per field over {fields} fields (auto-accepted included)"
+    )
+
+
+def _estimates_line(r: dict[str, Any]) -> str:
+    """Each source's estimated accuracy as the batch report gives it, without the truth."""
+    parts = []
+    for e in r.get("sources", []):
+        if not e["fields"]:
+            continue
+        label = SOURCE_LABELS.get(ValueSource(e["source"]), e["source"])
+        if e["estimate"] is None:
+            parts.append(f"{label}, {e['fields']} fields: {e['evidence']}")
+        else:
+            parts.append(
+                f"{label}, {e['fields']} fields: {e['estimate']:.1%} "
+                f"(95% interval {e['low']:.1%} to {e['high']:.1%}; {e['evidence']})"
+            )
+    if not parts:
+        return f"estimated without the truth: {NOT_ENOUGH}"
+    return "estimated without the truth: " + "; ".join(parts)
 
 
 def print_summary(console: Console, batches: list[DemoBatch], url: str, simulated: bool) -> None:
@@ -251,7 +320,12 @@ def print_summary(console: Console, batches: list[DemoBatch], url: str, simulate
             f"({b.human_answers} answers from {who})"
         )
         if s is not None:
-            console.print(f"  {_score_line(s)}")
+            console.print(f"  {_score_line(s, b.truth_waiting, b.template)}")
+        if b.batch_report is not None:
+            console.print(f"  {_estimates_line(b.batch_report)}")
+            n = b.batch_report.get("prefilled_confirmations", 0)
+            console.print(f"  {n} fields rest partly on a confirmation of the pre-filled OCR guess")
+            console.print(f"  {_cost_line(b.batch_report, who)}")
         if b.waiting:
             console.print(f"  {b.waiting} fields are still waiting for people")
         for fmt, where in (b.exports or {}).items():

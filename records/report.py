@@ -1,8 +1,9 @@
 """The batch report for the agency: counts, accuracy indicators, cost, unreadable fields.
 
 Accuracy here is what can be known without ground truth: how much was trusted to the
-machine, how much people agreed, how many values broke a rule and went back. The figures
-against known truth come from the benchmark harness, not from this report.
+machine, how much people agreed, how many values broke a rule and went back, and each
+source's estimated accuracy with its interval (records.accuracy). The figures against
+known truth come from the benchmark harness, not from this report.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from sqlalchemy import Engine, func, select
 from kerani.core.errors import NotFoundError
 from kerani.core.vocabulary import AnswerKind, FieldStatus, PageStatus, ValueKind, ValueSource
 from kerani.microtasks.ledger import ringgit, ringgit_each
+from kerani.records.accuracy import (
+    NOT_ENOUGH,
+    SourceEstimate,
+    prefilled_confirmations,
+    source_estimates,
+)
 from kerani.storage import schema
 
 LOW_AGREEMENT = 0.75  # below this, people (and the OCR) mostly disagreed about a field
@@ -61,6 +68,12 @@ class BatchReport:
     cost_sen: int
     unread_fields: list[UnreadField] = field(default_factory=list)
     rules_broken: dict[str, int] = field(default_factory=dict)
+    # Fields waiting for people that staff settled instead, keying them twice (source gold).
+    keyed_by_staff: int = 0
+    # Each source's estimated accuracy (records.accuracy), in ValueSource order.
+    sources: list[SourceEstimate] = field(default_factory=list)
+    # Settled fields whose winning answers include a confirmation of the pre-filled guess.
+    prefilled_confirmations: int = 0
 
     @property
     def share_auto_accepted(self) -> float:
@@ -91,6 +104,7 @@ class BatchReport:
         out["cost_per_field_sen"] = round(self.cost_per_field_sen, 2)
         out["cost_per_record_sen"] = round(self.cost_per_record_sen, 2)
         out["cost"] = ringgit(self.cost_sen)
+        out["cost_per_record"] = _ringgit_sen(self.cost_sen, self.records)
         return out
 
 
@@ -184,7 +198,9 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         if x.value_kind == ValueKind.UNREADABLE
         and x.status in (FieldStatus.SETTLED, FieldStatus.AUTO_ACCEPTED)
     ]
-    by_people = [x for x in fields if x.status == FieldStatus.SETTLED]
+    settled = [x for x in fields if x.status == FieldStatus.SETTLED]
+    # Staff settle a field by keying it twice (source gold): that is not the crowd's work.
+    by_people = [x for x in settled if x.source != ValueSource.GOLD]
     agreements = [float(x.agreement) for x in by_people if x.agreement is not None]
     return BatchReport(
         batch_id=batch_id,
@@ -202,6 +218,7 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         auto_accepted=sum(x.status == FieldStatus.AUTO_ACCEPTED for x in fields),
         settled_by_people=len(by_people),
         arbitrated=sum(x.source == ValueSource.ARBITRATED for x in by_people),
+        keyed_by_staff=len(settled) - len(by_people),
         waiting_for_people=sum(
             x.status in (FieldStatus.PENDING, FieldStatus.IN_REVIEW) for x in fields
         ),
@@ -215,11 +232,89 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         cost_sen=cost,
         unread_fields=unread,
         rules_broken=dict(sorted(rules.items())),
+        sources=source_estimates(db, batch_id=batch_id),
+        prefilled_confirmations=prefilled_confirmations(db, batch_id=batch_id),
     )
+
+
+# The characters that start markup inside a line or a table cell (emphasis, code, links,
+# HTML, entities, strike-through, cell breaks); a backslash makes each literal.
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]<>|~&")
+
+SOURCE_LABELS = {
+    ValueSource.OCR: "auto-accepted (OCR)",
+    ValueSource.HUMAN: "settled by agreeing workers",
+    ValueSource.ARBITRATED: "arbitrated by trusted workers",
+    ValueSource.GOLD: "keyed twice by staff (gold)",
+}
+
+
+def markdown_text(text: object) -> str:
+    """`text` as literal Markdown: special characters escaped, one line (a file name, a rule)."""
+    flat = " ".join(str(text).split())
+    return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in flat)
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _share(x: float) -> str:
+    """A share near one keeps enough digits not to read as 100% when it is not."""
+    for digits in (1, 2):
+        text = f"{100 * x:.{digits}f}"
+        if x >= 1.0 or float(text) < 100.0:
+            return f"{text}%"
+    return ">99.99%"
+
+
+def _ringgit_sen(total_sen: int, count: int) -> str:
+    """A share of a total in RM with two decimals, and in whole sen ("RM 5.97 (597 sen)")."""
+    if count <= 0:
+        return "–"
+    each = total_sen / count
+    return f"{ringgit(round(each))} ({each:.0f} sen)"
+
+
+def _estimate_cell(e: SourceEstimate) -> str:
+    if e.estimate is None or e.low is None or e.high is None:
+        return NOT_ENOUGH if e.evidence.startswith(NOT_ENOUGH) else "not measured"
+    return f"{_share(e.estimate)} (95% interval {_share(e.low)} to {_share(e.high)})"
+
+
+def _evidence_cell(e: SourceEstimate) -> str:
+    text = e.evidence.removeprefix(NOT_ENOUGH).lstrip(": ") or e.evidence
+    return markdown_text(text)
+
+
+def sources_markdown(report: BatchReport) -> list[str]:
+    """The "Estimated accuracy by source" section: a table, and the confirmation label."""
+    lines = ["## Estimated accuracy by source (without ground truth)", ""]
+    shown = [e for e in report.sources if e.fields]
+    if shown:
+        lines += [
+            "| source | fields | estimated share right | evidence |",
+            "|---|---:|---|---|",
+        ]
+        lines += [
+            f"| {SOURCE_LABELS.get(ValueSource(e.source), e.source)} | {e.fields} "
+            f"| {_estimate_cell(e)} | {_evidence_cell(e)} |"
+            for e in shown
+        ]
+    else:
+        lines.append("No field has a value yet.")
+    n = report.prefilled_confirmations
+    lines += [
+        "",
+        f"- {n} {'field rests' if n == 1 else 'fields rest'} partly on a confirmation of "
+        "the pre-filled OCR guess (a worker shown the guess answered the same value; "
+        "a confirmation misses errors that blind keying catches)",
+    ]
+    return lines
 
 
 def report_markdown(report: BatchReport) -> str:
@@ -227,7 +322,7 @@ def report_markdown(report: BatchReport) -> str:
     rp = report
     agreement = "–" if rp.mean_agreement is None else _pct(rp.mean_agreement)
     lines = [
-        f"# Batch {rp.batch_id[:12]} ({rp.template})",
+        f"# Batch {rp.batch_id[:12]} ({markdown_text(rp.template)})",
         "",
         "| | count |",
         "|---|---:|",
@@ -239,35 +334,50 @@ def report_markdown(report: BatchReport) -> str:
         f"| records passing every rule | {rp.records_valid} |",
         f"| records kept with a broken rule after arbitration | {rp.records_flagged} |",
         f"| fields | {rp.fields} |",
-        f"| fields auto-accepted (OCR) | {rp.auto_accepted} ({_pct(rp.share_auto_accepted)}) |",
-        f"| fields settled by people | {rp.settled_by_people} |",
+        f"| fields auto-accepted (OCR) | {rp.auto_accepted} "
+        f"({_pct(rp.share_auto_accepted)} of fields) |",
+        f"| fields settled by people (arbitrated ones included) | {rp.settled_by_people} |",
         f"| fields arbitrated by trusted workers | {rp.arbitrated} |",
+        f"| fields keyed twice by staff | {rp.keyed_by_staff} |",
         f"| fields waiting for people | {rp.waiting_for_people} |",
         f"| fields sent back by a rule | {rp.sent_back_by_rules} |",
         f"| fields unreadable | {rp.unreadable} |",
         f"| fields blank | {rp.blank} |",
         "",
+        *sources_markdown(rp),
+        "",
         "## Accuracy indicators",
         "",
         f"- answers per field sent to people: {rp.answers_per_human_field:.2f} "
-        f"({rp.answers} answers, {rp.skips} skips)",
-        f"- mean agreement on fields settled by people: {agreement}",
-        f"- fields settled with agreement below {_pct(LOW_AGREEMENT)}: {rp.low_agreement}",
+        f"({rp.answers} answers over {rp.fields - rp.auto_accepted} fields; "
+        f"skips, not counted: {rp.skips})",
+        "- mean share of votes agreeing with the settled value (the OCR's guess counted as "
+        f"one vote), over the {rp.settled_by_people} fields settled by people: {agreement}",
+        f"- fields settled by people with fewer than {_pct(LOW_AGREEMENT)} of votes agreeing: "
+        f"{rp.low_agreement}",
         "",
         "## Cost (from the ledger)",
         "",
-        f"- total paid to workers: {ringgit(rp.cost_sen)}",
-        f"- per record ({rp.records} built): {ringgit_each(rp.cost_sen, rp.records)}",
-        f"- per field ({rp.fields}, auto-accepted ones included): "
-        f"{ringgit_each(rp.cost_sen, rp.fields)}",
+        f"- paid to workers in all: {ringgit(rp.cost_sen)}",
+        f"- per record: {_ringgit_sen(rp.cost_sen, rp.records)} "
+        f"over {_n(rp.records, 'record')} built"
+        if rp.records
+        else "- per record: – (no record built yet)",
+        f"- per field: {ringgit_each(rp.cost_sen, rp.fields)} over {rp.fields} fields, "
+        "auto-accepted ones included"
+        if rp.fields
+        else "- per field: – (no field yet)",
     ]
     if rp.rules_broken:
         lines += ["", "## Rules that sent fields back", "", "| rule | fields |", "|---|---:|"]
-        lines += [f"| {rule} | {n} |" for rule, n in rp.rules_broken.items()]
+        lines += [f"| {markdown_text(rule)} | {n} |" for rule, n in rp.rules_broken.items()]
     lines += ["", "## Fields that could not be read", ""]
     if rp.unread_fields:
         lines += ["| document | page | field | people |", "|---|---:|---|---:|"]
-        lines += [f"| {u.document} | {u.page} | {u.field} | {u.people} |" for u in rp.unread_fields]
+        lines += [
+            f"| {markdown_text(u.document)} | {u.page} | {markdown_text(u.field)} | {u.people} |"
+            for u in rp.unread_fields
+        ]
     else:
         lines.append("None.")
     return "\n".join(lines) + "\n"

@@ -60,11 +60,19 @@ def test_demo_with_simulated_crowd(env: Path, prefect_server: None) -> None:
     result = CliRunner().invoke(app, ["demo", "--simulate-crowd", "--forms", "1"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    accuracy = re.findall(r"against the known truth: (\d+)/(\d+) \([\d.]+%\) true fields", text)
+    accuracy = re.findall(
+        r"against the known truth: (\d+) of (\d+) \([\d.]+%\) true (?:fields|lines) digitised "
+        r"right; the other \d+: \d+ never found by [\w ]+, \d+ still waiting for people, "
+        r"\d+ settled wrong",
+        text,
+    )
     assert len(accuracy) == 2  # forms and receipts
     right, true_fields = map(int, accuracy[0])
     assert right >= 0.9 * true_fields  # simulated careful workers on clean synthetic forms
     # The crowd's make-up is named wherever its figures are shown.
     assert re.search(r"Simulated workers \(9 careful \(2% of answers wrong\)", text)
     assert re.search(r"records \(csv\): \S+records\.csv", text)
+    # Cost per record reads as money, and the sources' estimates are shown beside the truth.
+    assert re.search(r"RM \d+\.\d\d per record \(\d+ sen\)", text)
+    assert "estimated without the truth: " in text
     assert list((env / "demo" / "blobs" / "exports").glob("*/records.jsonl"))

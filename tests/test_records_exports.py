@@ -168,11 +168,12 @@ def test_batch_report_counts_cost_and_unreadable_fields(
     assert [(u.field, u.kind) for u in report.unread_fields] == [("line_002", "unreadable")]
     text = report_markdown(report)
     assert (
-        f"total paid to workers: {ringgit(paid)}" in text and "| scan.png | 1 | line_002 |" in text
+        f"paid to workers in all: {ringgit(paid)}" in text
+        and "| scan.png | 1 | line\\_002 |" in text  # a field name's _ escaped for Markdown
     )
     assert ringgit(1234) == "RM 12.34" and ringgit(5) == "RM 0.05"
-    # Shares of the cost read as money: RM per record, sen with one decimal per field.
-    assert f"per record (1 built): {ringgit_each(paid, 1)}" in text
+    # Shares of the cost read as money: RM and whole sen per record, sen per field.
+    assert f"per record: {ringgit(paid)} ({paid} sen) over 1 record built" in text
     assert ringgit_each(1790, 3) == "RM 5.97" and ringgit_each(54, 10) == "5.4 sen"
     assert ringgit_each(100, 0) == "–"
 
