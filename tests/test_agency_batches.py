@@ -37,7 +37,10 @@ def test_an_agency_sees_only_its_own_batches(settings: Settings, stores: Stores)
     assert sign_in_with_code(client, codes["jkm"]).status_code == 303
     status = client.get("/status").text
     assert ours[:12] in status and theirs[:12] not in status
-    assert client.get(f"/batches/{ours}/report").status_code == 200
+    page = client.get(f"/batches/{ours}/report")
+    assert page.status_code == 200
+    # Accuracy by source, honest about what it rests on.
+    assert "Estimated accuracy by source" in page.text and "not enough evidence yet" in page.text
     # Another agency's batch is as good as missing, whole id or prefix.
     assert client.get(f"/batches/{theirs}/report").status_code == 404
     assert client.get(f"/batches/{theirs[:8]}/report").status_code == 404
