@@ -1,8 +1,9 @@
 """`create_app(settings)`: the review pages, the agency pages and the JSON API, in one ASGI app.
 
 The routes live in their routers, one module per audience: kerani.review_ui.signin (before
-and around sign-in), .worker_pages, .agency_pages and .api. This module only wires them:
-the app's state, its middleware, the static files and the one error handler.
+and around sign-in), .worker_pages, .agency_pages, .operator_calibration and .api. This
+module only wires them: the app's state, its middleware, the static files and the one error
+handler.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
 from kerani.forms.templates import load_template
 from kerani.microtasks.ledger import ringgit, ringgit_each
-from kerani.review_ui import agency_pages, api, signin, worker_pages
+from kerani.review_ui import agency_pages, api, operator_calibration, signin, worker_pages
 from kerani.review_ui.i18n import translator
 from kerani.review_ui.web import (
     STATIC,
@@ -95,6 +96,12 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=500)
     app.middleware("http")(security_headers)
     app.exception_handler(KeraniError)(kerani_error)
-    for router in (signin.router, worker_pages.router, agency_pages.router, api.router):
+    for router in (
+        signin.router,
+        worker_pages.router,
+        agency_pages.router,
+        operator_calibration.router,
+        api.router,
+    ):
         app.include_router(router)
     return app
