@@ -117,10 +117,13 @@ def route_page(
     `calibration` is the page's template's calibrated rule; without one the hand-set
     `threshold` applies if given, else nothing is auto-accepted. With `crowd`, a field the
     rule accepts goes to people instead with its audit share (`audit_probability`, drawn
-    from `rng`), marked `fields.audit`; without it (benchmarks, tests) nothing is audited.
+    from `rng`, by default seeded by the page), marked `fields.audit`; without `crowd`
+    (benchmarks, tests) nothing is audited.
     Idempotent: fields already routed are left alone, and a field never gets two tasks.
     """
-    draw = rng or random.Random()
+    # Without an rng, a page's draws are seeded by its id: routing the same pages gives the
+    # same audits on every run (the seeded demo repeats its figures), at the same share.
+    draw = rng if rng is not None else random.Random(f"kerani-audit-{page_id}")
     accepted = created = 0
     fields, guess = schema.fields, schema.ocr_readings
     with db.begin() as conn:
@@ -130,6 +133,8 @@ def route_page(
             # none recorded counts as read from the page alone.
             .outerjoin(guess, and_(guess.c.field_id == fields.c.id, guess.c.is_guess))
             .where(fields.c.page_id == page_id, fields.c.status == "pending")
+            # In a fixed order, so that a seeded `rng` draws the same audits every time.
+            .order_by(fields.c.name)
         ).all()
         for f in pending:
             d = decide(
