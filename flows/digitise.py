@@ -23,8 +23,8 @@ from kerani.flows.documents import finish_ready_documents
 from kerani.flows.reassembly import report_task, text_layers_task
 from kerani.forms.templates import load_template
 from kerani.ingest.batches import ingest_paths
+from kerani.microtasks.refit import current_calibration
 from kerani.microtasks.routing import route_page
-from kerani.ocr.calibration import load_calibration
 from kerani.ocr.preocr import preocr_page
 from kerani.ocr.stage import StageOptions
 from kerani.ocr.tesseract import TesseractEngine
@@ -81,10 +81,14 @@ def preocr_task(page_id: int, template: str, settings: Settings) -> str:
 
 @task(name="route-page")
 def route_task(page_id: int, settings: Settings, template: str | None = None) -> tuple[int, int]:
-    """Auto-accept or publish a micro task for each field of a page."""
-    calibration = load_calibration(template, settings.ocr.calibration_dir) if template else None
+    """Auto-accept or publish a micro task for each field of a page (a share as audits)."""
+    db = open_stores(settings).db
+    # The latest refit from the crowd's work, else the folder's or the bundled rule.
+    calibration = (
+        current_calibration(db, template, settings.ocr.calibration_dir) if template else None
+    )
     return route_page(
-        open_stores(settings).db, page_id, settings.ocr.auto_accept_confidence, calibration
+        db, page_id, settings.ocr.auto_accept_confidence, calibration, crowd=settings.crowd
     )
 
 

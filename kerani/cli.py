@@ -1,4 +1,5 @@
-"""The `kerani` command: demo, submit, serve, status, export, report, people, gold."""
+"""The `kerani` command: demo, submit, serve, status, export, report, people, gold,
+calibration."""
 
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ gold_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(gold_app, name="gold")
+calibration_app = typer.Typer(
+    help="Auto-accept rules refitted from the fields people settled.", no_args_is_help=True
+)
+app.add_typer(calibration_app, name="calibration")
 console = Console()
 VERBOSE = "kerani.verbose"
 
@@ -313,6 +318,55 @@ def people_invite(
         f"worker {name}: number [bold]{number}[/], invite code [bold]{code}[/] "
         f"(valid {settings.review.invite_days} days; they choose a PIN at /join)"
     )
+
+
+TemplateOption = Annotated[
+    str | None, typer.Option("--template", help="Only this template (default: every one).")
+]
+
+
+@calibration_app.command("refit")
+def calibration_refit(template: TemplateOption = None, data_dir: DataDir = None) -> None:
+    """Refit each template's auto-accept rule from blind-keyed and audited fields."""
+    from kerani.microtasks.refit import refit_all
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    refits = refit_all(
+        open_stores(settings).db,
+        target=settings.ocr.calibration_target,
+        min_samples=settings.ocr.calibration_min_samples,
+        folder=settings.ocr.calibration_dir,
+        template=template,
+    )
+    if not refits:
+        console.print("No template has pages yet.")
+    for r in refits:
+        done = f"refitted on {r.fields} fields" if r.refitted else "not refitted"
+        console.print(f"{r.template}: {done}: {r.changes}", soft_wrap=True, markup=False)
+
+
+@calibration_app.command("history")
+def calibration_history_command(template: TemplateOption = None, data_dir: DataDir = None) -> None:
+    """Show every stored refit, newest first: when, from how many fields, what changed."""
+    from rich.text import Text
+
+    from kerani.microtasks.refit import calibration_history
+    from kerani.storage.stores import open_stores
+
+    rows = calibration_history(open_stores(_settings(data_dir)).db, template)
+    if not rows:
+        console.print("No refits yet.")
+        return
+    table = Table()
+    for col in ("fitted at (UTC)", "template", "fields", "what changed"):
+        table.add_column(col)
+    for r in rows:
+        # Text, not markup: a template path or a change line may hold square brackets.
+        table.add_row(
+            r.fitted_at.strftime("%Y-%m-%d %H:%M"), Text(r.template), str(r.fields), Text(r.changes)
+        )
+    console.print(table)
 
 
 @dataset_app.command("from-sroie")

@@ -1,48 +1,64 @@
 """Routing: auto-accept a field only when the evidence says it is right, else make a task.
 
-With a calibration for the page's template (ocr.calibration, fitted on data with ground
-truth to a target accuracy), a field is auto-accepted exactly when its calibrated rule
-says so: its (type, evidence) group has a confidence floor and the field is above it and
-passes its validator. A group the calibration has no floor for never auto-accepts.
-Without any calibration the old hand-set rule applies to typed fields (validator and a
-confidence floor), and free text lines are never auto-accepted.
+With a calibration for the page's template (ocr.calibration: refitted from fields people
+settled, kerani.microtasks.refit, else bundled), a field is auto-accepted exactly when its
+calibrated rule says so: its (type, evidence) group has a confidence floor and the field is
+above it and passes its validator. A group the calibration has no floor for never
+auto-accepts. Without a calibration nothing is auto-accepted, unless an operator set a
+hand-set confidence floor (`KERANI_OCR_AUTO_ACCEPT_CONFIDENCE`): then it applies to typed
+fields with a passing validator, and free text lines are still never auto-accepted.
+
+Audit sampling: a share of the fields a rule accepts still goes to people, marked
+`fields.audit` (their leases are blind), so that the refit learns how right the rule is on
+the fields it no longer shows anyone; a larger share while the rule is young.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, insert, select
 
+from kerani.core.settings import CrowdSettings
 from kerani.core.text import fold_whitespace
 from kerani.forms.validators import validate
 from kerani.microtasks.tasks import new_task_id
-from kerani.ocr.calibration import Calibration
+from kerani.ocr.calibration import Calibration, GroupRule
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether a field is auto-accepted, and why."""
+    """Whether a field is auto-accepted, why, and the calibrated rule that accepted it."""
 
     accept: bool
     reason: str
+    rule: GroupRule | None = None  # None: no calibrated rule (the hand-set floor, or none)
 
 
 def decide(
     field_type: str,
     ocr_text: str,
     confidence: float,
-    threshold: float,
+    threshold: float | None,
     calibration: Calibration | None = None,
     evidence: str = "page",
 ) -> Decision:
-    """Auto-accept only a non-empty guess that passes its validator with enough evidence."""
+    """Auto-accept only a non-empty guess that passes its validator with enough evidence.
+
+    `threshold` is the hand-set floor used without a calibration; None (the default
+    setting) means that without a calibration nothing is auto-accepted.
+    """
     if not ocr_text.strip():
         return Decision(False, "nothing was read")
     if calibration is not None:
         return _decide_calibrated(field_type, ocr_text, confidence, calibration, evidence)
+    if threshold is None:
+        # A floor nobody measured is no evidence: people settle every field until a refit
+        # (or a bundled calibration) says which groups the OCR gets right.
+        return Decision(False, "no calibration for this template, and no hand-set floor")
     if field_type == "line":
         # A free text line has no validator to back the OCR up, and Tesseract's confidence
         # alone is a poor guide: people check every line until routing is calibrated.
@@ -74,18 +90,40 @@ def _decide_calibrated(
         True,
         f"calibrated to {calibration.target:.1%}: {evidence}, confidence "
         f"{confidence:.0f} >= {rule.min_confidence:.0f}",
+        rule,
     )
 
 
+def audit_probability(rule: GroupRule | None, crowd: CrowdSettings) -> float:
+    """The chance that a field this rule accepts goes to people anyway, as an audit."""
+    # A young rule (fitted on few accepted fields), or the hand-set floor that no data
+    # backs, is checked more often than one with a long record.
+    if rule is None or rule.accepted < crowd.audit_young_below:
+        return crowd.audit_share_young
+    return crowd.audit_share
+
+
 def route_page(
-    db: Engine, page_id: int, threshold: float, calibration: Calibration | None = None
+    db: Engine,
+    page_id: int,
+    threshold: float | None = None,
+    calibration: Calibration | None = None,
+    *,
+    crowd: CrowdSettings | None = None,
+    rng: random.Random | None = None,
 ) -> tuple[int, int]:
     """Route every pending field of a page; return (auto-accepted, tasks created).
 
     `calibration` is the page's template's calibrated rule; without one the hand-set
-    `threshold` applies. Idempotent: fields already routed are left alone, and a field
-    never gets two tasks.
+    `threshold` applies if given, else nothing is auto-accepted. With `crowd`, a field the
+    rule accepts goes to people instead with its audit share (`audit_probability`, drawn
+    from `rng`, by default seeded by the page), marked `fields.audit`; without `crowd`
+    (benchmarks, tests) nothing is audited.
+    Idempotent: fields already routed are left alone, and a field never gets two tasks.
     """
+    # Without an rng, a page's draws are seeded by its id: routing the same pages gives the
+    # same audits on every run (the seeded demo repeats its figures), at the same share.
+    draw = rng if rng is not None else random.Random(f"kerani-audit-{page_id}")
     accepted = created = 0
     fields, guess = schema.fields, schema.ocr_readings
     with db.begin() as conn:
@@ -95,6 +133,8 @@ def route_page(
             # none recorded counts as read from the page alone.
             .outerjoin(guess, and_(guess.c.field_id == fields.c.id, guess.c.is_guess))
             .where(fields.c.page_id == page_id, fields.c.status == "pending")
+            # In a fixed order, so that a seeded `rng` draws the same audits every time.
+            .order_by(fields.c.name)
         ).all()
         for f in pending:
             d = decide(
@@ -105,7 +145,10 @@ def route_page(
                 calibration,
                 f.evidence or "page",
             )
-            if d.accept:
+            audit = (
+                d.accept and crowd is not None and draw.random() < audit_probability(d.rule, crowd)
+            )
+            if d.accept and not audit:
                 conn.execute(
                     schema.fields.update()
                     .where(schema.fields.c.id == f.id)
@@ -124,10 +167,12 @@ def route_page(
                         id=new_task_id(), field_id=f.id, status="open", created_at=utcnow()
                     )
                 )
+                # An audited field goes to people exactly like a doubtful one; its mark
+                # makes its leases blind and its settled value a sample for the refit.
                 conn.execute(
                     schema.fields.update()
                     .where(schema.fields.c.id == f.id)
-                    .values(status="in_review")
+                    .values(status="in_review", audit=audit)
                 )
                 created += 1
         conn.execute(

@@ -1,8 +1,9 @@
 """`create_app(settings)`: the review pages, the agency pages and the JSON API, in one ASGI app.
 
 The routes live in their routers, one module per audience: kerani.review_ui.signin (before
-and around sign-in), .worker_pages, .agency_pages, .operator_gold and .api. This module
-only wires them: the app's state, its middleware, the static files and the one error handler.
+and around sign-in), .worker_pages, .agency_pages, .operator_gold, .operator_calibration and
+.api. This module only wires them: the app's state, its middleware, the static files and the
+one error handler.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
 from kerani.forms.templates import load_template
 from kerani.microtasks.ledger import ringgit, ringgit_each
-from kerani.review_ui import agency_pages, api, operator_gold, signin, worker_pages
+from kerani.review_ui import (
+    agency_pages,
+    api,
+    operator_calibration,
+    operator_gold,
+    signin,
+    worker_pages,
+)
 from kerani.review_ui.i18n import translator
 from kerani.review_ui.web import (
     STATIC,
@@ -100,6 +108,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
         worker_pages.router,
         agency_pages.router,
         operator_gold.router,
+        operator_calibration.router,
         api.router,
     ):
         app.include_router(router)

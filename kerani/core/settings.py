@@ -64,9 +64,10 @@ class OcrSettings(BaseSettings):
     languages: str = "eng"
     timeout_s: float = 120.0
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
-    # A field is auto-accepted only above this mean word confidence AND with a passing
-    # validator; issue 3 replaces this hand-set floor with a calibrated rule.
-    auto_accept_confidence: float = 96.0
+    # A hand-set floor, off unless an operator sets it: without a calibration for the
+    # template, a typed field above this mean word confidence with a passing validator is
+    # auto-accepted. Unset, nothing is auto-accepted until a calibration says so.
+    auto_accept_confidence: float | None = None
     snippet_margin_px: int = 6
     # Clean-up and re-OCR of the pre-OCR stage (ocr.stage.StageOptions; the defaults are
     # what `kerani bench ocr` measured best).
@@ -78,7 +79,12 @@ class OcrSettings(BaseSettings):
     reocr_budget: float = 0.08
     # Folder of calibrated routing rules (<template>.json) that override the bundled ones
     # in ocr/calibrations; with a calibration, auto_accept_confidence no longer applies.
+    # A refit from the crowd's own work (kerani.microtasks.refit) overrides both.
     calibration_dir: Path | None = None
+    # The refit's target accuracy of auto-accepted fields (with the Wilson bound), and the
+    # fewest settled fields a (type, evidence) group needs for a floor of its own.
+    calibration_target: float = Field(default=0.995, ge=0.5, lt=1.0)
+    calibration_min_samples: int = Field(default=40, ge=1)
     # "rapidocr" (pip install 'kerani[ocr2]'): a second engine whose agreement is evidence
     # for the calibrated auto-accept rule; costs more than the page OCR. '' for none.
     second_engine: str = ""
@@ -111,6 +117,12 @@ class CrowdSettings(BaseSettings):
     quarantine_below: float = 0.7
     trusted_min_gold: int = 4
     trusted_min_accuracy: float = 0.97
+    # Audit sampling: the share of auto-accepted fields sent to people (blind) anyway, and
+    # the larger share while the rule of their group was fitted on fewer accepted fields
+    # than `audit_young_below`.
+    audit_share: float = Field(default=0.02, ge=0.0, le=1.0)
+    audit_share_young: float = Field(default=0.10, ge=0.0, le=1.0)
+    audit_young_below: int = Field(default=200, ge=0)
     rate_sen_field: int = 5
     rate_sen_gold: int = 5
     rate_sen_arbitration: int = 10

@@ -1,0 +1,79 @@
+"""Quality flows: refit each template's auto-accept rule from the crowd's work, on a schedule.
+
+`refresh-quality` runs often (prefect.yaml: every 15 minutes): a refit is one cheap query
+when nothing was settled since the last one, so an audited field that came back wrong
+turns its group's auto-accept off within minutes, without the answer's hot path doing it.
+Each run publishes a Markdown artifact listing what every refit changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from kerani.core.settings import Settings
+from kerani.microtasks.refit import refit_calibration, templates_with_pages
+from kerani.storage.stores import open_stores
+
+ARTIFACT_KEY = "calibration-refits"
+
+
+@task(name="templates-with-pages")
+def templates_task(settings: Settings) -> list[str]:
+    """Every template some page was read with."""
+    return templates_with_pages(open_stores(settings).db)
+
+
+@task(name="refit-calibration")
+def refit_task(template: str, settings: Settings) -> dict[str, Any]:
+    """Refit one template's auto-accept rule; return what happened as plain data."""
+    refit = refit_calibration(
+        open_stores(settings).db,
+        template,
+        target=settings.ocr.calibration_target,
+        min_samples=settings.ocr.calibration_min_samples,
+        folder=settings.ocr.calibration_dir,
+    )
+    return {
+        "template": refit.template,
+        "refitted": refit.refitted,
+        "fields": refit.fields,
+        "changes": refit.changes,
+    }
+
+
+def _cell(text: object) -> str:
+    # A template may be a file path and a change line holds '|': neither may break the table.
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def refits_markdown(refits: list[dict[str, Any]]) -> str:
+    """The refits of one run as a Markdown table."""
+    lines = [
+        "# Calibration refits",
+        "",
+        "| template | refitted | fields | what changed |",
+        "|---|---|---|---|",
+    ]
+    for r in refits:
+        done = "yes" if r["refitted"] else "no"
+        lines.append(f"| {_cell(r['template'])} | {done} | {r['fields']} | {_cell(r['changes'])} |")
+    if not refits:
+        lines.append("| (no template has pages yet) | | | |")
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="refresh-quality")
+def refresh_quality(
+    template: str | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Refit the calibration of every template with pages (or one), and publish the changes."""
+    settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
+    templates = [template] if template else templates_task(settings)
+    refits = [refit_task(t, settings) for t in templates]
+    create_markdown_artifact(
+        refits_markdown(refits), key=ARTIFACT_KEY, description="Calibration refits"
+    )
+    return {"refitted": sum(1 for r in refits if r["refitted"]), "refits": refits}
