@@ -494,7 +494,7 @@ def _production(bench: _Bench, staff_gold: int) -> dict[str, Any]:
     refit = refit_calibration(stores.db, bench.template, target=bench.target)
     calibration = current_calibration(stores.db, bench.template)
     for page_id, _fields in work:
-        route_page(stores.db, page_id, None, calibration, rules=settings.crowd, rng=rng)
+        route_page(stores.db, page_id, None, calibration, crowd=settings.crowd, rng=rng)
     answers_before = _answer_counts(stores)
     on_work, harvested_work = harvest_now_and_then()
     stats = _work_crowd(settings, stores, crowd, truth_of_field, bench.seed + 1, on_work)

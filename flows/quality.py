@@ -1,4 +1,5 @@
-"""Quality flows: refit each template's auto-accept rule from the crowd's work, on a schedule.
+"""Quality flows: gold harvested from the crowd, and each template's auto-accept rule
+refitted from the crowd's work, on a schedule.
 
 `refresh-quality` runs often (prefect.yaml: every 15 minutes): a refit is one cheap query
 when nothing was settled since the last one, so an audited field that came back wrong
@@ -14,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from kerani.core.settings import Settings
+from kerani.microtasks.gold import harvest_gold
 from kerani.microtasks.refit import refit_calibration, templates_with_pages
 from kerani.storage.stores import open_stores
 
@@ -24,6 +26,12 @@ ARTIFACT_KEY = "calibration-refits"
 def templates_task(settings: Settings) -> list[str]:
     """Every template some page was read with."""
     return templates_with_pages(open_stores(settings).db)
+
+
+@task(name="harvest-gold")
+def harvest_task(settings: Settings) -> int:
+    """Make gold of fields proven workers keyed blind and agreed on; return how many."""
+    return harvest_gold(open_stores(settings).db)
 
 
 @task(name="refit-calibration")
@@ -49,9 +57,11 @@ def _cell(text: object) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def refits_markdown(refits: list[dict[str, Any]]) -> str:
-    """The refits of one run as a Markdown table."""
+def refits_markdown(refits: list[dict[str, Any]], harvested: int = 0) -> str:
+    """The refits of one run as a Markdown table, after the gold it harvested."""
     lines = [
+        f"New gold harvested from the crowd: {harvested} fields.",
+        "",
         "# Calibration refits",
         "",
         "| template | refitted | fields | what changed |",
@@ -69,11 +79,19 @@ def refits_markdown(refits: list[dict[str, Any]]) -> str:
 def refresh_quality(
     template: str | None = None, settings: Settings | None = None
 ) -> dict[str, Any]:
-    """Refit the calibration of every template with pages (or one), and publish the changes."""
+    """Harvest gold, then refit the calibration of every template with pages (or one), and
+    publish the changes."""
     settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
+    harvested = harvest_task(settings)
     templates = [template] if template else templates_task(settings)
     refits = [refit_task(t, settings) for t in templates]
     create_markdown_artifact(
-        refits_markdown(refits), key=ARTIFACT_KEY, description="Calibration refits"
+        refits_markdown(refits, harvested),
+        key=ARTIFACT_KEY,
+        description="Gold harvested and calibration refits",
     )
-    return {"refitted": sum(1 for r in refits if r["refitted"]), "refits": refits}
+    return {
+        "harvested": harvested,
+        "refitted": sum(1 for r in refits if r["refitted"]),
+        "refits": refits,
+    }

@@ -355,6 +355,7 @@ def refit_calibration(
         "audits and staff gold",
     )
     before = last.calibration if last is not None else load_calibration(template, folder)
+    calibration = carry_over(before, calibration, [o.sample for o in observed], min_samples)
     changes = _describe_changes(before, calibration, observed, min_samples)
     with db.begin() as conn:
         conn.execute(
@@ -367,6 +368,43 @@ def refit_calibration(
             )
         )
     return Refit(template, True, len(observed), changes, calibration, started)
+
+
+def carry_over(
+    before: Calibration | None,
+    fitted: Calibration,
+    samples: Sequence[Sample],
+    min_samples: int,
+) -> Calibration:
+    """Keep the rules of `before` (bundled, or the last refit) for groups the crowd has
+    too little evidence on to judge, unless an audited or settled field of the group at or
+    above its floor came back wrong.
+
+    Fields a rule accepts reach people only as audits (2-10%): without this a young
+    deployment's first refit would turn off every group a measured calibration accepted.
+    """
+    if before is None:
+        return fitted
+    rules = dict(fitted.rules)
+    for key, rule in before.rules.items():
+        new = rules.get(key)
+        if rule.min_confidence is None or (new is not None and new.samples >= min_samples):
+            continue  # the crowd's fit stands: it had the evidence to judge
+        if new is not None and new.min_confidence is not None:
+            continue
+        kind, evidence = key.split("|", 1)
+        floor = rule.min_confidence
+        wrong = any(
+            s.evidence == evidence
+            and (kind == POOLED or s.kind == kind)
+            and s.valid
+            and s.confidence >= floor
+            and not s.correct
+            for s in samples
+        )
+        if not wrong:  # otherwise the crowd's fit (or the pooled rule under it) decides
+            rules[key] = rule
+    return fitted.model_copy(update={"rules": rules})
 
 
 def _unchanged(template: str, last: StoredRefit, why: str) -> Refit:

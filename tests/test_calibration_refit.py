@@ -20,12 +20,13 @@ from kerani.core.settings import CrowdSettings, OcrSettings, Settings
 from kerani.flows.digitise import route_task
 from kerani.microtasks.refit import (
     calibration_history,
+    carry_over,
     crowd_samples,
     current_calibration,
     refit_calibration,
 )
 from kerani.microtasks.routing import route_page
-from kerani.ocr.calibration import Calibration, GroupRule, Sample
+from kerani.ocr.calibration import Calibration, GroupRule, Sample, fit_calibration
 from kerani.people.workers import add_person, person_by_code
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
@@ -289,13 +290,31 @@ def test_a_first_refit_says_what_it_changes_from_the_bundled_rule(stores: Stores
     assert bundled is not None and not bundled.fitted_on.startswith("crowd")
     _blind_page(stores, "bantuan_form", 10, _workers(stores, 2))
     refit = refit_calibration(db, "bantuan_form", target=0.995)
-    # Ten fields prove nothing: what the bundled rule accepted is off until evidence comes.
-    assert refit.refitted
-    assert "*|page-2agree: off (0 errors in 0 fields at or above 61.12: fewer than 40)" in (
-        refit.changes
-    )
+    # Ten right fields prove nothing either way: what the measured rule accepted stays on.
+    assert refit.refitted and refit.changes == "no change"
     assert current_calibration(db, "bantuan_form") == refit.calibration
     assert refit.calibration is not None and refit.calibration.fitted_on.startswith("crowd: 10")
+    for key, rule in bundled.rules.items():
+        if rule.min_confidence is not None:
+            assert refit.calibration.rules[key] == rule, key
+
+
+def test_a_carried_rule_goes_off_when_a_field_above_its_floor_comes_back_wrong() -> None:
+    bundled = fit_calibration(
+        [Sample("date", "page", 80.0 + i / 10, True, True) for i in range(100)],
+        "t",
+        target=0.95,
+    )
+    assert bundled.rules["*|page"].min_confidence is not None
+    floor = bundled.rules["*|page"].min_confidence
+    crowd_fit = fit_calibration([], "t", target=0.95)
+    quiet = carry_over(bundled, crowd_fit, [Sample("date", "page", floor + 1, True, True)], 40)
+    assert quiet.rules == bundled.rules  # too little to judge, nothing wrong: kept
+    audited_wrong = [Sample("date", "page", floor + 1, True, False)]
+    off = carry_over(bundled, crowd_fit, audited_wrong, 40)
+    assert off.rule_for("date", "page") is None  # an audit found an error: off
+    below = [Sample("date", "page", floor - 5, True, False)]  # wrong, but under the floor
+    assert carry_over(bundled, crowd_fit, below, 40).rules == bundled.rules
 
 
 # ---- routing --------------------------------------------------------------------------------
