@@ -10,7 +10,8 @@ trusted, and now and then, at random, a gold snippet whose answer is known, whic
 them (gold_every_for: more often on probation or after a miss). Gold looks like any task.
 
 A lease is blind (the snippet without the OCR's guess) for every answer after a field's
-first, for disputes and audits, and for a random share (`blind_share`) of first answers.
+first, for disputes and audits, and for a random share of first answers (`blind_share`, or
+more: as often as the OCR's doubted guesses of the field's type prove right).
 
 A claim on PostgreSQL is one statement (the worker's flags, the lease, the view count and
 the audit row: `_start_claim_postgresql`, `_lease_postgresql`); on SQLite, one statement
@@ -44,6 +45,7 @@ from sqlalchemy import (
 
 from kerani.core.errors import ForbiddenError, NotFoundError
 from kerani.core.settings import CrowdSettings
+from kerani.microtasks import quality
 from kerani.microtasks.audit import add_view_on_conflict, audit, count_view
 from kerani.microtasks.tasks import ClaimedTask, new_task_id
 from kerani.storage import schema
@@ -127,6 +129,32 @@ def _gold_every_sql(flags: dict[str, Any]) -> Any:
         (flags["suspect"], bindparam("gold_every_suspect", type_=Integer)),
         else_=every,
     )
+
+
+def _blind_share(dialect: str) -> Any:
+    """The share of first answers shown blind for the field of the task being leased:
+    :blind_share, or, with :blind_follows, how often the OCR's doubted guesses of its type
+    proved right (microtasks.quality's estimate), if that is more."""
+    t, f, o = schema.tasks, schema.fields, schema.ocr_quality
+    # Correlated to the task being leased, two subqueries down.
+    kind = select(f.c.kind).where(f.c.id == t.c.field_id).correlate(t).scalar_subquery()
+    ocr_right = (
+        select(
+            (func.coalesce(func.sum(o.c.correct), 0) + literal(quality.OCR_PRIOR_RIGHT))
+            / (
+                func.coalesce(func.sum(o.c.seen), 0)
+                + literal(quality.OCR_PRIOR_RIGHT + quality.OCR_PRIOR_WRONG)
+            )
+        )
+        .where(o.c.field_type == kind)
+        .correlate(t)
+        .scalar_subquery()
+    )
+    share = bindparam("blind_share", type_=Float)
+    follows = case((bindparam("blind_follows", type_=Boolean), ocr_right), else_=share)
+    # Two-argument max: greatest() on PostgreSQL, the scalar max() on SQLite.
+    larger = func.greatest if dialect == "postgresql" else func.max
+    return larger(share, follows)
 
 
 def _gold_due(draw: float, every: int) -> bool:
@@ -348,7 +376,9 @@ def _claim_statements(
     # Blind: any answer after the first (a confirmation then would be one more look at
     # the same guess), disputes, audits of auto-accepted fields, and a drawn share of the rest.
     audited = exists().where(f.c.id == t.c.field_id, f.c.audit.is_(True))
-    blind = or_(t.c.priority > 0, audited, bindparam("blind_draw", type_=Boolean))
+    blind = or_(
+        t.c.priority > 0, audited, bindparam("blind_draw", type_=Float) < _blind_share(dialect)
+    )
     pick = (
         select(t.c.id)
         .join(f, f.c.id == t.c.field_id)
@@ -443,6 +473,8 @@ def claim_tasks(
         "field_kind": field_kind,
         "max_fields": rules.max_fields_per_document,
         "last_vote": rules.max_answers - 1,
+        "blind_share": rules.blind_share,
+        "blind_follows": rules.blind_follows_ocr,
     }
     # Leases taken together expire a microsecond apart, keeping their order on reload.
     step = timedelta(microseconds=1)
@@ -450,7 +482,7 @@ def claim_tasks(
     # One draw per slot, made before the first statement: PostgreSQL's first claim decides
     # on draws[0] inside SQL, the loop below on the same draw for the same slot.
     gold_draws = [draws.random() for _ in range(count + 1)]
-    blind_draws = [draws.random() < rules.blind_share for _ in range(count + 1)]
+    blind_draws = [draws.random() for _ in range(count + 1)]
     with db.begin() as conn:
         postgres = conn.dialect.name == "postgresql"
         if postgres:

@@ -133,8 +133,8 @@ def route_page(
             # none recorded counts as read from the page alone.
             .outerjoin(guess, and_(guess.c.field_id == fields.c.id, guess.c.is_guess))
             .where(fields.c.page_id == page_id, fields.c.status == "pending")
-            # In a fixed order, so that a seeded `rng` draws the same audits every time.
-            .order_by(fields.c.name)
+            # In the order read (the form's), fixed so a seeded `rng` draws the same audits.
+            .order_by(fields.c.id)
         ).all()
         for f in pending:
             d = decide(

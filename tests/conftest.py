@@ -83,7 +83,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         core=CoreSettings(data_dir=tmp_path / "data"),
         database=DatabaseSettings(url=database_url),
         blobs=BlobSettings(url=str(tmp_path / "blobs")),
-        crowd=CrowdSettings(blind_share=0.0),
+        crowd=CrowdSettings(blind_share=0.0, blind_follows_ocr=False),
     )
 
 

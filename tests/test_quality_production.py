@@ -18,7 +18,13 @@ from kerani.storage import schema
 from kerani.storage.stores import Stores
 from tests.factories import seed_page
 
-RULES = CrowdSettings(gold_every=3, gold_every_probation=2, probation_min_gold=3, blind_share=0.0)
+RULES = CrowdSettings(
+    gold_every=3,
+    gold_every_probation=2,
+    probation_min_gold=3,
+    blind_share=0.0,
+    blind_follows_ocr=False,
+)
 
 
 def _public(stores: Stores) -> None:

@@ -300,7 +300,9 @@ def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Sto
 
 
 def test_a_new_worker_who_accepts_every_prefill_settles_nothing(stores: Stores) -> None:
-    rules = CrowdSettings(gold_every=3, blind_share=0.0, target_posterior=0.98)
+    rules = CrowdSettings(
+        gold_every=3, blind_share=0.0, blind_follows_ocr=False, target_posterior=0.98
+    )
     _gold_fields(stores, 6)
     seed_page(stores, [(f"f{i}", "text", "OCR", 10.0) for i in range(8)])
     spammer = worker(stores, "spammer", proven=False)  # on probation, as every new worker
@@ -441,3 +443,29 @@ def test_gold_from_real_work_is_never_shown_to_those_who_answered_it(stores: Sto
     assert claim_next(stores.db, ben, rules) is None
     gold = claim_next(stores.db, cy, rules)
     assert gold is not None and gold.field_id == field_id and _is_gold(stores, gold.task_id)
+
+
+def test_blind_first_looks_follow_how_often_the_ocr_proves_right(stores: Stores) -> None:
+    rules = CrowdSettings(gold_every=0, blind_share=0.1, max_fields_per_document=1000)
+    seed_page(stores, [(f"t{i}", "text", "OCR", 40.0) for i in range(60)])
+    seed_page(stores, [(f"d{i}", "date", "01/02/2000", 40.0) for i in range(60)])
+    with stores.db.begin() as conn:  # settled history: text guesses right, dates wrong
+        conn.execute(
+            schema.ocr_quality.insert(),
+            [
+                {"field_type": "text", "shard": 0, "seen": 200, "correct": 190},
+                {"field_type": "date", "shard": 0, "seen": 200, "correct": 4},
+            ],
+        )
+    ana = worker(stores, "ana")
+    draws = random.Random(5)
+    shown = claim_tasks(stores.db, ana, rules, count=120, draws=draws)
+    blind = {kind: [t.blind for t in shown if t.field_kind == kind] for kind in ("text", "date")}
+    share = {kind: sum(b) / len(b) for kind, b in blind.items()}
+    # About 94% of text fields blind (the OCR's doubted text proved right 190 of 200), dates
+    # at the floor of 10%; a blind lease never carries the guess.
+    assert share["text"] > 0.8 and share["date"] < 0.25
+    assert all(t.ocr_text == "" for t in shown if t.blind)
+    assert all(t.ocr_text for t in shown if not t.blind)
+    still = claim_tasks(stores.db, ana, rules.model_copy(update={"blind_follows_ocr": False}))
+    assert still[0].blind == shown[0].blind  # a held lease keeps what it showed

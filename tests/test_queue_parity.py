@@ -250,7 +250,12 @@ def test_both_databases_weigh_prefilled_confirmations_and_count_anchoring(
     """A confirmation of a pre-filled guess is no independent vote; a worker who let a
     wrong pre-fill through has it counted; what each was shown is kept with the answer."""
     rules = RULES.model_copy(
-        update={"blind_share": 0.0, "escalate_after": 3, "target_posterior": 0.95}
+        update={
+            "blind_share": 0.0,
+            "blind_follows_ocr": False,
+            "escalate_after": 3,
+            "target_posterior": 0.95,
+        }
     )
     seed_page(stores, [("city", "text", "SHAH ALAM", 40.0), ("state", "text", "SELANGOR", 40.0)])
     people = {name: worker(stores, name) for name in ("ana", "ben", "cy")}

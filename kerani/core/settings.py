@@ -112,7 +112,11 @@ class CrowdSettings(BaseSettings):
     probation_min_accuracy: float = 0.75
     # The share of first answers on a field shown blind, without the OCR's guess (later
     # answers, disputes and audits always are): what measures how far pre-fill misleads.
+    # With blind_follows_ocr, a field type's share rises to how often the OCR's doubted
+    # guesses of that type prove right: a blind answer agreeing with a right guess settles
+    # the field alone, where a confirmation needs a second, blind look anyway.
     blind_share: float = Field(default=0.25, ge=0.0, le=1.0)
+    blind_follows_ocr: bool = True
     quarantine_min_gold: int = 4
     quarantine_below: float = 0.7
     trusted_min_gold: int = 4
