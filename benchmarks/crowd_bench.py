@@ -36,8 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from kerani.microtasks.refit import current_calibration, refit_calibration
-from kerani.records.accuracy import source_estimates
 from PIL import Image
 from sqlalchemy import Engine, func, insert, select
 
@@ -77,6 +75,7 @@ from kerani.ingest.batches import record_scan
 from kerani.microtasks import quality
 from kerani.microtasks.consensus import answer_key
 from kerani.microtasks.gold import harvest_gold, make_gold, record_keying, sample_for_keying
+from kerani.microtasks.refit import current_calibration, refit_calibration
 from kerani.microtasks.routing import route_page
 from kerani.ocr.calibration import Sample, fit_calibration
 from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
@@ -84,6 +83,7 @@ from kerani.ocr.preocr import Reading, store_fields
 from kerani.ocr.stage import FieldRead, Region, StageOptions, read_page_words, read_regions
 from kerani.ocr.tesseract import TesseractEngine
 from kerani.people.workers import add_person, person_by_code
+from kerani.records.accuracy import source_estimates
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
 from kerani.storage.database import utcnow

@@ -189,7 +189,60 @@ def settle_gold(
         # Proven on gold: may now arbitrate disputes. (Checked here, not on every claim.)
         changes["trusted"] = True
     conn.execute(w.update().where(w.c.id == worker_id).values(**changes))
-    return SubmitOutcome(True, False, None, None, gold_correct=correct)
+    completed: tuple[int, ...] = ()
+    if changes.get("proven"):
+        completed = _reweigh_answered(conn, worker_id, rules)
+    return SubmitOutcome(True, False, None, None, gold_correct=correct, also_completed=completed)
+
+
+def _reweigh_answered(conn: Connection, worker_id: int, rules: CrowdSettings) -> tuple[int, ...]:
+    """Weigh again the open fields a worker answered while on probation, now that their
+    answers are votes: each settles if it now has the evidence. Returns the pages this
+    completed. Fields leased to someone else right now are left for their answer."""
+    t, a, f = schema.tasks, schema.answers, schema.fields
+    now = utcnow()
+    rows = conn.execute(
+        select(
+            t.c.id,
+            t.c.escalated,
+            t.c.note,
+            f.c.id.label("field_id"),
+            f.c.kind.label("field_type"),
+            f.c.ocr_text,
+            f.c.page_id,
+            a.c.id.label("answer_id"),
+            a.c.blind,
+        )
+        .join(a, a.c.task_id == t.c.id)
+        .join(f, f.c.id == t.c.field_id)
+        .where(
+            a.c.worker_id == worker_id,
+            a.c.kind != "skip",
+            t.c.kind == "field",
+            t.c.status == "open",
+            or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now),
+        )
+        .order_by(t.c.id)
+    ).all()
+    completed = []
+    for row in rows:
+        task = SubmittedTask(
+            id=row.id,
+            kind="field",
+            escalated=bool(row.escalated),
+            note=row.note,
+            gold_value=None,
+            field_id=row.field_id,
+            field_type=row.field_type,
+            ocr_text=row.ocr_text,
+            page_id=row.page_id,
+            answer_id=row.answer_id,
+            blind=bool(row.blind),
+        )
+        outcome = settle_field(conn, task, worker_id, rules)
+        if outcome.completed_page_id is not None:
+            completed.append(outcome.completed_page_id)
+    return tuple(completed)
 
 
 def passed_probation(est: quality.Estimate, rules: CrowdSettings) -> bool:

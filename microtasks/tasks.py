@@ -48,6 +48,9 @@ class SubmitOutcome:
     completed_page_id: int | None
     consensus: Consensus | None
     gold_correct: bool | None = None
+    # Pages completed besides: a worker just past probation whose earlier answers, now
+    # votes, settled the last open fields of other pages.
+    also_completed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def api_answer(
         prefilled=answer.prefilled,
         duration_ms=answer.duration_ms,
     )
-    settle_side_effects(request, outcome.completed_page_id)
+    settle_side_effects(request, outcome.completed_page_id, *outcome.also_completed)
     return {"recorded": outcome.recorded, "settled": outcome.settled}
 
 

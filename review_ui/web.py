@@ -263,12 +263,14 @@ def snippet_response(request: Request, person: Person, task_id: str) -> Response
     )
 
 
-def settle_side_effects(request: Request, page_id: int | None) -> None:
-    """Have a document reassembled once an answer settled its last field."""
+def settle_side_effects(request: Request, page_id: int | None, *more: int) -> None:
+    """Have each document reassembled once an answer settled its last field (`more`: pages
+    a worker's passing probation completed besides)."""
     # Inline, by Prefect event or by deployment (see kerani.flows.triggers); the scheduled
     # reconcile-records flow catches anything this misses.
-    if page_id is not None:
-        document_settled(db_of(request), page_id)
+    for page in (page_id, *more):
+        if page is not None:
+            document_settled(db_of(request), page)
 
 
 # ---- batches, shared by the agency pages and the API ----------------------------------------

@@ -110,7 +110,7 @@ def review_submit(
         prefilled=prefilled,
         duration_ms=duration_from_form(duration_ms),
     )
-    settle_side_effects(request, outcome.completed_page_id)
+    settle_side_effects(request, outcome.completed_page_id, *outcome.also_completed)
     if not wants_json(request):
         return RedirectResponse("/review", status_code=303)
     # The script showed a task in reserve at once; it gets the reserve topped up from here
@@ -207,7 +207,9 @@ async def column_submit(request: Request, session: PageSession) -> Response:
             )
         except ForbiddenError:
             continue  # that lease was lost (expired and taken): the others still count
-        await run_in_threadpool(settle_side_effects, request, outcome.completed_page_id)
+        await run_in_threadpool(
+            settle_side_effects, request, outcome.completed_page_id, *outcome.also_completed
+        )
     return RedirectResponse("/column", status_code=303)
 
 

@@ -469,3 +469,25 @@ def test_blind_first_looks_follow_how_often_the_ocr_proves_right(stores: Stores)
     assert all(t.ocr_text for t in shown if not t.blind)
     still = claim_tasks(stores.db, ana, rules.model_copy(update={"blind_follows_ocr": False}))
     assert still[0].blind == shown[0].blind  # a held lease keeps what it showed
+
+
+def test_passing_probation_turns_earlier_answers_into_votes_at_once(stores: Stores) -> None:
+    rules = CrowdSettings(
+        gold_every=0, blind_share=1.0, probation_min_gold=1, target_posterior=0.98
+    )
+    gold_ids = _gold_fields(stores, 1)
+    page = seed_page(stores, [("postcode", "postcode", "4O100", 40.0)])
+    ben, ana = worker(stores, "ben"), worker(stores, "ana", proven=False)
+    for who, key in ((ben, "b"), (ana, "a")):
+        task = claim_next(stores.db, who, rules)
+        assert task is not None and task.field_name == "postcode"
+        out = submit_answer(stores.db, task.task_id, who, "value", "40100", key, rules)
+        assert not out.settled  # Ben alone is one vote; Ana's is no vote yet
+    # Ana's gold comes, she passes it: her answer on the postcode counts now, and settles it.
+    due = rules.model_copy(update={"gold_every": 1, "gold_every_probation": 1})
+    gold = claim_next(stores.db, ana, due)
+    assert gold is not None and gold.field_id == gold_ids[0]
+    out = submit_answer(stores.db, gold.task_id, ana, "value", "RIGHT0", "a-gold", rules)
+    assert out.gold_correct is True and out.also_completed == (page,)
+    postcode = fields_by_name(stores)["postcode"]
+    assert (postcode.status, postcode.value) == ("settled", "40100")  # type: ignore[attr-defined]
