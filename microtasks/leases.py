@@ -215,8 +215,8 @@ def _claim_gold(
             gold_value=gold.gold_value,
             lease_worker_id=worker_id,
             lease_expires_at=lease_until,
-            # Blind as often as a first answer on work is: pre-fill tells nothing either.
-            lease_blind=draws.random() < rules.blind_share,
+            # Blind about as often as a first look at work is: pre-fill tells nothing.
+            lease_blind=draws.random() < rules.blind_share_gold,
             created_at=utcnow(),
         )
     )

@@ -63,6 +63,12 @@ class Outcome:
     anchor_seen: bool = False
     anchor_accepted: bool = False
 
+    @property
+    def counted(self) -> bool:
+        """Whether it measures their accuracy: letting a wrong pre-fill through measures
+        their checking (the anchoring counters) instead, not their keying."""
+        return not (self.anchor_seen and self.anchor_accepted)
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -204,10 +210,10 @@ def evidence_params(
             {
                 "worker_id": worker_id,
                 "field_type": field_type,
-                "gold_seen": int(gold),
-                "gold_correct": int(gold and o.correct),
-                "agree_seen": int(not gold),
-                "agree_correct": int(not gold and o.correct),
+                "gold_seen": int(gold and o.counted),
+                "gold_correct": int(gold and o.counted and o.correct),
+                "agree_seen": int(not gold and o.counted),
+                "agree_correct": int(not gold and o.counted and o.correct),
                 "anchor_seen": int(o.anchor_seen),
                 "anchor_accepted": int(o.anchor_seen and o.anchor_accepted),
                 "now": now,
@@ -222,7 +228,8 @@ def outcome_arrays(outcomes: Mapping[int, bool | Outcome]) -> dict[str, list[int
     each = [_outcome(outcomes[w]) for w in order]
     return {
         "voters": order,
-        "agreed": [int(o.correct) for o in each],
+        "counted": [int(o.counted) for o in each],
+        "agreed": [int(o.counted and o.correct) for o in each],
         "anchor_seen": [int(o.anchor_seen) for o in each],
         "anchor_accepted": [int(o.anchor_seen and o.anchor_accepted) for o in each],
     }
@@ -230,10 +237,11 @@ def outcome_arrays(outcomes: Mapping[int, bool | Outcome]) -> dict[str, list[int
 
 def agreement_upsert_from_arrays(_dialect: str = "postgresql") -> Any:
     """PostgreSQL: count agreement checks of many workers in one statement, from the
-    arrays of outcome_arrays (:voters, :agreed, :anchor_seen, :anchor_accepted, 1 or 0),
+    arrays of outcome_arrays (:voters, :counted, :agreed, :anchor_seen, :anchor_accepted,
+    1 or 0),
     for :field_type at :now."""
     q = schema.worker_quality
-    arrays = ("voters", "agreed", "anchor_seen", "anchor_accepted")
+    arrays = ("voters", "counted", "agreed", "anchor_seen", "anchor_accepted")
     # One unnest of several arrays zips them (a set-returning function per array would too,
     # but only while they are of one length).
     rows = (
@@ -246,7 +254,7 @@ def agreement_upsert_from_arrays(_dialect: str = "postgresql") -> Any:
         bindparam("field_type", type_=String),
         literal(0),
         literal(0),
-        literal(1),
+        rows.c.counted,
         rows.c.agreed,
         rows.c.anchor_seen,
         rows.c.anchor_accepted,

@@ -24,6 +24,7 @@ RULES = CrowdSettings(
     probation_min_gold=3,
     blind_share=0.0,
     blind_follows_ocr=False,
+    blind_share_gold=1.0,  # gold shown blind: a pre-fill spammer can only leave it blank
 )
 
 

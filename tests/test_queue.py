@@ -263,6 +263,7 @@ def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Sto
     rules = CrowdSettings(
         gold_every=2,
         blind_share=1.0,
+        blind_share_gold=1.0,
         quarantine_min_gold=2,
         quarantine_below=0.7,
         target_posterior=0.9,
@@ -491,3 +492,31 @@ def test_passing_probation_turns_earlier_answers_into_votes_at_once(stores: Stor
     assert out.gold_correct is True and out.also_completed == (page,)
     postcode = fields_by_name(stores)["postcode"]
     assert (postcode.status, postcode.value) == ("settled", "40100")  # type: ignore[attr-defined]
+
+
+def test_letting_a_wrong_prefill_through_on_gold_measures_checking_not_keying(
+    stores: Stores,
+) -> None:
+    # Gold at every task (after a miss too), shown pre-filled.
+    rules = CrowdSettings(gold_every=1, gold_every_suspect=1, blind_share_gold=0.0)
+    _gold_fields(stores, 2)  # the OCR read WRONG; the answers are RIGHT0, RIGHT1
+    ana = worker(stores, "ana")
+    q = schema.worker_quality
+
+    def counters() -> tuple[int, int, int, int]:
+        with stores.db.connect() as conn:
+            row = conn.execute(
+                select(q.c.gold_seen, q.c.gold_correct, q.c.anchor_seen, q.c.anchor_accepted)
+            ).one()
+        return tuple(row)  # type: ignore[return-value]
+
+    first = claim_next(stores.db, ana, rules)
+    assert first is not None and first.ocr_text == "WRONG"
+    out = submit_answer(stores.db, first.task_id, ana, "value", "WRONG", "a1", rules)
+    assert out.gold_correct is False
+    assert counters() == (0, 0, 1, 1)  # let it through: anchoring, not a keying error
+    second = claim_next(stores.db, ana, rules)
+    assert second is not None
+    right = f"RIGHT{second.field_name[1:]}"
+    submit_answer(stores.db, second.task_id, ana, "value", right, "a2", rules)
+    assert counters() == (1, 1, 2, 1)  # corrected it: right on gold, and not anchored
