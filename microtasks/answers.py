@@ -143,6 +143,7 @@ def _record_answer_sqlite(
         audit(conn, params["wid"], "answer", params["tid"], params["akind"])
         if params["akind"] != "skip":
             conn.execute(prepared(conn, _count_answer), params)
+            conn.execute(prepared(conn, _count_task_answer), params)
             kind = _pay_kind(task.kind, bool(task.escalated))
             batch = None if task.kind == "gold" else task.batch_id
             pay(conn, params["wid"], int(answer_id), kind, _rates(rules)[kind], batch)
@@ -247,6 +248,11 @@ def _count_answer(_dialect: str) -> Any:
     return w.update().where(w.c.id == bindparam("wid")).values(answers_done=w.c.answers_done + 1)
 
 
+def _count_task_answer(_dialect: str) -> Any:
+    t = schema.tasks
+    return t.update().where(t.c.id == bindparam("tid")).values(answers_given=t.c.answers_given + 1)
+
+
 def _answer_cte(dialect: str) -> Any:
     a, log, led = schema.answers, schema.audit_log, schema.ledger
     task = _submitted_task(dialect).cte("task")
@@ -315,6 +321,13 @@ def _answer_cte(dialect: str) -> Any:
         .values(answers_done=w.c.answers_done + 1)
         .cte("counted")
     )
+    t = schema.tasks
+    task_counted = (
+        t.update()
+        .where(t.c.id == task.c.id, select(answer.c.id).exists(), values["kind"] != "skip")
+        .values(answers_given=t.c.answers_given + 1)
+        .cte("task_counted")
+    )
     ocr = quality.ocr_counts(dialect, task.c.field_type).lateral("ocr")
     # Only what settling needs: every column returned costs the driver work per row.
     return (
@@ -328,7 +341,7 @@ def _answer_cte(dialect: str) -> Any:
             ocr.c.ocr_right,
         )
         .select_from(task.outerjoin(answer, true()).join(ocr, true()))
-        .add_cte(audit, paid, counted)
+        .add_cte(audit, paid, counted, task_counted)
     )
 
 

@@ -243,7 +243,14 @@ def _first_claim(dialect: str, with_kind: bool) -> Any:
     # The SQL twin of _gold_due, on the draw claim_tasks made for the worker's next task.
     gold_due = and_(every > 0, bindparam("gold_draw", type_=Float) * every < 1)
     may_take = and_(flags["quarantined"].is_(False), flags["held"].is_(None), ~gold_due)
-    claim = _claim_cte(dialect, flags["cleared"], flags["trusted"], with_kind, may_take)
+    # The probation cap on the flags read here (the statement's :answer_cap is left open).
+    t = schema.tasks
+    capped = or_(
+        flags["proven"],
+        flags["trusted"],
+        t.c.answers_given < bindparam("probation_cap", type_=Integer),
+    )
+    claim = _claim_cte(dialect, flags["cleared"], flags["trusted"], with_kind, may_take, capped)
     shown = claim.subquery("claimed")
     return select(*worker.c, *shown.c).select_from(worker.outerjoin(shown, true())).add_cte(worker)
 
@@ -300,6 +307,7 @@ def _offer_conditions(cleared: Any, trusted: Any, with_kind: bool) -> list[Any]:
         or_(t.c.lease_worker_id.is_(None), t.c.lease_expires_at <= now),
         ~exists().where(a.c.task_id == t.c.id, a.c.worker_id == worker_id),
         func.coalesce(v.c.fields_seen, 0) < bindparam("max_fields"),
+        t.c.answers_given < bindparam("answer_cap", type_=Integer),  # see answer_cap_for
     ]
     if with_kind:  # a column: every snippet of one field type
         conditions.append(f.c.kind == bindparam("field_kind"))
@@ -313,6 +321,15 @@ def _offer_conditions(cleared: Any, trusted: Any, with_kind: bool) -> list[Any]:
         open_to_all = [t.c.escalated.is_(False), f.c.answer_count >= bindparam("last_vote")]
         conditions.append(or_(*open_to_all) if trusted is False else or_(*open_to_all, trusted))
     return conditions
+
+
+NO_CAP = 2**31 - 1
+
+
+def answer_cap_for(proven: bool, trusted: bool, rules: CrowdSettings) -> int:
+    """The most answers a task may already have to be offered to this worker: on
+    probation, `probation_answers_per_task` (their answers wait to count); else no cap."""
+    return NO_CAP if proven or trusted else rules.probation_answers_per_task
 
 
 def _is_arbiter(w: Any) -> list[Any]:
@@ -494,12 +511,16 @@ def claim_tasks(
                 "gold_every_suspect": rules.gold_every_suspect,
                 "gold_draw": gold_draws[0],
                 "blind_draw": blind_draws[0],
+                "probation_cap": rules.probation_answers_per_task,
+                "answer_cap": NO_CAP,  # the first claim caps on the flags it reads
             }
             worker, claimed = _start_claim_postgresql(conn, params | start, with_kind)
         else:
             worker, claimed = _start_claim_sqlite(conn, params, with_kind)
         lease = _lease_postgresql if postgres else _lease_sqlite
         variant = (bool(worker.cleared), bool(worker.trusted), with_kind)
+        on_probation = not (worker.proven or worker.trusted)
+        params["answer_cap"] = answer_cap_for(bool(worker.proven), bool(worker.trusted), rules)
         gold_every = gold_every_for(
             bool(worker.proven), bool(worker.trusted), bool(worker.suspect), rules
         )
@@ -517,6 +538,14 @@ def claim_tasks(
                     continue
             slot_params = {"lease_until": lease_until, "blind_draw": blind_draws[slot]}
             task = _claim_one(conn, lease, variant, params | slot_params)
+            if task is None and on_probation and gold_every:
+                # Work is covered by others' answers: practice on gold meanwhile, which is
+                # what ends probation.
+                gold_task = _claim_gold(conn, worker_id, lease_until, rules, field_kind, draws)
+                if gold_task is not None:
+                    audit(conn, worker_id, "claim", gold_task, "gold")
+                    claimed.append(_claimed(conn, gold_task))
+                    continue
             if task is None:
                 # Nothing for this worker: if disputes wait for arbiters who may not take
                 # them, they become everyone's, and the worker looks once more.
@@ -640,7 +669,10 @@ def offered_kinds(
         "last_vote": rules.max_answers - 1,
     }
     with db.connect() as conn:
-        worker = conn.execute(select(w.c.cleared, w.c.trusted).where(w.c.id == worker_id)).one()
+        worker = conn.execute(
+            select(w.c.cleared, w.c.trusted, w.c.proven).where(w.c.id == worker_id)
+        ).one()
+        params["answer_cap"] = answer_cap_for(bool(worker.proven), bool(worker.trusted), rules)
         held = conn.execute(
             select(f.c.kind, func.count())
             .select_from(t)

@@ -226,6 +226,8 @@ tasks = Table(
     Column("note", Text, nullable=True),  # shown to the worker, e.g. the rule a value broke
     # The current lease's holder is shown the snippet without the OCR's guess.
     Column("lease_blind", Boolean, nullable=False, default=False, server_default="0"),
+    # Answers given, votes or not (skips aside): caps how many on probation answer one task.
+    Column("answers_given", Integer, nullable=False, default=0, server_default="0"),
     one_of("status", TaskStatus),
     one_of("kind", TaskKind),
 )

@@ -520,3 +520,28 @@ def test_letting_a_wrong_prefill_through_on_gold_measures_checking_not_keying(
     right = f"RIGHT{second.field_name[1:]}"
     submit_answer(stores.db, second.task_id, ana, "value", right, "a2", rules)
     assert counters() == (1, 1, 2, 1)  # corrected it: right on gold, and not anchored
+
+
+def test_workers_on_probation_spread_out_and_practise_on_gold_when_work_is_covered(
+    stores: Stores,
+) -> None:
+    rules = CrowdSettings(
+        gold_every=10**6,  # gold hardly ever due: what they get comes from the cap
+        gold_every_probation=10**6,
+        probation_answers_per_task=2,
+        blind_share=1.0,
+        target_posterior=0.9999,
+    )
+    gold_ids = _gold_fields(stores, 3)
+    seed_page(stores, [("city", "text", "KLANG", 40.0)])
+    new = [worker(stores, f"new{i}", proven=False) for i in range(3)]
+    for n, wid in enumerate(new[:2]):
+        task = claim_next(stores.db, wid, rules)
+        assert task is not None and task.field_name == "city"
+        submit_answer(stores.db, task.task_id, wid, "value", "KLANG", f"n{n}", rules)
+    # Two answers wait on the city already: the third new worker practises on gold instead.
+    third = claim_next(stores.db, new[2], rules)
+    assert third is not None and third.field_id in gold_ids and _is_gold(stores, third.task_id)
+    # A proven worker still gets the field: their answer is the vote it needs.
+    steady = claim_next(stores.db, worker(stores, "steady"), rules)
+    assert steady is not None and steady.field_name == "city"

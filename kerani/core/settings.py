@@ -110,6 +110,9 @@ class CrowdSettings(BaseSettings):
     # Probation: a new worker's answers are no votes until they have passed this much gold.
     probation_min_gold: int = 4
     probation_min_accuracy: float = 0.75
+    # Workers on probation are not offered a task that already has this many answers
+    # (theirs wait to count): they spread over the work instead of piling on one field.
+    probation_answers_per_task: int = 3
     # The share of first answers on a field shown blind, without the OCR's guess (later
     # answers, disputes and audits always are): what measures how far pre-fill misleads.
     # With blind_follows_ocr, a field type's share rises to how often the OCR's doubted

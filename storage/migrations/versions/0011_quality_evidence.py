@@ -10,6 +10,8 @@ Revises: 0010
   gold answers, start proven.
 - tasks.lease_blind: the holder of the current lease is shown the snippet without the
   OCR's guess; answers.blind keeps what each answer was given (NULL before this revision).
+  tasks.answers_given: every answer (votes or not, skips aside), so that workers on
+  probation do not all pile onto one task.
 - worker_quality.anchor_seen / anchor_accepted: how often a worker was shown a pre-filled
   guess later known wrong, and accepted it.
 - fields.gold_value / gold_origin: a known answer that tests workers (truth | staff |
@@ -38,6 +40,13 @@ def upgrade() -> None:
     op.add_column("workers", sa.Column("proven", sa.Boolean, nullable=False, server_default=no))
     op.add_column("workers", sa.Column("suspect", sa.Boolean, nullable=False, server_default=no))
     op.add_column("tasks", sa.Column("lease_blind", sa.Boolean, nullable=False, server_default=no))
+    op.add_column(
+        "tasks", sa.Column("answers_given", sa.Integer, nullable=False, server_default="0")
+    )
+    op.execute(
+        "UPDATE tasks SET answers_given = (SELECT COUNT(*) FROM answers "
+        "WHERE answers.task_id = tasks.id AND answers.kind != 'skip')"
+    )
     op.add_column("answers", sa.Column("blind", sa.Boolean, nullable=True))
     for counter in ("anchor_seen", "anchor_accepted"):
         op.add_column(
@@ -101,6 +110,7 @@ def downgrade() -> None:
         ("worker_quality", "anchor_accepted"),
         ("worker_quality", "anchor_seen"),
         ("answers", "blind"),
+        ("tasks", "answers_given"),
         ("tasks", "lease_blind"),
         ("workers", "suspect"),
         ("workers", "proven"),
