@@ -164,6 +164,7 @@ def _submitted(row: Any, answer_id: int | None, **evidence: Any) -> SubmittedTas
         ocr_text=row.ocr_text,
         page_id=row.page_id,
         answer_id=answer_id,
+        ocr_group=row.ocr_group,
         blind=bool(row.lease_blind),
         **evidence,
     )
@@ -194,6 +195,7 @@ def _submitted_task(dialect: str) -> Any:
             f.c.id.label("shown_field_id"),  # the field or the gold field: what the audit names
             f.c.kind.label("field_type"),
             f.c.ocr_text,
+            func.coalesce(f.c.ocr_group, f.c.kind).label("ocr_group"),
             f.c.page_id,
             p.c.batch_id,
         )
@@ -328,13 +330,13 @@ def _answer_cte(dialect: str) -> Any:
         .values(answers_given=t.c.answers_given + 1)
         .cte("task_counted")
     )
-    ocr = quality.ocr_counts(dialect, task.c.field_type).lateral("ocr")
+    ocr = quality.ocr_counts(dialect, task.c.ocr_group).lateral("ocr")
     # Only what settling needs: every column returned costs the driver work per row.
     return (
         select(
             *(task.c[c] for c in ("id", "kind", "escalated", "note", "gold_value", "field_id")),
             task.c.lease_blind,
-            *(task.c[c] for c in ("field_type", "ocr_text", "page_id")),
+            *(task.c[c] for c in ("field_type", "ocr_text", "ocr_group", "page_id")),
             answer.c.id.label("answer_id"),
             _votes_json(task, answer, values).label("votes"),
             ocr.c.ocr_seen,

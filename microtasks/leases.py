@@ -133,11 +133,12 @@ def _gold_every_sql(flags: dict[str, Any]) -> Any:
 
 def _blind_share(dialect: str) -> Any:
     """The share of first answers shown blind for the field of the task being leased:
-    :blind_share, or, with :blind_follows, how often the OCR's doubted guesses of its type
-    proved right (microtasks.quality's estimate), if that is more."""
+    :blind_share, or, with :blind_follows, how often the OCR's doubted guesses of its group
+    (template, type, evidence) proved right (microtasks.quality's estimate), if more."""
     t, f, o = schema.tasks, schema.fields, schema.ocr_quality
     # Correlated to the task being leased, two subqueries down.
-    kind = select(f.c.kind).where(f.c.id == t.c.field_id).correlate(t).scalar_subquery()
+    group = func.coalesce(f.c.ocr_group, f.c.kind)
+    kind = select(group).where(f.c.id == t.c.field_id).correlate(t).scalar_subquery()
     ocr_right = (
         select(
             (func.coalesce(func.sum(o.c.correct), 0) + literal(quality.OCR_PRIOR_RIGHT))

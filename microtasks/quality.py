@@ -139,20 +139,20 @@ def _weight(row: object) -> float:
     return GOLD_WEIGHT * row.gold_seen + row.agree_seen  # type: ignore[attr-defined]
 
 
-def ocr_accuracy(conn: Connection, field_type: str) -> float:
-    """How often the OCR's guess for fields of this type, once doubted, proved right."""
-    row = conn.execute(prepared(conn, ocr_counts), {"field_type": field_type}).one()
+def ocr_accuracy(conn: Connection, ocr_group: str) -> float:
+    """How often the OCR's guess in this group (fields.ocr_group), once doubted, proved right."""
+    row = conn.execute(prepared(conn, ocr_counts), {"ocr_group": ocr_group}).one()
     return ocr_estimate(row.ocr_seen, row.ocr_right)
 
 
-def ocr_counts(_dialect: str = "", field_type: Any = None) -> Select[Any]:
+def ocr_counts(_dialect: str = "", ocr_group: Any = None) -> Select[Any]:
     """A one-row query of the OCR's counters, summed over the shards, as ocr_seen and
-    ocr_right: for :field_type, or for the `field_type` column given (a correlation)."""
+    ocr_right: for :ocr_group, or for the group column given (a correlation)."""
     o = schema.ocr_quality
     return select(
         func.coalesce(func.sum(o.c.seen), 0).label("ocr_seen"),
         func.coalesce(func.sum(o.c.correct), 0).label("ocr_right"),
-    ).where(o.c.field_type == (bindparam("field_type") if field_type is None else field_type))
+    ).where(o.c.field_type == (bindparam("ocr_group") if ocr_group is None else ocr_group))
 
 
 def ocr_estimate(seen: int, right: int) -> float:
@@ -295,10 +295,11 @@ def ocr_shard(worker_id: int) -> int:
 
 
 def ocr_evidence_upsert(dialect: str) -> Any:
-    """Count, when :ocr_voted, whether the OCR was right (:ocr_right 0/1) on one shard."""
+    """Count, when :ocr_voted, whether the OCR was right (:ocr_right 0/1) on one shard of
+    :ocr_group's counters."""
     o = schema.ocr_quality
     counts = select(
-        bindparam("field_type", type_=String),
+        bindparam("ocr_group", type_=String),
         bindparam("shard", type_=Integer),
         literal(1),
         bindparam("ocr_right", type_=Integer),
@@ -318,11 +319,11 @@ def add_ocr_on_conflict(stmt: Any) -> Any:
     )
 
 
-def ocr_params(field_type: str, correct: bool | None, worker_id: int) -> dict[str, Any]:
+def ocr_params(ocr_group: str, correct: bool | None, worker_id: int) -> dict[str, Any]:
     """Parameters of ocr_evidence_upsert for a settle by `worker_id`; `correct` None when
     the OCR did not vote."""
     return {
-        "field_type": field_type,
+        "ocr_group": ocr_group,
         "shard": ocr_shard(worker_id),
         "ocr_right": int(bool(correct)),
         "ocr_voted": correct is not None,

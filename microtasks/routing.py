@@ -103,6 +103,12 @@ def audit_probability(rule: GroupRule | None, crowd: CrowdSettings) -> float:
     return crowd.audit_share
 
 
+def ocr_group(template: str, field_type: str, evidence: str) -> str:
+    """The group whose record weighs a field's OCR guess: what a template's guesses of one
+    type, read on one evidence, have proved worth once people checked them."""
+    return f"{template}|{field_type}|{evidence}"[:200]
+
+
 def route_page(
     db: Engine,
     page_id: int,
@@ -136,7 +142,11 @@ def route_page(
             # In the order read (the form's), fixed so a seeded `rng` draws the same audits.
             .order_by(fields.c.id)
         ).all()
+        template = conn.execute(
+            select(schema.pages.c.template).where(schema.pages.c.id == page_id)
+        ).scalar_one()
         for f in pending:
+            group = ocr_group(template, f.kind, f.evidence or "page")
             d = decide(
                 f.kind,
                 f.ocr_text,
@@ -158,6 +168,7 @@ def route_page(
                         value_kind="text",
                         source="ocr",
                         agreement=1.0,
+                        ocr_group=group,
                     )
                 )
                 accepted += 1
@@ -172,7 +183,7 @@ def route_page(
                 conn.execute(
                     schema.fields.update()
                     .where(schema.fields.c.id == f.id)
-                    .values(status="in_review", audit=audit)
+                    .values(status="in_review", audit=audit, ocr_group=group)
                 )
                 created += 1
         conn.execute(

@@ -78,11 +78,12 @@ def counted_voter(w: Any) -> list[Any]:
 
 
 def _votes(
-    conn: Connection, task_id: str, ocr_text: str, field_type: str
+    conn: Connection, task_id: str, ocr_text: str, field_type: str, ocr_group: str
 ) -> tuple[list[Vote], list[int]]:
-    """The evidence on a field: the OCR's guess and each counted person's answer."""
+    """The evidence on a field: the OCR's guess (weighed by its group's record) and each
+    counted person's answer."""
     rows = conn.execute(
-        prepared(conn, _votes_query), {"tid": task_id, "field_type": field_type}
+        prepared(conn, _votes_query), {"tid": task_id, "ocr_group": ocr_group}
     ).all()
     answered = [AnswerVote.from_mapping(r._mapping) for r in rows if r.id is not None]
     return _votes_from(answered, rows[0].ocr_seen, rows[0].ocr_right, ocr_text, field_type)
@@ -209,6 +210,7 @@ def _reweigh_answered(conn: Connection, worker_id: int, rules: CrowdSettings) ->
             f.c.id.label("field_id"),
             f.c.kind.label("field_type"),
             f.c.ocr_text,
+            func.coalesce(f.c.ocr_group, f.c.kind).label("ocr_group"),
             f.c.page_id,
             a.c.id.label("answer_id"),
             a.c.blind,
@@ -237,6 +239,7 @@ def _reweigh_answered(conn: Connection, worker_id: int, rules: CrowdSettings) ->
             ocr_text=row.ocr_text,
             page_id=row.page_id,
             answer_id=row.answer_id,
+            ocr_group=row.ocr_group,
             blind=bool(row.blind),
         )
         outcome = settle_field(conn, task, worker_id, rules)
@@ -264,7 +267,7 @@ def settle_field(
         ocr_seen, ocr_right = int(task.ocr_seen or 0), int(task.ocr_right or 0)
         votes, voters = _votes_from(task.votes, ocr_seen, ocr_right, task.ocr_text, ftype)
     else:
-        votes, voters = _votes(conn, task.id, task.ocr_text, ftype)
+        votes, voters = _votes(conn, task.id, task.ocr_text, ftype, task.ocr_group)
     result = reach_consensus(
         votes,
         rules.max_answers,
@@ -302,7 +305,8 @@ def settle_field(
         "sposterior": result.posterior,
         "count": result.human_votes,
         "now": utcnow(),
-        **quality.ocr_params(ftype, ocr_right_now, worker_id),
+        "field_type": ftype,  # the workers' counters, by type (the OCR's are by group)
+        **quality.ocr_params(task.ocr_group, ocr_right_now, worker_id),
     }
     if postgres:
         complete = _settled_postgresql(conn, params, outcomes)
@@ -476,6 +480,7 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
             f.c.id.label("field_id"),
             f.c.kind,
             f.c.ocr_text,
+            func.coalesce(f.c.ocr_group, f.c.kind).label("ocr_group"),
             f.c.page_id,
         )
         .join(a, a.c.task_id == t.c.id)
@@ -495,7 +500,7 @@ def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
     )
     reopened = 0
     for row in settled:
-        votes, _ = _votes(conn, row.id, row.ocr_text, row.kind)
+        votes, _ = _votes(conn, row.id, row.ocr_text, row.kind, row.ocr_group)
         again = reach_consensus(
             votes,
             rules.max_answers,

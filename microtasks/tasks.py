@@ -100,6 +100,7 @@ class SubmittedTask:
     ocr_text: str
     page_id: int
     answer_id: int | None
+    ocr_group: str  # whose counters weigh the OCR's guess (fields.ocr_group, else its type)
     blind: bool = False  # the answer was given without the OCR's guess shown
     votes: tuple[AnswerVote, ...] | None = None
     ocr_seen: int | None = None

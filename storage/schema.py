@@ -147,6 +147,9 @@ fields = Table(
     Column("audit", Boolean, nullable=False, default=False, server_default="0"),
     # The settled value's posterior under the consensus model (microtasks.consensus).
     Column("posterior", Float, nullable=True),
+    # The group the OCR's guess is weighed in (template|field type|evidence), set by routing:
+    # how often such guesses, once doubted, proved right (ocr_quality).
+    Column("ocr_group", String(200), nullable=True),
     UniqueConstraint("page_id", "name", name="uq_fields_page_name"),
     one_of("status", FieldStatus),
     one_of("value_kind", ValueKind),
@@ -351,7 +354,9 @@ worker_quality = Table(
 ocr_quality = Table(
     "ocr_quality",
     metadata,
-    Column("field_type", String(30), primary_key=True),
+    # The OCR group (fields.ocr_group: template|field type|evidence); a bare field type for
+    # fields routed before revision 0011.
+    Column("field_type", String(200), primary_key=True),
     Column("shard", Integer, primary_key=True),  # spreads concurrent updates over rows
     Column("seen", Integer, nullable=False, default=0),
     Column("correct", Integer, nullable=False, default=0),

@@ -101,7 +101,11 @@ def test_answers_are_recorded_once_paid_once_and_settle_the_field(stores: Stores
             conn.execute(select(func.sum(schema.worker_quality.c.agree_correct))).scalar_one() == 3
         )
         ocr = conn.execute(select(schema.ocr_quality)).all()
-    assert {(r.field_type, r.seen, r.correct) for r in ocr} == {("postcode", 1, 0), ("text", 1, 1)}
+    # The OCR's record is kept per group: template, field type, evidence.
+    assert {(r.field_type, r.seen, r.correct) for r in ocr} == {
+        ("bantuan_form|postcode|page", 1, 0),
+        ("bantuan_form|text|page", 1, 1),
+    }
 
 
 def test_another_workers_task_is_refused(stores: Stores) -> None:
@@ -454,8 +458,9 @@ def test_blind_first_looks_follow_how_often_the_ocr_proves_right(stores: Stores)
         conn.execute(
             schema.ocr_quality.insert(),
             [
-                {"field_type": "text", "shard": 0, "seen": 200, "correct": 190},
-                {"field_type": "date", "shard": 0, "seen": 200, "correct": 4},
+                # Kept per group: template, field type, evidence.
+                {"field_type": "bantuan_form|text|page", "shard": 0, "seen": 200, "correct": 190},
+                {"field_type": "bantuan_form|date|page", "shard": 0, "seen": 200, "correct": 4},
             ],
         )
     ana = worker(stores, "ana")

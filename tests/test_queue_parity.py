@@ -234,7 +234,8 @@ EXPECTED: dict[str, Any] = {
         ("cy", "text", 0, 0, 2, 2),
         ("tess", "text", 0, 0, 1, 1),
     ],
-    "ocr": [("text", 3, 2)],  # right on city and town, wrong on state
+    # right on city and town, wrong on state; kept per group (template|type|evidence)
+    "ocr": [("bantuan_form|text|page", 3, 2)],
     "answers_done": {"ana": 2, "ben": 1, "cy": 2, "tess": 1},  # skips and retries aside
     "pages": {"records": "routed", "gold": "gold"},
 }

@@ -16,7 +16,9 @@ Revises: 0010
   guess later known wrong, and accepted it.
 - fields.gold_value / gold_origin: a known answer that tests workers (truth | staff |
   crowd); fields.audit: an auto-accepted field sent to people blind anyway;
-  fields.posterior: the settled value's posterior under the consensus model.
+  fields.posterior: the settled value's posterior under the consensus model;
+  fields.ocr_group: the group whose counters weigh the OCR's guess (template|type|evidence),
+  set by routing; ocr_quality.field_type now holds such a group (up to 200 characters).
 - gold_keyings: staff keying a field blind, twice; where both agree it becomes gold.
 - calibrations: every refit of a template's auto-accept rule from fields people settled.
 """
@@ -57,8 +59,15 @@ def upgrade() -> None:
         t.add_column(sa.Column("gold_origin", sa.String(20), nullable=True))
         t.add_column(sa.Column("audit", sa.Boolean, nullable=False, server_default=no))
         t.add_column(sa.Column("posterior", sa.Float, nullable=True))
+        t.add_column(sa.Column("ocr_group", sa.String(200), nullable=True))
         t.create_check_constraint(
             "ck_fields_gold_origin", sa.column("gold_origin").in_(GOLD_ORIGINS)
+        )
+    # The OCR's counters are kept per group (template|field type|evidence) from now on; the
+    # per-type rows of before stay, read by fields routed before this revision.
+    with op.batch_alter_table("ocr_quality") as t:
+        t.alter_column(
+            "field_type", type_=sa.String(200), existing_type=sa.String(30), existing_nullable=False
         )
     op.create_table(
         "gold_keyings",
@@ -102,6 +111,7 @@ def downgrade() -> None:
     op.drop_table("gold_keyings")
     with op.batch_alter_table("fields") as t:
         t.drop_constraint("ck_fields_gold_origin", type_="check")
+        t.drop_column("ocr_group")
         t.drop_column("posterior")
         t.drop_column("audit")
         t.drop_column("gold_origin")
