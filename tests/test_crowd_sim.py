@@ -51,8 +51,17 @@ def test_profiles_answer_as_stated() -> None:
     assert truth not in junk and guess not in junk
     perfect = Profile("careful", 0.0)
     assert all(answer_for(truth, guess, perfect, rng)["value"] == truth for _ in range(50))
-    wrong = sum(answer_for(truth, guess, CARELESS, rng)["value"] != truth for _ in range(2000))
-    assert 0.10 < wrong / 2000 < 0.20  # the stated 15%, within sampling error
+    wrong = sum(answer_for(truth, "", CARELESS, rng)["value"] != truth for _ in range(2000))
+    assert 0.10 < wrong / 2000 < 0.20  # blind: the stated 15% slips, within sampling error
+    # Shown a near miss pre-filled, a careless worker lets 75% through, then slips on 15%
+    # of the rest: 1 − 0.25 × 0.85 ≈ 79% wrong; a careful one 50%, then 2%: about 51%.
+    careless = sum(answer_for(truth, guess, CARELESS, rng)["value"] != truth for _ in range(2000))
+    assert 0.75 < careless / 2000 < 0.83
+    careful = sum(answer_for(truth, guess, CAREFUL, rng)["value"] != truth for _ in range(2000))
+    assert 0.46 < careful / 2000 < 0.56
+    far = "JALAN KUBU 99"  # not a near miss: a careful worker lets 25% through
+    missed = sum(answer_for(truth, far, CAREFUL, rng)["value"] == far for _ in range(2000))
+    assert 0.21 < missed / 2000 < 0.29
 
 
 def test_keystrokes_count_edits_from_the_prefill_plus_submit() -> None:
