@@ -286,6 +286,7 @@ def _quality_error(
             adversarial += 1
             caught += e.quarantined
             most = max(most, int(agreed.get(ids[w.name]) or 0))
+            # Never past probation, or most would count their fields: checked by tests.
         elif e.gold_seen:
             errors.append(abs(e.accuracy - w.true_accuracy))
     return (statistics.fmean(errors) if errors else 0.0), caught, adversarial, most
@@ -662,6 +663,7 @@ def _figures(
         "adversarial_workers_quarantined": caught,
         "adversarial_workers": adversarial,
         "adversarial_most_fields_settled_with_their_vote": most_settled,
+        "adversarial_workers_proven": _adversaries_proven(stores.db, crowd, ids),
         "dropouts": stats.dropouts,
         "ocr_only_accuracy": ocr_ok / n,
         "double_keying_accuracy": dk["accuracy"],
@@ -672,6 +674,18 @@ def _figures(
             f"{_crowd_description(profiles)}; human seconds are simulated reading and typing"
         ),
     }
+
+
+def _adversaries_proven(db: Engine, crowd: Sequence[SimulatedWorker], ids: dict[str, int]) -> int:
+    """Spammers and junk typers who ever passed probation (their answers became votes)."""
+    bad = [ids[w.name] for w in crowd if w.profile.kind in ("spammer", "junk")]
+    w = schema.workers
+    with db.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(w.c.id.in_(bad), w.c.proven.is_(True))
+            ).scalar_one()
+        )
 
 
 def _crowd_description(profiles: Sequence[Profile]) -> str:

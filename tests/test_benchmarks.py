@@ -42,10 +42,12 @@ def test_crowd_bench_on_the_sample_receipts_in_both_modes() -> None:
         for key in ("final_accuracy", "human_share", "ocr_only_accuracy"):
             assert 0.0 <= figures[key] <= 1.0, key
         assert figures["fields"] > 50 and figures["unsettled_fields"] == 0
-        # The crowd beats the OCR alone; the spammer and the junk typer are paused.
+        # The crowd beats the OCR alone; spammers and junk typers never pass probation, so
+        # they settle nothing (paused, or still on probation when the work runs out).
         assert figures["final_accuracy"] > figures["ocr_only_accuracy"]
-        assert figures["adversarial_workers_quarantined"] == figures["adversarial_workers"]
+        assert figures["adversarial_workers_proven"] == 0
         assert figures["adversarial_most_fields_settled_with_their_vote"] == 0
+        assert figures["adversarial_workers_quarantined"] >= 1
         assert figures["double_keying_answers_per_field"] >= 2.0
         human = figures["by_source"]["human"]
         assert human["fields"] > 0 and 0.0 <= human["actual_accuracy"] <= 1.0

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from kerani.benchmarks.queue_bench import seed_tasks
+from kerani.benchmarks.queue_bench import seed_tasks, seen_on_snippet
 from kerani.core.settings import CrowdSettings
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.leases import claim_next
@@ -37,8 +37,9 @@ def _work(url: str, name: str) -> tuple[list[str], int, list[str]]:
                 break
             claimed.append(task.task_id)
             key = secrets.token_urlsafe(12)
-            first = submit_answer(db, task.task_id, worker, "value", task.ocr_text, key, rules)
-            retry = submit_answer(db, task.task_id, worker, "value", task.ocr_text, key, rules)
+            seen = seen_on_snippet(task.field_name)  # the lease is blind: they read it
+            first = submit_answer(db, task.task_id, worker, "value", seen, key, rules)
+            retry = submit_answer(db, task.task_id, worker, "value", seen, key, rules)
             if not first.recorded:
                 errors.append(f"first submit of {task.task_id} not recorded")
             duplicates_recorded += retry.recorded
