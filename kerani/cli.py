@@ -381,6 +381,21 @@ def dataset_from_sroie(
     console.print(f"{count} receipts written to {out_dir}", soft_wrap=True)
 
 
+@dataset_app.command("synthetic")
+def dataset_synthetic(
+    out_dir: Annotated[Path, typer.Argument(help="Dataset folder to write (pages/, truth.jsonl).")],
+    template: Annotated[str, typer.Option(help="Form template to fill in.")] = "bantuan_form",
+    count: Annotated[int, typer.Option(help="Forms to render.")] = 100,
+    seed: int = 0,
+) -> None:
+    """Render filled-in synthetic forms of a template, with their truth."""
+    from kerani.evaluation.synthetic import generate_dataset
+    from kerani.forms.templates import load_template
+
+    made = generate_dataset(load_template(template), out_dir, count=count, seed=seed)
+    console.print(f"{made} synthetic {template} forms written to {out_dir}", soft_wrap=True)
+
+
 @bench_app.command("crowd")
 def bench_crowd(
     ctx: typer.Context,

@@ -76,3 +76,12 @@ def test_demo_with_simulated_crowd(env: Path, prefect_server: None) -> None:
     assert re.search(r"RM \d+\.\d\d per record \(\d+ sen\)", text)
     assert "estimated without the truth: " in text
     assert list((env / "demo" / "blobs" / "exports").glob("*/records.jsonl"))
+
+
+def test_dataset_synthetic_writes_forms_with_their_truth(tmp_path: Path) -> None:
+    out = tmp_path / "forms"
+    result = CliRunner().invoke(app, ["dataset", "synthetic", str(out), "--count", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 synthetic bantuan_form forms" in result.output
+    assert len((out / "truth.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (out / "pages").iterdir()) == ["form_001.png", "form_002.png"]
