@@ -48,8 +48,10 @@ SAMPLES = Path(__file__).parent / "samples"
 FORM_TEMPLATE = "bantuan_form"
 
 # The demo's crowd: mostly careful people, some careless, one who only accepts the pre-filled
-# guess (error rates per answer; see evaluation/crowd_sim.py).
-DEMO_CROWD = [CAREFUL] * 9 + [CARELESS] * 2 + [SPAMMER]
+# guess (error rates per answer; see evaluation/crowd_sim.py). Enough of them to finish the
+# receipts: no worker sees more than ten lines of one, each line needs two independent
+# looks, and new workers' first answers wait for their probation to end.
+DEMO_CROWD = [CAREFUL] * 16 + [CARELESS] * 3 + [SPAMMER]
 
 
 @dataclass
@@ -85,10 +87,15 @@ def submit_gold(console: Console, settings: Settings, stores: Stores) -> DemoBat
 def crowd_profiles(crowd: list[Profile]) -> str:
     """The simulated crowd in words: how many of each profile, with its error rate."""
     habits = {"spammer": "submits every guess unchanged", "junk": "types junk"}
-    return ", ".join(
-        f"{n} {p.kind} ({habits.get(p.kind, f'{p.error_rate:.0%} of answers wrong')})"
-        for p, n in Counter(crowd).items()
-    )
+
+    def habit(p: Profile) -> str:
+        return habits.get(
+            p.kind,
+            f"{p.error_rate:.0%} of answers wrong, lets {p.accepts_wrong_prefill:.0%} of wrong "
+            "pre-filled guesses through",
+        )
+
+    return ", ".join(f"{n} {p.kind} ({habit(p)})" for p, n in Counter(crowd).items())
 
 
 def quarantined_workers(stores: Stores) -> list[str]:

@@ -70,7 +70,10 @@ def test_demo_with_simulated_crowd(env: Path, prefect_server: None) -> None:
     right, true_fields = map(int, accuracy[0])
     assert right >= 0.9 * true_fields  # simulated careful workers on clean synthetic forms
     # The crowd's make-up is named wherever its figures are shown.
-    assert re.search(r"Simulated workers \(9 careful \(2% of answers wrong\)", text)
+    assert re.search(
+        r"Simulated workers \(16 careful \(2% of answers wrong, lets 25% of wrong pre-filled",
+        text,
+    )
     assert re.search(r"records \(csv\): \S+records\.csv", text)
     # Cost per record reads as money, and the sources' estimates are shown beside the truth.
     assert re.search(r"RM \d+\.\d\d per record \(\d+ sen\)", text)
