@@ -420,7 +420,8 @@ def _work_crowd(
     seed: int,
     on_answer: Any = None,
 ) -> Any:
-    with TestClient(create_app(settings, stores)) as client:
+    # Seeded draws for gold and blind leases: the run repeats its figures for a seed.
+    with TestClient(create_app(settings, stores, random.Random(seed))) as client:
         return run_crowd(
             client,
             crowd,

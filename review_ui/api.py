@@ -18,6 +18,7 @@ from kerani.review_ui.web import (
     ApiPerson,
     batches_for,
     db_of,
+    draws_of,
     label_of,
     need_role,
     settings_of,
@@ -44,7 +45,8 @@ class AnswerIn(BaseModel):
 def api_claim(request: Request, person: ApiPerson) -> Response:
     """Lease the next task to this worker (204 when there is none)."""
     need_role(person, Role.WORKER)
-    tasks = claim_tasks(db_of(request), person.id, settings_of(request).crowd, count=1)
+    crowd = settings_of(request).crowd
+    tasks = claim_tasks(db_of(request), person.id, crowd, count=1, draws=draws_of(request))
     if not tasks:
         return Response(status_code=204)
     task = tasks[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import random
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -87,11 +88,15 @@ async def kerani_error(request: Request, exc: KeraniError) -> Response:
     return render(request, "error.html", context, person, csrf, status_code=code)
 
 
-def create_app(settings: Settings, stores: Stores | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, stores: Stores | None = None, draws: random.Random | None = None
+) -> FastAPI:
     """Build the web app for these settings (and these stores, for tests)."""
     app = FastAPI(title="Kerani", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings = settings
     app.state.stores = stores or open_stores(settings)
+    # Who gets gold and blind leases when: unpredictable, unless a benchmark seeds it.
+    app.state.draws = draws
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
     # Money on the pages is written one way, the ledger's (RM with sen, sen below RM 1).
     app.state.templates.env.globals.update(ringgit=ringgit, ringgit_each=ringgit_each)

@@ -8,6 +8,7 @@ agency_pages, api) only ever reach it through these helpers.
 from __future__ import annotations
 
 import base64
+import random
 import re
 import secrets
 from collections.abc import Callable
@@ -70,6 +71,12 @@ def stores_of(request: Request) -> Stores:
     """The database and blob store of the app."""
     stores: Stores = request.app.state.stores
     return stores
+
+
+def draws_of(request: Request) -> random.Random | None:
+    """The app's source of gold and blindness draws (None: the queue's own, unseeded)."""
+    draws: random.Random | None = request.app.state.draws
+    return draws
 
 
 def db_of(request: Request) -> Engine:

@@ -22,6 +22,7 @@ from kerani.review_ui.web import (
     PageSession,
     check_csrf,
     db_of,
+    draws_of,
     duration_from_form,
     inline_snippet,
     label_of,
@@ -65,7 +66,7 @@ def review_page(request: Request, session: PageSession) -> Response:
     need_role(person, Role.WORKER)
     db, crowd = db_of(request), settings_of(request).crowd
     # The task on screen and two in reserve, which the script shows without a round trip.
-    tasks = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW)
+    tasks = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW, draws=draws_of(request))
     if not tasks:
         return render(request, "no_tasks.html", {}, person, csrf)
     task = tasks[0]
@@ -117,7 +118,7 @@ def review_submit(
     # (only tasks it does not have yet carry their snippet).
     # A worker at work keeps the reserve: its leases are renewed with each answer.
     renew_leases(db, person.id, crowd)
-    held = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW)
+    held = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW, draws=draws_of(request))
     known = set(request.headers.get("x-kerani-held", "").split(","))
     day = today(db, person.id)
     progress = translator(person.language)("progress_today", done=day.done, earned=day.earned)
@@ -151,7 +152,9 @@ def column_page(request: Request, session: PageSession) -> Response:
     if kinds:
         kind = kinds[0][0]
         size = settings.review.column_size
-        tasks = claim_tasks(db, person.id, settings.crowd, size, field_kind=kind)
+        tasks = claim_tasks(
+            db, person.id, settings.crowd, size, field_kind=kind, draws=draws_of(request)
+        )
     if not tasks:
         return render(request, "no_tasks.html", {}, person, csrf)
     label, hint = label_of(request, tasks[0], person.language)
