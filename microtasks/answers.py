@@ -239,7 +239,7 @@ def _pay_kind(task_kind: str, escalated: bool) -> str:
 
 def _rates(rules: CrowdSettings) -> dict[str, int]:
     return {
-        "gold": rules.rate_sen_gold,
+        "gold": rules.rate_sen_field,  # like the work it looks like
         "arbitration": rules.rate_sen_arbitration,
         "field": rules.rate_sen_field,
     }

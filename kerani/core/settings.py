@@ -133,8 +133,8 @@ class CrowdSettings(BaseSettings):
     audit_share: float = Field(default=0.02, ge=0.0, le=1.0)
     audit_share_young: float = Field(default=0.10, ge=0.0, le=1.0)
     audit_young_below: int = Field(default=200, ge=0)
+    # Gold is paid at the field rate: a different rate would tell a worker which task it was.
     rate_sen_field: int = 5
-    rate_sen_gold: int = 5
     rate_sen_arbitration: int = 10
 
 
