@@ -47,6 +47,7 @@ from kerani.core.errors import ForbiddenError, NotFoundError
 from kerani.core.settings import CrowdSettings
 from kerani.microtasks import quality
 from kerani.microtasks.audit import add_view_on_conflict, audit, count_view
+from kerani.microtasks.consensus import answer_key
 from kerani.microtasks.tasks import ClaimedTask, new_task_id
 from kerani.storage import schema
 from kerani.storage.database import as_utc, utcnow
@@ -198,13 +199,18 @@ def _claim_gold(
         conditions.append(f.c.kind == field_kind)
     # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
     gold = conn.execute(
-        select(f.c.id, f.c.gold_value, f.c.page_id, f.c.sensitivity)
+        select(f.c.id, f.c.gold_value, f.c.page_id, f.c.kind, f.c.ocr_text)
         .where(*conditions)
         .order_by((f.c.ocr_text == f.c.gold_value).asc(), func.random())
         .limit(1)
     ).first()
     if gold is None:
         return None
+    # A right guess pre-filled tests nothing (accepting it is right): such gold is shown
+    # blind. A wrong one is shown pre-filled as often as not, which measures anchoring.
+    guess_right = answer_key("value", gold.ocr_text, gold.kind) == answer_key(
+        "value", gold.gold_value, gold.kind
+    )
     task_id = new_task_id()
     conn.execute(
         insert(t).values(
@@ -217,7 +223,7 @@ def _claim_gold(
             lease_worker_id=worker_id,
             lease_expires_at=lease_until,
             # Blind about as often as a first look at work is: pre-fill tells nothing.
-            lease_blind=draws.random() < rules.blind_share_gold,
+            lease_blind=guess_right or draws.random() < rules.blind_share_gold,
             created_at=utcnow(),
         )
     )

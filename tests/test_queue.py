@@ -550,3 +550,18 @@ def test_workers_on_probation_spread_out_and_practise_on_gold_when_work_is_cover
     # A proven worker still gets the field: their answer is the vote it needs.
     steady = claim_next(stores.db, worker(stores, "steady"), rules)
     assert steady is not None and steady.field_name == "city"
+
+
+def test_gold_whose_guess_is_right_is_always_shown_blind(stores: Stores) -> None:
+    # Accepting a right pre-filled guess is right: it would let a pre-fill spammer pass.
+    rules = CrowdSettings(gold_every=1, blind_share_gold=0.0)
+    _gold_fields(stores, 3, ocr="RIGHT0")  # g0's guess is right; g1's and g2's are not
+    ana = worker(stores, "ana")
+    shown = {}
+    for n in range(3):
+        task = claim_next(stores.db, ana, rules)
+        assert task is not None
+        shown[task.field_name] = (task.blind, task.ocr_text)
+        right = f"RIGHT{task.field_name[1:]}"
+        submit_answer(stores.db, task.task_id, ana, "value", right, f"a{n}", rules)
+    assert shown == {"g0": (True, ""), "g1": (False, "RIGHT0"), "g2": (False, "RIGHT0")}

@@ -120,8 +120,8 @@ class CrowdSettings(BaseSettings):
     # the field alone, where a confirmation needs a second, blind look anyway.
     blind_share: float = Field(default=0.25, ge=0.0, le=1.0)
     blind_follows_ocr: bool = True
-    # Gold shown blind: a pre-fill spammer fails it (a blank); shown pre-filled with a wrong
-    # guess, it measures anchoring. First looks at work are blind about as often.
+    # Gold with a wrong guess shown blind: a pre-fill spammer fails it (a blank); shown
+    # pre-filled, it measures anchoring. Gold whose guess is right is always blind.
     blind_share_gold: float = Field(default=0.5, ge=0.0, le=1.0)
     quarantine_min_gold: int = 4
     quarantine_below: float = 0.7
