@@ -212,6 +212,18 @@ def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: Data
     for b in rows:
         for r in b["rejected"]:
             console.print(f"[red]rejected[/] {r['file']}: {r['reason']}")
+    from kerani.microtasks.gold import gold_counts
+    from kerani.people.workers import workers_on_probation
+
+    on_probation = workers_on_probation(db)
+    if on_probation and not sum(gold_counts(db).by_origin.values()):
+        # Nothing else would say why nothing settles: probation is passed on gold only.
+        console.print(
+            f"[yellow]{on_probation} workers on probation and no gold to pass it:[/] their "
+            "answers wait. Key gold (kerani gold sample / add), or vouch for staff with "
+            "kerani people add NAME --proven.",
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from kerani.core.errors import BadInputError, ConflictError, ForbiddenError
 from kerani.core.vocabulary import Language, Role
@@ -290,3 +290,19 @@ def end_session(db: Engine, cookie: str) -> None:
     """Close a session."""
     with db.begin() as conn:
         conn.execute(delete(schema.sessions).where(schema.sessions.c.id == _digest(cookie)))
+
+
+def workers_on_probation(db: Engine) -> int:
+    """Active workers whose answers do not count yet (not proven on gold, not vouched for)."""
+    w = schema.workers
+    with db.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(
+                    w.c.role == Role.WORKER,
+                    w.c.proven.is_(False),
+                    w.c.trusted.is_(False),
+                    w.c.quarantined.is_(False),
+                )
+            ).scalar_one()
+        )

@@ -88,3 +88,13 @@ def test_dataset_synthetic_writes_forms_with_their_truth(tmp_path: Path) -> None
     assert "2 synthetic bantuan_form forms" in result.output
     assert len((out / "truth.jsonl").read_text().splitlines()) == 2
     assert sorted(p.name for p in (out / "pages").iterdir()) == ["form_001.png", "form_002.png"]
+
+
+def test_status_says_when_probation_cannot_be_passed(env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["people", "add", "Siti"]).exit_code == 0
+    shown = " ".join(runner.invoke(app, ["status"]).output.split())
+    assert "1 workers on probation and no gold to pass it" in shown
+    assert runner.invoke(app, ["people", "add", "Staff", "--proven"]).exit_code == 0
+    again = " ".join(runner.invoke(app, ["status"]).output.split())
+    assert "1 workers on probation" in again  # the vouched-for one is not on probation
