@@ -16,6 +16,7 @@ from sqlalchemy import Engine, insert, select
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
+from kerani.core.text import storable
 from kerani.core.vocabulary import BatchStatus, PageStatus, ScanStatus
 from kerani.ingest.pages import render_pages
 from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
@@ -85,7 +86,13 @@ def record_scan(
     status: ScanStatus,
     error: str | None,
 ) -> int:
-    """A batch's file, by name (a second record of the same name updates it); its id."""
+    """A batch's file, by name (a second record of the same name updates it); its id.
+
+    A name that is not valid UTF-8 is kept with '?' in place of what cannot be encoded:
+    one odd file name must not sink its batch.
+    """
+    name = storable(name)
+    error = storable(error) if error is not None else None
     with engine.begin() as conn:
         row = conn.execute(
             select(schema.scans.c.id).where(
@@ -191,7 +198,8 @@ def ingest_paths(
     """Ingest files, folders and zips as one batch; bad files are reported, never fatal."""
     scans, rejected = collect_scans(paths, limits)
     batch_id = batch_id_for(template, scans, rejected, agency_id)
-    _ensure_batch(engine, batch_id, template, ", ".join(str(p) for p in paths), agency_id)
+    source = storable(", ".join(str(p) for p in paths))
+    _ensure_batch(engine, batch_id, template, source, agency_id)
     report = IngestReport(batch_id=batch_id, template=template)
     for bad in rejected:
         record_scan(

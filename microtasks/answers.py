@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from kerani.core.errors import BadInputError, ForbiddenError, NotFoundError
 from kerani.core.settings import CrowdSettings
+from kerani.core.text import unstorable
 from kerani.microtasks import quality
 from kerani.microtasks.audit import audit
 from kerani.microtasks.ledger import pay
@@ -68,6 +69,10 @@ def submit_answer(
     _check_answer(kind, value, idempotency_key)
     if prefilled is not None and len(prefilled) > MAX_ANSWER_CHARS:
         raise BadInputError(f"prefilled is longer than {MAX_ANSWER_CHARS} characters")
+    if prefilled is not None and unstorable(prefilled):
+        raise BadInputError(
+            "prefilled holds a character that cannot be stored (NUL or a lone surrogate)"
+        )
     if duration_ms is not None and not 0 <= duration_ms <= 86_400_000:
         raise BadInputError("duration_ms must be between 0 and 86400000 (one day)")
     value = value if kind == "value" else ""
@@ -177,6 +182,12 @@ def _check_answer(kind: str, value: str, idempotency_key: str) -> None:
         raise BadInputError(f"answer is longer than {MAX_ANSWER_CHARS} characters")
     if not idempotency_key or len(idempotency_key) > 100:
         raise BadInputError("idempotency_key must be 1 to 100 characters")
+    # Refused with a 400 rather than failing in the database with a 500, which a page's
+    # outbox would retry for ever.
+    if unstorable(value) or unstorable(idempotency_key):
+        raise BadInputError(
+            "answer holds a character that cannot be stored (NUL or a lone surrogate)"
+        )
 
 
 def _submitted_task(dialect: str) -> Any:
