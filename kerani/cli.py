@@ -156,6 +156,12 @@ def submit(
         f"{routing['auto_accepted']} fields auto-accepted, "
         f"{routing['tasks_created']} sent to people"
     )
+    if report["rejected"] and not report["pages_created"] and not report["pages_existing"]:
+        # Nothing was taken in: a script running submit must not read that as success.
+        from kerani.core.errors import ExitCode
+
+        console.print("[red]nothing submitted:[/] every file was refused", soft_wrap=True)
+        raise typer.Exit(ExitCode.input_file)
 
 
 @app.command()

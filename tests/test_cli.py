@@ -55,6 +55,14 @@ def test_submit_status_export(env: Path, tmp_path: Path, prefect_server: None) -
     bad = runner.invoke(app, ["submit", str(forms), "--template", "no_such_form"])
     assert bad.exit_code == 5 and "no template 'no_such_form'" in bad.output
 
+    # Every file refused: nothing was done, and the exit code says so.
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("not a scan")
+    refused = runner.invoke(app, ["submit", str(junk), "--template", "bantuan_form"])
+    assert refused.exit_code == 2 and "every file was refused" in refused.output
+    assert "rejected junk/notes.txt" in refused.output
+
 
 def test_demo_with_simulated_crowd(env: Path, prefect_server: None) -> None:
     result = CliRunner().invoke(app, ["demo", "--simulate-crowd", "--forms", "1"])
