@@ -158,21 +158,7 @@ def _record_answer_sqlite(
 def _submitted(row: Any, answer_id: int | None, **evidence: Any) -> SubmittedTask:
     """The SubmittedTask of a task row (of _submitted_task or _answer_cte), either dialect;
     `evidence` is what PostgreSQL read in the same statement (votes, OCR counters)."""
-    return SubmittedTask(
-        id=row.id,
-        kind=row.kind,
-        escalated=bool(row.escalated),
-        note=row.note,
-        gold_value=row.gold_value,
-        field_id=row.field_id,
-        field_type=row.field_type,
-        ocr_text=row.ocr_text,
-        page_id=row.page_id,
-        answer_id=answer_id,
-        ocr_group=row.ocr_group,
-        blind=bool(row.lease_blind),
-        **evidence,
-    )
+    return SubmittedTask.from_row(row, answer_id, **evidence)
 
 
 def _check_answer(kind: str, value: str, idempotency_key: str) -> None:

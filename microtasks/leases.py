@@ -171,7 +171,8 @@ def _claim_gold(
     rules: CrowdSettings,
     field_kind: str | None = None,
     draws: random.Random = _DRAWS,
-) -> str | None:
+) -> ClaimedTask | None:
+    """Lease the worker a gold snippet they have not seen (audited, its view counted)."""
     f, t, a, v = schema.fields, schema.tasks, schema.answers, schema.worker_page_views
     # The gold this worker has held or answered: a small set, read through their own rows.
     seen = (
@@ -228,7 +229,8 @@ def _claim_gold(
         )
     )
     count_view(conn, worker_id, gold.page_id)
-    return task_id
+    audit(conn, worker_id, "claim", task_id, "gold")
+    return _claimed(conn, task_id)
 
 
 def _held_by(worker_id: Any, now: Any) -> Any:
@@ -536,23 +538,18 @@ def claim_tasks(
         opened = False
         while len(claimed) < count:
             lease_until += step
-            slot = min(len(claimed), count)
-            if _gold_due(gold_draws[slot], gold_every):
-                gold_task = _claim_gold(conn, worker_id, lease_until, rules, field_kind, draws)
-                if gold_task is not None:
-                    audit(conn, worker_id, "claim", gold_task, "gold")
-                    claimed.append(_claimed(conn, gold_task))
-                    continue
+            slot = len(claimed)
+            if _gold_due(gold_draws[slot], gold_every) and (
+                gold := _claim_gold(conn, worker_id, lease_until, rules, field_kind, draws)
+            ):
+                claimed.append(gold)
+                continue
             slot_params = {"lease_until": lease_until, "blind_draw": blind_draws[slot]}
             task = _claim_one(conn, lease, variant, params | slot_params)
+            # Work is covered by others' answers: practice on gold meanwhile, which is what
+            # ends probation.
             if task is None and on_probation and gold_every:
-                # Work is covered by others' answers: practice on gold meanwhile, which is
-                # what ends probation.
-                gold_task = _claim_gold(conn, worker_id, lease_until, rules, field_kind, draws)
-                if gold_task is not None:
-                    audit(conn, worker_id, "claim", gold_task, "gold")
-                    claimed.append(_claimed(conn, gold_task))
-                    continue
+                task = _claim_gold(conn, worker_id, lease_until, rules, field_kind, draws)
             if task is None:
                 # Nothing for this worker: if disputes wait for arbiters who may not take
                 # them, they become everyone's, and the worker looks once more.

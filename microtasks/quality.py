@@ -80,7 +80,7 @@ class Estimate:
     trusted: bool
     quarantined: bool
     accepts_wrong: float = ANCHOR_PRIOR_ACCEPTED / (ANCHOR_PRIOR_ACCEPTED + ANCHOR_PRIOR_REJECTED)
-    anchor_seen: int = 0
+    proven: bool = False  # past probation: their answers are votes
 
 
 def _beta_mean(right: float, seen: float, prior_right: float, prior_wrong: float) -> float:
@@ -97,7 +97,7 @@ def estimates(conn: Connection, worker_ids: Iterable[int], field_type: str) -> d
     flags = {
         r.id: r
         for r in conn.execute(
-            select(w.c.id, w.c.trusted, w.c.quarantined).where(w.c.id.in_(ids))
+            select(w.c.id, w.c.trusted, w.c.quarantined, w.c.proven).where(w.c.id.in_(ids))
         ).all()
     }
     out: dict[int, Estimate] = {}
@@ -108,12 +108,18 @@ def estimates(conn: Connection, worker_ids: Iterable[int], field_type: str) -> d
             field_type,
             trusted=bool(f.trusted) if f else False,
             quarantined=bool(f.quarantined) if f else False,
+            proven=bool(f.proven) if f else False,
         )
     return out
 
 
 def estimate_from(
-    rows: Sequence[Any], field_type: str, *, trusted: bool, quarantined: bool
+    rows: Sequence[Any],
+    field_type: str,
+    *,
+    trusted: bool,
+    quarantined: bool,
+    proven: bool = False,
 ) -> Estimate:
     """One worker's estimate from their worker_quality rows (any columns named like it)."""
     typed = [r for r in rows if r.field_type == field_type]
@@ -131,7 +137,7 @@ def estimate_from(
         accepts_wrong=_beta_mean(
             anchor_accepted, anchor_seen, ANCHOR_PRIOR_ACCEPTED, ANCHOR_PRIOR_REJECTED
         ),
-        anchor_seen=anchor_seen,
+        proven=proven,
     )
 
 

@@ -176,11 +176,10 @@ def settle_gold(
     conn.execute(prepared(conn, _task_settled), {"tid": task.id, "now": utcnow()})
     est = quality.estimates(conn, [worker_id], "*")[worker_id]
     w = schema.workers
-    standing = conn.execute(select(w.c.proven).where(w.c.id == worker_id)).one()
     changes: dict[str, Any] = {"suspect": not correct}  # gold comes more often after a miss
     if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
         quarantine(conn, worker_id, rules)
-    elif not standing.proven and passed_probation(est, rules):
+    elif not est.proven and passed_probation(est, rules):
         changes["proven"] = True  # their answers count as votes from now on
     elif (
         not est.trusted
@@ -205,15 +204,17 @@ def _reweigh_answered(conn: Connection, worker_id: int, rules: CrowdSettings) ->
     rows = conn.execute(
         select(
             t.c.id,
+            t.c.kind,
             t.c.escalated,
             t.c.note,
+            t.c.gold_value,
             f.c.id.label("field_id"),
             f.c.kind.label("field_type"),
             f.c.ocr_text,
             func.coalesce(f.c.ocr_group, f.c.kind).label("ocr_group"),
             f.c.page_id,
             a.c.id.label("answer_id"),
-            a.c.blind,
+            a.c.blind.label("lease_blind"),  # what their answer was shown
         )
         .join(a, a.c.task_id == t.c.id)
         .join(f, f.c.id == t.c.field_id)
@@ -228,20 +229,7 @@ def _reweigh_answered(conn: Connection, worker_id: int, rules: CrowdSettings) ->
     ).all()
     completed = []
     for row in rows:
-        task = SubmittedTask(
-            id=row.id,
-            kind="field",
-            escalated=bool(row.escalated),
-            note=row.note,
-            gold_value=None,
-            field_id=row.field_id,
-            field_type=row.field_type,
-            ocr_text=row.ocr_text,
-            page_id=row.page_id,
-            answer_id=row.answer_id,
-            ocr_group=row.ocr_group,
-            blind=bool(row.blind),
-        )
+        task = SubmittedTask.from_row(row, row.answer_id)
         outcome = settle_field(conn, task, worker_id, rules)
         if outcome.completed_page_id is not None:
             completed.append(outcome.completed_page_id)

@@ -106,6 +106,26 @@ class SubmittedTask:
     ocr_seen: int | None = None
     ocr_right: int | None = None
 
+    @classmethod
+    def from_row(cls, row: Any, answer_id: int | None, **evidence: Any) -> SubmittedTask:
+        """From a row with the task's columns (id, kind, escalated, note, gold_value,
+        field_id, field_type, ocr_text, page_id, ocr_group, lease_blind), either dialect."""
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            escalated=bool(row.escalated),
+            note=row.note,
+            gold_value=row.gold_value,
+            field_id=row.field_id,
+            field_type=row.field_type,
+            ocr_text=row.ocr_text,
+            page_id=row.page_id,
+            answer_id=answer_id,
+            ocr_group=row.ocr_group,
+            blind=bool(row.lease_blind),
+            **evidence,
+        )
+
 
 def task_priority(answers: int, escalated: bool) -> int:
     """Claim order: disputes for arbiters first, then fields with more answers (nearly done)."""
