@@ -63,6 +63,7 @@ from kerani.core.vocabulary import (
 from kerani.forms.templates import load_template
 from kerani.microtasks.consensus import ANSWER_KINDS, answer_key, normalise
 from kerani.microtasks.tasks import MAX_ANSWER_CHARS
+from kerani.people.workers import person_named
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
 from kerani.storage.database import utcnow
@@ -448,16 +449,7 @@ def log_keying_view(db: Engine, keyer_id: int, field_id: int) -> None:
 
 def keyer_named(db: Engine, name: str) -> int:
     """The id of the operator called `name` (who keys gold); BadInputError otherwise."""
-    w = schema.workers
-    with db.connect() as conn:
-        found = conn.execute(
-            select(w.c.id).where(w.c.name == name.strip(), w.c.role == Role.OPERATOR)
-        ).scalar()
-    if found is None:
-        raise BadInputError(
-            f"no operator called {name!r}: add one with `kerani people add NAME --role operator`"
-        )
-    return int(found)
+    return person_named(db, name, Role.OPERATOR, "operator")
 
 
 @dataclass(frozen=True)

@@ -102,18 +102,24 @@ def person_by_code(db: Engine, code: str) -> Person:
     return _person(row)
 
 
-def agency_named(db: Engine, name: str) -> int:
-    """The id of the agency user called `name`; BadInputError naming the fix otherwise."""
+def person_named(db: Engine, name: str, role: Role, label: str) -> int:
+    """The id of the person with this `role` called `name`; BadInputError naming the fix
+    otherwise (`label` is how the role reads: "agency user", "operator")."""
     w = schema.workers
     with db.connect() as conn:
         found = conn.execute(
-            select(w.c.id).where(w.c.name == name.strip(), w.c.role == Role.AGENCY)
+            select(w.c.id).where(w.c.name == name.strip(), w.c.role == role)
         ).scalar()
     if found is None:
         raise BadInputError(
-            f"no agency user called {name!r}: add one with `kerani people add NAME --role agency`"
+            f"no {label} called {name!r}: add one with `kerani people add NAME --role {role}`"
         )
     return int(found)
+
+
+def agency_named(db: Engine, name: str) -> int:
+    """The id of the agency user called `name`; BadInputError naming the fix otherwise."""
+    return person_named(db, name, Role.AGENCY, "agency user")
 
 
 def _new_invite_code() -> str:
