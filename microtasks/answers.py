@@ -45,7 +45,7 @@ from kerani.microtasks.tasks import (
     SubmittedTask,
 )
 from kerani.storage import schema
-from kerani.storage.database import utcnow
+from kerani.storage.database import as_utc, utcnow
 from kerani.storage.statements import dialect_insert, prepared, run
 
 
@@ -140,7 +140,13 @@ def _record_answer_sqlite(
     if task is None:
         return None
     answer_id = None
-    if task.lease_worker_id == params["wid"] and task.status == "open":
+    if (
+        task.lease_worker_id == params["wid"]
+        and task.status == "open"
+        and task.lease_expires_at is not None
+        # A lapsed lease is not honoured, even for its holder (twin: _answer_cte).
+        and as_utc(task.lease_expires_at) > params["now"]
+    ):
         # What the worker was shown is the server's record of the lease, not the client's.
         params = params | {"blind": bool(task.lease_blind)}
         answer_id = conn.execute(prepared(conn, _answer_insert), params).scalar()
@@ -184,6 +190,7 @@ def _submitted_task(dialect: str) -> Any:
             t.c.kind,
             t.c.status,
             t.c.lease_worker_id,
+            t.c.lease_expires_at,
             t.c.escalated,
             t.c.note,
             t.c.gold_value,
@@ -263,7 +270,11 @@ def _answer_cte(dialect: str) -> Any:
         .from_select(
             list(values),
             select(task.c.id, *list(values.values())[1:]).where(
-                task.c.lease_worker_id == values["worker_id"], task.c.status == "open"
+                task.c.lease_worker_id == values["worker_id"],
+                task.c.status == "open",
+                # A lapsed lease is not honoured, even for its holder: the task is the
+                # queue's again, and another worker may be typing it.
+                task.c.lease_expires_at > values["created_at"],
             ),
         )
         .on_conflict_do_nothing()
@@ -402,4 +413,11 @@ def _replayed(
         return SubmitOutcome(False, False, None, None)
     if missing:
         raise NotFoundError("no such task")
+    t = schema.tasks
+    lapsed = conn.execute(
+        select(t.c.id).where(t.c.id == task_id, t.c.lease_worker_id == worker_id, t.c.status == "open")
+    ).first()
+    if lapsed is not None:
+        # The worker's own lease, run out: say so, rather than "not yours".
+        raise ForbiddenError("the time for this task ran out", key="lease_expired")
     raise ForbiddenError("this task is not leased to you", key="not_your_task")

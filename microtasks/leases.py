@@ -726,14 +726,16 @@ def renew_leases(
 
 
 def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
-    """Return a task the worker holds the lease of; refuse any other task id."""
+    """Return a task the worker holds a live lease of; refuse any other task id."""
+    t = schema.tasks
     with db.connect() as conn:
         row = conn.execute(
-            select(schema.tasks.c.lease_worker_id, schema.tasks.c.status).where(
-                schema.tasks.c.id == task_id
-            )
+            select(t.c.lease_worker_id, t.c.lease_expires_at, t.c.status).where(t.c.id == task_id)
         ).first()
         if row is None or row.lease_worker_id != worker_id or row.status != "open":
             # The same answer for "no such task" and "not yours": ids reveal nothing.
             raise ForbiddenError("this task is not leased to you", key="not_your_task")
+        if row.lease_expires_at is None or as_utc(row.lease_expires_at) <= utcnow():
+            # A lapsed lease shows nothing more: the task is the queue's again.
+            raise ForbiddenError("the time for this task ran out", key="lease_expired")
         return _claimed(conn, task_id)

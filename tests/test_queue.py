@@ -70,6 +70,37 @@ def test_a_claim_is_a_lease_that_expires(stores: Stores) -> None:
     assert t3 is not None and t3.task_id == t1.task_id
 
 
+def test_a_lapsed_lease_is_not_honoured_even_for_its_holder(stores: Stores) -> None:
+    seed_page(stores, GUESSES)
+    ana, ben = worker(stores, "ana"), worker(stores, "ben")
+    task = claim_next(stores.db, ana, RULES)
+    assert task is not None
+    t = schema.tasks
+    with stores.db.begin() as conn:  # Ana's lease runs out while nobody else claims it
+        conn.execute(
+            update(t)
+            .where(t.c.id == task.task_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    with pytest.raises(ForbiddenError) as snippet:
+        leased_task(stores.db, task.task_id, ana)  # no snippet is served ...
+    assert snippet.value.key == "lease_expired"
+    with pytest.raises(ForbiddenError) as late:
+        submit_answer(stores.db, task.task_id, ana, "value", "40100", "late-1", RULES)
+    assert late.value.key == "lease_expired"  # ... no answer recorded, nothing paid
+    with stores.db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.answers)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(schema.ledger)).scalar_one() == 0
+    assert worker_earnings(stores.db, ana).total_sen == 0
+    # The task is the queue's again: Ben takes it, and Ana's late answer is still refused.
+    taken = claim_next(stores.db, ben, RULES)
+    assert taken is not None and taken.task_id == task.task_id
+    with pytest.raises(ForbiddenError) as foreign:
+        submit_answer(stores.db, task.task_id, ana, "value", "40100", "late-2", RULES)
+    assert foreign.value.key == "not_your_task"
+    assert submit_answer(stores.db, task.task_id, ben, "value", "40100", "ben-1", RULES).recorded
+
+
 def test_answers_are_recorded_once_paid_once_and_settle_the_field(stores: Stores) -> None:
     page_id = seed_page(stores, GUESSES)
     ana, ben = worker(stores, "ana"), worker(stores, "ben")
