@@ -415,7 +415,9 @@ def _replayed(
         raise NotFoundError("no such task")
     t = schema.tasks
     lapsed = conn.execute(
-        select(t.c.id).where(t.c.id == task_id, t.c.lease_worker_id == worker_id, t.c.status == "open")
+        select(t.c.id).where(
+            t.c.id == task_id, t.c.lease_worker_id == worker_id, t.c.status == "open"
+        )
     ).first()
     if lapsed is not None:
         # The worker's own lease, run out: say so, rather than "not yours".
