@@ -194,6 +194,7 @@ async def column_submit(request: Request, session: PageSession) -> Response:
     elif len(prefilled) != len(task_ids):
         raise BadInputError("the column form must have one prefilled guess per task")
     # No duration: the screen's time divided by its rows would not be any row's time.
+    refusals: list[ForbiddenError] = []
     for i, (task_id, value) in enumerate(zip(task_ids, values, strict=True)):
         kind = "unreadable" if str(i) in unreadable else "value"
         try:
@@ -208,11 +209,16 @@ async def column_submit(request: Request, session: PageSession) -> Response:
                 crowd,
                 prefilled=prefilled[i],
             )
-        except ForbiddenError:
-            continue  # that lease was lost (expired and taken): the others still count
+        except ForbiddenError as e:
+            refusals.append(e)  # that lease was lost (expired or taken): the others count
+            continue
         await run_in_threadpool(
             settle_side_effects, request, outcome.completed_page_id, *outcome.also_completed
         )
+    if refusals and len(refusals) == len(task_ids):
+        # Not one row was the worker's (a paused account, or a screen left too long): say
+        # so, rather than show the next column as if the answers had counted.
+        raise refusals[0]
     return RedirectResponse("/column", status_code=303)
 
 

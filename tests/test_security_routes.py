@@ -1,0 +1,262 @@
+"""Every route of the app × every kind of visitor: each route has a rule, and the app keeps it.
+
+The table below is the rule: which identities a route lets through. It is checked against the
+app's own route table, so a new route without a rule fails here, and each cell is tried with
+real ids (the worker's own leased task, the agency's own batch), so a refusal is the role's
+doing and not a bad id's.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import func, select, update
+
+from kerani.core.settings import Settings
+from kerani.core.vocabulary import Role, Sensitivity
+from kerani.microtasks.gold import next_field_for_keying
+from kerani.people.workers import add_person, person_by_code
+from kerani.review_ui.app import create_app
+from kerani.storage import schema
+from kerani.storage.stores import Stores
+from tests.factories import batch_of, seed_page, sign_in_with_code
+from tests.test_review_routes import method_paths
+
+# Receipt lines waiting for people: enough for the worker to answer one per route and
+# identity without running out.
+LINES = [(f"line_{i:03d}", "line", f"TOTAL {i}.00", 40.0) for i in range(60)]
+IDENTITIES = ("anonymous", "worker", "paused worker", "agency", "other agency", "operator")
+SIGNED_IN = frozenset(IDENTITIES) - {"anonymous"}
+WORKER = frozenset({"worker"})
+STAFF = frozenset({"operator", "agency", "other agency"})
+OPERATOR = frozenset({"operator"})
+# Reached before sign-in by design (each checks its form token; brute force is throttled):
+# tried in tests/test_security_signin.py, not here.
+PUBLIC = "public"
+# Whoever posts it, it only ends the caller's own session (if any): nothing to refuse.
+ANYONE = "anyone"
+
+# (method, path) -> who gets through. Every route of the app must be here.
+RULES: dict[tuple[str, str], frozenset[str] | str] = {
+    ("GET", "/signin"): PUBLIC,
+    ("POST", "/signin"): PUBLIC,
+    ("POST", "/signin/code"): PUBLIC,
+    ("GET", "/join"): PUBLIC,
+    ("POST", "/join"): PUBLIC,
+    ("POST", "/language"): PUBLIC,
+    ("POST", "/signout"): ANYONE,
+    ("GET", "/"): SIGNED_IN,
+    ("GET", "/me"): WORKER | {"paused worker"},  # a paused worker still sees their pay
+    ("GET", "/review"): WORKER,
+    ("POST", "/review/{task_id}"): WORKER,
+    ("GET", "/snippets/{task_id}"): WORKER,
+    ("GET", "/column"): WORKER,
+    ("POST", "/column"): WORKER,
+    ("GET", "/status"): STAFF,  # each agency sees its own batches only
+    ("GET", "/batches/{batch_id}/report"): frozenset({"operator", "agency"}),
+    ("GET", "/operator/gold"): OPERATOR,
+    ("POST", "/operator/gold"): OPERATOR,
+    ("GET", "/operator/gold/snippets/{field_id}"): OPERATOR,
+    ("GET", "/operator/calibration"): OPERATOR,
+    ("POST", "/api/tasks/claim"): WORKER,
+    ("GET", "/api/tasks/{task_id}/snippet"): WORKER,
+    ("POST", "/api/tasks/{task_id}/answer"): WORKER,
+    ("GET", "/api/batches"): STAFF,
+    ("GET", "/api/openapi.json"): PUBLIC,
+}
+
+
+@dataclass
+class Visitor:
+    """One identity's client, access code and CSRF token."""
+
+    client: TestClient
+    code: str | None
+    csrf: str
+
+    def auth(self) -> dict[str, str]:
+        """The API's bearer header (none for the anonymous visitor)."""
+        return {"Authorization": f"Bearer {self.code}"} if self.code else {}
+
+
+@dataclass
+class World:
+    """The ids a request names: the worker's leased task, the agency's batch, a field."""
+
+    task_id: str
+    batch_id: str
+    field_id: int
+
+
+def visitor(settings: Settings, stores: Stores, code: str | None) -> Visitor:
+    """A client signed in with `code` (anonymous when None), with its page's CSRF token."""
+    client = TestClient(create_app(settings, stores), follow_redirects=False)
+    csrf = ""
+    if code is not None:
+        assert sign_in_with_code(client, code).status_code == 303
+        role = person_by_code(stores.db, code).role
+        page = client.get("/me" if role == Role.WORKER else "/status")
+        found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        csrf = found.group(1) if found else ""
+    return Visitor(client, code, csrf)
+
+
+Request = Callable[[Visitor, World], Response]
+
+
+def key() -> str:
+    return secrets.token_urlsafe(12)
+
+
+# How each guarded route is asked, with a body that would be accepted from its rightful user.
+REQUESTS: dict[tuple[str, str], Request] = {
+    ("GET", "/"): lambda v, w: v.client.get("/"),
+    ("GET", "/me"): lambda v, w: v.client.get("/me"),
+    ("GET", "/review"): lambda v, w: v.client.get("/review"),
+    ("POST", "/review/{task_id}"): lambda v, w: v.client.post(
+        f"/review/{w.task_id}",
+        data={"csrf": v.csrf, "idempotency_key": key(), "action": "skip"},
+    ),
+    ("GET", "/snippets/{task_id}"): lambda v, w: v.client.get(f"/snippets/{w.task_id}"),
+    ("GET", "/column"): lambda v, w: v.client.get("/column"),
+    ("POST", "/column"): lambda v, w: v.client.post(
+        "/column",
+        data={"csrf": v.csrf, "column_key": key(), "task_id": [w.task_id], "value": ["TOTAL 1.00"]},
+    ),
+    ("GET", "/status"): lambda v, w: v.client.get("/status"),
+    ("GET", "/batches/{batch_id}/report"): lambda v, w: v.client.get(
+        f"/batches/{w.batch_id}/report"
+    ),
+    ("GET", "/operator/gold"): lambda v, w: v.client.get("/operator/gold"),
+    ("POST", "/operator/gold"): lambda v, w: v.client.post(
+        "/operator/gold", data={"csrf": v.csrf, "field_id": str(w.field_id), "value": "TOTAL 1.00"}
+    ),
+    ("GET", "/operator/gold/snippets/{field_id}"): lambda v, w: v.client.get(
+        f"/operator/gold/snippets/{w.field_id}"
+    ),
+    ("GET", "/operator/calibration"): lambda v, w: v.client.get("/operator/calibration"),
+    ("POST", "/api/tasks/claim"): lambda v, w: v.client.post("/api/tasks/claim", headers=v.auth()),
+    ("GET", "/api/tasks/{task_id}/snippet"): lambda v, w: v.client.get(
+        f"/api/tasks/{w.task_id}/snippet", headers=v.auth()
+    ),
+    ("POST", "/api/tasks/{task_id}/answer"): lambda v, w: v.client.post(
+        f"/api/tasks/{w.task_id}/answer",
+        headers=v.auth(),
+        json={"kind": "skip", "value": "", "idempotency_key": key()},
+    ),
+    ("GET", "/api/batches"): lambda v, w: v.client.get("/api/batches", headers=v.auth()),
+    ("GET", "/api/openapi.json"): lambda v, w: v.client.get("/api/openapi.json", headers=v.auth()),
+}
+
+
+def refused(response: Response) -> bool:
+    """Turned away: not signed in, not allowed, or (for ids not theirs) as if nothing there."""
+    if response.status_code == 303:
+        return response.headers["location"] == "/signin"
+    return response.status_code in (401, 403, 404)
+
+
+def written(stores: Stores) -> tuple[int, ...]:
+    """How many answers, payments and staff keyings there are."""
+    with stores.db.connect() as conn:
+        return tuple(
+            conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (schema.answers, schema.ledger, schema.gold_keyings)
+        )
+
+
+@pytest.fixture
+def world(stores: Stores) -> Iterator[tuple[World, dict[str, str | None]]]:
+    """A routed page in the agency's batch, a worker holding one of its tasks, and codes."""
+    page_id = seed_page(stores, LINES, template="receipt")
+    codes: dict[str, str | None] = {"anonymous": None}
+    for identity, role in (
+        ("worker", "worker"),
+        ("paused worker", "worker"),
+        ("agency", "agency"),
+        ("other agency", "agency"),
+        ("operator", "operator"),
+    ):
+        codes[identity] = add_person(
+            stores.db, identity.replace(" ", "_"), role, proven=role == "worker"
+        )
+    ids = {name: person_by_code(stores.db, c).id for name, c in codes.items() if c}
+    batch_id = batch_of(stores, page_id)
+    with stores.db.begin() as conn:
+        conn.execute(
+            update(schema.batches)
+            .where(schema.batches.c.id == batch_id)
+            .values(agency_id=ids["agency"])
+        )
+        conn.execute(
+            update(schema.workers)
+            .where(schema.workers.c.id == ids["paused worker"])
+            .values(quarantined=True)
+        )
+        # A field staff may key for gold (public: the template lets it be gold).
+        conn.execute(update(schema.fields).values(sensitivity=Sensitivity.PUBLIC))
+    field_id = next_field_for_keying(stores.db, ids["operator"])
+    assert field_id is not None
+    yield World("", batch_id, field_id), codes
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_route_has_a_rule_and_every_identity_gets_what_the_rule_says(
+    settings: Settings, stores: Stores, world: tuple[World, dict[str, str | None]]
+) -> None:
+    ids, codes = world
+    app_routes = method_paths(TestClient(create_app(settings, stores)))
+    assert app_routes - set(RULES) == set(), "a route without a rule: add it to RULES"
+    assert set(RULES) - app_routes == set(), "a rule for a route that is gone"
+    guarded = [r for r, rule in RULES.items() if not isinstance(rule, str)]
+    assert set(guarded) <= set(REQUESTS)
+    wrong: list[str] = []
+    cells = 0
+    visitors = {identity: visitor(settings, stores, codes[identity]) for identity in IDENTITIES}
+    holder = visitors["worker"]
+    for identity, v in visitors.items():
+        for route in guarded:
+            # The worker asks with a task they hold (a skip gives one back); everyone else
+            # names that same task.
+            ids.task_id = holder.client.post("/api/tasks/claim", headers=holder.auth()).json()[
+                "task_id"
+            ]
+            rule = RULES[route]
+            assert not isinstance(rule, str)
+            before = written(stores)
+            response = REQUESTS[route](v, ids)
+            cells += 1
+            assert response.status_code < 500, f"{identity} {route}: {response.status_code}"
+            let_in = identity in rule
+            # A refusal that answers 2xx/3xx would still be a refusal if it wrote nothing;
+            # the table wants it said plainly, except where a post writes nothing by design.
+            if let_in == refused(response):
+                wrong.append(f"{identity} {route[0]} {route[1]}: {response.status_code}")
+            if not let_in:
+                assert written(stores) == before, f"{identity} {route} wrote something"
+    assert wrong == [], "\n".join(wrong)
+    assert cells == len(guarded) * len(IDENTITIES)
+
+
+def test_an_anonymous_post_to_every_public_route_is_refused_without_its_form_token(
+    settings: Settings, stores: Stores
+) -> None:
+    client = TestClient(create_app(settings, stores), follow_redirects=False)
+    forms: dict[str, dict[str, Any]] = {
+        "/signin": {"number": "1", "pin": "123456"},
+        "/signin/code": {"code": "x"},
+        "/join": {"invite": "x", "pin": "123456", "pin_again": "123456"},
+        "/language": {"lang": "ms"},
+    }
+    assert {("POST", p) for p in forms} == {
+        r for r, rule in RULES.items() if rule == PUBLIC and r[0] == "POST"
+    }
+    for path, form in forms.items():
+        assert client.post(path, data=form).status_code == 403, path
