@@ -1,0 +1,138 @@
+"""The operator's view of the crowd: the queue by field type and age, leases, pace, ETA,
+fields waiting for an arbiter, and each worker's standing, gold, speed and pay."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from kerani.core.settings import CrowdSettings
+from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.crowd import crowd_health, worker_records
+from kerani.microtasks.leases import claim_next
+from kerani.people.workers import add_person, person_by_code
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.stores import Stores
+from tests.factories import batch_of, seed_page
+
+RULES = CrowdSettings(gold_every=0, blind_share=0.0, blind_follows_ocr=False)
+GUESSES = [
+    ("postcode", "postcode", "4O100", 99.0),
+    ("city", "text", "SHAH ALAM", 40.0),
+    ("state", "text", "SELANGOR", 40.0),
+]
+
+
+def worker(stores: Stores, name: str, **flags: bool) -> int:
+    wid = person_by_code(stores.db, add_person(stores.db, name, "worker")).id
+    with stores.db.begin() as conn:
+        conn.execute(
+            update(schema.workers)
+            .where(schema.workers.c.id == wid)
+            .values(**({"proven": True} | flags))
+        )
+    return wid
+
+
+def test_the_queue_by_type_and_age_the_leases_and_the_pace(stores: Stores) -> None:
+    old_page = seed_page(stores, GUESSES)
+    new_page = seed_page(stores, GUESSES)
+    t, f = schema.tasks, schema.fields
+    with stores.db.begin() as conn:  # the first batch's tasks have waited two days
+        old_fields = (
+            f.select().with_only_columns(f.c.id).where(f.c.page_id == old_page).scalar_subquery()
+        )
+        conn.execute(
+            update(t)
+            .where(t.c.field_id.in_(old_fields))
+            .values(created_at=utcnow() - timedelta(days=2))
+        )
+    ana, ben = worker(stores, "ana"), worker(stores, "ben")
+    held = claim_next(stores.db, ana, RULES)
+    assert held is not None
+    lapsed = claim_next(stores.db, ben, RULES)
+    assert lapsed is not None
+    with stores.db.begin() as conn:
+        conn.execute(
+            update(t)
+            .where(t.c.id == lapsed.task_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=5))
+        )
+    submit_answer(stores.db, held.task_id, ana, "value", "40100", "k1", RULES, duration_ms=4000)
+    health = crowd_health(stores.db, RULES)
+    by_type = {o.field_type: o for o in health.open_tasks}
+    # Four text fields (city and state of both pages), two postcodes; half of each waited
+    # two days.
+    assert {k: (o.total, o.under_an_hour, o.under_a_day, o.older) for k, o in by_type.items()} == {
+        "text": (4, 2, 0, 2),
+        "postcode": (2, 1, 0, 1),
+    }
+    assert by_type["text"].oldest_hours >= 47.9
+    assert (health.leases_held, health.leases_expired) == (0, 1)  # Ana's ended with her answer
+    assert health.active_workers == 1 and health.answers_last_hour == 1
+    # Oldest batch first: the new batch's ETA counts the old batch's fields ahead of it.
+    assert [(b.batch_id, b.open_fields) for b in health.batches] == [
+        (batch_of(stores, old_page), 3),
+        (batch_of(stores, new_page), 3),
+    ]
+    assert all(b.eta_hours is None for b in health.batches)  # nothing settled in the hour
+
+
+def test_disputes_and_fields_at_the_limit_say_who_may_take_them(stores: Stores) -> None:
+    seed_page(stores, GUESSES[1:2])
+    voters = [worker(stores, name) for name in ("ana", "ben", "cat")]
+    worker(stores, "judge", trusted=True)
+    task_id = ""
+    for i, wid in enumerate(voters):  # three who disagree: a dispute for an arbiter
+        task = claim_next(stores.db, wid, RULES)
+        assert task is not None
+        task_id = task.task_id
+        submit_answer(stores.db, task.task_id, wid, "value", f"CITY {i}", f"k{i}", RULES)
+    waiting = crowd_health(stores.db, RULES).waiting
+    assert [(w.task_id, w.why, w.answers, w.may_take) for w in waiting] == [
+        (task_id, "dispute", 3, 1)
+    ]
+
+
+def test_each_worker_with_standing_gold_interval_speed_and_pay(stores: Stores) -> None:
+    seed_page(stores, GUESSES)
+    ana = worker(stores, "ana")
+    worker(stores, "spam", quarantined=True)
+    worker(stores, "newcomer", proven=False)
+    q = schema.worker_quality
+    with stores.db.begin() as conn:
+        conn.execute(
+            q.insert().values(
+                worker_id=ana,
+                field_type="text",
+                gold_seen=10,
+                gold_correct=9,
+                agree_seen=0,
+                agree_correct=0,
+                accuracy=0.9,
+                updated_at=utcnow(),
+            )
+        )
+    for i, ms in enumerate((3000, 5000, 100_000)):
+        task = claim_next(stores.db, ana, RULES)
+        if task is None:
+            break
+        submit_answer(stores.db, task.task_id, ana, "value", "X", f"s{i}", RULES, duration_ms=ms)
+    records = {r.name: r for r in worker_records(stores.db)}
+    assert {n: r.status for n, r in records.items()} == {
+        "ana": "worker",
+        "spam": "paused",
+        "newcomer": "probation",
+    }
+    a = records["ana"]
+    assert (a.gold_seen, a.gold_correct, a.accuracy) == (10, 9, 0.9)
+    assert a.accuracy_low is not None and a.accuracy_high is not None
+    assert a.accuracy_low < 0.9 < a.accuracy_high  # the interval, not a bare share
+    assert a.seconds_per_answer == 5.0  # the median, not the mean a long pause would pull
+    assert a.earned_sen == 3 * RULES.rate_sen_field and a.answers == 3
+    assert records["newcomer"].accuracy is None
+    assert [r.name for r in worker_records(stores.db, search="SPA")] == ["spam"]
+    assert [r.name for r in worker_records(stores.db, status="probation")] == ["newcomer"]
+    assert worker_records(stores.db, search="%") == []  # a wildcard is a character here
