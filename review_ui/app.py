@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
+import threading
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -102,6 +103,8 @@ def create_app(
     app.state.templates.env.globals.update(ringgit=ringgit, ringgit_each=ringgit_each)
     # Every claim shows a field's label: parse each template once per app, not per request.
     app.state.form_template = functools.lru_cache(maxsize=64)(load_template)
+    # Scrypt takes 16 MiB a PIN check: only so many at once (threads wait their turn).
+    app.state.pin_gate = threading.BoundedSemaphore(settings.review.pin_checks_at_once)
     app.mount("/static", StaticFiles(directory=str(STATIC)), "static")
     # Phones on mobile data pay per byte: pages and reserve replies go compressed. Added
     # first, so that it runs inside the security headers and compresses what they wrap.
