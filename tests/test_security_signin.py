@@ -19,6 +19,7 @@ from sqlalchemy import func, insert, select
 
 from kerani.core.settings import Settings
 from kerani.people import workers
+from kerani.people.rate_limits import attempt_failed, reserve_attempt
 from kerani.people.workers import add_person, invite_worker, join_with_invite
 from kerani.review_ui import signin
 from kerani.review_ui.app import create_app
@@ -205,6 +206,42 @@ def test_pin_checks_run_a_few_at_a_time(
     forms = [{"invite": code, "pin": PIN, "pin_again": PIN} for code in invites]
     assert post_in_parallel(url, "/join", forms) == [303] * 4
     assert most_at_once() <= 2, f"{most_at_once()} PIN checks ran at once"
+
+
+def failures_of(stores: Stores, key: str) -> int:
+    f = schema.signin_failures
+    with stores.db.connect() as conn:
+        return int(conn.execute(select(f.c.failures).where(f.c.key == key)).scalar_one())
+
+
+def test_a_lock_ends_and_old_failures_lapse(stores: Stores) -> None:
+    t0, minute = utcnow(), timedelta(minutes=1)
+    keys = {"worker:7": 3}
+    for _ in range(3):
+        assert reserve_attempt(stores.db, keys, 15, now=t0) == 0
+        attempt_failed(stores.db, keys, 15, now=t0)
+    assert reserve_attempt(stores.db, keys, 15, now=t0 + minute) == 14
+    # Once the lock has ended the worker has every try again, and then is locked again.
+    later = t0 + 15 * minute
+    for _ in range(3):
+        assert reserve_attempt(stores.db, keys, 15, now=later) == 0
+        attempt_failed(stores.db, keys, 15, now=later)
+    assert reserve_attempt(stores.db, keys, 15, now=later) == 15
+    # Failures older than the window do not add up to a lock.
+    spread = {"ip:192.0.2.1": 2}
+    for when in (t0, t0 + 16 * minute, t0 + 32 * minute):
+        assert reserve_attempt(stores.db, spread, 15, now=when) == 0
+        attempt_failed(stores.db, spread, 15, now=when)
+    assert failures_of(stores, "ip:192.0.2.1") == 1
+
+
+def test_a_refused_attempt_counts_against_no_key(stores: Stores) -> None:
+    keys = {"ip:192.0.2.1": 10, "worker:7": 1}
+    assert reserve_attempt(stores.db, keys, 15) == 0
+    attempt_failed(stores.db, keys, 15)
+    # The worker is locked: the address's place, taken first, is given back with it.
+    assert reserve_attempt(stores.db, keys, 15) == 15
+    assert failures_of(stores, "ip:192.0.2.1") == 1
 
 
 # ---- sessions -------------------------------------------------------------------------------
