@@ -64,24 +64,23 @@ def reserve_attempt(
         with db.begin() as conn:
             # Keys in one order: two attempts never wait on each other's rows crosswise.
             for key in sorted(limits):
-                conn.execute(
-                    dialect_insert(conn.dialect.name)(f)
-                    .values(key=key, failures=0, window_started=now)
-                    .on_conflict_do_nothing()
-                )
-                # One statement reads and bumps the count, so concurrent attempts queue on
-                # the row (PostgreSQL re-checks the WHERE after a wait; SQLite has one
-                # writer): at most `limit` of them ever get a place.
+                # One statement inserts the key's first count or bumps the row's, so that
+                # concurrent attempts queue on the row (PostgreSQL re-checks the WHERE on
+                # the row as the one before left it; SQLite has one writer): at most
+                # `limit` of them ever get a place.
                 reserved = conn.execute(
-                    update(f)
-                    .where(
-                        f.c.key == key,
-                        or_(fresh, and_(f.c.locked_until.is_(None), f.c.failures < limits[key])),
-                    )
-                    .values(
-                        failures=case((fresh, 1), else_=f.c.failures + 1),
-                        window_started=case((fresh, now), else_=f.c.window_started),
-                        locked_until=case((fresh, null()), else_=f.c.locked_until),
+                    dialect_insert(conn.dialect.name)(f)
+                    .values(key=key, failures=1, window_started=now)
+                    .on_conflict_do_update(
+                        index_elements=[f.c.key],
+                        set_={
+                            "failures": case((fresh, 1), else_=f.c.failures + 1),
+                            "window_started": case((fresh, now), else_=f.c.window_started),
+                            "locked_until": case((fresh, null()), else_=f.c.locked_until),
+                        },
+                        where=or_(
+                            fresh, and_(f.c.locked_until.is_(None), f.c.failures < limits[key])
+                        ),
                     )
                     .returning(f.c.key)
                 ).first()
@@ -97,7 +96,8 @@ def reserve_attempt(
 def attempt_failed(
     db: Engine, limits: dict[str, int], lock_minutes: int, now: datetime | None = None
 ) -> None:
-    """A reserved attempt failed: it stays counted; lock each key that reached its limit."""
+    """A reserved attempt failed: it stays counted; lock each key that reached its limit
+    (attempts still in flight count too: their places are taken)."""
     now = now or utcnow()
     f = schema.signin_failures
     with db.begin() as conn:
@@ -118,4 +118,8 @@ def attempt_succeeded(db: Engine, keys: list[str], clear: str | None = None) -> 
         for key in sorted(set(keys) - {clear}):
             conn.execute(
                 update(f).where(f.c.key == key, f.c.failures > 0).values(failures=f.c.failures - 1)
+            )
+            # Nothing left against the key: no row kept for every address that signed in.
+            conn.execute(
+                delete(f).where(f.c.key == key, f.c.failures == 0, f.c.locked_until.is_(None))
             )
