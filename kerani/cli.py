@@ -174,11 +174,13 @@ def serve(
     import uvicorn
 
     from kerani.review_ui.app import create_app
+    from kerani.review_ui.server import uvicorn_options
 
     settings = _settings(data_dir)
     h, p = host or settings.review.host, port or settings.review.port
     console.print(f"Review page on http://{h}:{p}/signin")
-    uvicorn.run(create_app(settings), host=h, port=p, log_level="info")
+    options = uvicorn_options(settings.review)
+    uvicorn.run(create_app(settings), host=h, port=p, log_level="info", **options)
 
 
 @app.command()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
 
 from kerani.core.errors import BadInputError, ConflictError, ForbiddenError
 from kerani.core.vocabulary import Language, Role
@@ -204,17 +204,23 @@ def join_with_invite(db: Engine, code: str, pin: str, again: str) -> Person:
     """
     check_new_pin(pin, again)
     w = schema.workers
+    invite_hash = _digest(normalise_invite_code(code))
+    with db.connect() as conn:
+        known = conn.execute(select(w.c.id).where(w.c.invite_hash == invite_hash)).first()
+    if known is None:
+        raise ForbiddenError("invite_unknown")
+    # Hashed before the transaction: 50 ms of scrypt must not hold SQLite's write lock.
+    pin_hash = hash_pin(pin)
     with db.begin() as conn:
+        # Used only if still unused and unexpired: two joins with one code, one wins.
         row = conn.execute(
-            select(w).where(w.c.invite_hash == _digest(normalise_invite_code(code)))
-        ).first()
-        if row is None or as_utc(row.invite_expires_at) <= utcnow():
-            raise ForbiddenError("invite_unknown")
-        conn.execute(
             update(w)
-            .where(w.c.id == row.id)
-            .values(pin_hash=hash_pin(pin), invite_hash=None, invite_expires_at=None)
-        )
+            .where(w.c.invite_hash == invite_hash, w.c.invite_expires_at > utcnow())
+            .values(pin_hash=pin_hash, invite_hash=None, invite_expires_at=None)
+            .returning(w.c.id, w.c.name, w.c.role, w.c.language)
+        ).first()
+    if row is None:
+        raise ForbiddenError("invite_unknown")
     return _person(row)
 
 
@@ -240,17 +246,30 @@ def set_language(db: Engine, person_id: int, language: Language | str) -> None:
         )
 
 
-def start_session(db: Engine, person_id: int, hours: int) -> tuple[str, str]:
-    """Open a session; return (cookie value, CSRF token)."""
+def start_session(
+    db: Engine, person_id: int, hours: int, idle_minutes: int = 0, now: datetime | None = None
+) -> tuple[str, str]:
+    """Open a session, ending the person's others; return (cookie value, CSRF token).
+
+    One live session per person: signing in on one device (a shared PC) ends the session
+    left open on another. Sessions past their end, or idle longer than `idle_minutes`
+    (0: no idle limit), are purged on the way.
+    """
+    now = now or utcnow()
     cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    s = schema.sessions
+    stale = or_(s.c.worker_id == person_id, s.c.expires_at <= now)
+    if idle_minutes:
+        stale = or_(stale, s.c.last_seen_at < now - timedelta(minutes=idle_minutes))
     with db.begin() as conn:
+        conn.execute(delete(s).where(stale))
         conn.execute(
-            insert(schema.sessions).values(
+            insert(s).values(
                 id=_digest(cookie),
                 worker_id=person_id,
                 csrf_token=csrf,
-                expires_at=utcnow() + timedelta(hours=hours),
-                last_seen_at=utcnow(),
+                expires_at=now + timedelta(hours=hours),
+                last_seen_at=now,
             )
         )
     return cookie, csrf
@@ -296,6 +315,12 @@ def end_session(db: Engine, cookie: str) -> None:
     """Close a session."""
     with db.begin() as conn:
         conn.execute(delete(schema.sessions).where(schema.sessions.c.id == _digest(cookie)))
+
+
+def end_sessions(db: Engine, person_id: int) -> None:
+    """Close every session of a person (signing out signs out everywhere)."""
+    with db.begin() as conn:
+        conn.execute(delete(schema.sessions).where(schema.sessions.c.worker_id == person_id))
 
 
 def workers_on_probation(db: Engine) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
+import threading
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
+from kerani.core.vocabulary import Role
 from kerani.forms.templates import load_template
 from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.review_ui import (
@@ -33,13 +35,17 @@ from kerani.review_ui import (
     worker_pages,
 )
 from kerani.review_ui.i18n import translator
+from kerani.review_ui.limits import BodyLimit
 from kerani.review_ui.web import (
     STATIC,
     TEMPLATES,
     NotSignedIn,
+    api_person,
     language_of,
+    need_role,
     page_session,
     render,
+    settings_of,
     wants_json,
 )
 from kerani.storage.stores import Stores, open_stores
@@ -53,13 +59,27 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+    # The pages use no device feature: a script that got in could not turn one on either.
+    "Permissions-Policy": "accelerometer=(), autoplay=(), camera=(), display-capture=(), "
+    "geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=(), "
+    "browsing-topics=()",
+    # A page opened from Kerani (or opening it) gets no handle on its window.
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
+# Sent only when the app is served over HTTPS (review.secure_cookies): the browser then
+# refuses plain HTTP to this host for a year, so a cookie cannot be stripped on the way.
+HSTS = "max-age=31536000"
+# Request bodies larger than review.max_body_bytes are refused (review_ui.limits); a route
+# that takes more, such as a future upload, gets its own limit by path prefix here.
+BODY_LIMITS: dict[str, int] = {}
 
 
 async def security_headers(request: Request, call_next: Any) -> Response:
     """Add the security headers to every response, and say what may be cached."""
     response: Response = await call_next(request)
     response.headers.update(SECURITY_HEADERS)
+    if settings_of(request).review.secure_cookies:
+        response.headers["Strict-Transport-Security"] = HSTS
     if request.url.path.startswith("/static/"):
         # Small and versioned with the app: a phone on mobile data fetches them once a day.
         response.headers["Cache-Control"] = "public, max-age=86400"
@@ -67,6 +87,17 @@ async def security_headers(request: Request, call_next: Any) -> Response:
         # Pages show citizen data: never kept in a shared PC's cache.
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def openapi_for_staff(request: Request) -> Response:
+    """The API's description, for operators and agency users only (by bearer code or
+    session): it maps every route, which is no business of an anonymous visitor."""
+    if request.headers.get("authorization"):
+        person = api_person(request)
+    else:
+        person, _ = page_session(request)
+    need_role(person, Role.OPERATOR, Role.AGENCY)
+    return JSONResponse(request.app.openapi())
 
 
 async def kerani_error(request: Request, exc: KeraniError) -> Response:
@@ -92,7 +123,8 @@ def create_app(
     settings: Settings, stores: Stores | None = None, draws: random.Random | None = None
 ) -> FastAPI:
     """Build the web app for these settings (and these stores, for tests)."""
-    app = FastAPI(title="Kerani", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    # No public schema: openapi_for_staff serves it at /api/openapi.json to staff only.
+    app = FastAPI(title="Kerani", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.stores = stores or open_stores(settings)
     # Who gets gold and blind leases when: unpredictable, unless a benchmark seeds it.
@@ -102,7 +134,11 @@ def create_app(
     app.state.templates.env.globals.update(ringgit=ringgit, ringgit_each=ringgit_each)
     # Every claim shows a field's label: parse each template once per app, not per request.
     app.state.form_template = functools.lru_cache(maxsize=64)(load_template)
+    # Scrypt takes 16 MiB a PIN check: only so many at once (threads wait their turn).
+    app.state.pin_gate = threading.BoundedSemaphore(settings.review.pin_checks_at_once)
     app.mount("/static", StaticFiles(directory=str(STATIC)), "static")
+    # Innermost, so that even a refused body gets the security headers.
+    app.add_middleware(BodyLimit, max_bytes=settings.review.max_body_bytes, by_prefix=BODY_LIMITS)
     # Phones on mobile data pay per byte: pages and reserve replies go compressed. Added
     # first, so that it runs inside the security headers and compresses what they wrap.
     app.add_middleware(GZipMiddleware, minimum_size=500)
@@ -117,4 +153,7 @@ def create_app(
         api.router,
     ):
         app.include_router(router)
+    app.add_api_route(
+        "/api/openapi.json", openapi_for_staff, methods=["GET"], include_in_schema=False
+    )
     return app

@@ -5,9 +5,30 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+from kerani.core.settings import ReviewSettings
+
+
+def uvicorn_options(review: ReviewSettings) -> dict[str, Any]:
+    """How uvicorn serves the app, wherever Kerani starts it (`kerani serve`, tests, demo).
+
+    X-Forwarded-For is believed only from the proxies `review.trusted_proxies` names:
+    uvicorn's own default trusts 127.0.0.1, so anyone reaching the app from the same host
+    (or through a proxy that passes the header on) could pick the address the sign-in
+    throttle counts against. No Server header: it only tells an attacker what to try.
+    The Date header stays, as HTTP/1.1 asks of a server with a clock.
+    """
+    trusted = review.trusted_proxies.strip()
+    return {
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or None,
+        "server_header": False,
+        "date_header": True,
+    }
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -28,7 +49,10 @@ class BackgroundServer:
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self.host, self.port = host, port
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        options = uvicorn_options(app.state.settings.review)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -1,7 +1,9 @@
 """Sign-in, joining with an invite, sign-out, the language switch and the home redirect.
 
 Everything here but `/` and `/signout` is reached before sign-in: those forms carry the
-form-cookie token (login CSRF) and failed tries are throttled by address and by worker.
+form-cookie token (login CSRF) and tries are throttled by address and by worker: each is
+reserved before its PIN or code is checked (people/rate_limits.py), and PIN checks run a
+few at a time (review.pin_checks_at_once).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kerani.core.errors import BadInputError, ForbiddenError
 from kerani.core.vocabulary import Role
-from kerani.people.rate_limits import clear_failures, record_failure
+from kerani.people.rate_limits import attempt_failed, attempt_succeeded
 from kerani.people.workers import (
     Person,
-    end_session,
+    check_new_pin,
+    end_sessions,
     join_with_invite,
     person_by_code,
     person_by_pin,
@@ -34,9 +37,10 @@ from kerani.review_ui.web import (
     client_host,
     db_of,
     language_of,
-    locked_out,
     page_session,
+    pin_gate,
     render,
+    reserved_or_refused,
     safe_next,
     set_cookie,
     settings_of,
@@ -44,14 +48,39 @@ from kerani.review_ui.web import (
 
 router = APIRouter()
 
+# The longest text each sign-in field takes. A PIN is 6 digits, an access code 24
+# characters, an invite code 8 (perhaps typed with spaces or a dash): anything much longer
+# is no guess, and is refused before it reaches the throttle or a hash.
+MAX_NUMBER, MAX_PIN, MAX_CODE, MAX_INVITE = 20, 32, 100, 40
+
 
 def signed_in(request: Request, person: Person, target: str = "/") -> Response:
-    """A new session for `person` and a redirect to `target`."""
-    hours = settings_of(request).review.session_hours
-    cookie, _csrf = start_session(db_of(request), person.id, hours)
+    """A new session for `person` (their others end) and a redirect to `target`."""
+    review = settings_of(request).review
+    cookie, _csrf = start_session(
+        db_of(request), person.id, review.session_hours, review.session_idle_minutes
+    )
     response = RedirectResponse(target, status_code=303)
-    set_cookie(request, response, COOKIE, cookie, hours * 3600)
+    set_cookie(request, response, COOKIE, cookie, review.session_hours * 3600)
     return response
+
+
+def overlong(
+    request: Request, page: str, context: dict[str, Any], fields: list[tuple[str, str, int]]
+) -> Response | None:
+    """The form again with a 400 naming the first of `fields` (label key, text, most
+    characters) that is too long; None when all fit."""
+    for label, text, most in fields:
+        if len(text) > most:
+            t = translator(language_of(request, None))
+            error = t("too_long", field=t(label), most=most)
+            return render(request, page, context | {"error": error}, status_code=400)
+    return None
+
+
+def worker_number(text: str) -> int | None:
+    """The worker number typed, if it can be one (ASCII digits, fewer than 10 of them)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -79,20 +108,27 @@ def signin(
     db, review = db_of(request), settings_of(request).review
     t = translator(language_of(request, None))
     number = number.strip()
+    context = {"number": number[:MAX_NUMBER]}
+    fields = [("worker_number", number, MAX_NUMBER), ("pin", pin, MAX_PIN)]
+    if (refused := overlong(request, "signin.html", context, fields)) is not None:
+        return refused
     keys = {f"ip:{client_host(request)}": review.signin_ip_max_failures}
-    if number.isdigit() and len(number) < 10:
-        keys[f"worker:{int(number)}"] = review.signin_max_failures
-    if (refused := locked_out(request, keys, "signin.html", {"number": number})) is not None:
+    if (typed := worker_number(number)) is not None:
+        keys[f"worker:{typed}"] = review.signin_max_failures
+    # The attempt takes its place in the count before the PIN is checked: parallel
+    # guesses cannot all pass a lock that none of them has set yet.
+    if (refused := reserved_or_refused(request, keys, "signin.html", context)) is not None:
         return refused
     try:
-        if not number.isdigit() or len(number) >= 10:
+        if typed is None:
             raise ForbiddenError("signin_wrong")
-        person = person_by_pin(db, int(number), pin)
+        with pin_gate(request):
+            person = person_by_pin(db, typed, pin)
     except ForbiddenError:
-        record_failure(db, keys, review.signin_lock_minutes)
+        attempt_failed(db, keys, review.signin_lock_minutes)
         error = t("signin_wrong")
-        return render(request, "signin.html", {"error": error, "number": number}, None, None, 403)
-    clear_failures(db, f"worker:{person.id}")
+        return render(request, "signin.html", context | {"error": error}, None, None, 403)
+    attempt_succeeded(db, list(keys), clear=f"worker:{person.id}")
     return signed_in(request, person)
 
 
@@ -104,14 +140,19 @@ def signin_code(
     check_form_token(request, csrf)
     db, review = db_of(request), settings_of(request).review
     t = translator(language_of(request, None))
+    code = code.strip()
+    fields = [("access_code", code, MAX_CODE)]
+    if (refused := overlong(request, "signin.html", {}, fields)) is not None:
+        return refused
     keys = {f"ip:{client_host(request)}": review.signin_ip_max_failures}
-    if (refused := locked_out(request, keys, "signin.html", {})) is not None:
+    if (refused := reserved_or_refused(request, keys, "signin.html", {})) is not None:
         return refused
     try:
-        person = person_by_code(db, code.strip())
+        person = person_by_code(db, code)
     except ForbiddenError:
-        record_failure(db, keys, review.signin_lock_minutes)
+        attempt_failed(db, keys, review.signin_lock_minutes)
         return render(request, "signin.html", {"error": t("code_wrong")}, status_code=403)
+    attempt_succeeded(db, list(keys))
     return signed_in(request, person)
 
 
@@ -133,17 +174,29 @@ def join(
     check_form_token(request, csrf)
     db, review = db_of(request), settings_of(request).review
     t = translator(language_of(request, None))
-    keys = {f"invite:{client_host(request)}": review.signin_ip_max_failures}
-    context: dict[str, Any] = {"invite": invite}
-    if (refused := locked_out(request, keys, "join.html", context)) is not None:
+    context: dict[str, Any] = {"invite": invite[:MAX_INVITE]}
+    fields = [
+        ("invite_code", invite, MAX_INVITE),
+        ("new_pin", pin, MAX_PIN),
+        ("new_pin_again", pin_again, MAX_PIN),
+    ]
+    if (refused := overlong(request, "join.html", context, fields)) is not None:
         return refused
     try:
-        person = join_with_invite(db, invite, pin, pin_again)
-    except ForbiddenError as e:
-        record_failure(db, keys, review.signin_lock_minutes)
-        return render(request, "join.html", context | {"error": t(str(e))}, status_code=403)
+        # A PIN that will not do is said before the invite is tried: no guess spent on it.
+        check_new_pin(pin, pin_again)
     except BadInputError as e:
         return render(request, "join.html", context | {"error": t(str(e))}, status_code=400)
+    keys = {f"invite:{client_host(request)}": review.signin_ip_max_failures}
+    if (refused := reserved_or_refused(request, keys, "join.html", context)) is not None:
+        return refused
+    try:
+        with pin_gate(request):
+            person = join_with_invite(db, invite, pin, pin_again)
+    except ForbiddenError as e:
+        attempt_failed(db, keys, review.signin_lock_minutes)
+        return render(request, "join.html", context | {"error": t(str(e))}, status_code=403)
+    attempt_succeeded(db, list(keys))
     return signed_in(request, person, "/me?welcome=1")
 
 
@@ -151,7 +204,8 @@ def join(
 def signout(request: Request, session: PageSession, csrf: Annotated[str, Form()]) -> Response:
     """End the session and forget its cookie."""
     check_csrf(csrf, session[1])
-    end_session(db_of(request), request.cookies[COOKIE])
+    # Everywhere: a session left open on another device ends too.
+    end_sessions(db_of(request), session[0].id)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(COOKIE)
     return response

@@ -11,6 +11,7 @@ import base64
 import random
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ from kerani.forms.templates import Template
 from kerani.microtasks.audit import log_view
 from kerani.microtasks.leases import leased_task
 from kerani.microtasks.tasks import ClaimedTask
-from kerani.people.rate_limits import minutes_locked
+from kerani.people.rate_limits import reserve_attempt
 from kerani.people.workers import Person, person_by_code, session_person
 from kerani.records.progress import batch_agency, batch_progress, resolve_batch_id
 from kerani.review_ui.i18n import (
@@ -217,15 +218,23 @@ def render(
     return response
 
 
-def locked_out(
+def reserved_or_refused(
     request: Request, keys: dict[str, int], page: str, context: dict[str, Any]
 ) -> Response | None:
-    """The form again with a "too many tries" message while one of `keys` is locked."""
-    minutes = minutes_locked(db_of(request), list(keys))
+    """Reserve a sign-in attempt against `keys` (see people/rate_limits.py); None when it
+    may go ahead, else the form again with a "too many tries" message."""
+    lock_minutes = settings_of(request).review.signin_lock_minutes
+    minutes = reserve_attempt(db_of(request), keys, lock_minutes)
     if not minutes:
         return None
     error = translator(language_of(request, None))("signin_locked", minutes=minutes)
     return render(request, page, context | {"error": error}, status_code=429)
+
+
+def pin_gate(request: Request) -> threading.BoundedSemaphore:
+    """The app's bound on PIN checks at once (scrypt takes 16 MiB each)."""
+    gate: threading.BoundedSemaphore = request.app.state.pin_gate
+    return gate
 
 
 # ---- tasks, shared by the worker pages and the API ------------------------------------------

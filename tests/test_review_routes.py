@@ -21,8 +21,8 @@ from kerani.storage.stores import Stores
 from tests.factories import seed_page, sign_in_with_code
 
 GUESSES = [("postcode", "postcode", "4O100", 99.0), ("city", "text", "SHAH ALAM", 40.0)]
-# The only routes a visitor may use before signing in: the sign-in and join forms, the
-# language switch (each checks its form token) and the API's description.
+# The only routes a visitor may use before signing in: the sign-in and join forms and the
+# language switch (each checks its form token). The API's description is for staff only.
 PUBLIC = {
     ("GET", "/signin"),
     ("POST", "/signin"),
@@ -30,7 +30,6 @@ PUBLIC = {
     ("GET", "/join"),
     ("POST", "/join"),
     ("POST", "/language"),
-    ("GET", "/api/openapi.json"),
 }
 
 

@@ -153,6 +153,16 @@ class ReviewSettings(BaseSettings):
     signin_max_failures: int = 5  # per worker number, then locked
     signin_ip_max_failures: int = 30  # per client address, then locked
     signin_lock_minutes: int = 15
+    # Each PIN check takes 16 MiB for scrypt: a burst of sign-ins waits its turn, so that
+    # memory stays bounded (at most this many checks at once in a server process).
+    pin_checks_at_once: int = Field(default=2, ge=1)
+    # Bodies larger than this are refused (413) before they are read; text typed into a
+    # page is far smaller. An upload route can be given more (review_ui.app BODY_LIMITS).
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Addresses of reverse proxies whose X-Forwarded-For/-Proto is believed (comma-separated,
+    # "*" for any). Empty: none, so that nobody can pick the address the sign-in throttle
+    # counts against by sending the header themselves.
+    trusted_proxies: str = ""
     column_size: int = Field(default=15, ge=2, le=30)  # snippets per screen in column mode
 
 
