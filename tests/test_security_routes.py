@@ -69,7 +69,7 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/tasks/{task_id}/snippet"): WORKER,
     ("POST", "/api/tasks/{task_id}/answer"): WORKER,
     ("GET", "/api/batches"): STAFF,
-    ("GET", "/api/openapi.json"): PUBLIC,
+    ("GET", "/api/openapi.json"): STAFF,
 }
 
 
