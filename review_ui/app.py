@@ -30,6 +30,7 @@ from kerani.review_ui import (
     agency_pages,
     api,
     operator_calibration,
+    operator_crowd,
     operator_gold,
     signin,
     worker_pages,
@@ -150,6 +151,7 @@ def create_app(
         agency_pages.router,
         operator_gold.router,
         operator_calibration.router,
+        operator_crowd.router,
         api.router,
     ):
         app.include_router(router)

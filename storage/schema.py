@@ -311,7 +311,7 @@ audit_log = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("worker_id", Integer, ForeignKey("workers.id"), nullable=True),
-    Column("action", String(30), nullable=False),  # view | answer | claim | sign_in
+    Column("action", String(30), nullable=False),  # AuditAction: a worker's or an operator's act
     Column("task_id", String(32), nullable=True),
     Column("field_id", Integer, nullable=True),
     Column("detail", Text, nullable=True),

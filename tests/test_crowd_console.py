@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import select, update
 
+from kerani.core.errors import ForbiddenError, NotFoundError
 from kerani.core.settings import CrowdSettings
+from kerani.core.vocabulary import AuditAction
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.crowd import crowd_health, worker_records
 from kerani.microtasks.leases import claim_next
-from kerani.people.workers import add_person, person_by_code
+from kerani.microtasks.standing import revoke, set_standing
+from kerani.people.workers import add_person, person_by_code, session_person, start_session
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
@@ -136,3 +140,61 @@ def test_each_worker_with_standing_gold_interval_speed_and_pay(stores: Stores) -
     assert [r.name for r in worker_records(stores.db, search="SPA")] == ["spam"]
     assert [r.name for r in worker_records(stores.db, status="probation")] == ["newcomer"]
     assert worker_records(stores.db, search="%") == []  # a wildcard is a character here
+
+
+def audit_details(stores: Stores) -> list[tuple[int, str]]:
+    log = schema.audit_log
+    with stores.db.connect() as conn:
+        return [
+            (r.worker_id, r.detail)
+            for r in conn.execute(
+                select(log.c.worker_id, log.c.detail)
+                .where(log.c.action == AuditAction.STANDING)
+                .order_by(log.c.id)
+            )
+        ]
+
+
+def test_pausing_gives_back_the_workers_leases_and_every_change_is_audited(
+    stores: Stores,
+) -> None:
+    seed_page(stores, GUESSES)
+    boss = person_by_code(stores.db, add_person(stores.db, "boss", "operator")).id
+    ana = worker(stores, "ana")
+    held = claim_next(stores.db, ana, RULES)
+    assert held is not None
+    change = set_standing(stores.db, boss, ana, RULES, paused=True)
+    assert change.changed == ("paused",)
+    ben = worker(stores, "ben")  # Ana's task is free at once, not when her lease ends
+    freed = claim_next(stores.db, ben, RULES)
+    assert freed is not None and freed.task_id == held.task_id
+    with pytest.raises(ForbiddenError):
+        claim_next(stores.db, ana, RULES)
+    # Asking again for what is already so changes nothing and logs nothing.
+    assert set_standing(stores.db, boss, ana, RULES, paused=True).changed == ()
+    both = set_standing(stores.db, boss, ana, RULES, paused=False, trusted=True, cleared=True)
+    assert both.changed == ("unpaused", "trusted", "cleared")
+    assert claim_next(stores.db, ana, RULES) is not None
+    assert audit_details(stores) == [
+        (boss, f"worker {ana}: paused"),
+        (boss, f"worker {ana}: unpaused"),
+        (boss, f"worker {ana}: trusted"),
+        (boss, f"worker {ana}: cleared"),
+    ]
+    with pytest.raises(NotFoundError):  # an operator is not a worker to pause
+        set_standing(stores.db, boss, boss, RULES, paused=True)
+
+
+def test_revoking_ends_the_workers_sessions_and_voids_their_code(stores: Stores) -> None:
+    boss = person_by_code(stores.db, add_person(stores.db, "boss", "operator")).id
+    code = add_person(stores.db, "ana", "worker", proven=True)
+    ana = person_by_code(stores.db, code).id
+    cookie, _csrf = start_session(stores.db, ana, 8)
+    assert session_person(stores.db, cookie, 0)[0].id == ana
+    revoke(stores.db, boss, ana, RULES)
+    with pytest.raises(ForbiddenError):
+        session_person(stores.db, cookie, 0)
+    with pytest.raises(ForbiddenError):
+        person_by_code(stores.db, code)
+    assert [r.status for r in worker_records(stores.db)] == ["paused"]
+    assert audit_details(stores) == [(boss, f"worker {ana}: revoked")]

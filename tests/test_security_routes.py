@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role, Sensitivity
@@ -65,6 +65,12 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/operator/gold"): OPERATOR,
     ("GET", "/operator/gold/snippets/{field_id}"): OPERATOR,
     ("GET", "/operator/calibration"): OPERATOR,
+    ("GET", "/operator/crowd"): OPERATOR,
+    ("GET", "/operator/workers"): OPERATOR,
+    ("POST", "/operator/workers/{worker_id}"): OPERATOR,
+    ("GET", "/api/crowd"): OPERATOR,
+    ("GET", "/api/workers"): OPERATOR,
+    ("POST", "/api/workers/{worker_id}/{action}"): OPERATOR,
     ("POST", "/api/tasks/claim"): WORKER,
     ("GET", "/api/tasks/{task_id}/snippet"): WORKER,
     ("POST", "/api/tasks/{task_id}/answer"): WORKER,
@@ -93,6 +99,7 @@ class World:
     task_id: str
     batch_id: str
     field_id: int
+    bystander: int  # a worker whose standing the operator's actions change
 
 
 def visitor(settings: Settings, stores: Stores, code: str | None) -> Visitor:
@@ -142,6 +149,16 @@ REQUESTS: dict[tuple[str, str], Request] = {
         f"/operator/gold/snippets/{w.field_id}"
     ),
     ("GET", "/operator/calibration"): lambda v, w: v.client.get("/operator/calibration"),
+    ("GET", "/operator/crowd"): lambda v, w: v.client.get("/operator/crowd"),
+    ("GET", "/operator/workers"): lambda v, w: v.client.get("/operator/workers"),
+    ("POST", "/operator/workers/{worker_id}"): lambda v, w: v.client.post(
+        f"/operator/workers/{w.bystander}", data={"csrf": v.csrf, "action": "trust"}
+    ),
+    ("GET", "/api/crowd"): lambda v, w: v.client.get("/api/crowd", headers=v.auth()),
+    ("GET", "/api/workers"): lambda v, w: v.client.get("/api/workers", headers=v.auth()),
+    ("POST", "/api/workers/{worker_id}/{action}"): lambda v, w: v.client.post(
+        f"/api/workers/{w.bystander}/clear", headers=v.auth()
+    ),
     ("POST", "/api/tasks/claim"): lambda v, w: v.client.post("/api/tasks/claim", headers=v.auth()),
     ("GET", "/api/tasks/{task_id}/snippet"): lambda v, w: v.client.get(
         f"/api/tasks/{w.task_id}/snippet", headers=v.auth()
@@ -164,12 +181,22 @@ def refused(response: Response) -> bool:
 
 
 def written(stores: Stores) -> tuple[int, ...]:
-    """How many answers, payments and staff keyings there are."""
+    """How many answers, payments, staff keyings and audit rows there are, and how many
+    workers are arbiters, cleared or paused."""
+    w = schema.workers
     with stores.db.connect() as conn:
-        return tuple(
+        rows = tuple(
             conn.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in (schema.answers, schema.ledger, schema.gold_keyings)
+            for table in (schema.answers, schema.ledger, schema.gold_keyings, schema.audit_log)
         )
+        flags = conn.execute(
+            select(
+                func.sum(case((w.c.trusted, 1), else_=0)),
+                func.sum(case((w.c.cleared, 1), else_=0)),
+                func.sum(case((w.c.quarantined, 1), else_=0)),
+            )
+        ).one()
+    return (*rows, *flags)
 
 
 @pytest.fixture
@@ -183,6 +210,7 @@ def world(stores: Stores) -> Iterator[tuple[World, dict[str, str | None]]]:
         ("agency", "agency"),
         ("other agency", "agency"),
         ("operator", "operator"),
+        ("bystander", "worker"),
     ):
         codes[identity] = add_person(
             stores.db, identity.replace(" ", "_"), role, proven=role == "worker"
@@ -204,7 +232,7 @@ def world(stores: Stores) -> Iterator[tuple[World, dict[str, str | None]]]:
         conn.execute(update(schema.fields).values(sensitivity=Sensitivity.PUBLIC))
     field_id = next_field_for_keying(stores.db, ids["operator"])
     assert field_id is not None
-    yield World("", batch_id, field_id), codes
+    yield World("", batch_id, field_id, ids.pop("bystander")), codes
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -125,8 +125,11 @@ class Sensitivity(StrEnum):
 
 
 class AuditAction(StrEnum):
-    """What a worker did to a task, as the audit log keeps it (audit_log.action)."""
+    """What a worker did to a task, or an operator to a worker or a masked value, as the
+    audit log keeps it (audit_log.action)."""
 
     VIEW = "view"  # opened the snippet
     CLAIM = "claim"
     ANSWER = "answer"
+    STANDING = "standing"  # an operator paused, trusted, cleared or revoked a worker
+    REVEAL = "reveal"  # an operator asked to see a masked (personal or restricted) value

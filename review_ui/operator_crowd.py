@@ -1,0 +1,129 @@
+"""The operator's console of the crowd: how the work stands, who the workers are, and what
+an operator may change about one (pause, unpause, arbiter, cleared, revoke).
+
+Operators only, on every route; the same figures come as JSON under /api for scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from kerani.core.errors import BadInputError
+from kerani.core.vocabulary import Role
+from kerani.microtasks.crowd import crowd_health, worker_records
+from kerani.microtasks.standing import StandingChange, revoke, set_standing
+from kerani.review_ui.web import (
+    ApiPerson,
+    PageSession,
+    check_csrf,
+    db_of,
+    need_role,
+    render,
+    settings_of,
+)
+
+router = APIRouter()
+STATUSES = ("", "probation", "worker", "suspect", "arbiter", "paused")
+# action -> the standing it sets (see microtasks.standing.set_standing)
+ACTIONS: dict[str, dict[str, bool]] = {
+    "pause": {"paused": True},
+    "unpause": {"paused": False},
+    "trust": {"trusted": True},
+    "untrust": {"trusted": False},
+    "clear": {"cleared": True},
+    "unclear": {"cleared": False},
+}
+
+
+def _filters(search: str, status: str) -> tuple[str, str]:
+    if len(search) > 100:
+        raise BadInputError("search is longer than 100 characters")
+    if status not in STATUSES:
+        raise BadInputError(f"status must be one of {', '.join(s for s in STATUSES if s)}")
+    return search.strip(), status
+
+
+@router.get("/operator/crowd", response_class=HTMLResponse)
+def crowd_page(request: Request, session: PageSession) -> Response:
+    """The queue by field type and age, leases, pace, ETA per batch, fields waiting."""
+    person, csrf = session
+    need_role(person, Role.OPERATOR)
+    health = crowd_health(db_of(request), settings_of(request).crowd)
+    return render(request, "operator_crowd.html", {"h": health}, person, csrf)
+
+
+@router.get("/operator/workers", response_class=HTMLResponse)
+def workers_page(
+    request: Request, session: PageSession, search: str = "", status: str = "", done: str = ""
+) -> Response:
+    """The workers, searchable: standing, accuracy on gold, speed, pay, and the actions."""
+    person, csrf = session
+    need_role(person, Role.OPERATOR)
+    search, status = _filters(search, status)
+    context = {
+        "workers": worker_records(db_of(request), search, status),
+        "search": search,
+        "status": status,
+        "statuses": STATUSES,
+        "done": done[:200],
+    }
+    return render(request, "operator_workers.html", context, person, csrf)
+
+
+def _apply(request: Request, operator_id: int, worker_id: int, action: str) -> StandingChange:
+    rules = settings_of(request).crowd
+    if action == "revoke":
+        return revoke(db_of(request), operator_id, worker_id, rules)
+    if action not in ACTIONS:
+        raise BadInputError(f"action must be one of {', '.join([*ACTIONS, 'revoke'])}")
+    return set_standing(db_of(request), operator_id, worker_id, rules, **ACTIONS[action])
+
+
+@router.post("/operator/workers/{worker_id}")
+def worker_action(
+    request: Request,
+    worker_id: int,
+    session: PageSession,
+    csrf: Annotated[str, Form()],
+    action: Annotated[str, Form()],
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    """Change one worker's standing, and go back to the list saying what changed."""
+    person, expected = session
+    need_role(person, Role.OPERATOR)
+    check_csrf(csrf, expected)
+    if action == "revoke" and confirm != "yes":
+        raise BadInputError("revoking a worker needs its box ticked: it cannot be undone")
+    change = _apply(request, person.id, worker_id, action)
+    said = ", ".join(change.changed) or "nothing to change"
+    done = urlencode({"done": f"{change.name}: {said}"})
+    return RedirectResponse(f"/operator/workers?{done}", status_code=303)
+
+
+@router.get("/api/crowd")
+def api_crowd(request: Request, person: ApiPerson) -> dict[str, Any]:
+    """The crowd's figures now, as on /operator/crowd."""
+    need_role(person, Role.OPERATOR)
+    return crowd_health(db_of(request), settings_of(request).crowd).as_json()
+
+
+@router.get("/api/workers")
+def api_workers(
+    request: Request, person: ApiPerson, search: str = "", status: str = ""
+) -> list[dict[str, Any]]:
+    """The workers as on /operator/workers."""
+    need_role(person, Role.OPERATOR)
+    search, status = _filters(search, status)
+    return [r.as_json() for r in worker_records(db_of(request), search, status)]
+
+
+@router.post("/api/workers/{worker_id}/{action}")
+def api_worker_action(request: Request, worker_id: int, action: str, person: ApiPerson) -> Response:
+    """Pause, unpause, trust, untrust, clear, unclear or revoke a worker."""
+    need_role(person, Role.OPERATOR)
+    change = _apply(request, person.id, worker_id, action)
+    return JSONResponse({"worker_id": change.worker_id, "changed": list(change.changed)})
