@@ -16,6 +16,7 @@ from kerani.core.errors import BadInputError
 from kerani.core.vocabulary import Role
 from kerani.microtasks.crowd import crowd_health, worker_records
 from kerani.microtasks.standing import StandingChange, revoke, set_standing
+from kerani.review_ui.status import reveal_answer
 from kerani.review_ui.web import (
     ApiPerson,
     PageSession,
@@ -102,6 +103,18 @@ def worker_action(
     said = ", ".join(change.changed) or "nothing to change"
     done = urlencode({"done": f"{change.name}: {said}"})
     return RedirectResponse(f"/operator/workers?{done}", status_code=303)
+
+
+@router.post("/operator/answers/{answer_id}/reveal", response_class=HTMLResponse)
+def reveal_page(
+    request: Request, answer_id: int, session: PageSession, csrf: Annotated[str, Form()]
+) -> Response:
+    """One masked answer in clear, on the operator's request; the look is audited."""
+    person, expected = session
+    need_role(person, Role.OPERATOR)
+    check_csrf(csrf, expected)
+    answer = reveal_answer(db_of(request), person.id, answer_id)
+    return render(request, "revealed.html", {"a": answer}, person, csrf)
 
 
 @router.get("/api/crowd")

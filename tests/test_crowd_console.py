@@ -3,23 +3,26 @@ fields waiting for an arbiter, and each worker's standing, gold, speed and pay."
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from kerani.core.errors import ForbiddenError, NotFoundError
-from kerani.core.settings import CrowdSettings
+from kerani.core.settings import CrowdSettings, Settings
 from kerani.core.vocabulary import AuditAction
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.crowd import crowd_health, worker_records
 from kerani.microtasks.leases import claim_next
 from kerani.microtasks.standing import revoke, set_standing
 from kerani.people.workers import add_person, person_by_code, session_person, start_session
+from kerani.review_ui.app import create_app
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
-from tests.factories import batch_of, seed_page
+from tests.factories import batch_of, seed_page, sign_in_with_code
 
 RULES = CrowdSettings(gold_every=0, blind_share=0.0, blind_follows_ocr=False)
 GUESSES = [
@@ -198,3 +201,33 @@ def test_revoking_ends_the_workers_sessions_and_voids_their_code(stores: Stores)
         person_by_code(stores.db, code)
     assert [r.status for r in worker_records(stores.db)] == ["paused"]
     assert audit_details(stores) == [(boss, f"worker {ana}: revoked")]
+
+
+def test_the_status_page_masks_personal_answers_until_the_operator_asks_and_audits_the_look(
+    settings: Settings, stores: Stores
+) -> None:
+    seed_page(stores, GUESSES)  # city and state are personal (the default), postcode too
+    f = schema.fields
+    with stores.db.begin() as conn:
+        conn.execute(update(f).where(f.c.name == "postcode").values(sensitivity="public"))
+    ana = worker(stores, "ana")
+    typed = {"postcode": "40100", "city": "Q7SECRETCITY", "state": "Q7SECRETSTATE"}
+    while (task := claim_next(stores.db, ana, RULES)) is not None:
+        submit_answer(
+            stores.db, task.task_id, ana, "value", typed[task.field_name], task.task_id, RULES
+        )
+    client = TestClient(create_app(settings, stores), follow_redirects=False)
+    sign_in_with_code(client, add_person(stores.db, "boss", "operator"))
+    page = client.get("/status").text
+    assert "40100" in page  # public: shown
+    assert "Q7SECRET" not in page and "SHAH ALAM" not in page  # personal: neither answer nor OCR
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    reveal = re.findall(r'action="(/operator/answers/\d+/reveal)"', page)
+    assert len(reveal) == 2
+    shown = client.post(reveal[0], data={"csrf": csrf})
+    assert shown.status_code == 200 and "Q7SECRET" in shown.text
+    log = schema.audit_log
+    with stores.db.connect() as conn:
+        looks = conn.execute(select(log.c.detail).where(log.c.action == AuditAction.REVEAL)).all()
+    assert len(looks) == 1
+    assert client.post(reveal[1], data={"csrf": "forged"}).status_code == 403

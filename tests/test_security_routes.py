@@ -21,7 +21,9 @@ from sqlalchemy import case, func, select, update
 
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role, Sensitivity
+from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.gold import next_field_for_keying
+from kerani.microtasks.leases import claim_next
 from kerani.people.workers import add_person, person_by_code
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
@@ -68,6 +70,7 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/operator/crowd"): OPERATOR,
     ("GET", "/operator/workers"): OPERATOR,
     ("POST", "/operator/workers/{worker_id}"): OPERATOR,
+    ("POST", "/operator/answers/{answer_id}/reveal"): OPERATOR,
     ("GET", "/api/crowd"): OPERATOR,
     ("GET", "/api/workers"): OPERATOR,
     ("POST", "/api/workers/{worker_id}/{action}"): OPERATOR,
@@ -100,6 +103,7 @@ class World:
     batch_id: str
     field_id: int
     bystander: int  # a worker whose standing the operator's actions change
+    answer_id: int  # the bystander's answer, masked on the status page
 
 
 def visitor(settings: Settings, stores: Stores, code: str | None) -> Visitor:
@@ -154,6 +158,9 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("POST", "/operator/workers/{worker_id}"): lambda v, w: v.client.post(
         f"/operator/workers/{w.bystander}", data={"csrf": v.csrf, "action": "trust"}
     ),
+    ("POST", "/operator/answers/{answer_id}/reveal"): lambda v, w: v.client.post(
+        f"/operator/answers/{w.answer_id}/reveal", data={"csrf": v.csrf}
+    ),
     ("GET", "/api/crowd"): lambda v, w: v.client.get("/api/crowd", headers=v.auth()),
     ("GET", "/api/workers"): lambda v, w: v.client.get("/api/workers", headers=v.auth()),
     ("POST", "/api/workers/{worker_id}/{action}"): lambda v, w: v.client.post(
@@ -200,7 +207,7 @@ def written(stores: Stores) -> tuple[int, ...]:
 
 
 @pytest.fixture
-def world(stores: Stores) -> Iterator[tuple[World, dict[str, str | None]]]:
+def world(settings: Settings, stores: Stores) -> Iterator[tuple[World, dict[str, str | None]]]:
     """A routed page in the agency's batch, a worker holding one of its tasks, and codes."""
     page_id = seed_page(stores, LINES, template="receipt")
     codes: dict[str, str | None] = {"anonymous": None}
@@ -232,7 +239,13 @@ def world(stores: Stores) -> Iterator[tuple[World, dict[str, str | None]]]:
         conn.execute(update(schema.fields).values(sensitivity=Sensitivity.PUBLIC))
     field_id = next_field_for_keying(stores.db, ids["operator"])
     assert field_id is not None
-    yield World("", batch_id, field_id, ids.pop("bystander")), codes
+    bystander = ids.pop("bystander")
+    task = claim_next(stores.db, bystander, settings.crowd)
+    assert task is not None
+    submit_answer(stores.db, task.task_id, bystander, "value", "X", "by-1", settings.crowd)
+    with stores.db.connect() as conn:
+        answer_id = conn.execute(select(func.max(schema.answers.c.id))).scalar_one()
+    yield World("", batch_id, field_id, bystander, int(answer_id)), codes
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
