@@ -174,10 +174,15 @@ def open_blob_store(settings: Settings) -> BlobStore:
         import boto3
 
         bucket, _, prefix = url[len("s3://") :].partition("/")
+        blobs = settings.blobs
+        secret = blobs.s3_secret_access_key
         client = boto3.client(
             "s3",
-            endpoint_url=settings.blobs.s3_endpoint_url,
-            region_name=settings.blobs.s3_region,
+            endpoint_url=blobs.s3_endpoint_url,
+            region_name=blobs.s3_region,
+            # None lets boto3 find credentials itself (AWS_* variables, ~/.aws, a role).
+            aws_access_key_id=blobs.s3_access_key_id,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
         )
         return S3BlobStore(bucket, prefix, client)
     return LocalBlobStore(Path(url))
