@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from kerani.benchmarks.crowd_bench import BenchField, new_batch, read_page, store_page
@@ -277,7 +278,7 @@ def run(
     workdir = Path(tempfile.mkdtemp(prefix="kerani-ui-bench-"))
     settings = Settings(
         core=CoreSettings(data_dir=workdir),
-        database=DatabaseSettings(url=f"sqlite:///{workdir / 'kerani.db'}"),
+        database=DatabaseSettings(url=SecretStr(f"sqlite:///{workdir / 'kerani.db'}")),
         blobs=BlobSettings(url=str(workdir / "blobs")),
     )
     settings.crowd.gold_every = 0  # every snippet here is a receipt line with a known truth

@@ -4,6 +4,11 @@ Each task wraps one library call and passes ids and keys. People answer micro ta
 Kerani's own database, for hours or days, outside any flow run: `submit_batch` ends when the
 tasks are published, and `finish_batch` (run when fields settle, or on a schedule) builds
 the records and exports them.
+
+No flow or task takes the settings: Prefect records every flow run's parameters on its
+server, and the settings hold the database password and the S3 keys. Each reads them where
+it runs with `current_settings()`: what the entry point activated with `using_settings`, or
+KERANI_* from the environment in a deployment's worker.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy import select
 
-from kerani.core.settings import Settings
+from kerani.core.settings import current_settings
 from kerani.core.vocabulary import PageStatus
 from kerani.flows.documents import finish_ready_documents
 from kerani.flows.reassembly import report_task, text_layers_task
@@ -35,10 +40,9 @@ from kerani.storage.stores import open_stores
 
 
 @task(name="ingest-scans")
-def ingest_task(
-    paths: list[str], template: str, settings: Settings, agency: str | None = None
-) -> dict[str, Any]:
+def ingest_task(paths: list[str], template: str, agency: str | None = None) -> dict[str, Any]:
     """Ingest files, folders and zips into one batch; return the report as plain data."""
+    settings = current_settings()
     stores = open_stores(settings)
     load_template(template)  # refuse an unknown template before touching any file
     agency_id = agency_named(stores.db, agency) if agency else None
@@ -55,8 +59,9 @@ def ingest_task(
 
 
 @task(name="pre-ocr-page", retries=1, retry_delay_seconds=2)
-def preocr_task(page_id: int, template: str, settings: Settings) -> str:
+def preocr_task(page_id: int, template: str) -> str:
     """OCR one page into field guesses and snippets."""
+    settings = current_settings()
     stores = open_stores(settings)
     engine = TesseractEngine(settings.ocr.languages, settings.ocr.timeout_s)
     options = StageOptions(
@@ -80,8 +85,9 @@ def preocr_task(page_id: int, template: str, settings: Settings) -> str:
 
 
 @task(name="route-page")
-def route_task(page_id: int, settings: Settings, template: str | None = None) -> tuple[int, int]:
+def route_task(page_id: int, template: str | None = None) -> tuple[int, int]:
     """Auto-accept or publish a micro task for each field of a page (a share as audits)."""
+    settings = current_settings()
     db = open_stores(settings).db
     # The latest refit from the crowd's work, else the folder's or the bundled rule.
     calibration = (
@@ -93,21 +99,21 @@ def route_task(page_id: int, settings: Settings, template: str | None = None) ->
 
 
 @task(name="assemble-ready-pages")
-def assemble_task(batch_id: str, settings: Settings) -> int:
+def assemble_task(batch_id: str) -> int:
     """Build the records of every page whose fields are all settled."""
-    return finish_ready_documents(open_stores(settings).db, batch_id)
+    return finish_ready_documents(open_stores(current_settings()).db, batch_id)
 
 
 @task(name="export-batch")
-def export_task(batch_id: str, settings: Settings) -> dict[str, str]:
+def export_task(batch_id: str) -> dict[str, str]:
     """Write the batch's records (CSV, Parquet, JSON Lines) to the blob store; format → where."""
-    stores = open_stores(settings)
+    stores = open_stores(current_settings())
     result = export_batch(stores.db, stores.blobs, batch_id)
     return {fmt: stores.blobs.location(key) for fmt, key in result.keys.items()}
 
 
-def _page_ids(settings: Settings, batch_id: str, status: PageStatus) -> list[tuple[int, str]]:
-    with open_stores(settings).db.connect() as conn:
+def _page_ids(batch_id: str, status: PageStatus) -> list[tuple[int, str]]:
+    with open_stores(current_settings()).db.connect() as conn:
         rows = conn.execute(
             select(schema.pages.c.id, schema.pages.c.template)
             .where(schema.pages.c.batch_id == batch_id, schema.pages.c.status == status)
@@ -117,13 +123,14 @@ def _page_ids(settings: Settings, batch_id: str, status: PageStatus) -> list[tup
 
 
 @flow(name="pre-ocr-batch")
-def preocr_batch(batch_id: str, settings: Settings) -> dict[str, int]:
+def preocr_batch(batch_id: str) -> dict[str, int]:
     """OCR every ingested page of a batch on local cores, with a progress artifact."""
-    pages = _page_ids(settings, batch_id, PageStatus.INGESTED)
+    pages = _page_ids(batch_id, PageStatus.INGESTED)
     artifact: Any = create_progress_artifact(
         0.0, key=f"pre-ocr-{batch_id[:12]}", description=f"Pre-OCR of batch {batch_id}"
     )
-    futures = [preocr_task.submit(pid, tpl, settings) for pid, tpl in pages]
+    # The task runner's threads see this context's settings (it submits in copy_context()).
+    futures = [preocr_task.submit(pid, tpl) for pid, tpl in pages]
     outcome: dict[str, int] = {}
     for done, future in enumerate(as_completed(futures), start=1):
         status = future.result()
@@ -134,39 +141,35 @@ def preocr_batch(batch_id: str, settings: Settings) -> dict[str, int]:
 
 
 @flow(name="route-batch")
-def route_batch(batch_id: str, settings: Settings) -> dict[str, int]:
+def route_batch(batch_id: str) -> dict[str, int]:
     """Route every OCRed page of a batch; return counts of auto-accepted fields and tasks."""
     accepted = created = 0
-    for page_id, tpl in _page_ids(settings, batch_id, PageStatus.OCRED):
-        a, c = route_task(page_id, settings, tpl)
+    for page_id, tpl in _page_ids(batch_id, PageStatus.OCRED):
+        a, c = route_task(page_id, tpl)
         accepted += a
         created += c
-    assembled = assemble_task(batch_id, settings)
+    assembled = assemble_task(batch_id)
     return {"auto_accepted": accepted, "tasks_created": created, "records": assembled}
 
 
 @flow(name="submit-batch")
-def submit_batch(
-    paths: list[str], template: str, settings: Settings | None = None, agency: str | None = None
-) -> dict[str, Any]:
+def submit_batch(paths: list[str], template: str, agency: str | None = None) -> dict[str, Any]:
     """Ingest a batch (for `agency`, the agency user's name), pre-OCR its pages and publish
     micro tasks for the doubtful fields."""
-    settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
-    report = ingest_task(paths, template, settings, agency)
-    runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
-    report["ocr"] = preocr_batch.with_options(task_runner=runner)(report["batch_id"], settings)
-    report["routing"] = route_batch(report["batch_id"], settings)
+    report = ingest_task(paths, template, agency)
+    runner: Any = ThreadPoolTaskRunner(max_workers=current_settings().ocr.workers)
+    report["ocr"] = preocr_batch.with_options(task_runner=runner)(report["batch_id"])
+    report["routing"] = route_batch(report["batch_id"])
     return report
 
 
 @flow(name="finish-batch")
-def finish_batch(batch_id: str, settings: Settings | None = None) -> dict[str, Any]:
+def finish_batch(batch_id: str) -> dict[str, Any]:
     """Reconcile settled pages into records, export the batch, its text layers and report."""
-    settings = settings or Settings.load()
-    assembled = assemble_task(batch_id, settings)
+    assembled = assemble_task(batch_id)
     return {
         "assembled": assembled,
-        "exports": export_task(batch_id, settings),
-        "text_layers": text_layers_task(batch_id, settings),
-        "report": report_task(batch_id, settings),
+        "exports": export_task(batch_id),
+        "text_layers": text_layers_task(batch_id),
+        "report": report_task(batch_id),
     }

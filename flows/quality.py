@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from kerani.core.settings import Settings
+from kerani.core.settings import current_settings
 from kerani.microtasks.gold import harvest_gold
 from kerani.microtasks.refit import refit_calibration, templates_with_pages
 from kerani.storage.stores import open_stores
@@ -23,20 +23,21 @@ ARTIFACT_KEY = "calibration-refits"
 
 
 @task(name="templates-with-pages")
-def templates_task(settings: Settings) -> list[str]:
+def templates_task() -> list[str]:
     """Every template some page was read with."""
-    return templates_with_pages(open_stores(settings).db)
+    return templates_with_pages(open_stores(current_settings()).db)
 
 
 @task(name="harvest-gold")
-def harvest_task(settings: Settings) -> int:
+def harvest_task() -> int:
     """Make gold of fields proven workers keyed blind and agreed on; return how many."""
-    return harvest_gold(open_stores(settings).db)
+    return harvest_gold(open_stores(current_settings()).db)
 
 
 @task(name="refit-calibration")
-def refit_task(template: str, settings: Settings) -> dict[str, Any]:
+def refit_task(template: str) -> dict[str, Any]:
     """Refit one template's auto-accept rule; return what happened as plain data."""
+    settings = current_settings()
     refit = refit_calibration(
         open_stores(settings).db,
         template,
@@ -76,15 +77,12 @@ def refits_markdown(refits: list[dict[str, Any]], harvested: int = 0) -> str:
 
 
 @flow(name="refresh-quality")
-def refresh_quality(
-    template: str | None = None, settings: Settings | None = None
-) -> dict[str, Any]:
+def refresh_quality(template: str | None = None) -> dict[str, Any]:
     """Harvest gold, then refit the calibration of every template with pages (or one), and
     publish the changes."""
-    settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
-    harvested = harvest_task(settings)
-    templates = [template] if template else templates_task(settings)
-    refits = [refit_task(t, settings) for t in templates]
+    harvested = harvest_task()
+    templates = [template] if template else templates_task()
+    refits = [refit_task(t) for t in templates]
     create_markdown_artifact(
         refits_markdown(refits, harvested),
         key=ARTIFACT_KEY,

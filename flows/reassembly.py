@@ -5,7 +5,8 @@ a document settles, the review app calls `kerani.flows.triggers.document_settled
 reassembles it inline, or has the `reassemble-document` flow here do it (by a Prefect event
 or by its deployment). Events can be lost and processes can die between a settle and its
 reassembly, so `reconcile-records` runs on a schedule and reassembles every settled page
-that still has no record.
+that still has no record. Like every flow here, these take ids, never the settings
+(see kerani.flows.digitise).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from kerani.core.settings import Settings
+from kerani.core.settings import current_settings
 from kerani.flows.documents import finish_document
 from kerani.records.archive import write_text_layers
 from kerani.records.assembly import pages_to_reassemble
@@ -27,29 +28,25 @@ log = logging.getLogger(__name__)
 
 
 @task(name="reassemble-page")
-def reassemble_task(page_id: int, settings: Settings) -> dict[str, Any]:
+def reassemble_task(page_id: int) -> dict[str, Any]:
     """Validate one settled page and write its record, or send failing fields back."""
-    return finish_document(open_stores(settings).db, page_id).as_dict()
+    return finish_document(open_stores(current_settings()).db, page_id).as_dict()
 
 
 @flow(name="reassemble-document")
-def reassemble_document(page_id: int, settings: Settings | None = None) -> dict[str, Any]:
+def reassemble_document(page_id: int) -> dict[str, Any]:
     """Reassemble one document whose last field settled (run by the event's trigger)."""
-    settings = settings or Settings.load()  # a deployment run reads KERANI_* from its env
-    return reassemble_task(int(page_id), settings)
+    return reassemble_task(int(page_id))
 
 
 @flow(name="reconcile-records")
-def reconcile_records(
-    batch_id: str | None = None, settings: Settings | None = None
-) -> dict[str, Any]:
+def reconcile_records(batch_id: str | None = None) -> dict[str, Any]:
     """Reassemble every settled page without a record: the safety net for lost triggers."""
-    settings = settings or Settings.load()
-    pages = pages_to_reassemble(open_stores(settings).db, batch_id)
+    pages = pages_to_reassemble(open_stores(current_settings()).db, batch_id)
     counts = {"pages": len(pages), "assembled": 0, "sent_back": 0, "not_ready": 0}
     sent_back: dict[int, dict[str, str]] = {}
     for page_id in pages:
-        outcome = reassemble_task(page_id, settings)
+        outcome = reassemble_task(page_id)
         counts[outcome["status"]] += 1
         if outcome["sent_back"]:
             sent_back[page_id] = outcome["sent_back"]
@@ -59,17 +56,17 @@ def reconcile_records(
 
 
 @task(name="write-text-layers")
-def text_layers_task(batch_id: str, settings: Settings) -> dict[str, Any]:
+def text_layers_task(batch_id: str) -> dict[str, Any]:
     """Write the hOCR text layer of each page with a record; return how many and where."""
-    stores = open_stores(settings)
+    stores = open_stores(current_settings())
     keys = write_text_layers(stores.db, stores.blobs, batch_id)
     return {"pages": len(keys), "where": stores.blobs.location(f"exports/{batch_id}/hocr")}
 
 
 @task(name="batch-report")
-def report_task(batch_id: str, settings: Settings) -> dict[str, Any]:
+def report_task(batch_id: str) -> dict[str, Any]:
     """Build the batch report and publish it as Prefect artifacts (Markdown and a table)."""
-    report = batch_report(open_stores(settings).db, batch_id)
+    report = batch_report(open_stores(current_settings()).db, batch_id)
     key = batch_id[:12].lower()
     create_markdown_artifact(
         report_markdown(report), key=f"batch-report-{key}", description="Batch report"

@@ -242,6 +242,7 @@ def export(
     verbose: bool = False,
 ) -> None:
     """Assemble settled records of a batch; export CSV, Parquet, JSON Lines, hOCR, report."""
+    from kerani.core.settings import using_settings
     from kerani.flows.digitise import finish_batch
     from kerani.records.progress import resolve_batch_id
     from kerani.storage.stores import open_stores
@@ -249,7 +250,8 @@ def export(
     _quiet_prefect(ctx, verbose)
     settings = _settings(data_dir)
     batch_id = resolve_batch_id(open_stores(settings).db, batch)
-    result: dict[str, Any] = finish_batch(batch_id, settings)
+    with using_settings(settings):  # the flow reads them; they are no flow parameter
+        result: dict[str, Any] = finish_batch(batch_id)
     for fmt, where in result["exports"].items():
         console.print(f"{fmt}: {where}", soft_wrap=True)
     layers = result["text_layers"]

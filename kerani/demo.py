@@ -15,7 +15,7 @@ import httpx
 from rich.console import Console
 from sqlalchemy import func, select
 
-from kerani.core.settings import Settings
+from kerani.core.settings import Settings, using_settings
 from kerani.core.vocabulary import AnswerKind, FieldStatus, Role, ValueSource
 from kerani.evaluation.accuracy import Score, field_truths, score_batch
 from kerani.evaluation.crowd_sim import (
@@ -202,7 +202,8 @@ def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, s
         else:
             wait_for_people(console, stores, server.url)
         for b in batches:
-            finished = finish_batch(b.batch_id, settings)
+            with using_settings(settings):  # the flow reads them; they are no parameter
+                finished = finish_batch(b.batch_id)
             b.exports, b.batch_report = finished["exports"], finished["report"]
             b.score = score_batch(stores.db, b.batch_id, b.truth)
             b.truth_waiting = _truth_waiting(stores, b)

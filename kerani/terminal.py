@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
-from kerani.core.settings import Settings
+from kerani.core.settings import Settings, using_settings
 from kerani.storage import schema
 from kerani.storage.stores import Stores
 
@@ -64,7 +64,9 @@ def submit_with_progress(
 
     def work() -> None:
         try:
-            result.update(submit_batch([str(p) for p in paths], template, settings, agency))
+            # A new thread starts with an empty context: the settings are activated in it.
+            with using_settings(settings):
+                result.update(submit_batch([str(p) for p in paths], template, agency))
         except BaseException as e:  # re-raised in the main thread below
             errors.append(e)
 

@@ -45,8 +45,18 @@ class BlobStore(Protocol):
         ...
 
 
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the folder's entry is on disk, not just the file's data.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalBlobStore:
-    """Blobs as files under one folder; writes are atomic (temp file + rename)."""
+    """Blobs as files under one folder; writes are atomic and durable (temp file, fsync,
+    rename, fsync of the folder)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -55,18 +65,34 @@ class LocalBlobStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _make_folder(self, folder: Path) -> None:
+        # A new folder's own entry must reach the disk too, or a power cut loses the folder
+        # and every blob renamed into it.
+        missing = []
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for made in reversed(missing):
+            made.mkdir(exist_ok=True)
+            _fsync_dir(made.parent)
+
     def put(self, key: str, data: bytes) -> None:
-        """Store `data` under `key` atomically, so a crash never leaves half a file."""
+        """Store `data` under `key` atomically and durably: once it returns, a crash or a
+        power cut leaves the whole new blob (or, before, the old one), never half a file."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(path.parent)
+        # The temp file sits in the same folder, so the rename never crosses a file system.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the data is on disk before the name points at it
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_dir(path.parent)
 
     def get(self, key: str) -> bytes:
         """Return the bytes under `key`."""
@@ -148,10 +174,15 @@ def open_blob_store(settings: Settings) -> BlobStore:
         import boto3
 
         bucket, _, prefix = url[len("s3://") :].partition("/")
+        blobs = settings.blobs
+        secret = blobs.s3_secret_access_key
         client = boto3.client(
             "s3",
-            endpoint_url=settings.blobs.s3_endpoint_url,
-            region_name=settings.blobs.s3_region,
+            endpoint_url=blobs.s3_endpoint_url,
+            region_name=blobs.s3_region,
+            # None lets boto3 find credentials itself (AWS_* variables, ~/.aws, a role).
+            aws_access_key_id=blobs.s3_access_key_id,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
         )
         return S3BlobStore(bucket, prefix, client)
     return LocalBlobStore(Path(url))

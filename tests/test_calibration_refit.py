@@ -16,7 +16,7 @@ from prefect import Flow
 from sqlalchemy import func, insert, select, update
 from typer.testing import CliRunner
 
-from kerani.core.settings import CrowdSettings, OcrSettings, Settings
+from kerani.core.settings import CrowdSettings, OcrSettings, Settings, using_settings
 from kerani.flows.digitise import route_task
 from kerani.microtasks.refit import (
     calibration_history,
@@ -325,7 +325,8 @@ def test_without_a_calibration_nothing_is_auto_accepted(settings: Settings, stor
     guesses = [("date", "date", "01/02/2024", 99.5), ("postcode", "postcode", "40100", 99.0)]
     page = _pending_page(stores, "no_such_calibration", guesses)
     assert current_calibration(stores.db, "no_such_calibration") is None
-    assert route_task.fn(page, settings, "no_such_calibration") == (0, 2)
+    with using_settings(settings):
+        assert route_task.fn(page, "no_such_calibration") == (0, 2)
     assert {r.status for r in _fields(stores, page).values()} == {"in_review"}
     # An operator who sets the floor explicitly gets the old rule back.
     page = _pending_page(stores, "no_such_calibration", guesses)
@@ -337,7 +338,8 @@ def test_digitise_routes_on_the_latest_refit(settings: Settings, stores: Stores)
     refit_calibration(stores.db, "tpl_c", target=0.95)
     quiet = settings.model_copy(update={"crowd": NO_AUDIT})
     page = _pending_page(stores, "tpl_c", [("line_001", "line", "NEW", 95.0)])
-    assert route_task.fn(page, quiet, "tpl_c") == (1, 0)
+    with using_settings(quiet):
+        assert route_task.fn(page, "tpl_c") == (1, 0)
 
 
 def _audit_calibration(accepted: int) -> Calibration:
@@ -458,7 +460,8 @@ def test_refresh_quality_flow_refits_and_publishes_the_changes(
 
     _blind_page(stores, "tpl_f", 60, _workers(stores, 2))
     tuned = settings.model_copy(update={"ocr": OcrSettings(calibration_target=0.95)})
-    result = refresh_quality(settings=tuned)
+    with using_settings(tuned):  # what the flow reads: the settings are no parameter
+        result = refresh_quality()
     assert result["refitted"] == 1
     assert result["refits"] == [
         {
@@ -468,6 +471,7 @@ def test_refresh_quality_flow_refits_and_publishes_the_changes(
             "changes": "*|page: on at 90; line|page: on at 90",
         }
     ]
-    assert refresh_quality(settings=tuned)["refitted"] == 0
+    with using_settings(tuned):
+        assert refresh_quality()["refitted"] == 0
     artifact: Any = Artifact.get(key=ARTIFACT_KEY)
     assert artifact is not None and "nothing new since the last refit" in str(artifact.data)

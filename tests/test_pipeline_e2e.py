@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from kerani.core.settings import CrowdSettings, Settings
+from kerani.core.settings import CrowdSettings, Settings, using_settings
 from kerani.evaluation.accuracy import field_truths
 from kerani.evaluation.crowd_sim import Profile, SimulatedWorker, run_crowd, truth_by_task
 from kerani.evaluation.ground_truth import read_truth, sroie_to_dataset
@@ -47,8 +47,9 @@ def test_receipts_and_forms_end_to_end(
     receipts = tmp_path / "receipts"
     sroie_to_dataset(sroie_dir, receipts, names=["000", "004", "008"])
 
-    form_report = submit_batch([str(forms / "pages")], "bantuan_form", settings)
-    receipt_report = submit_batch([str(receipts / "pages")], "receipt", settings)
+    with using_settings(settings):  # what the flows read: the settings are no parameter
+        form_report = submit_batch([str(forms / "pages")], "bantuan_form")
+        receipt_report = submit_batch([str(receipts / "pages")], "receipt")
     assert form_report["pages_created"] == 2 and receipt_report["pages_created"] == 3
     assert form_report["rejected"] == [] and receipt_report["rejected"] == []
     assert receipt_report["routing"]["tasks_created"] > 20  # receipts yield many text lines
@@ -85,7 +86,8 @@ def test_receipts_and_forms_end_to_end(
         assert conn.execute(select(func.count()).select_from(schema.records)).scalar_one() == 5
 
     for report in (form_report, receipt_report):
-        result = finish_batch(report["batch_id"], settings)
+        with using_settings(settings):
+            result = finish_batch(report["batch_id"])
         csv_key = f"exports/{report['batch_id']}/records.csv"
         frame = pd.read_csv(io.BytesIO(stores.blobs.get(csv_key)), dtype=str, keep_default_na=False)
         lines = pd.read_json(
@@ -128,10 +130,11 @@ def test_receipts_and_forms_end_to_end(
 
     # Submitting the same batches again creates nothing new.
     before = _counts(stores)
-    again = submit_batch([str(forms / "pages")], "bantuan_form", settings)
+    with using_settings(settings):
+        again = submit_batch([str(forms / "pages")], "bantuan_form")
+        submit_batch([str(receipts / "pages")], "receipt")
     assert again["batch_id"] == form_report["batch_id"]
     assert again["pages_created"] == 0 and again["pages_existing"] == 2
-    submit_batch([str(receipts / "pages")], "receipt", settings)
     assert _counts(stores) == before
 
 
@@ -149,7 +152,8 @@ def test_bad_files_are_reported_and_the_rest_goes_on(
     fake_png = b"\x89PNG\r\n\x1a\n" + zlib.compress(b"garbage")
     (batch / "broken-header.png").write_bytes(fake_png)
 
-    report = submit_batch([str(batch)], "bantuan_form", settings)
+    with using_settings(settings):
+        report = submit_batch([str(batch)], "bantuan_form")
 
     reasons = {r["name"]: r["reason"] for r in report["rejected"]}
     assert set(reasons) == {"batch/corrupt.png", "batch/notes.png", "batch/broken-header.png"}

@@ -22,7 +22,7 @@ from prefect.artifacts import Artifact
 from sqlalchemy import func, select
 
 import kerani.flows.triggers as triggers
-from kerani.core.settings import Settings
+from kerani.core.settings import Settings, using_settings
 from kerani.flows.digitise import finish_batch
 from kerani.flows.documents import finish_document, finish_ready_documents
 from kerani.flows.reassembly import reassemble_document, reconcile_records
@@ -357,20 +357,24 @@ def test_a_document_whose_trigger_is_lost_is_picked_up_by_reconcile(
     settings: Settings, stores: Stores, prefect_server: None
 ) -> None:
     lost, done = lose_a_trigger(settings, stores)
-    result = reconcile_records(settings=settings)
+    with using_settings(settings):  # what the flows read: the settings are no parameter
+        result = reconcile_records()
     assert result["pages"] == 2 and result["assembled"] == 2  # the lost one, and `done`
     assert record_count(stores, lost) == 1 and record_count(stores, done) == 1
     assert pages_to_reassemble(stores.db) == []
     # Nothing left to do: a second run changes nothing.
-    assert reconcile_records(settings=settings)["pages"] == 0
+    with using_settings(settings):
+        assert reconcile_records()["pages"] == 0
 
     # The reassembly flow itself, as the deployment trigger runs it (page id from a template).
     page_id = seed_page(stores, MISMATCH[1:3])
     run_by_trigger: Any = reassemble_document  # the trigger's template passes a string
-    assert run_by_trigger(str(page_id), settings)["status"] == "sent_back"
+    with using_settings(settings):
+        assert run_by_trigger(str(page_id))["status"] == "sent_back"
     # finish-batch publishes the batch report as a Prefect artifact.
     batch_id = batch_of(stores, lost)
-    finish = finish_batch(batch_id, settings)
+    with using_settings(settings):
+        finish = finish_batch(batch_id)
     assert finish["report"]["records"] == 1
     artifact: Any = Artifact.get(key=f"batch-report-{batch_id[:12]}")  # sync here
     assert artifact is not None and "Fields that could not be read" in str(artifact.data)

@@ -1,15 +1,22 @@
 """Typed settings, one class per component, read from `KERANI_*` environment variables.
 
-Settings are built once at an entry point (the CLI, a flow, the web app) and passed down;
-nothing here is created at import time.
+Settings are built once at an entry point (the CLI, the demo, the web app, a test) and
+passed down; nothing here is created at import time. Prefect flows and tasks never take
+them as a parameter (Prefect records parameters with each run, and these hold the database
+password and the S3 keys): the entry point activates them with `using_settings`, and a flow
+or task reads them where it runs with `current_settings`; a deployment's worker process,
+where nothing activated them, reads KERANI_* from its environment.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +38,9 @@ class DatabaseSettings(BaseSettings):
     """The database: a SQLAlchemy URL; empty means a SQLite file in the data directory."""
 
     model_config = SettingsConfigDict(env_prefix="KERANI_DB_")
-    url: str = ""
+    # A secret: a PostgreSQL URL may hold the password. Shown as '**********' in a repr
+    # or a dump; Settings.database_url reveals it to the one place that connects.
+    url: SecretStr = SecretStr("")
 
 
 class BlobSettings(BaseSettings):
@@ -41,6 +50,9 @@ class BlobSettings(BaseSettings):
     url: str = ""
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    # Unset, boto3 finds credentials as usual (AWS_* variables, ~/.aws, an instance role).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
 
 
 class IngestSettings(BaseSettings):
@@ -186,9 +198,33 @@ class Settings(BaseModel):
     @property
     def database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""
-        return self.database.url or f"sqlite:///{self.core.data_dir / 'kerani.db'}"
+        url = self.database.url.get_secret_value()
+        return url or f"sqlite:///{self.core.data_dir / 'kerani.db'}"
 
     @property
     def blob_url(self) -> str:
         """The blob store location, defaulting to a folder in the data directory."""
         return self.blobs.url or str(self.core.data_dir / "blobs")
+
+
+# The settings an entry point activated, as a ContextVar rather than a module global: a
+# value is seen in the context that set it and in copies of it. Prefect runs flows, subflows
+# and called tasks in the caller's context and submitted tasks in a copy of it
+# (ThreadPoolTaskRunner.submit: copy_context().run); a plain threading.Thread starts without.
+_active: ContextVar[Settings | None] = ContextVar("kerani_settings", default=None)
+
+
+@contextmanager
+def using_settings(settings: Settings) -> Iterator[Settings]:
+    """Make `settings` what `current_settings()` returns in this context, until the end."""
+    token = _active.set(settings)
+    try:
+        yield settings
+    finally:
+        _active.reset(token)
+
+
+def current_settings() -> Settings:
+    """The settings activated by `using_settings`, else read from KERANI_* (a deployment)."""
+    active = _active.get()
+    return active if active is not None else Settings.load()
