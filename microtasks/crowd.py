@@ -340,3 +340,18 @@ def _speeds(conn: Any, worker_ids: list[int]) -> dict[int, float]:
     ):
         times.setdefault(int(wid), []).append(int(ms))
     return {wid: round(median(ms) / 1000, 1) for wid, ms in times.items()}
+
+
+def workers_by_status(db: Engine) -> dict[str, int]:
+    """How many workers stand where (paused, probation, suspect, arbiter, worker)."""
+    w = schema.workers
+    flags = (w.c.quarantined, w.c.trusted, w.c.proven, w.c.suspect)
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(*flags, func.count()).where(w.c.role == "worker").group_by(*flags)
+        ).all()
+    counts: dict[str, int] = {}
+    for row in rows:
+        status = _status(row)
+        counts[status] = counts.get(status, 0) + int(row[-1])
+    return counts

@@ -29,6 +29,7 @@ from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.review_ui import (
     agency_pages,
     api,
+    health,
     operator_calibration,
     operator_crowd,
     operator_gold,
@@ -152,6 +153,7 @@ def create_app(
         operator_gold.router,
         operator_calibration.router,
         operator_crowd.router,
+        health.router,
         api.router,
     ):
         app.include_router(router)

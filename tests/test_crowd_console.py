@@ -231,3 +231,41 @@ def test_the_status_page_masks_personal_answers_until_the_operator_asks_and_audi
         looks = conn.execute(select(log.c.detail).where(log.c.action == AuditAction.REVEAL)).all()
     assert len(looks) == 1
     assert client.post(reveal[1], data={"csrf": "forged"}).status_code == 403
+
+
+def test_health_names_each_part_and_metrics_are_prometheus_text_for_operators(
+    settings: Settings, stores: Stores
+) -> None:
+    seed_page(stores, GUESSES)
+    worker(stores, "spam", quarantined=True)
+    client = TestClient(create_app(settings, stores))
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {
+        "status": "ok",
+        "database": "ok",
+        "blobs": "ok",
+        "prefect": "not used",
+    }
+    auth = {"Authorization": f"Bearer {add_person(stores.db, 'boss', 'operator')}"}
+    text = client.get("/metrics", headers=auth).text
+    assert 'kerani_open_tasks{field_type="text"} 2.0' in text
+    assert 'kerani_workers{status="paused"} 1.0' in text
+    assert "# TYPE kerani_active_workers gauge" in text
+    worker_auth = {"Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker')}"}
+    assert client.get("/metrics", headers=worker_auth).status_code == 403
+
+
+def test_health_says_down_with_503_when_the_blob_store_does_not_answer(
+    settings: Settings, stores: Stores
+) -> None:
+    # A disk that fails cannot be had here (the tests run as root): a store that raises
+    # stands in for it.
+    class Broken:
+        def exists(self, key: str) -> bool:
+            raise OSError("disk gone")
+
+    broken = Stores(stores.db, Broken())  # type: ignore[arg-type]
+    health = TestClient(create_app(settings, broken)).get("/health")
+    assert health.status_code == 503
+    assert health.json()["blobs"] == "down" and health.json()["database"] == "ok"

@@ -54,6 +54,9 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/join"): PUBLIC,
     ("POST", "/language"): PUBLIC,
     ("POST", "/signout"): ANYONE,
+    # Says only whether each part answers, for a load balancer.
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/metrics"): OPERATOR,
     ("GET", "/"): SIGNED_IN,
     ("GET", "/me"): WORKER | {"paused worker"},  # a paused worker still sees their pay
     ("GET", "/review"): WORKER,
@@ -162,6 +165,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
         f"/operator/answers/{w.answer_id}/reveal", data={"csrf": v.csrf}
     ),
     ("GET", "/api/crowd"): lambda v, w: v.client.get("/api/crowd", headers=v.auth()),
+    ("GET", "/metrics"): lambda v, w: v.client.get("/metrics", headers=v.auth()),
     ("GET", "/api/workers"): lambda v, w: v.client.get("/api/workers", headers=v.auth()),
     ("POST", "/api/workers/{worker_id}/{action}"): lambda v, w: v.client.post(
         f"/api/workers/{w.bystander}/clear", headers=v.auth()
