@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
+from kerani.core.text import contains_pattern
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.statements import dialect_insert, prepared
@@ -65,3 +66,34 @@ def add_view_on_conflict(stmt: Any) -> Any:
 def count_view(conn: Connection, worker_id: int, page_id: int) -> None:
     """Count one more field of the page seen by the worker."""
     conn.execute(prepared(conn, _view_upsert), {"wid": worker_id, "page": page_id})
+
+
+def audit_entries(
+    db: Engine, who: str = "", action: str = "", before: int | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Audit rows, newest first: by whom (a name containing `who`), of `action`, older than
+    row `before` (the next page). Values are never in the log, only ids and what was done."""
+    log, w = schema.audit_log, schema.workers
+    query = (
+        select(
+            log.c.id,
+            log.c.at,
+            w.c.name.label("who"),
+            w.c.role,
+            log.c.action,
+            log.c.task_id,
+            log.c.field_id,
+            log.c.detail,
+        )
+        .outerjoin(w, w.c.id == log.c.worker_id)
+        .order_by(log.c.id.desc())
+        .limit(limit)
+    )
+    if who:
+        query = query.where(w.c.name.ilike(contains_pattern(who), escape="\\"))
+    if action:
+        query = query.where(log.c.action == action)
+    if before is not None:
+        query = query.where(log.c.id < before)
+    with db.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]

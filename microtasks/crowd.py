@@ -16,6 +16,7 @@ from sqlalchemy import Engine, and_, case, func, or_, select
 
 from kerani.core.settings import CrowdSettings
 from kerani.core.stats import wilson_interval
+from kerani.core.text import contains_pattern
 from kerani.core.vocabulary import TaskKind, TaskStatus
 from kerani.storage import schema
 from kerani.storage.database import as_utc, utcnow
@@ -289,8 +290,7 @@ def worker_records(
         .order_by(w.c.answers_done.desc(), w.c.name)
     )
     if search:
-        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(w.c.name.ilike(f"%{escaped}%", escape="\\"))
+        query = query.where(w.c.name.ilike(contains_pattern(search), escape="\\"))
     with db.connect() as conn:
         rows = conn.execute(query).all()
         rows = [r for r in rows if not status or _status(r) == status][:limit]

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from kerani.core.errors import BadInputError
-from kerani.core.vocabulary import Role
+from kerani.core.vocabulary import AuditAction, Role
+from kerani.microtasks.audit import audit_entries
 from kerani.microtasks.crowd import crowd_health, worker_records
 from kerani.microtasks.standing import StandingChange, revoke, set_standing
 from kerani.review_ui.status import reveal_answer
@@ -28,6 +29,8 @@ from kerani.review_ui.web import (
 )
 
 router = APIRouter()
+AUDIT_ACTIONS = tuple(a.value for a in AuditAction)
+AUDIT_PAGE = 100
 STATUSES = ("", "probation", "worker", "suspect", "arbiter", "paused")
 # action -> the standing it sets (see microtasks.standing.set_standing)
 ACTIONS: dict[str, dict[str, bool]] = {
@@ -103,6 +106,33 @@ def worker_action(
     said = ", ".join(change.changed) or "nothing to change"
     done = urlencode({"done": f"{change.name}: {said}"})
     return RedirectResponse(f"/operator/workers?{done}", status_code=303)
+
+
+@router.get("/operator/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request,
+    session: PageSession,
+    who: str = "",
+    action: str = "",
+    before: int | None = None,
+) -> Response:
+    """The audit log, newest first, by person and action, a page at a time."""
+    person, csrf = session
+    need_role(person, Role.OPERATOR)
+    who, _ = _filters(who, "")
+    if action and action not in AUDIT_ACTIONS:
+        raise BadInputError(f"action must be one of {', '.join(AUDIT_ACTIONS)}")
+    rows = audit_entries(db_of(request), who, action, before, AUDIT_PAGE)
+    older = rows[-1]["id"] if len(rows) == AUDIT_PAGE else None
+    next_page = f"/operator/audit?{urlencode({'who': who, 'action': action, 'before': older})}"
+    context = {
+        "rows": rows,
+        "who": who,
+        "action": action,
+        "actions": AUDIT_ACTIONS,
+        "older": next_page if older is not None else None,
+    }
+    return render(request, "operator_audit.html", context, person, csrf)
 
 
 @router.post("/operator/answers/{answer_id}/reveal", response_class=HTMLResponse)

@@ -14,6 +14,7 @@ from kerani.core.errors import ForbiddenError, NotFoundError
 from kerani.core.settings import CrowdSettings, Settings
 from kerani.core.vocabulary import AuditAction
 from kerani.microtasks.answers import submit_answer
+from kerani.microtasks.audit import audit_entries
 from kerani.microtasks.crowd import crowd_health, worker_records
 from kerani.microtasks.leases import claim_next
 from kerani.microtasks.standing import revoke, set_standing
@@ -269,3 +270,24 @@ def test_health_says_down_with_503_when_the_blob_store_does_not_answer(
     health = TestClient(create_app(settings, broken)).get("/health")
     assert health.status_code == 503
     assert health.json()["blobs"] == "down" and health.json()["database"] == "ok"
+
+
+def test_the_audit_log_is_searched_by_person_and_action_a_page_at_a_time(
+    settings: Settings, stores: Stores
+) -> None:
+    seed_page(stores, GUESSES)
+    ana = worker(stores, "ana")
+    while (task := claim_next(stores.db, ana, RULES)) is not None:
+        submit_answer(stores.db, task.task_id, ana, "value", "Q7TYPED", task.task_id, RULES)
+    boss = person_by_code(stores.db, add_person(stores.db, "boss", "operator")).id
+    set_standing(stores.db, boss, ana, RULES, trusted=True)
+    assert [r["action"] for r in audit_entries(stores.db, who="boss")] == ["standing"]
+    answers = audit_entries(stores.db, who="AN", action="answer")
+    assert len(answers) == 3 and {r["who"] for r in answers} == {"ana"}
+    older = audit_entries(stores.db, "ana", "answer", before=answers[0]["id"], limit=2)
+    assert [r["id"] for r in older] == [answers[1]["id"], answers[2]["id"]]
+    client = TestClient(create_app(settings, stores))
+    sign_in_with_code(client, add_person(stores.db, "olivia", "operator"))
+    page = client.get("/operator/audit", params={"who": "ana", "action": "answer"}).text
+    assert page.count("<td>answer</td>") == 3 and "Q7TYPED" not in page  # ids, never values
+    assert client.get("/operator/audit", params={"action": "drop"}).status_code == 400

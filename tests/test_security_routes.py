@@ -71,6 +71,7 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/operator/gold/snippets/{field_id}"): OPERATOR,
     ("GET", "/operator/calibration"): OPERATOR,
     ("GET", "/operator/crowd"): OPERATOR,
+    ("GET", "/operator/audit"): OPERATOR,
     ("GET", "/operator/workers"): OPERATOR,
     ("POST", "/operator/workers/{worker_id}"): OPERATOR,
     ("POST", "/operator/answers/{answer_id}/reveal"): OPERATOR,
@@ -157,6 +158,7 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ),
     ("GET", "/operator/calibration"): lambda v, w: v.client.get("/operator/calibration"),
     ("GET", "/operator/crowd"): lambda v, w: v.client.get("/operator/crowd"),
+    ("GET", "/operator/audit"): lambda v, w: v.client.get("/operator/audit?action=claim"),
     ("GET", "/operator/workers"): lambda v, w: v.client.get("/operator/workers"),
     ("POST", "/operator/workers/{worker_id}"): lambda v, w: v.client.post(
         f"/operator/workers/{w.bystander}", data={"csrf": v.csrf, "action": "trust"}

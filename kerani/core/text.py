@@ -18,3 +18,10 @@ def storable(text: str) -> str:
 def unstorable(text: str) -> bool:
     """Whether `text` holds a character a database cannot keep as typed (see storable)."""
     return storable(text) != text
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern (escape character backslash) matching values that contain `text`
+    as typed: its % and _ are characters, not wildcards."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
