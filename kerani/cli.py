@@ -1,4 +1,4 @@
-"""The `kerani` command: demo, submit, serve, status, export, report, people, gold,
+"""The `kerani` command: demo, submit, serve, status, crowd, export, report, people, gold,
 calibration."""
 
 from __future__ import annotations
@@ -340,6 +340,152 @@ def people_invite(
         f"worker {name}: number [bold]{number}[/], invite code [bold]{code}[/] "
         f"(valid {settings.review.invite_days} days; they choose a PIN at /join)"
     )
+
+
+@people_app.command("list")
+def people_list(
+    search: Annotated[str, typer.Option(help="Only names containing this.")] = "",
+    standing: Annotated[
+        str, typer.Option("--status", help="probation, worker, suspect, arbiter or paused.")
+    ] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List the workers: standing, answers, gold, accuracy with its interval, speed, pay."""
+    from kerani.microtasks.crowd import worker_records
+    from kerani.microtasks.ledger import ringgit
+    from kerani.storage.stores import open_stores
+
+    records = worker_records(open_stores(_settings(data_dir)).db, search, standing)
+    if as_json:
+        typer.echo(json.dumps([r.as_json() for r in records], indent=2))
+        return
+    table = Table()
+    for col in (
+        "id",
+        "name",
+        "standing",
+        "answers",
+        "gold",
+        "accuracy (95% interval)",
+        "s/answer",
+        "earned",
+    ):
+        table.add_column(col)
+    for r in records:
+        accuracy = "no gold yet"
+        if r.accuracy is not None and r.accuracy_low is not None and r.accuracy_high is not None:
+            accuracy = f"{r.accuracy:.0%} ({r.accuracy_low:.0%}–{r.accuracy_high:.0%})"
+        standing_text = r.status + (", cleared" if r.cleared else "")
+        table.add_row(
+            str(r.id),
+            r.name,
+            standing_text,
+            str(r.answers),
+            f"{r.gold_correct} of {r.gold_seen}",
+            accuracy,
+            "–" if r.seconds_per_answer is None else f"{r.seconds_per_answer}",
+            ringgit(r.earned_sen),
+        )
+    console.print(table)
+
+
+@people_app.command("set")
+def people_set(
+    name: str,
+    paused: Annotated[
+        bool | None,
+        typer.Option(
+            "--paused/--unpaused",
+            help="Pause (leases go back, fields settled only on their votes reopen) or unpause.",
+        ),
+    ] = None,
+    trusted: Annotated[
+        bool | None, typer.Option("--trusted/--not-trusted", help="May arbitrate disputes.")
+    ] = None,
+    cleared: Annotated[
+        bool | None, typer.Option("--cleared/--not-cleared", help="May see restricted fields.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Change a worker's standing; the change is audited."""
+    from kerani.microtasks.standing import set_standing
+    from kerani.people.workers import person_named
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    db = open_stores(settings).db
+    worker_id = person_named(db, name, Role.WORKER, "worker")
+    change = set_standing(
+        db, None, worker_id, settings.crowd, paused=paused, trusted=trusted, cleared=cleared
+    )
+    console.print(f"{name}: {', '.join(change.changed) or 'nothing to change'}")
+
+
+@people_app.command("revoke")
+def people_revoke(
+    name: str,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Say you mean it: it cannot be undone.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """End a worker's access for good (sessions, access code, PIN); their answers stay."""
+    from kerani.core.errors import BadInputError
+    from kerani.microtasks.standing import revoke
+    from kerani.people.workers import person_named
+    from kerani.storage.stores import open_stores
+
+    if not yes:
+        raise BadInputError("revoking cannot be undone: add --yes")
+    settings = _settings(data_dir)
+    db = open_stores(settings).db
+    change = revoke(db, None, person_named(db, name, Role.WORKER, "worker"), settings.crowd)
+    console.print(f"{name}: {', '.join(change.changed)}")
+
+
+@app.command()
+def crowd(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """How the crowd's work stands: the queue by field type and age, leases, pace, ETA."""
+    from kerani.microtasks.crowd import crowd_health
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    health = crowd_health(open_stores(settings).db, settings.crowd)
+    if as_json:
+        typer.echo(json.dumps(health.as_json(), indent=2))
+        return
+    console.print(
+        f"{health.active_workers} workers active in the last 15 minutes; "
+        f"{health.answers_last_hour} answers and {health.fields_settled_last_hour} fields "
+        f"settled in the last hour; {health.leases_held} tasks held, "
+        f"{health.leases_expired} holds run out",
+        soft_wrap=True,
+    )
+    table = Table(title="Open tasks by field type and wait")
+    for col in ("field type", "open", "< 1 h", "1–24 h", "> 1 day", "oldest (h)"):
+        table.add_column(col)
+    for o in health.open_tasks:
+        table.add_row(
+            o.field_type,
+            str(o.total),
+            str(o.under_an_hour),
+            str(o.under_a_day),
+            str(o.older),
+            str(o.oldest_hours),
+        )
+    console.print(table)
+    for b in health.batches:
+        eta = "no fields settled in the last hour" if b.eta_hours is None else f"{b.eta_hours} h"
+        console.print(f"batch {b.batch_id[:12]}: {b.open_fields} fields open, done in {eta}")
+    for w in health.waiting:
+        console.print(
+            f"[yellow]waiting[/] {w.why} on a {w.field_type} field of batch {w.batch_id[:12]}: "
+            f"{w.answers} answers, {w.may_take} workers may take it"
+        )
 
 
 TemplateOption = Annotated[

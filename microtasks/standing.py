@@ -44,20 +44,21 @@ def _worker(conn: Connection, worker_id: int) -> tuple[str, bool, bool, bool]:
     return str(row.name), bool(row.quarantined), bool(row.trusted), bool(row.cleared)
 
 
-def _log(conn: Connection, operator_id: int, worker_id: int, detail: str) -> None:
+def _log(conn: Connection, operator_id: int | None, worker_id: int, detail: str) -> None:
     conn.execute(
         insert(schema.audit_log).values(
             at=utcnow(),
             worker_id=operator_id,
             action=AuditAction.STANDING,
-            detail=f"worker {worker_id}: {detail}",
+            # No operator: `kerani people set` on the server, by whoever has its shell.
+            detail=f"worker {worker_id}: {detail}" + ("" if operator_id else " (command line)"),
         )
     )
 
 
 def set_standing(
     db: Engine,
-    operator_id: int,
+    operator_id: int | None,
     worker_id: int,
     rules: CrowdSettings,
     *,
@@ -65,7 +66,10 @@ def set_standing(
     trusted: bool | None = None,
     cleared: bool | None = None,
 ) -> StandingChange:
-    """Pause or unpause a worker, make them an arbiter or not, cleared or not (None: as is)."""
+    """Pause or unpause a worker, make them an arbiter or not, cleared or not (None: as is).
+
+    `operator_id` is who asked (None: the server's command line, which the log says).
+    """
     if paused is None and trusted is None and cleared is None:
         raise BadInputError("say what to change: paused, trusted or cleared")
     w = schema.workers
@@ -95,7 +99,9 @@ def set_standing(
     return StandingChange(worker_id, name, tuple(changed), reopened)
 
 
-def revoke(db: Engine, operator_id: int, worker_id: int, rules: CrowdSettings) -> StandingChange:
+def revoke(
+    db: Engine, operator_id: int | None, worker_id: int, rules: CrowdSettings
+) -> StandingChange:
     """End a worker's access for good: sessions closed, access code, PIN and invite void,
     and paused (their answers stay on record, and paid)."""
     w = schema.workers
