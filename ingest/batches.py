@@ -16,9 +16,9 @@ from sqlalchemy import Engine, insert, select
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
-from kerani.core.text import storable
+from kerani.core.text import split_pages_label, storable
 from kerani.core.vocabulary import BatchStatus, PageStatus, ScanStatus
-from kerani.ingest.pages import render_pages
+from kerani.ingest.pages import RefusedPages, RenderedScan, render_pages
 from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
@@ -27,7 +27,11 @@ from kerani.storage.database import utcnow
 
 @dataclass
 class IngestReport:
-    """What a submission did: pages created or already there, and each rejected file's reason."""
+    """What a submission did: pages created or already there, and each rejected file's reason.
+
+    `rejected` holds refused pages too, named `file (page N)` or `file (pages A-B)`; they
+    are also in `pages_refused`.
+    """
 
     batch_id: str
     template: str
@@ -35,6 +39,7 @@ class IngestReport:
     pages_created: int = 0
     pages_existing: int = 0
     rejected: list[RejectedFile] = field(default_factory=list)
+    pages_refused: list[RefusedPages] = field(default_factory=list)
 
 
 def batch_id_for(
@@ -137,11 +142,14 @@ def _ingest_scan(
     if not blobs.exists(original_key):
         blobs.put(original_key, scan.data)
     error: str | None = None
+    rendered = RenderedScan([])
     try:
-        images = render_pages(scan, limits)
+        rendered = render_pages(scan, limits)
     except BadInputError as e:
         # The report names the file already; keep only what is wrong with it.
-        images, error = [], str(e).removeprefix(f"{scan.name}: ")
+        error = str(e).removeprefix(f"{scan.name}: ")
+    if error is None and not rendered.pages:
+        error = "no page could be taken (each refused page is listed)"
     scan_id = record_scan(
         engine,
         batch_id,
@@ -152,11 +160,12 @@ def _ingest_scan(
         status=ScanStatus.REJECTED if error else ScanStatus.ACCEPTED,
         error=error,
     )
+    _record_refused_pages(engine, batch_id, scan.name, sha, rendered.refused, report)
     if error:
         report.rejected.append(RejectedFile(scan.name, error))
         return
     report.accepted_files += 1
-    for image in images:
+    for image in rendered.pages:
         with engine.begin() as conn:
             existing = conn.execute(
                 select(schema.pages.c.id).where(
@@ -185,6 +194,55 @@ def _ingest_scan(
                 )
             )
             report.pages_created += 1
+
+
+def _record_refused_pages(
+    engine: Engine,
+    batch_id: str,
+    name: str,
+    sha: str,
+    refused: Sequence[RefusedPages],
+    report: IngestReport,
+) -> None:
+    """Record each refused page (or range) as a rejected entry named `file (page N)`.
+
+    It keeps its file's content hash and no blob of its own, which is how
+    `records.report.batch_refusals` tells it from a file. The entries of an earlier submission
+    go first: submitted again with a higher limit, the pages taken now are not still listed.
+    """
+    s = schema.scans
+    stored = storable(name)
+    with engine.begin() as conn:
+        stale = conn.execute(
+            select(s.c.id, s.c.filename).where(
+                s.c.batch_id == batch_id,
+                s.c.sha256 == sha,
+                s.c.blob_key.is_(None),
+                s.c.filename.startswith(f"{stored} (page", autoescape=True),
+            )
+        ).all()
+        ids = [row.id for row in stale if _is_label_of(row.filename, stored)]
+        if ids:
+            conn.execute(s.delete().where(s.c.id.in_(ids)))
+    for pages in refused:
+        label = pages.label(name)
+        record_scan(
+            engine,
+            batch_id,
+            label,
+            size=0,
+            sha256=sha,
+            blob_key=None,
+            status=ScanStatus.REJECTED,
+            error=pages.reason,
+        )
+        report.rejected.append(RejectedFile(label, pages.reason))
+        report.pages_refused.append(pages)
+
+
+def _is_label_of(label: str, name: str) -> bool:
+    split = split_pages_label(label)
+    return split is not None and split[0] == name
 
 
 def ingest_paths(

@@ -15,7 +15,7 @@ from PIL import Image
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
-from kerani.ingest.pages import PageImage, render_pages
+from kerani.ingest.pages import MAX_PAGES_VARIABLE, PageImage, RefusedPages, render_pages
 from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
 
 needs_pdftoppm = pytest.mark.skipif(
@@ -307,7 +307,7 @@ def test_tiny_image_is_not_a_page() -> None:
 
 
 def test_png_becomes_one_greyscale_page() -> None:
-    pages = render_pages(ScanFile("a.png", png_bytes((120, 160), "red")), make_limits())
+    pages = render_pages(ScanFile("a.png", png_bytes((120, 160), "red")), make_limits()).pages
     assert [(p.index, p.width, p.height) for p in pages] == [(0, 120, 160)]
     assert_grey_png(pages[0])
 
@@ -315,7 +315,7 @@ def test_png_becomes_one_greyscale_page() -> None:
 def test_transparent_png_turns_white_not_black() -> None:
     buf = BytesIO()
     Image.new("RGBA", (80, 80), (0, 0, 0, 0)).save(buf, "PNG")
-    (page,) = render_pages(ScanFile("clear.png", buf.getvalue()), make_limits())
+    (page,) = render_pages(ScanFile("clear.png", buf.getvalue()), make_limits()).pages
     with Image.open(BytesIO(page.png)) as im:
         assert im.getextrema() == (255, 255)
 
@@ -328,7 +328,7 @@ def multi_page_tiff(count: int) -> bytes:
 
 
 def test_multi_page_tiff_gives_every_page() -> None:
-    pages = render_pages(ScanFile("forms.tif", multi_page_tiff(3)), make_limits())
+    pages = render_pages(ScanFile("forms.tif", multi_page_tiff(3)), make_limits()).pages
     assert [p.index for p in pages] == [0, 1, 2]
     for i, page in enumerate(pages):
         assert (page.width, page.height) == (100, 150)
@@ -337,11 +337,47 @@ def test_multi_page_tiff_gives_every_page() -> None:
             assert im.getpixel((5, 5)) == 40 * i
 
 
-def test_multi_page_tiff_stops_at_page_limit() -> None:
-    pages = render_pages(
+def test_multi_page_tiff_over_the_page_limit_names_the_pages_not_taken() -> None:
+    rendered = render_pages(
         ScanFile("forms.tif", multi_page_tiff(3)), make_limits(max_pages_per_file=2)
     )
-    assert len(pages) == 2
+    assert [p.index for p in rendered.pages] == [0, 1]
+    assert rendered.refused == [
+        RefusedPages(
+            3,
+            3,
+            "not taken: the file has 3 pages and at most 2 are taken from one file "
+            "(KERANI_INGEST_MAX_PAGES_PER_FILE); split it, or raise the limit and submit it "
+            "again",
+        )
+    ]
+    assert rendered.refused[0].label("forms.tif") == "forms.tif (page 3)"
+
+
+def test_a_bad_tiff_page_is_refused_by_number_and_the_others_kept() -> None:
+    frames = [Image.new("L", (100, 150), 255), Image.new("L", (100, 20), 0)]
+    frames.append(Image.new("L", (100, 150), 0))
+    buf = BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    rendered = render_pages(ScanFile("forms.tif", buf.getvalue()), make_limits())
+    assert [p.index for p in rendered.pages] == [0, 2]
+    assert rendered.refused == [
+        RefusedPages(2, 2, "too small to be a document page (100 x 20 pixels)")
+    ]
+
+
+def test_a_one_page_tiff_with_a_bad_page_is_refused_as_a_file() -> None:
+    buf = BytesIO()
+    Image.new("L", (100, 20), 0).save(buf, "TIFF")
+    with pytest.raises(BadInputError, match=r"^strip\.tif: too small to be a document page"):
+        render_pages(ScanFile("strip.tif", buf.getvalue()), make_limits())
+
+
+def test_the_page_limit_is_read_from_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(MAX_PAGES_VARIABLE, "7")
+    assert IngestSettings().max_pages_per_file == 7
 
 
 def test_jpeg_exif_orientation_is_applied() -> None:
@@ -349,7 +385,7 @@ def test_jpeg_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     buf = BytesIO()
     Image.new("RGB", (200, 100), "white").save(buf, "JPEG", exif=exif)
-    (page,) = render_pages(ScanFile("photo.jpg", buf.getvalue()), make_limits())
+    (page,) = render_pages(ScanFile("photo.jpg", buf.getvalue()), make_limits()).pages
     assert (page.width, page.height) == (100, 200)
     assert_grey_png(page)
 
@@ -357,7 +393,7 @@ def test_jpeg_exif_orientation_is_applied() -> None:
 def test_type_is_sniffed_not_taken_from_the_extension() -> None:
     buf = BytesIO()
     Image.new("RGB", (90, 90), "white").save(buf, "JPEG")
-    (page,) = render_pages(ScanFile("misnamed.pdf", buf.getvalue()), make_limits())
+    (page,) = render_pages(ScanFile("misnamed.pdf", buf.getvalue()), make_limits()).pages
     assert (page.width, page.height) == (90, 90)
 
 
@@ -371,7 +407,7 @@ def test_pdf_gives_one_greyscale_page_per_page(tmp_path: Path) -> None:
     path = tmp_path / "two.pdf"
     first.save(path, "PDF", save_all=True, append_images=[second], resolution=100)
 
-    pages = render_pages(ScanFile("two.pdf", path.read_bytes()), make_limits(pdf_dpi=100))
+    pages = render_pages(ScanFile("two.pdf", path.read_bytes()), make_limits(pdf_dpi=100)).pages
 
     assert [p.index for p in pages] == [0, 1]
     for page in pages:
@@ -385,12 +421,20 @@ def test_pdf_gives_one_greyscale_page_per_page(tmp_path: Path) -> None:
 
 
 @needs_pdftoppm
-def test_pdf_page_limit_is_passed_to_pdftoppm(tmp_path: Path) -> None:
+def test_pdf_pages_over_the_limit_are_named_not_dropped(tmp_path: Path) -> None:
     frames = [Image.new("L", (100, 100), 255) for _ in range(4)]
     path = tmp_path / "four.pdf"
     frames[0].save(path, "PDF", save_all=True, append_images=frames[1:], resolution=100)
-    pages = render_pages(ScanFile("four.pdf", path.read_bytes()), make_limits(max_pages_per_file=2))
-    assert len(pages) == 2
+    rendered = render_pages(
+        ScanFile("four.pdf", path.read_bytes()), make_limits(max_pages_per_file=2)
+    )
+    assert [p.index for p in rendered.pages] == [0, 1]
+    (rest,) = rendered.refused
+    assert (rest.label("four.pdf"), rest.reason) == (
+        "four.pdf (pages 3-4)",
+        "not taken: the file has 4 pages and at most 2 are taken from one file "
+        "(KERANI_INGEST_MAX_PAGES_PER_FILE); split it, or raise the limit and submit it again",
+    )
 
 
 @needs_pdftoppm
@@ -405,7 +449,7 @@ def test_pdf_with_a_giant_page_is_refused_not_rendered(tmp_path: Path) -> None:
     # 2000 x 2000 inches: 200,000 px a side at 100 dpi if pdftoppm were allowed to try.
     path = tmp_path / "poster.pdf"
     Image.new("1", (2000, 2000), 1).save(path, "PDF", resolution=1)
-    with pytest.raises(BadInputError, match=r"poster\.pdf: page 1 is too large"):
+    with pytest.raises(BadInputError, match=r"^poster\.pdf: too large: at 100 dpi it would exc"):
         render_pages(
             ScanFile("poster.pdf", path.read_bytes()), make_limits(max_image_pixels=1_000_000)
         )
