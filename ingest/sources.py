@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -9,7 +10,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from kerani.core.settings import IngestSettings
 
@@ -23,6 +24,9 @@ _CENTRAL_DIR_BYTES_PER_MEMBER = 4096
 _EOCD = b"PK\x05\x06"
 _EOCD64 = b"PK\x06\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
+_CENTRAL_ENTRY = b"PK\x01\x02"
+_LOCAL_ENTRY = b"PK\x03\x04"
+_UTF8_FLAG = 0x800  # general purpose bit 11: the name is UTF-8
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -173,18 +177,32 @@ def _collect_zip(
         return
     try:
         with path.open("rb") as fh:
-            refusal = _check_central_directory(fh, limits)
+            found = _find_central_directory(fh)
+            refusal = _check_central_directory(found, limits) if found else None
             if refusal:
                 rejected.append(RejectedFile(name, f"zip refused: {refusal}"))
                 return
-            with zipfile.ZipFile(fh) as zf:
+            fixes = _misflagged_names(fh, found) if found else set()
+            source = cast(BinaryIO, _FlagsCleared(fh, fixes)) if fixes else fh
+            with zipfile.ZipFile(source) as zf:
                 _read_zip(zf, name, limits, scans, rejected)
     except Exception as e:  # zipfile raises many types on a damaged archive; all mean "bad zip".
         rejected.append(RejectedFile(name, f"not a readable zip archive: {e}"))
 
 
-def _check_central_directory(fh: BinaryIO, limits: IngestSettings) -> str | None:
-    """Refuse by the end record's counts before zipfile parses the whole central directory."""
+@dataclass(frozen=True)
+class _CentralDirectory:
+    """Where a zip's central directory is, from its end record: member count, start, size,
+    and how far the whole archive is shifted (data prepended, as self-extractors do)."""
+
+    members: int
+    start: int
+    size: int
+    shift: int
+
+
+def _find_central_directory(fh: BinaryIO) -> _CentralDirectory | None:
+    """Read the end record (zip64 too) as zipfile does; None when there is none."""
     fh.seek(0, os.SEEK_END)
     end = fh.tell()
     tail_len = min(end, 22 + 65535)
@@ -195,6 +213,8 @@ def _check_central_directory(fh: BinaryIO, limits: IngestSettings) -> str | None
         return None  # Not a zip: zipfile will say so.
     members = int.from_bytes(tail[pos + 10 : pos + 12], "little")
     dir_size = int.from_bytes(tail[pos + 12 : pos + 16], "little")
+    dir_offset = int.from_bytes(tail[pos + 16 : pos + 20], "little")
+    dir_end = pos
     # Zip64 archives keep the real counts in a record just before the locator, which sits
     # just before the end record (where zipfile looks for it too).
     loc = pos - 20
@@ -203,11 +223,86 @@ def _check_central_directory(fh: BinaryIO, limits: IngestSettings) -> str | None
         if rec[:4] == _EOCD64:
             members = int.from_bytes(rec[32:40], "little")
             dir_size = int.from_bytes(rec[40:48], "little")
-    if members > limits.max_zip_members:
-        return f"{members} members, over the limit of {limits.max_zip_members}"
-    if dir_size > limits.max_zip_members * _CENTRAL_DIR_BYTES_PER_MEMBER:
-        return f"central directory of {dir_size:,} bytes is implausibly large"
+            dir_offset = int.from_bytes(rec[48:56], "little")
+            dir_end = loc - 56
+    start = end - tail_len + dir_end - dir_size
+    return _CentralDirectory(members, start, dir_size, start - dir_offset)
+
+
+def _check_central_directory(found: _CentralDirectory, limits: IngestSettings) -> str | None:
+    """Refuse by the end record's counts before zipfile parses the whole central directory."""
+    if found.members > limits.max_zip_members:
+        return f"{found.members} members, over the limit of {limits.max_zip_members}"
+    if found.size > limits.max_zip_members * _CENTRAL_DIR_BYTES_PER_MEMBER:
+        return f"central directory of {found.size:,} bytes is implausibly large"
     return None
+
+
+def _misflagged_names(fh: BinaryIO, found: _CentralDirectory) -> set[int]:
+    """Where to clear the UTF-8 flag of members whose names are flagged UTF-8 but are not.
+
+    zipfile refuses the whole archive over one such name (tools on other systems write them);
+    unflagged, the name is read as code page 437, as zipfile reads any unflagged name.
+    Returns the offsets of the flag fields' high bytes, in central and local headers.
+    """
+    if found.start < 0:
+        return set()
+    fh.seek(found.start)
+    directory = fh.read(found.size)
+    fixes: set[int] = set()
+    at = 0
+    while at + 46 <= len(directory) and directory[at : at + 4] == _CENTRAL_ENTRY:
+        flags = int.from_bytes(directory[at + 8 : at + 10], "little")
+        name_len, extra_len, comment_len = (
+            int.from_bytes(directory[at + i : at + i + 2], "little") for i in (28, 30, 32)
+        )
+        name = directory[at + 46 : at + 46 + name_len]
+        if flags & _UTF8_FLAG and not _is_utf8(name):
+            fixes.add(found.start + at + 9)
+            local = int.from_bytes(directory[at + 42 : at + 46], "little") + found.shift
+            fh.seek(local)
+            if fh.read(4) == _LOCAL_ENTRY:
+                fixes.add(local + 7)
+        at += 46 + name_len + extra_len + comment_len
+    return fixes
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _FlagsCleared(io.RawIOBase):
+    """A zip file read through with the UTF-8 flag cleared at the given byte offsets."""
+
+    def __init__(self, fh: BinaryIO, offsets: set[int]) -> None:
+        self._fh = fh
+        self._offsets = sorted(offsets)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        start = self._fh.tell()
+        data = self._fh.read(len(buffer))
+        view = memoryview(buffer).cast("B")
+        view[: len(data)] = data
+        for offset in self._offsets:
+            if start <= offset < start + len(data):
+                view[offset - start] &= ~(_UTF8_FLAG >> 8) & 0xFF
+        return len(data)
 
 
 def _read_zip(
