@@ -19,7 +19,7 @@ from kerani.core.settings import IngestSettings
 from kerani.core.text import split_pages_label, storable
 from kerani.core.vocabulary import BatchStatus, PageStatus, ScanStatus
 from kerani.ingest.pages import RefusedPages, RenderedScan, render_pages
-from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
+from kerani.ingest.sources import RejectedFile, ScanSource, collect_scans
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
 from kerani.storage.database import utcnow
@@ -44,7 +44,7 @@ class IngestReport:
 
 def batch_id_for(
     template: str,
-    scans: Sequence[ScanFile],
+    scans: Sequence[ScanSource],
     rejected: Sequence[RejectedFile],
     agency_id: int | None = None,
 ) -> str:
@@ -53,7 +53,7 @@ def batch_id_for(
     h = hashlib.sha256(template.encode())
     if agency_id is not None:
         h.update(f"\0agency:{agency_id}".encode())
-    for digest in sorted(hashlib.sha256(s.data).hexdigest() for s in scans):
+    for digest in sorted(s.sha256 for s in scans):
         h.update(digest.encode())
     for name in sorted(r.name for r in rejected):
         h.update(b"\0rejected:" + name.encode())
@@ -133,36 +133,39 @@ def _ingest_scan(
     blobs: BlobStore,
     batch_id: str,
     template: str,
-    scan: ScanFile,
+    source: ScanSource,
     limits: IngestSettings,
     report: IngestReport,
 ) -> None:
-    sha = hashlib.sha256(scan.data).hexdigest()
+    sha = source.sha256
     original_key = f"originals/{sha}"
-    if not blobs.exists(original_key):
-        blobs.put(original_key, scan.data)
     error: str | None = None
     rendered = RenderedScan([])
     try:
+        scan = source.read()  # one file's bytes in memory at a time
+        if not blobs.exists(original_key):
+            blobs.put(original_key, scan.data)
         rendered = render_pages(scan, limits)
     except BadInputError as e:
         # The report names the file already; keep only what is wrong with it.
-        error = str(e).removeprefix(f"{scan.name}: ")
+        error = str(e).removeprefix(f"{source.name}: ")
+    # A file that could not be read again has no original kept, and so no hash on record.
+    kept = blobs.exists(original_key)
     if error is None and not rendered.pages:
         error = "no page could be taken (each refused page is listed)"
     scan_id = record_scan(
         engine,
         batch_id,
-        scan.name,
-        size=len(scan.data),
-        sha256=sha,
-        blob_key=original_key,
+        source.name,
+        size=source.size,
+        sha256=sha if kept else None,
+        blob_key=original_key if kept else None,
         status=ScanStatus.REJECTED if error else ScanStatus.ACCEPTED,
         error=error,
     )
-    _record_refused_pages(engine, batch_id, scan.name, sha, rendered.refused, report)
+    _record_refused_pages(engine, batch_id, source.name, sha, rendered.refused, report)
     if error:
-        report.rejected.append(RejectedFile(scan.name, error))
+        report.rejected.append(RejectedFile(source.name, error))
         return
     report.accepted_files += 1
     for image in rendered.pages:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
+import tracemalloc
+import warnings
 import zipfile
 import zlib
 from io import BytesIO
@@ -96,7 +99,7 @@ def test_folder_walk_is_recursive_sorted_and_skips_hidden(tmp_path: Path) -> Non
         "batch/sub/deeper/c.png",
         "batch/sub/note.txt",
     ]
-    assert scans[0].data == png_bytes()
+    assert scans[0].read().data == png_bytes()
     assert "outside" in reason_of(rejected, "batch/escape.png")
     assert names(rejected) == ["batch/escape.png"]
     # Deterministic: a second run gives exactly the same answer.
@@ -152,7 +155,7 @@ def test_zip_rejects_unsafe_member_paths_by_name_and_keeps_good_ones(tmp_path: P
     scans, rejected = collect_scans([archive], make_limits())
 
     assert names(scans) == ["scans.zip!forms/a.png", "scans.zip!forms/b.png"]
-    assert scans[0].data == png_bytes()
+    assert scans[0].read().data == png_bytes()
     assert "'..'" in reason_of(rejected, "scans.zip!../evil.png")
     assert "absolute" in reason_of(rejected, "scans.zip!/abs.png")
     assert "drive letter" in reason_of(rejected, "scans.zip!C:/windows.png")
@@ -233,6 +236,53 @@ def test_damaged_zip_is_rejected_not_raised(tmp_path: Path) -> None:
     scans, rejected = collect_scans([archive], make_limits())
     assert scans == []
     assert "not a readable zip" in reason_of(rejected, "broken.zip")
+
+
+def test_a_repeated_member_name_takes_the_first_and_reads_back_its_bytes(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "twice.zip"
+    first, second = png_bytes(color="red"), png_bytes(color="blue")
+    with warnings.catch_warnings(), zipfile.ZipFile(archive, "w") as zf:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate
+        zf.writestr("a.png", first)
+        zf.writestr("a.png", second)
+    scans, rejected = collect_scans([archive], make_limits())
+    assert [s.read().data for s in scans] == [first]
+    assert rejected == [RejectedFile("twice.zip!a.png", "duplicate name in zip")]
+
+
+# --- collect_scans: nothing held in memory ----------------------------------------------
+
+
+def test_collecting_a_folder_keeps_no_file_in_memory(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"scan{i:02d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2 << 20))
+    tracemalloc.start()
+    try:
+        scans, rejected = collect_scans([folder], make_limits())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (len(scans), rejected) == (12, [])
+    assert peak < 8 << 20  # a chunk or two, not 24 MB of scans
+    assert scans[3].read().data == (folder / "scan03.png").read_bytes()
+
+
+def test_a_file_changed_after_collecting_is_refused_when_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(png_bytes())
+    archive = tmp_path / "s.zip"
+    write_zip(archive, {"b.png": png_bytes()})
+    (scan, member), _ = collect_scans([path, archive], make_limits())
+    path.write_bytes(png_bytes(color="black"))
+    write_zip(archive, {"b.png": png_bytes(color="black")})
+    with pytest.raises(BadInputError, match=r"^a\.png: changed while the batch was being read"):
+        scan.read()
+    with pytest.raises(BadInputError, match=r"^s\.zip!b\.png: changed while the batch was"):
+        member.read()
 
 
 # --- render_pages: bad images -----------------------------------------------------------
