@@ -655,3 +655,37 @@ def test_submit_names_each_refused_and_unread_page_on_one_line(
     assert status.exit_code == 0, status.output
     assert "rejected in/frames.tif (pages 3-260): not taken" in status.output
     assert "rejected in/a[/bold]b.png: not an image" in status.output
+
+
+# --- the text helpers behind the lines -----------------------------------------------------
+
+
+def test_visible_writes_out_what_would_drive_a_terminal_or_reorder_text() -> None:
+    assert visible("Resit — café.png") == "Resit — café.png"
+    assert visible("a\x1b[2Jb\nc\td\u202egnp.exe\x7f") == (
+        "a\\x1b[2Jb\\x0ac\\x09d\\u202egnp.exe\\x7f"
+    )
+
+
+def test_markdown_text_writes_out_control_characters_too() -> None:
+    from kerani.records.report import markdown_text
+
+    assert markdown_text("a\x1b[2J\u202eb") == "a\\\\x1b\\[2J\\\\u202eb"
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "label"),
+    [
+        (3, 3, "a (page 3).pdf (page 3)"),
+        (201, 1000, "a (page 3).pdf (pages 201-1000)"),
+        (10001, None, "a (page 3).pdf (pages 10001 and later)"),
+    ],
+)
+def test_a_pages_label_reads_back_even_when_the_name_looks_like_one(
+    first: int, last: int | None, label: str
+) -> None:
+    from kerani.core.text import pages_label, split_pages_label
+
+    assert pages_label("a (page 3).pdf", first, last) == label
+    assert split_pages_label(label) == ("a (page 3).pdf", first, last)
+    assert split_pages_label("a (page 3).pdf") is None
