@@ -29,8 +29,7 @@ from kerani.storage.database import utcnow
 class IngestReport:
     """What a submission did: pages created or already there, and each rejected file's reason.
 
-    `rejected` holds refused pages too, named `file (page N)` or `file (pages A-B)`; they
-    are also in `pages_refused`.
+    `rejected` holds refused pages too, named `file (page N)` or `file (pages A-B)`.
     """
 
     batch_id: str
@@ -39,7 +38,6 @@ class IngestReport:
     pages_created: int = 0
     pages_existing: int = 0
     rejected: list[RejectedFile] = field(default_factory=list)
-    pages_refused: list[RefusedPages] = field(default_factory=list)
 
 
 def batch_id_for(
@@ -240,7 +238,6 @@ def _record_refused_pages(
             error=pages.reason,
         )
         report.rejected.append(RejectedFile(label, pages.reason))
-        report.pages_refused.append(pages)
 
 
 def _is_label_of(label: str, name: str) -> bool:

@@ -255,7 +255,8 @@ def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: Data
     console.print(table)
     for b in rows:
         for r in b["rejected"]:
-            console.print(f"[red]rejected[/] {_shown(r['file'])}: {_shown(r['reason'])}")
+            line = f"[red]rejected[/] {_shown(r['file'])}: {_shown(r['reason'])}"
+            console.print(line, soft_wrap=True)
     from kerani.microtasks.gold import gold_counts
     from kerani.people.workers import workers_on_probation
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
 
@@ -59,7 +59,7 @@ class Refusal:
     document: str
     first_page: int | None
     last_page: int | None
-    kind: str
+    kind: Literal["file", "pages", "unread"]
     reason: str
 
     @property
@@ -189,7 +189,13 @@ def batch_refusals(db: Engine, batch_id: str) -> list[Refusal]:
         else:
             out.append(Refusal(split[0], split[1], split[2], "pages", reason))
     out += [
-        Refusal(str(x.filename), x.page_index + 1, x.page_index + 1, "unread", str(x.error or ""))
+        Refusal(
+            str(x.filename),
+            x.page_index + 1,
+            x.page_index + 1,
+            "unread",
+            str(x.error or "could not be read"),
+        )
         for x in unread
     ]
     out.sort(key=lambda r: (r.document, r.first_page or 0, r.kind))

@@ -19,7 +19,7 @@ from PIL import Image
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
 from kerani.ingest.pages import MAX_PAGES_VARIABLE, PageImage, RefusedPages, render_pages
-from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
+from kerani.ingest.sources import RejectedFile, ScanFile, ScanSource, collect_scans
 
 needs_pdftoppm = pytest.mark.skipif(
     shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed"
@@ -61,7 +61,7 @@ def assert_grey_png(page: PageImage) -> None:
         assert im.size == (page.width, page.height)
 
 
-def names(items: list[ScanFile] | list[RejectedFile]) -> list[str]:
+def names(items: list[ScanSource] | list[RejectedFile]) -> list[str]:
     return [i.name for i in items]
 
 
