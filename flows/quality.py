@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from kerani.core.settings import current_settings
 from kerani.microtasks.gold import harvest_gold
 from kerani.microtasks.refit import refit_calibration, templates_with_pages
+from kerani.records.report import markdown_text
 from kerani.storage.stores import open_stores
 
 ARTIFACT_KEY = "calibration-refits"
@@ -53,11 +54,6 @@ def refit_task(template: str) -> dict[str, Any]:
     }
 
 
-def _cell(text: object) -> str:
-    # A template may be a file path and a change line holds '|': neither may break the table.
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
 def refits_markdown(refits: list[dict[str, Any]], harvested: int = 0) -> str:
     """The refits of one run as a Markdown table, after the gold it harvested."""
     lines = [
@@ -70,7 +66,8 @@ def refits_markdown(refits: list[dict[str, Any]], harvested: int = 0) -> str:
     ]
     for r in refits:
         done = "yes" if r["refitted"] else "no"
-        lines.append(f"| {_cell(r['template'])} | {done} | {r['fields']} | {_cell(r['changes'])} |")
+        template, changes = markdown_text(r["template"]), markdown_text(r["changes"])
+        lines.append(f"| {template} | {done} | {r['fields']} | {changes} |")
     if not refits:
         lines.append("| (no template has pages yet) | | | |")
     return "\n".join(lines) + "\n"

@@ -16,10 +16,10 @@ from sqlalchemy import Engine, insert, select
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
-from kerani.core.text import storable
+from kerani.core.text import split_pages_label, storable
 from kerani.core.vocabulary import BatchStatus, PageStatus, ScanStatus
-from kerani.ingest.pages import render_pages
-from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
+from kerani.ingest.pages import RefusedPages, RenderedScan, render_pages
+from kerani.ingest.sources import RejectedFile, ScanSource, collect_scans
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
 from kerani.storage.database import utcnow
@@ -27,7 +27,10 @@ from kerani.storage.database import utcnow
 
 @dataclass
 class IngestReport:
-    """What a submission did: pages created or already there, and each rejected file's reason."""
+    """What a submission did: pages created or already there, and each rejected file's reason.
+
+    `rejected` holds refused pages too, named `file (page N)` or `file (pages A-B)`.
+    """
 
     batch_id: str
     template: str
@@ -39,7 +42,7 @@ class IngestReport:
 
 def batch_id_for(
     template: str,
-    scans: Sequence[ScanFile],
+    scans: Sequence[ScanSource],
     rejected: Sequence[RejectedFile],
     agency_id: int | None = None,
 ) -> str:
@@ -48,7 +51,7 @@ def batch_id_for(
     h = hashlib.sha256(template.encode())
     if agency_id is not None:
         h.update(f"\0agency:{agency_id}".encode())
-    for digest in sorted(hashlib.sha256(s.data).hexdigest() for s in scans):
+    for digest in sorted(s.sha256 for s in scans):
         h.update(digest.encode())
     for name in sorted(r.name for r in rejected):
         h.update(b"\0rejected:" + name.encode())
@@ -128,35 +131,42 @@ def _ingest_scan(
     blobs: BlobStore,
     batch_id: str,
     template: str,
-    scan: ScanFile,
+    source: ScanSource,
     limits: IngestSettings,
     report: IngestReport,
 ) -> None:
-    sha = hashlib.sha256(scan.data).hexdigest()
+    sha = source.sha256
     original_key = f"originals/{sha}"
-    if not blobs.exists(original_key):
-        blobs.put(original_key, scan.data)
     error: str | None = None
+    rendered = RenderedScan([])
     try:
-        images = render_pages(scan, limits)
+        scan = source.read()  # one file's bytes in memory at a time
+        if not blobs.exists(original_key):
+            blobs.put(original_key, scan.data)
+        rendered = render_pages(scan, limits)
     except BadInputError as e:
         # The report names the file already; keep only what is wrong with it.
-        images, error = [], str(e).removeprefix(f"{scan.name}: ")
+        error = str(e).removeprefix(f"{source.name}: ")
+    # A file that could not be read again has no original kept, and so no hash on record.
+    kept = blobs.exists(original_key)
+    if error is None and not rendered.pages:
+        error = "no page could be taken (each refused page is listed)"
     scan_id = record_scan(
         engine,
         batch_id,
-        scan.name,
-        size=len(scan.data),
-        sha256=sha,
-        blob_key=original_key,
+        source.name,
+        size=source.size,
+        sha256=sha if kept else None,
+        blob_key=original_key if kept else None,
         status=ScanStatus.REJECTED if error else ScanStatus.ACCEPTED,
         error=error,
     )
+    _record_refused_pages(engine, batch_id, source.name, sha, rendered.refused, report)
     if error:
-        report.rejected.append(RejectedFile(scan.name, error))
+        report.rejected.append(RejectedFile(source.name, error))
         return
     report.accepted_files += 1
-    for image in images:
+    for image in rendered.pages:
         with engine.begin() as conn:
             existing = conn.execute(
                 select(schema.pages.c.id).where(
@@ -185,6 +195,54 @@ def _ingest_scan(
                 )
             )
             report.pages_created += 1
+
+
+def _record_refused_pages(
+    engine: Engine,
+    batch_id: str,
+    name: str,
+    sha: str,
+    refused: Sequence[RefusedPages],
+    report: IngestReport,
+) -> None:
+    """Record each refused page (or range) as a rejected entry named `file (page N)`.
+
+    It keeps its file's content hash and no blob of its own, which is how
+    `records.report.batch_refusals` tells it from a file. The entries of an earlier submission
+    go first: submitted again with a higher limit, the pages taken now are not still listed.
+    """
+    s = schema.scans
+    stored = storable(name)
+    with engine.begin() as conn:
+        stale = conn.execute(
+            select(s.c.id, s.c.filename).where(
+                s.c.batch_id == batch_id,
+                s.c.sha256 == sha,
+                s.c.blob_key.is_(None),
+                s.c.filename.startswith(f"{stored} (page", autoescape=True),
+            )
+        ).all()
+        ids = [row.id for row in stale if _is_label_of(row.filename, stored)]
+        if ids:
+            conn.execute(s.delete().where(s.c.id.in_(ids)))
+    for pages in refused:
+        label = pages.label(name)
+        record_scan(
+            engine,
+            batch_id,
+            label,
+            size=0,
+            sha256=sha,
+            blob_key=None,
+            status=ScanStatus.REJECTED,
+            error=pages.reason,
+        )
+        report.rejected.append(RejectedFile(label, pages.reason))
+
+
+def _is_label_of(label: str, name: str) -> bool:
+    split = split_pages_label(label)
+    return split is not None and split[0] == name
 
 
 def ingest_paths(

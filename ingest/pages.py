@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kerani.core.errors import BadInputError, KeraniError
 from kerani.core.settings import IngestSettings
+from kerani.core.text import pages_label
 from kerani.ingest.pdftoppm import render_pdf
 from kerani.ingest.sources import ScanFile
 
@@ -17,6 +18,10 @@ MIN_PAGE_SIDE = 50
 # Formats that may carry several pages; for the others (GIF, WebP) only the first frame is a
 # page, later frames are animation.
 _MULTI_PAGE = frozenset({"TIFF"})
+# Frames past the page limit are counted (not decoded) this far, to say how many were not
+# taken; each costs a seek through the file's page directory.
+_FRAMES_COUNTED = 10_000
+MAX_PAGES_VARIABLE = "KERANI_INGEST_MAX_PAGES_PER_FILE"
 
 
 @dataclass(frozen=True)
@@ -29,27 +34,83 @@ class PageImage:
     height: int
 
 
-def render_pages(scan: ScanFile, limits: IngestSettings) -> list[PageImage]:
-    """Decode a scan into page images; raise BadInputError naming the file when it is unusable."""
+@dataclass(frozen=True)
+class RefusedPages:
+    """Pages of a scan that were not taken, and why: pages `first` to `last` (1-based;
+    `last` None when the file's end was not counted)."""
+
+    first: int
+    last: int | None
+    reason: str
+
+    def label(self, name: str) -> str:
+        """How these pages of file `name` are named to the user (`a.pdf (pages 201-1000)`)."""
+        return pages_label(name, self.first, self.last)
+
+
+@dataclass(frozen=True)
+class RenderedScan:
+    """A scan's pages that were taken, and the pages that were not, each with its reason."""
+
+    pages: list[PageImage]
+    refused: list[RefusedPages] = field(default_factory=list)
+
+
+class _Refused(Exception):
+    """One page cannot be taken; the message is the reason, without the file's name."""
+
+
+def render_pages(scan: ScanFile, limits: IngestSettings) -> RenderedScan:
+    """Decode a scan into page images, refusing bad pages one by one.
+
+    BadInputError (naming the file) when the file as a whole is unusable: not an image or a
+    PDF, undecodable, or its only page refused. Pages past `max_pages_per_file` are refused
+    as one range, named with the setting, never dropped without a word.
+    """
     kind = sniff_format(scan.data)
     if kind is None:
         raise BadInputError(f"{scan.name}: not an image or a PDF ({describe_bytes(scan.data)})")
+    limit = limits.max_pages_per_file
     if kind == "PDF":
-        pngs = render_pdf(
+        pdf = render_pdf(
             scan.data,
             scan.name,
             limits.pdf_dpi,
-            limits.max_pages_per_file,
+            limit,
             limits.pdf_timeout_s,
             max_pixels=limits.max_image_pixels,
         )
         pages: list[PageImage] = []
-        for index, png in enumerate(pngs):
-            label = f"{scan.name} (page {index + 1})"
-            pages += _decode(png, "PNG", label, limits, max_frames=1, first_index=index)
-        return pages
-    max_frames = limits.max_pages_per_file if kind in _MULTI_PAGE else 1
-    return _decode(scan.data, kind, scan.name, limits, max_frames=max_frames, first_index=0)
+        refused = [RefusedPages(n, n, reason) for n, reason in pdf.refused]
+        for number, png in pdf.pages:
+            try:
+                pages.append(_decode_one(png, "PNG", limits, number - 1))
+            except _Refused as e:
+                refused.append(RefusedPages(number, number, str(e)))
+        total: int | None = pdf.page_count
+    elif kind in _MULTI_PAGE:
+        pages, refused, total = _decode_frames(scan.data, kind, scan.name, limits)
+    else:
+        try:
+            return RenderedScan([_decode_one(scan.data, kind, limits, 0)])
+        except _Refused as e:
+            raise BadInputError(f"{scan.name}: {e}") from e
+    if total is None or total > limit:
+        has = f"more than {limit + _FRAMES_COUNTED:,}" if total is None else f"{total:,}"
+        refused.append(
+            RefusedPages(
+                limit + 1,
+                total,
+                f"not taken: the file has {has} pages and at most {limit:,} are taken from "
+                f"one file ({MAX_PAGES_VARIABLE}); split it, or raise the limit and submit "
+                "it again",
+            )
+        )
+    refused.sort(key=lambda r: r.first)
+    if not pages and total == 1:
+        # A one-page file is refused as a file, as a single image is.
+        raise BadInputError(f"{scan.name}: {refused[0].reason}")
+    return RenderedScan(pages, refused)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -100,56 +161,84 @@ def _looks_like_text(head: bytes) -> bool:
     return all(b >= 0x20 or b in allowed_controls for b in head)
 
 
-def _decode(
-    data: bytes,
-    fmt: str,
-    name: str,
-    limits: IngestSettings,
-    *,
-    max_frames: int,
-    first_index: int,
-) -> list[PageImage]:
-    """Open `data` as `fmt` only and normalise up to `max_frames` frames."""
-    pages: list[PageImage] = []
+def _open(data: bytes, fmt: str) -> Image.Image:
+    """Open `data` as `fmt` only (headers read, no pixels yet); _Refused says why not."""
+    try:
+        # Restricting formats keeps the other ~40 Pillow plugins away from hostile bytes.
+        return Image.open(BytesIO(data), formats=[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _Refused(f"image is too large to decode safely: {e}") from e
+    except UnidentifiedImageError as e:
+        raise _Refused(f"cannot be decoded: not a valid {fmt} file") from e
+    except Exception as e:  # Pillow raises many types on hostile headers.
+        raise _Refused(f"cannot be decoded: {e}") from e
+
+
+def _decode_one(data: bytes, fmt: str, limits: IngestSettings, index: int) -> PageImage:
+    """The first (only) frame of `data` as page `index`; _Refused says why not."""
     # Pillow warns (rather than fails) between its pixel limit and twice that; for uploads a
     # would-be bomb is an error. catch_warnings restores the filters afterwards, so Pillow's
     # global state is left as it was.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open(data, fmt) as image:
+            return _normalise(image, limits, index)
+
+
+def _decode_frames(
+    data: bytes, fmt: str, name: str, limits: IngestSettings
+) -> tuple[list[PageImage], list[RefusedPages], int | None]:
+    """Decode up to `max_pages_per_file` frames, refusing bad ones by number; also count the
+    file's frames (None when there are more than the limit and _FRAMES_COUNTED)."""
+    pages: list[PageImage] = []
+    refused: list[RefusedPages] = []
+    limit = limits.max_pages_per_file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            # Restricting formats keeps the other ~40 Pillow plugins away from hostile bytes.
-            image = Image.open(BytesIO(data), formats=[fmt])
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise BadInputError(f"{name}: image is too large to decode safely: {e}") from e
-        except UnidentifiedImageError as e:
-            raise BadInputError(f"{name}: cannot be decoded: not a valid {fmt} file") from e
-        except Exception as e:  # Pillow raises many types on hostile headers.
-            raise BadInputError(f"{name}: cannot be decoded: {e}") from e
+            image = _open(data, fmt)
+        except _Refused as e:
+            raise BadInputError(f"{name}: {e}") from e
         with image:
-            for frame in range(max_frames):
-                label = name if max_frames == 1 else f"{name} (page {frame + 1})"
+            for frame in range(limit):
                 if frame:
                     try:
                         image.seek(frame)
                     except EOFError:
-                        break
-                    except Exception as e:
-                        raise BadInputError(f"{label}: cannot be decoded: {e}") from e
-                pages.append(_normalise(image, label, limits, first_index + frame))
-    return pages
+                        return pages, refused, frame
+                    except Exception as e:  # a broken page directory: nothing after it
+                        reason = f"cannot be decoded: {e}; the pages after it cannot be reached"
+                        refused.append(RefusedPages(frame + 1, None, reason))
+                        return pages, refused, frame + 1
+                try:
+                    pages.append(_normalise(image, limits, frame))
+                except _Refused as e:
+                    refused.append(RefusedPages(frame + 1, frame + 1, str(e)))
+            return pages, refused, _count_frames(image, limit)
 
 
-def _normalise(image: Image.Image, label: str, limits: IngestSettings, index: int) -> PageImage:
+def _count_frames(image: Image.Image, start: int) -> int | None:
+    """How many frames the file has, seeking past `start` without decoding; None when more
+    than `start + _FRAMES_COUNTED` (a hostile file can declare millions)."""
+    for index in range(start, start + _FRAMES_COUNTED + 1):
+        try:
+            image.seek(index)
+        except Exception:  # EOFError at the end; a broken directory ends the count too
+            return index
+    return None
+
+
+def _normalise(image: Image.Image, limits: IngestSettings, index: int) -> PageImage:
     """Check the header size, decode fully, turn upright, make greyscale, encode as PNG."""
     width, height = image.size
     # The size comes from the header: refuse before a single pixel is decoded.
     if width * height > limits.max_image_pixels:
-        raise BadInputError(
-            f"{label}: image is too large: {width} x {height} pixels "
+        raise _Refused(
+            f"image is too large: {width} x {height} pixels "
             f"({width * height:,}), over the limit of {limits.max_image_pixels:,}"
         )
     if width < MIN_PAGE_SIDE or height < MIN_PAGE_SIDE:
-        raise BadInputError(f"{label}: too small to be a document page ({width} x {height} pixels)")
+        raise _Refused(f"too small to be a document page ({width} x {height} pixels)")
     try:
         # load() decodes everything now, so a truncated file fails here and not in OCR.
         image.load()
@@ -157,10 +246,10 @@ def _normalise(image: Image.Image, label: str, limits: IngestSettings, index: in
         grey = _to_grey(upright)
         buf = BytesIO()
         grey.save(buf, "PNG", optimize=False)
-    except KeraniError:
-        raise
+    except KeraniError as e:
+        raise _Refused(str(e)) from e
     except Exception as e:  # Decoders raise OSError, SyntaxError, ValueError, struct.error...
-        raise BadInputError(f"{label}: cannot be decoded: {e}") from e
+        raise _Refused(f"cannot be decoded: {e}") from e
     return PageImage(index=index, png=buf.getvalue(), width=grey.width, height=grey.height)
 
 

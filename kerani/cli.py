@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from typer.core import TyperGroup
 from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Language, Role
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 class _ErrorBoundary(TyperGroup):
@@ -149,8 +152,7 @@ def submit(
         f"Batch [bold]{report['batch_id']}[/]: {report['pages_created']} new pages, "
         f"{report['pages_existing']} already there"
     )
-    for bad in report["rejected"]:
-        console.print(f"[red]rejected[/] {bad['name']}: {bad['reason']}")
+    _print_refusals(report["batch_id"], report["accepted_files"], stores.db)
     routing = report["routing"]
     console.print(
         f"{routing['auto_accepted']} fields auto-accepted, "
@@ -162,6 +164,42 @@ def submit(
 
         console.print("[red]nothing submitted:[/] every file was refused", soft_wrap=True)
         raise typer.Exit(ExitCode.input_file)
+
+
+def _print_refusals(batch_id: str, accepted_files: int, db: Engine) -> None:
+    """One line per file or page refused, or not read by the OCR, then the counts."""
+    from kerani.records.report import batch_refusals
+
+    refusals = batch_refusals(db, batch_id)
+    for r in refusals:
+        what = "[yellow]not read[/]" if r.kind == "unread" else "[red]rejected[/]"
+        console.print(f"{what} {_shown(r.label)}: {_shown(r.reason)}", soft_wrap=True)
+    files = sum(r.kind == "file" for r in refusals)
+    ranges = [r for r in refusals if r.kind == "pages"]
+    not_taken = sum(r.page_count or 1 for r in ranges)
+    at_least = "at least " if any(r.page_count is None for r in ranges) else ""
+    unread = sum(r.kind == "unread" for r in refusals)
+    console.print(
+        f"{_count(accepted_files, 'file')} taken in, {files} refused; "
+        f"{at_least}{_count(not_taken, 'page')} not taken, "
+        f"{_count(unread, 'page')} the OCR could not read",
+        soft_wrap=True,
+    )
+
+
+def _shown(text: str) -> str:
+    """A file name or reason as the console prints it: no markup ('[' in a name prints as
+    typed) and no control characters (an escape sequence in a name must not reach the
+    terminal, nor a newline start a line of its own)."""
+    from rich.markup import escape
+
+    from kerani.core.text import visible
+
+    return escape(visible(text))
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 @app.command()
@@ -219,7 +257,8 @@ def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: Data
     console.print(table)
     for b in rows:
         for r in b["rejected"]:
-            console.print(f"[red]rejected[/] {r['file']}: {r['reason']}")
+            line = f"[red]rejected[/] {_shown(r['file'])}: {_shown(r['reason'])}"
+            console.print(line, soft_wrap=True)
     from kerani.microtasks.gold import gold_counts
     from kerani.people.workers import workers_on_probation
 

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
 
 from kerani.core.errors import NotFoundError
-from kerani.core.vocabulary import AnswerKind, FieldStatus, PageStatus, ValueKind, ValueSource
+from kerani.core.text import pages_label, split_pages_label, visible
+from kerani.core.vocabulary import (
+    AnswerKind,
+    FieldStatus,
+    PageStatus,
+    ScanStatus,
+    ValueKind,
+    ValueSource,
+)
 from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.records.accuracy import (
     NOT_ENOUGH,
@@ -38,6 +46,35 @@ class UnreadField:
     kind: str  # unreadable | blank | page_failed
     source: str
     people: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A file or pages of one that were not taken, or a page the OCR could not read; and why.
+
+    `first_page` is None for a whole file; `last_page` None (with a first page) means to the
+    file's end. `kind` is `file` or `pages` (refused at ingest) or `unread` (taken, not read).
+    """
+
+    document: str
+    first_page: int | None
+    last_page: int | None
+    kind: Literal["file", "pages", "unread"]
+    reason: str
+
+    @property
+    def label(self) -> str:
+        """The file's name, with the pages when it is not the whole file."""
+        if self.first_page is None:
+            return self.document
+        return pages_label(self.document, self.first_page, self.last_page)
+
+    @property
+    def page_count(self) -> int | None:
+        """How many pages this is about (None for a whole file or an open-ended range)."""
+        if self.first_page is None or self.last_page is None:
+            return None
+        return self.last_page - self.first_page + 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +111,8 @@ class BatchReport:
     sources: list[SourceEstimate] = field(default_factory=list)
     # Settled fields whose winning answers include a confirmation of the pre-filled guess.
     prefilled_confirmations: int = 0
+    # Files and pages refused at ingest, and pages the OCR could not read, with the reasons.
+    refused: list[Refusal] = field(default_factory=list)
 
     @property
     def share_auto_accepted(self) -> float:
@@ -123,6 +162,44 @@ def _cost_sen(conn: Any, batch_id: str) -> int:
         .where(led.c.batch_id.is_(None), p.c.batch_id == batch_id)
     ).scalar_one()
     return int(tagged) + int(untagged)
+
+
+def batch_refusals(db: Engine, batch_id: str) -> list[Refusal]:
+    """Every file and page of a batch that was refused or could not be read, with the reason,
+    in file and page order."""
+    s, p = schema.scans, schema.pages
+    with db.connect() as conn:
+        rejected = conn.execute(
+            select(s.c.filename, s.c.error, s.c.sha256, s.c.blob_key).where(
+                s.c.batch_id == batch_id, s.c.status == ScanStatus.REJECTED
+            )
+        ).all()
+        unread = conn.execute(
+            select(s.c.filename, p.c.page_index, p.c.error)
+            .join(s, s.c.id == p.c.scan_id)
+            .where(p.c.batch_id == batch_id, p.c.status == PageStatus.OCR_FAILED)
+        ).all()
+    out: list[Refusal] = []
+    for row in rejected:
+        reason = str(row.error or "refused")
+        # Refused pages (kerani.ingest.batches) keep their file's hash and have no blob.
+        split = split_pages_label(row.filename) if row.sha256 and not row.blob_key else None
+        if split is None:
+            out.append(Refusal(str(row.filename), None, None, "file", reason))
+        else:
+            out.append(Refusal(split[0], split[1], split[2], "pages", reason))
+    out += [
+        Refusal(
+            str(x.filename),
+            x.page_index + 1,
+            x.page_index + 1,
+            "unread",
+            str(x.error or "could not be read"),
+        )
+        for x in unread
+    ]
+    out.sort(key=lambda r: (r.document, r.first_page or 0, r.kind))
+    return out
 
 
 def batch_report(db: Engine, batch_id: str) -> BatchReport:
@@ -234,6 +311,7 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         rules_broken=dict(sorted(rules.items())),
         sources=source_estimates(db, batch_id=batch_id),
         prefilled_confirmations=prefilled_confirmations(db, batch_id=batch_id),
+        refused=batch_refusals(db, batch_id),
     )
 
 
@@ -250,8 +328,9 @@ SOURCE_LABELS = {
 
 
 def markdown_text(text: object) -> str:
-    """`text` as literal Markdown: special characters escaped, one line (a file name, a rule)."""
-    flat = " ".join(str(text).split())
+    """`text` as literal Markdown: special characters escaped, control characters written
+    out, one line (a file name, a rule, typed text)."""
+    flat = visible(" ".join(str(text).split()))
     return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in flat)
 
 
@@ -380,4 +459,29 @@ def report_markdown(report: BatchReport) -> str:
         ]
     else:
         lines.append("None.")
+    lines += ["", "## Files and pages not taken, or not read by the OCR", ""]
+    if rp.refused:
+        lines += ["| document | pages | what happened | why |", "|---|---|---|---|"]
+        lines += [
+            f"| {markdown_text(r.document)} | {_pages_cell(r)} | {_REFUSAL_KINDS[r.kind]} "
+            f"| {markdown_text(r.reason)} |"
+            for r in rp.refused
+        ]
+    else:
+        lines.append("None.")
     return "\n".join(lines) + "\n"
+
+
+_REFUSAL_KINDS = {
+    "file": "file refused",
+    "pages": "not taken",
+    "unread": "not read by the OCR",
+}
+
+
+def _pages_cell(r: Refusal) -> str:
+    if r.first_page is None:
+        return "all"
+    if r.last_page == r.first_page:
+        return str(r.first_page)
+    return f"{r.first_page}-{r.last_page}" if r.last_page else f"{r.first_page} and later"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
+import tracemalloc
+import warnings
 import zipfile
 import zlib
 from io import BytesIO
@@ -15,8 +18,8 @@ from PIL import Image
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
-from kerani.ingest.pages import PageImage, render_pages
-from kerani.ingest.sources import RejectedFile, ScanFile, collect_scans
+from kerani.ingest.pages import MAX_PAGES_VARIABLE, PageImage, RefusedPages, render_pages
+from kerani.ingest.sources import RejectedFile, ScanFile, ScanSource, collect_scans
 
 needs_pdftoppm = pytest.mark.skipif(
     shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed"
@@ -58,7 +61,7 @@ def assert_grey_png(page: PageImage) -> None:
         assert im.size == (page.width, page.height)
 
 
-def names(items: list[ScanFile] | list[RejectedFile]) -> list[str]:
+def names(items: list[ScanSource] | list[RejectedFile]) -> list[str]:
     return [i.name for i in items]
 
 
@@ -96,7 +99,7 @@ def test_folder_walk_is_recursive_sorted_and_skips_hidden(tmp_path: Path) -> Non
         "batch/sub/deeper/c.png",
         "batch/sub/note.txt",
     ]
-    assert scans[0].data == png_bytes()
+    assert scans[0].read().data == png_bytes()
     assert "outside" in reason_of(rejected, "batch/escape.png")
     assert names(rejected) == ["batch/escape.png"]
     # Deterministic: a second run gives exactly the same answer.
@@ -152,7 +155,7 @@ def test_zip_rejects_unsafe_member_paths_by_name_and_keeps_good_ones(tmp_path: P
     scans, rejected = collect_scans([archive], make_limits())
 
     assert names(scans) == ["scans.zip!forms/a.png", "scans.zip!forms/b.png"]
-    assert scans[0].data == png_bytes()
+    assert scans[0].read().data == png_bytes()
     assert "'..'" in reason_of(rejected, "scans.zip!../evil.png")
     assert "absolute" in reason_of(rejected, "scans.zip!/abs.png")
     assert "drive letter" in reason_of(rejected, "scans.zip!C:/windows.png")
@@ -235,6 +238,53 @@ def test_damaged_zip_is_rejected_not_raised(tmp_path: Path) -> None:
     assert "not a readable zip" in reason_of(rejected, "broken.zip")
 
 
+def test_a_repeated_member_name_takes_the_first_and_reads_back_its_bytes(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "twice.zip"
+    first, second = png_bytes(color="red"), png_bytes(color="blue")
+    with warnings.catch_warnings(), zipfile.ZipFile(archive, "w") as zf:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate
+        zf.writestr("a.png", first)
+        zf.writestr("a.png", second)
+    scans, rejected = collect_scans([archive], make_limits())
+    assert [s.read().data for s in scans] == [first]
+    assert rejected == [RejectedFile("twice.zip!a.png", "duplicate name in zip")]
+
+
+# --- collect_scans: nothing held in memory ----------------------------------------------
+
+
+def test_collecting_a_folder_keeps_no_file_in_memory(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"scan{i:02d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2 << 20))
+    tracemalloc.start()
+    try:
+        scans, rejected = collect_scans([folder], make_limits())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (len(scans), rejected) == (12, [])
+    assert peak < 8 << 20  # a chunk or two, not 24 MB of scans
+    assert scans[3].read().data == (folder / "scan03.png").read_bytes()
+
+
+def test_a_file_changed_after_collecting_is_refused_when_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    path.write_bytes(png_bytes())
+    archive = tmp_path / "s.zip"
+    write_zip(archive, {"b.png": png_bytes()})
+    (scan, member), _ = collect_scans([path, archive], make_limits())
+    path.write_bytes(png_bytes(color="black"))
+    write_zip(archive, {"b.png": png_bytes(color="black")})
+    with pytest.raises(BadInputError, match=r"^a\.png: changed while the batch was being read"):
+        scan.read()
+    with pytest.raises(BadInputError, match=r"^s\.zip!b\.png: changed while the batch was"):
+        member.read()
+
+
 # --- render_pages: bad images -----------------------------------------------------------
 
 
@@ -307,7 +357,7 @@ def test_tiny_image_is_not_a_page() -> None:
 
 
 def test_png_becomes_one_greyscale_page() -> None:
-    pages = render_pages(ScanFile("a.png", png_bytes((120, 160), "red")), make_limits())
+    pages = render_pages(ScanFile("a.png", png_bytes((120, 160), "red")), make_limits()).pages
     assert [(p.index, p.width, p.height) for p in pages] == [(0, 120, 160)]
     assert_grey_png(pages[0])
 
@@ -315,7 +365,7 @@ def test_png_becomes_one_greyscale_page() -> None:
 def test_transparent_png_turns_white_not_black() -> None:
     buf = BytesIO()
     Image.new("RGBA", (80, 80), (0, 0, 0, 0)).save(buf, "PNG")
-    (page,) = render_pages(ScanFile("clear.png", buf.getvalue()), make_limits())
+    (page,) = render_pages(ScanFile("clear.png", buf.getvalue()), make_limits()).pages
     with Image.open(BytesIO(page.png)) as im:
         assert im.getextrema() == (255, 255)
 
@@ -328,7 +378,7 @@ def multi_page_tiff(count: int) -> bytes:
 
 
 def test_multi_page_tiff_gives_every_page() -> None:
-    pages = render_pages(ScanFile("forms.tif", multi_page_tiff(3)), make_limits())
+    pages = render_pages(ScanFile("forms.tif", multi_page_tiff(3)), make_limits()).pages
     assert [p.index for p in pages] == [0, 1, 2]
     for i, page in enumerate(pages):
         assert (page.width, page.height) == (100, 150)
@@ -337,11 +387,47 @@ def test_multi_page_tiff_gives_every_page() -> None:
             assert im.getpixel((5, 5)) == 40 * i
 
 
-def test_multi_page_tiff_stops_at_page_limit() -> None:
-    pages = render_pages(
+def test_multi_page_tiff_over_the_page_limit_names_the_pages_not_taken() -> None:
+    rendered = render_pages(
         ScanFile("forms.tif", multi_page_tiff(3)), make_limits(max_pages_per_file=2)
     )
-    assert len(pages) == 2
+    assert [p.index for p in rendered.pages] == [0, 1]
+    assert rendered.refused == [
+        RefusedPages(
+            3,
+            3,
+            "not taken: the file has 3 pages and at most 2 are taken from one file "
+            "(KERANI_INGEST_MAX_PAGES_PER_FILE); split it, or raise the limit and submit it "
+            "again",
+        )
+    ]
+    assert rendered.refused[0].label("forms.tif") == "forms.tif (page 3)"
+
+
+def test_a_bad_tiff_page_is_refused_by_number_and_the_others_kept() -> None:
+    frames = [Image.new("L", (100, 150), 255), Image.new("L", (100, 20), 0)]
+    frames.append(Image.new("L", (100, 150), 0))
+    buf = BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    rendered = render_pages(ScanFile("forms.tif", buf.getvalue()), make_limits())
+    assert [p.index for p in rendered.pages] == [0, 2]
+    assert rendered.refused == [
+        RefusedPages(2, 2, "too small to be a document page (100 x 20 pixels)")
+    ]
+
+
+def test_a_one_page_tiff_with_a_bad_page_is_refused_as_a_file() -> None:
+    buf = BytesIO()
+    Image.new("L", (100, 20), 0).save(buf, "TIFF")
+    with pytest.raises(BadInputError, match=r"^strip\.tif: too small to be a document page"):
+        render_pages(ScanFile("strip.tif", buf.getvalue()), make_limits())
+
+
+def test_the_page_limit_is_read_from_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(MAX_PAGES_VARIABLE, "7")
+    assert IngestSettings().max_pages_per_file == 7
 
 
 def test_jpeg_exif_orientation_is_applied() -> None:
@@ -349,7 +435,7 @@ def test_jpeg_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     buf = BytesIO()
     Image.new("RGB", (200, 100), "white").save(buf, "JPEG", exif=exif)
-    (page,) = render_pages(ScanFile("photo.jpg", buf.getvalue()), make_limits())
+    (page,) = render_pages(ScanFile("photo.jpg", buf.getvalue()), make_limits()).pages
     assert (page.width, page.height) == (100, 200)
     assert_grey_png(page)
 
@@ -357,7 +443,7 @@ def test_jpeg_exif_orientation_is_applied() -> None:
 def test_type_is_sniffed_not_taken_from_the_extension() -> None:
     buf = BytesIO()
     Image.new("RGB", (90, 90), "white").save(buf, "JPEG")
-    (page,) = render_pages(ScanFile("misnamed.pdf", buf.getvalue()), make_limits())
+    (page,) = render_pages(ScanFile("misnamed.pdf", buf.getvalue()), make_limits()).pages
     assert (page.width, page.height) == (90, 90)
 
 
@@ -371,7 +457,7 @@ def test_pdf_gives_one_greyscale_page_per_page(tmp_path: Path) -> None:
     path = tmp_path / "two.pdf"
     first.save(path, "PDF", save_all=True, append_images=[second], resolution=100)
 
-    pages = render_pages(ScanFile("two.pdf", path.read_bytes()), make_limits(pdf_dpi=100))
+    pages = render_pages(ScanFile("two.pdf", path.read_bytes()), make_limits(pdf_dpi=100)).pages
 
     assert [p.index for p in pages] == [0, 1]
     for page in pages:
@@ -385,12 +471,20 @@ def test_pdf_gives_one_greyscale_page_per_page(tmp_path: Path) -> None:
 
 
 @needs_pdftoppm
-def test_pdf_page_limit_is_passed_to_pdftoppm(tmp_path: Path) -> None:
+def test_pdf_pages_over_the_limit_are_named_not_dropped(tmp_path: Path) -> None:
     frames = [Image.new("L", (100, 100), 255) for _ in range(4)]
     path = tmp_path / "four.pdf"
     frames[0].save(path, "PDF", save_all=True, append_images=frames[1:], resolution=100)
-    pages = render_pages(ScanFile("four.pdf", path.read_bytes()), make_limits(max_pages_per_file=2))
-    assert len(pages) == 2
+    rendered = render_pages(
+        ScanFile("four.pdf", path.read_bytes()), make_limits(max_pages_per_file=2)
+    )
+    assert [p.index for p in rendered.pages] == [0, 1]
+    (rest,) = rendered.refused
+    assert (rest.label("four.pdf"), rest.reason) == (
+        "four.pdf (pages 3-4)",
+        "not taken: the file has 4 pages and at most 2 are taken from one file "
+        "(KERANI_INGEST_MAX_PAGES_PER_FILE); split it, or raise the limit and submit it again",
+    )
 
 
 @needs_pdftoppm
@@ -405,7 +499,7 @@ def test_pdf_with_a_giant_page_is_refused_not_rendered(tmp_path: Path) -> None:
     # 2000 x 2000 inches: 200,000 px a side at 100 dpi if pdftoppm were allowed to try.
     path = tmp_path / "poster.pdf"
     Image.new("1", (2000, 2000), 1).save(path, "PDF", resolution=1)
-    with pytest.raises(BadInputError, match=r"poster\.pdf: page 1 is too large"):
+    with pytest.raises(BadInputError, match=r"^poster\.pdf: too large: at 100 dpi it would exc"):
         render_pages(
             ScanFile("poster.pdf", path.read_bytes()), make_limits(max_image_pixels=1_000_000)
         )

@@ -64,6 +64,7 @@ class IngestSettings(BaseSettings):
     max_zip_total_bytes: int = 2 * 1024 * 1024 * 1024
     max_zip_ratio: float = 200.0
     max_image_pixels: int = 80_000_000
+    # Pages past it are refused as one named range (`a.pdf (pages 201-1000)`), never dropped.
     max_pages_per_file: int = 200
     pdf_dpi: int = 200
     pdf_timeout_s: float = 120.0
