@@ -597,6 +597,10 @@ def test_the_html_report_escapes_every_name(
     assert page.status_code == 200
     assert "<img src=x" not in page.text and "<b>form" not in page.text
     assert "[x](javascript:alert(1))|&lt;img src=x onerror=alert(1)&gt;.png" in page.text
+    # The page lists what was not taken or not read, with why, as the Markdown report does.
+    refused = page.text.split('id="refused"', 1)[1].split("</table>", 1)[0]
+    assert "not read by the OCR</td><td>blank page: no ink found" in refused
+    assert "file refused</td><td>not an image or a PDF (looks like" in refused
 
 
 # --- what `kerani submit` shows ---------------------------------------------------------------
