@@ -129,6 +129,11 @@ def _fit_all_pairs(pairs: np.ndarray, tolerance_px: float) -> np.ndarray | None:
     return np.asarray(inliers[best]) if counts[best] >= MIN_PAIRS else None
 
 
+def anchors_found(anchors: Sequence[Anchor], words: Sequence[Word]) -> int:
+    """How many of the anchor words the page shows, each once (what alignment can use)."""
+    return len(_pairs(anchors, words))
+
+
 def fit_alignment(
     anchors: Sequence[Anchor], words: Sequence[Word], tolerance_px: float = 12.0
 ) -> Affine | None:

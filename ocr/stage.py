@@ -16,19 +16,26 @@ import functools
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from kerani.core.boxes import coverage
-from kerani.core.errors import BadInputError
+from kerani.core.errors import BadInputError, TemplateMismatchError
 from kerani.core.text import fold_whitespace
 from kerani.forms.rendering import blank_form
 from kerani.forms.templates import Template
 from kerani.forms.validators import validate
-from kerani.ocr.align import ANCHORS_SUFFIX, Anchor, anchors_from_words, fit_alignment, read_anchors
+from kerani.ocr.align import (
+    ANCHORS_SUFFIX,
+    Anchor,
+    anchors_found,
+    anchors_from_words,
+    fit_alignment,
+    read_anchors,
+)
 from kerani.ocr.calibration import BUNDLED_CALIBRATIONS
 from kerani.ocr.cleanup import PreparedPage, clean_page, paper_level, prepare_page, turn
 from kerani.ocr.engine import Box, OcrEngine, Word
@@ -36,6 +43,12 @@ from kerani.ocr.fields import guesses_by_line, join_words
 from kerani.ocr.geometry import Affine, clip_box
 from kerani.ocr.reocr import CHARSETS, Crop, reread
 from kerani.ocr.second_engine import second_engine
+
+# A page showing fewer than this share of its template's anchor words is another document
+# (receipts read as the form show 0 or 1 of 50); a poor scan of the form shows a good many.
+MISMATCH_BELOW = 0.1
+UNALIGNED = "not aligned"
+UNALIGNED_EVIDENCE = "unaligned"  # the evidence group of fields on an unaligned page
 
 
 @runtime_checkable
@@ -381,9 +394,21 @@ def template_regions(
     """The template's field boxes on the cleaned page, and how they were placed."""
     mapping: Affine | None = fit_alignment(anchors, page.words) if anchors else None
     how = "aligned by anchor words"
+    found = anchors_found(anchors, page.words) if mapping is None and anchors else 0
+    if mapping is None and anchors and found < MISMATCH_BELOW * len(anchors):
+        # The page shows almost none of its template's printed words: another form, a
+        # receipt. Reading its boxes anyway would put a receipt's "CASH BILL" in the
+        # address, confidently; the page is refused for this template. (A poor scan of the
+        # right form shows many of them, only not where they agree: it is read unaligned.)
+        raise TemplateMismatchError(
+            f"does not look like the form {template.name!r}: alignment failed, {found} of "
+            f"its {len(anchors)} printed anchor words found where they agree; submit it "
+            "with its own template"
+        )
     if mapping is None:
-        # No anchors agree: fall back to the scan's own geometry, scaled to the page size.
-        how = "not aligned (too few anchor words): scaled to the page"
+        # No anchors to go by (an engine without word boxes), or too few that agree: the
+        # scan's own geometry, scaled to the page size.
+        how = f"{UNALIGNED} ({found} of {len(anchors or ())} anchor words): scaled to the page"
         assert template.page_size is not None  # checked when the template was loaded
         scan_w, scan_h = page.prepared.scan_size
         sx, sy = scan_w / template.page_size[0], scan_h / template.page_size[1]
@@ -416,4 +441,9 @@ def read_template_page(
             )
         regions, how = template_regions(template, page, anchors)
         page.notes.append(how)
+        if how.startswith(UNALIGNED):
+            # Boxes placed by guesswork are their own evidence group: no calibrated rule
+            # accepts them until people have checked enough of them (ocr.calibration).
+            reads = read_regions(page, regions, engine, options)
+            return page, [replace(r, evidence=UNALIGNED_EVIDENCE) for r in reads]
     return page, read_regions(page, regions, engine, options)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from kerani.core.boxes import coverage
-from kerani.core.errors import BadInputError
+from kerani.core.errors import BadInputError, TemplateMismatchError
 from kerani.evaluation.ground_truth import read_truth
 from kerani.evaluation.synthetic import fake_values, generate_dataset, render_form
 from kerani.forms.templates import Template, load_template
@@ -182,3 +182,39 @@ def test_snippets_are_small_greyscale_webp_at_most_phone_width() -> None:
         assert image.format == "WEBP"  # decoded as RGB: WebP has no grey mode, the bytes do
         assert image.width == SNIPPET_MAX_WIDTH
     assert snippet_media_type(snippet) == "image/webp" and len(snippet) < 10_000
+
+
+def test_a_page_that_is_not_its_template_is_refused_for_it_with_the_reason(
+    engine: TesseractEngine, form: Template
+) -> None:
+    receipt = Path(__file__).resolve().parents[1] / "kerani" / "samples" / "receipts" / "pages"
+    with Image.open(receipt / "000.jpg") as image:
+        # Read as a form, its boxes would put the receipt's words in the address field.
+        with pytest.raises(TemplateMismatchError) as refused:
+            read_template_page(image.convert("RGB"), form, engine)
+    assert str(refused.value).startswith(
+        "does not look like the form 'bantuan_form': alignment failed,"
+    )
+    page, _ = _clean_form(form, seed=11)  # its own form aligns
+    read, _reads = read_template_page(page, form, engine)
+    assert "aligned by anchor words" in read.notes
+
+
+def test_a_poor_scan_of_the_form_is_read_unaligned_and_kept_out_of_auto_accept(
+    engine: TesseractEngine, form: Template
+) -> None:
+    import io
+
+    from kerani.ocr.calibration import load_calibration
+
+    page, _ = _clean_form(form, seed=11)
+    # About 68 dpi and a harsh JPEG: many anchor words read, too few where they agree.
+    small = page.convert("L").resize((page.width * 45 // 100, page.height * 45 // 100))
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=35)
+    read, reads = read_template_page(Image.open(out).convert("RGB"), form, engine)
+    assert any(n.startswith("not aligned (") for n in read.notes)
+    assert {r.evidence for r in reads} == {"unaligned"}
+    calibration = load_calibration("bantuan_form")
+    assert calibration is not None
+    assert all(calibration.rule_for(r.kind, r.evidence) is None for r in reads)

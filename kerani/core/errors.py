@@ -65,6 +65,10 @@ class TemplateError(KeraniError):
     http_status = 500  # a template on the server is broken: not the caller's fault
 
 
+class TemplateMismatchError(BadInputError):
+    """A page is not the form its batch's template describes (its anchors are not there)."""
+
+
 class NotFoundError(KeraniError):
     """A batch, page, task or worker that was asked for does not exist."""
 
