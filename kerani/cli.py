@@ -222,13 +222,20 @@ def serve(
 
 
 @app.command()
-def status(batch: Annotated[str | None, typer.Argument()] = None, data_dir: DataDir = None) -> None:
+def status(
+    batch: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    data_dir: DataDir = None,
+) -> None:
     """Show each batch's progress: pages, fields settled, tasks waiting, records."""
     from kerani.records.progress import batch_progress, resolve_batch_id
     from kerani.storage.stores import open_stores
 
     db = open_stores(_settings(data_dir)).db
     rows = batch_progress(db, resolve_batch_id(db, batch) if batch else None)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
     table = Table()
     table.add_column("batch", no_wrap=True)
     for col in (
