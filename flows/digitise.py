@@ -22,7 +22,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from sqlalchemy import select
 
-from kerani.core.settings import current_settings
+from kerani.core.settings import Settings, current_settings, settings_environment
 from kerani.core.vocabulary import PageStatus
 from kerani.flows.documents import finish_ready_documents
 from kerani.flows.reassembly import report_task, text_layers_task
@@ -122,14 +122,52 @@ def _page_ids(batch_id: str, status: PageStatus) -> list[tuple[int, str]]:
     return [(int(r.id), str(r.template)) for r in rows]
 
 
+def preocr_runner(settings: Settings) -> Any:
+    """The task runner pre-OCR fans out on: the flow's own threads, or a Dask cluster."""
+    scale = settings.scale
+    if scale.runner == "threads":
+        # Its threads see this context's settings (it submits in copy_context()).
+        return ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
+    from prefect_dask import DaskTaskRunner  # only where Dask is asked for
+
+    if scale.dask_address:
+        # Workers on other machines read KERANI_* from their own environment.
+        return DaskTaskRunner(address=scale.dask_address)
+    # A local cluster of processes, one page at a time each (Tesseract is single-threaded
+    # here): its processes rebuild these settings from the environment they are given.
+    cluster = {
+        "n_workers": scale.dask_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+        "env": settings_environment(settings),
+    }
+    return DaskTaskRunner(cluster_kwargs=cluster)
+
+
+def _chunks(pages: list[tuple[int, str]], size: int) -> list[tuple[int, int]]:
+    """(first, last) page ids of consecutive runs of `size` pages."""
+    return [
+        (pages[i][0], pages[min(i + size, len(pages)) - 1][0]) for i in range(0, len(pages), size)
+    ]
+
+
 @flow(name="pre-ocr-batch")
-def preocr_batch(batch_id: str) -> dict[str, int]:
-    """OCR every ingested page of a batch on local cores, with a progress artifact."""
-    pages = _page_ids(batch_id, PageStatus.INGESTED)
+def preocr_batch(
+    batch_id: str, first_page_id: int = 0, last_page_id: int | None = None
+) -> dict[str, int]:
+    """OCR the ingested pages of a batch (those with ids in the range given), with a
+    progress artifact, on the task runner the flow was given."""
+    pages = [
+        (pid, tpl)
+        for pid, tpl in _page_ids(batch_id, PageStatus.INGESTED)
+        if pid >= first_page_id and (last_page_id is None or pid <= last_page_id)
+    ]
     artifact: Any = create_progress_artifact(
-        0.0, key=f"pre-ocr-{batch_id[:12]}", description=f"Pre-OCR of batch {batch_id}"
+        0.0,
+        key=f"pre-ocr-{batch_id[:12]}-{first_page_id}",
+        description=f"Pre-OCR of batch {batch_id}, pages {first_page_id} to {last_page_id}",
     )
-    # The task runner's threads see this context's settings (it submits in copy_context()).
     futures = [preocr_task.submit(pid, tpl) for pid, tpl in pages]
     outcome: dict[str, int] = {}
     for done, future in enumerate(as_completed(futures), start=1):
@@ -157,9 +195,18 @@ def submit_batch(paths: list[str], template: str, agency: str | None = None) -> 
     """Ingest a batch (for `agency`, the agency user's name), pre-OCR its pages and publish
     micro tasks for the doubtful fields."""
     report = ingest_task(paths, template, agency)
-    runner: Any = ThreadPoolTaskRunner(max_workers=current_settings().ocr.workers)
-    report["ocr"] = preocr_batch.with_options(task_runner=runner)(report["batch_id"])
-    report["routing"] = route_batch(report["batch_id"])
+    batch_id = report["batch_id"]
+    settings = current_settings()
+    pages = _page_ids(batch_id, PageStatus.INGESTED)
+    # A big batch goes chunk by chunk: each chunk one subflow run fanned out on the runner.
+    outcome: dict[str, int] = {}
+    for first, last in _chunks(pages, settings.scale.chunk_pages):
+        runner = preocr_runner(settings)
+        done = preocr_batch.with_options(task_runner=runner)(batch_id, first, last)
+        for status, n in done.items():
+            outcome[status] = outcome.get(status, 0) + n
+    report["ocr"] = outcome
+    report["routing"] = route_batch(batch_id)
     return report
 
 

@@ -699,6 +699,31 @@ def bench_queue(
             console.print(f"{key:30s} {value}")
 
 
+@bench_app.command("scale")
+def bench_scale(
+    pages: Annotated[int, typer.Option(help="Synthetic form pages to pre-OCR.")] = 24,
+    dask_workers: Annotated[
+        str, typer.Option(help="Local Dask cluster sizes to try, comma-separated.")
+    ] = "1,2",
+    threads: Annotated[
+        str, typer.Option(help="Thread counts of the flow's own runner to try.")
+    ] = "1,2",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Pre-OCR pages per minute on threads and on local Dask clusters (a million-page plan)."""
+    from kerani.benchmarks.scale_bench import run
+
+    def counts(text: str, option: str) -> list[int]:
+        try:
+            return [int(n) for n in text.split(",") if n.strip()]
+        except ValueError as e:
+            raise typer.BadParameter(f"{option}: whole numbers separated by commas") from e
+
+    with console.status(f"pre-OCR of {pages} pages in each configuration ..."):
+        figures = run(pages, counts(dask_workers, "--dask-workers"), counts(threads, "--threads"))
+    _print_figures(figures, as_json)
+
+
 @bench_app.command("ocr")
 def bench_ocr(
     dataset: Annotated[Path, typer.Option(help="Ground-truth dataset folder.")],

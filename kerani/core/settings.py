@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -179,6 +180,22 @@ class ReviewSettings(BaseSettings):
     column_size: int = Field(default=15, ge=2, le=30)  # snippets per screen in column mode
 
 
+class ScaleSettings(BaseSettings):
+    """Where a batch's pre-OCR runs: threads of the flow's own process, or a Dask cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_SCALE_")
+    # "threads": the flow run's process, KERANI_OCR_WORKERS at once. "dask": the Dask
+    # cluster at `dask_address`, or without one a local cluster of `dask_workers` processes.
+    runner: Literal["threads", "dask"] = "threads"
+    # An existing scheduler (tcp://host:8786): its workers, on any machine, read KERANI_*
+    # from their own environment and must reach the same database and blob store.
+    dask_address: str = ""
+    dask_workers: int = Field(default=2, ge=1)
+    # A batch's pages go to pre-OCR this many at a time (one subflow run each), so that a
+    # huge batch shows progress chunk by chunk and a crash loses at most one chunk's work.
+    chunk_pages: int = Field(default=500, ge=1)
+
+
 class Settings(BaseModel):
     """All of Kerani's settings, one member per component."""
 
@@ -189,6 +206,7 @@ class Settings(BaseModel):
     ocr: OcrSettings = Field(default_factory=OcrSettings)
     crowd: CrowdSettings = Field(default_factory=CrowdSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    scale: ScaleSettings = Field(default_factory=ScaleSettings)
 
     @classmethod
     def load(cls, data_dir: Path | None = None) -> Settings:
@@ -206,6 +224,22 @@ class Settings(BaseModel):
     def blob_url(self) -> str:
         """The blob store location, defaulting to a folder in the data directory."""
         return self.blobs.url or str(self.core.data_dir / "blobs")
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The KERANI_* variables that rebuild `settings` in a child process (secrets included:
+    for processes Kerani starts itself, never for a log, a flow parameter or an artifact)."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        component = getattr(settings, name)
+        prefix = str(component.model_config.get("env_prefix", ""))
+        for field, value in component:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"{prefix}{field}".upper()] = str(value)
+    return env
 
 
 # The settings an entry point activated, as a ContextVar rather than a module global: a
