@@ -137,6 +137,14 @@ def submit(
     agency: Annotated[
         str | None, typer.Option(help="The agency user it is for: only they see its pages.")
     ] = None,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment",
+            help="Send the batch to the submit-batch deployment's work pool (PREFECT_API_URL) "
+            "instead of running it here; the paths must be readable by the pool's workers.",
+        ),
+    ] = False,
     data_dir: DataDir = None,
     verbose: bool = False,
 ) -> None:
@@ -145,6 +153,17 @@ def submit(
     from kerani.terminal import submit_with_progress
 
     _quiet_prefect(ctx, verbose)
+    if deployment:
+        from kerani.flows.deployments import send_batch
+
+        sent = send_batch(paths, template, agency)
+        console.print(
+            f"Sent to {sent.deployment} on {sent.api_url}: flow run [bold]{sent.flow_run_id}[/]. "
+            "A worker of its pool ingests and reads it; `kerani status` shows the batch "
+            "once it is in.",
+            soft_wrap=True,
+        )
+        return
     settings = _settings(data_dir)
     stores = open_stores(settings)
     report = submit_with_progress(console, settings, stores, paths, template, "scans", agency)

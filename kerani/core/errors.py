@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     not_found = 6
     conflict = 7
     forbidden = 8
+    unreachable = 9
     other = 15
 
 
@@ -56,6 +57,13 @@ class ExternalProgramError(KeraniError):
 
     exit_code = ExitCode.external_program
     http_status = 500
+
+
+class UnreachableError(KeraniError):
+    """A service Kerani works with (the Prefect server, the blob store) does not answer."""
+
+    exit_code = ExitCode.unreachable
+    http_status = 503
 
 
 class TemplateError(KeraniError):

@@ -1,7 +1,8 @@
-"""A Prefect worker killed with SIGKILL in the middle of a `submit-batch` run, on a real
-`prefect server start` on loopback with the deployment made from `prefect.yaml` as an
-operator makes it: the batch, run again by a new worker, ends with every page once, read once
-and routed once, on SQLite and PostgreSQL.
+"""Kerani's deployments on a real `prefect server start` on loopback, made from `prefect.yaml`
+as an operator makes them: `kerani submit --deployment` hands a batch to the work pool, and
+says so in one line when there is no server; and a Prefect worker killed with SIGKILL in the
+middle of a `submit-batch` run loses nothing: the batch, run again by a new worker, ends with
+every page once, read once and routed once, on SQLite and PostgreSQL.
 
 The kill takes the worker and every process under it (the flow run's own process too), as a
 machine lost mid-run would. The point is drawn at random and printed, so a failure can be
@@ -204,3 +205,77 @@ def test_a_prefect_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
         "fields read twice": 0,
         "tasks of one field twice": 0,
     }, f"KERANI_TEST_KILL_SEED={seed}, killed {delay:.1f} s into the run ({killed_in})"
+
+
+def wait_for(api: str, run_id: str, seconds: float = 300) -> str:
+    """The run's final state type, polling until it has one."""
+    deadline = time.monotonic() + seconds
+    while (state := state_of(api, run_id)) not in {"COMPLETED", "FAILED", "CRASHED"}:
+        assert time.monotonic() < deadline, f"the run is still {state} after {seconds} s"
+        time.sleep(1)
+    return state
+
+
+def test_kerani_submit_deployment_hands_the_batch_to_the_work_pool(
+    prefect_api: tuple[str, Path], tmp_path: Path, database_url: str
+) -> None:
+    api, home = prefect_api
+    forms = tmp_path / "forms"
+    generate_dataset(load_template("bantuan_form"), forms, count=2, seed=8)
+    kerani_env = {
+        "KERANI_SOURCE_DIR": str(REPO),
+        "KERANI_DATA_DIR": str(tmp_path / "data"),
+        "KERANI_DB_URL": database_url,
+        "KERANI_BLOB_URL": str(tmp_path / "blobs"),
+    }
+    env = prefect_env(home, api)
+    sent = subprocess.run(
+        [
+            str(BIN / "kerani"),
+            "submit",
+            str(forms / "pages"),
+            "--template",
+            "bantuan_form",
+            "--deployment",
+        ],
+        env=env,  # the submitting machine needs no database: the workers have it
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    run_id = sent.stdout.split("flow run ", 1)[1].split(".", 1)[0].strip()
+    worker = start_worker(env | kerani_env)
+    try:
+        assert wait_for(api, run_id) == "COMPLETED"
+    finally:
+        kill_tree(worker.pid)
+    found = counts(database_url)
+    assert (found["pages"], found["pages not routed"]) == (2, 0)
+
+
+def test_kerani_submit_deployment_says_in_one_line_when_there_is_no_server(
+    tmp_path: Path,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port_for_tests()}/api"
+    for url, said in (
+        (closed, f"cannot reach the Prefect server at {closed}"),
+        ("", "no Prefect server to send to: set PREFECT_API_URL"),
+    ):
+        env = prefect_env(tmp_path / "home", url)
+        done = subprocess.run(
+            [
+                str(BIN / "kerani"),
+                "submit",
+                str(tmp_path),
+                "--template",
+                "bantuan_form",
+                "--deployment",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 9, done.stdout + done.stderr
+        assert said in done.stdout and "Traceback" not in done.stdout + done.stderr
