@@ -169,16 +169,48 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Default: $KERANI_REVIEW_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: $KERANI_REVIEW_PORT")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Web server processes (default: $KERANI_SERVE_PROCESSES, one per core up to 4).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the review page, the status pages and the JSON API."""
     import uvicorn
 
-    from kerani.review_ui.app import create_app
+    from kerani.review_ui.app import APP_FACTORY
 
     settings = _settings(data_dir)
     h, p = host or settings.review.host, port or settings.review.port
-    console.print(f"Review page on http://{h}:{p}/signin")
-    uvicorn.run(create_app(settings), host=h, port=p, log_level="info")
+    processes = workers or settings.serve.processes
+    pool = _prepare_serving(settings, processes)
+    each = f", {pool} database connections each" if pool is not None else ""
+    console.print(f"Review page on http://{h}:{p}/signin ({processes} processes{each})")
+    uvicorn.run(APP_FACTORY, factory=True, workers=processes, host=h, port=p, log_level="info")
+
+
+def _prepare_serving(settings: Settings, processes: int) -> int | None:
+    """Migrate once, here, and hand the serving processes their settings; return each one's
+    PostgreSQL connections (None on SQLite, whose pool stays SQLAlchemy's).
+
+    The processes build their settings from the environment (review_ui.app.app_from_env):
+    the data folder and their share of PostgreSQL's connections go there, never into argv.
+    """
+    from kerani.storage.database import close_engine, pool_for_processes, server_max_connections
+    from kerani.storage.stores import open_stores
+
+    # Migrated before the processes start, so that they never race to migrate a new database.
+    db = open_stores(settings).db
+    most = server_max_connections(db)
+    close_engine(settings.database_url)
+    pool = pool_for_processes(processes, settings.serve.db_connections, most)
+    os.environ["KERANI_DATA_DIR"] = str(settings.core.data_dir)
+    os.environ["KERANI_SERVE_PROCESSES"] = str(processes)
+    os.environ["KERANI_SERVE_DB_CONNECTIONS"] = str(pool.most * processes)
+    return pool.most if most is not None else None
 
 
 @app.command()

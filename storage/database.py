@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,37 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _create_engine(url: str, pool_size: int = 10) -> Engine:
+# PostgreSQL keeps superuser_reserved_connections (3 by default) for its superusers, and a
+# migration, a flow or an operator's psql needs a few more beside the web processes.
+RESERVED_CONNECTIONS = 10
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    """How many connections one process's engine keeps (pool_size) and may add (max_overflow)."""
+
+    pool_size: int = 10
+    max_overflow: int = 20
+
+    @property
+    def most(self) -> int:
+        """The most connections the process may hold at once."""
+        return self.pool_size + self.max_overflow
+
+
+def pool_for_processes(processes: int, budget: int, max_connections: int | None = None) -> PoolSize:
+    """Each of `processes` web processes' share of `budget` connections, kept within the
+    server's `max_connections` (less RESERVED_CONNECTIONS) when it is known.
+
+    Every connection of the share is pooled, none overflow: a connection opened per burst
+    and closed after it costs a PostgreSQL backend's start-up each time.
+    """
+    if max_connections is not None:
+        budget = min(budget, max_connections - RESERVED_CONNECTIONS)
+    return PoolSize(pool_size=max(1, budget // max(1, processes)), max_overflow=0)
+
+
+def _create_engine(url: str, pool: PoolSize) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -53,8 +84,11 @@ def _create_engine(url: str, pool_size: int = 10) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    # Enough connections for a busy app process; benchmarks with many clients ask for more.
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=20)
+    # Enough connections for a busy app process (the web processes ask for their share of
+    # the server's connections, pool_for_processes); benchmarks with many clients ask more.
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=pool.pool_size, max_overflow=pool.max_overflow
+    )
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
@@ -85,15 +119,29 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                 conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
-def open_engine(url: str, pool_size: int = 10) -> Engine:
-    """Return the process's engine for `url`, creating it and migrating the schema once."""
+def open_engine(url: str, pool_size: int | None = None, pool: PoolSize | None = None) -> Engine:
+    """Return the process's engine for `url`, creating it and migrating the schema once.
+
+    `pool` (or `pool_size` connections and 20 more in overflow) sizes a PostgreSQL engine's
+    pool; the first call in a process decides. SQLite keeps SQLAlchemy's own pool.
+    """
+    if pool is None:
+        pool = PoolSize() if pool_size is None else PoolSize(pool_size=pool_size)
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _create_engine(url, pool_size)
+            engine = _create_engine(url, pool)
             migrate(engine)
             _engines[url] = engine
         return engine
+
+
+def server_max_connections(engine: Engine) -> int | None:
+    """PostgreSQL's max_connections (None for SQLite, which has no such limit)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SHOW max_connections").scalar_one())
 
 
 def table_names(engine: Engine) -> list[str]:
