@@ -535,6 +535,54 @@ def bench_queue(
             console.print(f"{key:30s} {value}")
 
 
+@bench_app.command("load")
+def bench_load(
+    workers: Annotated[int, typer.Option(help="Simulated workers, each on its own connection.")] = (
+        200
+    ),
+    seconds: Annotated[float, typer.Option(help="How long they work.")] = 60.0,
+    database: Annotated[
+        str,
+        typer.Option(
+            help="sqlite (a new file), postgresql (a new schema in the local `test` database,"
+            " or $KERANI_BENCH_POSTGRES_URL) or a postgresql:// URL to make the schema in."
+        ),
+    ] = "sqlite",
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="kerani serve's processes (default: $KERANI_SERVE_PROCESSES)."),
+    ] = None,
+    tasks: Annotated[
+        int | None, typer.Option(min=1, help="Open tasks to seed (default: 250 a second).")
+    ] = None,
+    think: Annotated[
+        float, typer.Option(min=0.0, help="Seconds each worker looks at a snippet.")
+    ] = 0.0,
+    warmup: Annotated[
+        float, typer.Option(min=0.0, help="Seconds of work before the figures start.")
+    ] = 5.0,
+    client: Annotated[
+        str, typer.Option(help="raw (lean asyncio HTTP/1.1, the default) or httpx.")
+    ] = "raw",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Simulated workers claim, fetch and answer over HTTP against a real `kerani serve`."""
+    from kerani.benchmarks.load_bench import run
+    from kerani.terminal import progress_bar
+
+    # The bar goes to stderr: stdout keeps only the figures (one JSON object with --json).
+    with progress_bar(Console(stderr=True)) as progress:
+        bar = progress.add_task(f"{workers} workers at work", total=warmup + seconds)
+
+        def shown(elapsed: float, requests: int) -> None:
+            progress.update(bar, completed=elapsed, description=f"{requests} requests")
+
+        figures = run(
+            workers, seconds, database, processes, tasks, think, warmup, client, progress=shown
+        )
+    _print_figures(figures, as_json)
+
+
 @bench_app.command("ocr")
 def bench_ocr(
     dataset: Annotated[Path, typer.Option(help="Ground-truth dataset folder.")],
