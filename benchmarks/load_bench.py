@@ -21,7 +21,6 @@ import gzip
 import io
 import json
 import os
-import resource
 import secrets
 import signal
 import subprocess
@@ -29,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -309,7 +308,10 @@ class HttpxConnection:
         await self.client.aclose()
 
 
-CLIENTS = {"raw": RawConnection, "httpx": HttpxConnection}
+CLIENTS: dict[str, type[RawConnection | HttpxConnection]] = {
+    "raw": RawConnection,
+    "httpx": HttpxConnection,
+}
 
 
 async def _one_worker(
@@ -380,40 +382,50 @@ class DriveOptions:
 
     client: str = "raw"
     think_s: float = 0.0
+    warmup_s: float = 0.0
     timeout: float = 30.0
-    measured_from: float = 0.0  # perf_counter() from which requests are timed
+    measured_from: float = 0.0  # perf_counter() from which requests are timed (drive sets it)
 
 
 async def drive(
     url: str,
     codes: list[str],
     seconds: float,
-    warmup_s: float = 0.0,
-    client: str = "raw",
-    think_s: float = 0.0,
+    options: DriveOptions,
     progress: Progress | None = None,
+    mark: Callable[[], None] | None = None,
 ) -> tuple[Tally, float]:
-    """Run every worker for `warmup_s` then `seconds`; return the tally and the measured
+    """Run every worker for the warm-up then `seconds`; return the tally and the measured
     wall time (from the warm-up's end until the last worker finished the loop it was in).
 
     Requests started in the warm-up are not timed, nor counted in requests per second:
-    the figures are of a server whose connections, pools and plans are warm.
+    the figures are of a server whose connections, pools and plans are warm. `mark` is
+    called as the warm-up ends and once the last worker is done.
     """
     tally = Tally()
     start = time.monotonic()
-    measured_from = time.perf_counter() + warmup_s
-    options = DriveOptions(client, think_s, measured_from=measured_from)
-    deadline = start + warmup_s + seconds
+    warm_at = start + options.warmup_s
+    options = replace(options, measured_from=time.perf_counter() + options.warmup_s)
+    deadline = warm_at + seconds
     workers = [
         asyncio.create_task(_one_worker(url, code, deadline, tally, options)) for code in codes
     ]
+    marked = False
     while not all(w.done() for w in workers):
-        await asyncio.wait(workers, timeout=0.5)
+        await asyncio.wait(workers, timeout=min(0.5, max(0.01, warm_at - time.monotonic())))
+        if not marked and time.monotonic() >= warm_at and mark is not None:
+            mark()
+            marked = True
         if progress is not None:
-            progress(min(warmup_s + seconds, time.monotonic() - start), tally.requests)
+            progress(min(options.warmup_s + seconds, time.monotonic() - start), tally.requests)
     for w in workers:
         w.result()  # a bug in the bench itself surfaces here
-    return tally, time.perf_counter() - measured_from
+    wall_s = time.perf_counter() - options.measured_from
+    if mark is not None:
+        if not marked:
+            mark()
+        mark()
+    return tally, wall_s
 
 
 def double_assignments(db: sa.Engine) -> int:
@@ -449,15 +461,66 @@ def stored_keys(db: sa.Engine) -> dict[str, int]:
         return {str(k): int(n) for k, n in rows}
 
 
-def _cpu_busy() -> tuple[float, float]:
-    """The machine's busy and total CPU time so far, in clock ticks (Linux /proc/stat)."""
-    try:
-        line = Path("/proc/stat").read_text().split("\n", 1)[0]
-    except OSError:
-        return 0.0, 0.0
-    ticks = [float(x) for x in line.split()[1:]]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0.0)
-    return sum(ticks) - idle, sum(ticks)
+def _process_ticks() -> dict[int, tuple[int, str, float]]:
+    """Every process's parent, name and CPU time so far in clock ticks (Linux /proc)."""
+    out: dict[int, tuple[int, str, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        rest = text[text.rindex(")") + 2 :].split()
+        # After the name: state, ppid, ... utime (14th field of the line), stime (15th).
+        out[int(stat.parent.name)] = (int(rest[1]), name, float(rest[11]) + float(rest[12]))
+    return out
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds so far: the machine (busy, all), the server's processes, PostgreSQL's."""
+
+    busy: float = 0.0
+    total: float = 0.0
+    server: float = 0.0
+    postgres: float = 0.0
+    client: float = 0.0
+
+    @classmethod
+    def take(cls, server_pid: int) -> CpuSample:
+        """Read /proc now (zeros where there is none)."""
+        tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        try:
+            ticks = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except OSError:
+            return cls(client=time.process_time())
+        idle = ticks[3] + ticks[4]
+        processes = _process_ticks()
+        tree, grew = {server_pid}, True
+        while grew:  # the server's processes: its own and their descendants
+            more = {pid for pid, (ppid, _n, _t) in processes.items() if ppid in tree} - tree
+            tree |= more
+            grew = bool(more)
+        server = sum(processes[pid][2] for pid in tree if pid in processes)
+        postgres = sum(t for _pp, name, t in processes.values() if name.startswith("postgres"))
+        return cls(
+            (sum(ticks) - idle) / tick,
+            sum(ticks) / tick,
+            server / tick,
+            postgres / tick,
+            time.process_time(),
+        )
+
+    def since(self, start: CpuSample) -> dict[str, float | None]:
+        """What was spent between `start` and this sample."""
+        total = self.total - start.total
+        return {
+            "machine_cpu_busy_share": round((self.busy - start.busy) / total, 3) if total else None,
+            "client_cpu_s": round(self.client - start.client, 1),
+            "server_cpu_s": round(self.server - start.server, 1),
+            # Every PostgreSQL process of the machine's server, whoever's queries it ran.
+            "postgres_cpu_s": round(self.postgres - start.postgres, 1),
+        }
 
 
 def figures(tally: Tally, wall_s: float) -> dict[str, Any]:
@@ -511,28 +574,35 @@ def run(
             codes = seed(settings, tasks, workers)
             close_engine(scratch.url)  # the server's processes hold the connections now
             server = Server(settings, processes, free_port(), folder / "serve.log")
-            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             try:
                 server.wait_ready()
-                busy0, total0 = _cpu_busy()
-                client0 = time.process_time()
+                samples: list[CpuSample] = []
                 tally, wall_s = asyncio.run(
-                    drive(server.url, codes, seconds, warmup_s, client, think_s, progress)
+                    drive(
+                        server.url,
+                        codes,
+                        seconds,
+                        DriveOptions(client, think_s, warmup_s=warmup_s),
+                        progress,
+                        # CPU is read from the warm-up's end to the last request.
+                        lambda: samples.append(CpuSample.take(server.process.pid)),
+                    )
                 )
-                client_cpu = time.process_time() - client0
-                busy1, total1 = _cpu_busy()
             finally:
                 server.stop()
-            children = resource.getrusage(resource.RUSAGE_CHILDREN)
-            server_cpu = (children.ru_utime - children_before.ru_utime) + (
-                children.ru_stime - children_before.ru_stime
-            )
             db = open_engine(scratch.url)
             stored = stored_keys(db)
             doubled = double_assignments(db)
         finally:
             scratch.drop()
     acked = tally.acknowledged
+    cpu = samples[-1].since(samples[0])
+    measured = figures(tally, wall_s)
+    per_request = {
+        f"{who}_cpu_ms_per_request": round(1000 * float(cpu[f"{who}_cpu_s"] or 0) / n, 2)
+        for who in ("server", "postgres", "client")
+        if (n := measured["requests"])
+    }
     return {
         "database": scratch.kind,
         "processes": processes,
@@ -542,7 +612,7 @@ def run(
         "think_s": think_s,
         "client": client,
         "tasks_seeded": -(-tasks // FIELDS_PER_PAGE) * FIELDS_PER_PAGE,
-        **figures(tally, wall_s),
+        **measured,
         "errors": sum(tally.errors.values()),
         "errors_by_kind": dict(sorted(tally.errors.items())),
         "empty_claims": tally.empty_claims,
@@ -552,10 +622,7 @@ def run(
         "answers_stored_twice": sum(1 for k in acked if stored.get(k, 0) > 1),
         "lost_answers": sum(1 for k in acked if k not in stored),
         "double_assignments": doubled,
-        "machine_cpu_busy_share": round((busy1 - busy0) / (total1 - total0), 3)
-        if total1 > total0
-        else None,
-        "client_cpu_s": round(client_cpu, 1),
-        "server_cpu_s": round(server_cpu, 1),
+        **cpu,
+        **per_request,
         "cores": os.cpu_count(),
     }
