@@ -157,6 +157,13 @@ fields = Table(
     one_of("sensitivity", Sensitivity),
     one_of("gold_origin", GoldOrigin),
 )
+# The gold fields only, by type: a gold claim reads these, not every field (0012).
+Index(
+    "ix_fields_gold",
+    fields.c.kind,
+    sqlite_where=fields.c.gold_value.is_not(None),
+    postgresql_where=fields.c.gold_value.is_not(None),
+)
 
 # What each engine read for a field, apart from what people answered (Label Studio keeps
 # predictions apart from annotations the same way). Exactly one reading per field is the
