@@ -50,7 +50,7 @@ from kerani.microtasks.audit import add_view_on_conflict, audit, count_view
 from kerani.microtasks.consensus import answer_key
 from kerani.microtasks.tasks import ClaimedTask, new_task_id
 from kerani.storage import schema
-from kerani.storage.database import as_utc, utcnow
+from kerani.storage.database import as_utc, reading, utcnow
 from kerani.storage.statements import dialect_insert, prepared, run
 
 # Draws for gold and blindness: unpredictable to anyone watching (not a seeded generator).
@@ -164,15 +164,9 @@ def _gold_due(draw: float, every: int) -> bool:
     return every > 0 and draw * every < 1
 
 
-def _claim_gold(
-    conn: Connection,
-    worker_id: int,
-    lease_until: datetime,
-    rules: CrowdSettings,
-    field_kind: str | None = None,
-    draws: random.Random = _DRAWS,
-) -> ClaimedTask | None:
-    """Lease the worker a gold snippet they have not seen (audited, its view counted)."""
+def _gold_pick(worker_id: int, rules: CrowdSettings, field_kind: str | None = None) -> Any:
+    """The query for a gold field to lease the worker: one they have not seen, the ones the
+    OCR got wrong first (ix_fields_gold keeps it to the gold fields)."""
     f, t, a, v = schema.fields, schema.tasks, schema.answers, schema.worker_page_views
     # The gold this worker has held or answered: a small set, read through their own rows.
     seen = (
@@ -199,12 +193,25 @@ def _claim_gold(
     if field_kind is not None:  # in a column every snippet has the same type, gold too
         conditions.append(f.c.kind == field_kind)
     # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
-    gold = conn.execute(
+    return (
         select(f.c.id, f.c.gold_value, f.c.page_id, f.c.kind, f.c.ocr_text)
         .where(*conditions)
         .order_by((f.c.ocr_text == f.c.gold_value).asc(), func.random())
         .limit(1)
-    ).first()
+    )
+
+
+def _claim_gold(
+    conn: Connection,
+    worker_id: int,
+    lease_until: datetime,
+    rules: CrowdSettings,
+    field_kind: str | None = None,
+    draws: random.Random = _DRAWS,
+) -> ClaimedTask | None:
+    """Lease the worker a gold snippet they have not seen (audited, its view counted)."""
+    t = schema.tasks
+    gold = conn.execute(_gold_pick(worker_id, rules, field_kind)).first()
     if gold is None:
         return None
     # A right guess pre-filled tests nothing (accepting it is right): such gold is shown
@@ -725,15 +732,23 @@ def renew_leases(
         return len(held)
 
 
+def _leased_query(_dialect: str) -> Any:
+    """A task as the page shows it, with its lease's holder and status to check."""
+    t = schema.tasks
+    return (
+        _shown(t)
+        .add_columns(t.c.lease_worker_id, t.c.status.label("task_status"))
+        .where(t.c.id == bindparam("tid"))
+    )
+
+
 def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
     """Return a task the worker holds the lease of; refuse any other task id."""
-    with db.connect() as conn:
-        row = conn.execute(
-            select(schema.tasks.c.lease_worker_id, schema.tasks.c.status).where(
-                schema.tasks.c.id == task_id
-            )
-        ).first()
-        if row is None or row.lease_worker_id != worker_id or row.status != "open":
-            # The same answer for "no such task" and "not yours": ids reveal nothing.
-            raise ForbiddenError("this task is not leased to you", key="not_your_task")
-        return _claimed(conn, task_id)
+    # Each snippet fetch starts here: one read, one round trip.
+    with reading(db) as conn:
+        rows = run(conn, _leased_query, {"tid": task_id})
+    row = rows[0] if rows else None
+    if row is None or row.lease_worker_id != worker_id or row.task_status != "open":
+        # The same answer for "no such task" and "not yours": ids reveal nothing.
+        raise ForbiddenError("this task is not leased to you", key="not_your_task")
+    return _claimed_task(row)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from kerani.core.errors import BadInputError, ConflictError, ForbiddenError
 from kerani.core.vocabulary import Language, Role
 from kerani.storage import schema
-from kerani.storage.database import as_utc, utcnow
+from kerani.storage.database import as_utc, reading, utcnow
 
 ROLES = tuple(Role)
 LANGUAGES = tuple(Language)
@@ -93,7 +93,8 @@ def add_person(
 
 def person_by_code(db: Engine, code: str) -> Person:
     """The person whose access code this is; ForbiddenError otherwise."""
-    with db.connect() as conn:
+    # Every API request starts here: a read that costs one round trip (storage.reading).
+    with reading(db) as conn:
         row = conn.execute(
             select(schema.workers).where(schema.workers.c.token_hash == _digest(code))
         ).first()
@@ -266,7 +267,7 @@ def session_person(
     """
     s, w = schema.sessions, schema.workers
     now = now or utcnow()
-    with db.connect() as conn:
+    with reading(db) as conn:  # every page request starts here: one round trip
         row = conn.execute(
             select(
                 s.c.csrf_token,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 
 from kerani.core.errors import ConflictError
 
@@ -46,10 +48,12 @@ RESERVED_CONNECTIONS = 10
 
 @dataclass(frozen=True)
 class PoolSize:
-    """How many connections one process's engine keeps (pool_size) and may add (max_overflow)."""
+    """How many connections one process's engine keeps (pool_size) and may add
+    (max_overflow), and whether each is tested with a round trip before use (pre_ping)."""
 
     pool_size: int = 10
     max_overflow: int = 20
+    pre_ping: bool = True
 
     @property
     def most(self) -> int:
@@ -62,22 +66,54 @@ def pool_for_processes(processes: int, budget: int, max_connections: int | None 
     server's `max_connections` (less RESERVED_CONNECTIONS) when it is known.
 
     Every connection of the share is pooled, none overflow: a connection opened per burst
-    and closed after it costs a PostgreSQL backend's start-up each time.
+    and closed after it costs a PostgreSQL backend's start-up each time. No pre-ping: a
+    web process's connections are in constant use, and a ping is one more round trip
+    before every statement group of every request. A connection that died meanwhile (a
+    PostgreSQL restart) fails the one request that meets it; SQLAlchemy then sees the
+    disconnect and replaces every connection of the pool (a page's outbox resends an
+    answer under its idempotency key).
     """
     if max_connections is not None:
         budget = min(budget, max_connections - RESERVED_CONNECTIONS)
-    return PoolSize(pool_size=max(1, budget // max(1, processes)), max_overflow=0)
+    share = max(1, budget // max(1, processes))
+    return PoolSize(pool_size=share, max_overflow=0, pre_ping=False)
 
 
-def _create_engine(url: str, pool: PoolSize) -> Engine:
+READ_ONLY = "kerani_read_only"
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Take the write lock at BEGIN so two writers never deadlock on lock upgrades; a
+    # connection that only reads (`reading`) takes none, and WAL lets it run beside a writer.
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def reading(db: Engine) -> Iterator[Connection]:
+    """A connection for reads only, which costs no transaction round trips.
+
+    PostgreSQL: autocommit, so no BEGIN before the first statement and no ROLLBACK after
+    the last. That ROLLBACK cost more than its round trip: psycopg forgets every prepared
+    statement of the connection on a rollback, so that the queue's hot statements, which
+    storage.statements prepares once, were parsed and planned again after every read.
+    SQLite: a deferred transaction, which takes no write lock. Never write through it.
+    """
+    with db.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            yield conn.execution_options(**{READ_ONLY: True})
+
+
+def _create_engine(url: str, pool: PoolSize | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # Take the write lock at BEGIN so two writers never deadlock on lock upgrades.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
 
         @event.listens_for(engine, "connect")
         def _no_pysqlite_begin(dbapi_conn: Any, _record: Any) -> None:
@@ -86,8 +122,12 @@ def _create_engine(url: str, pool: PoolSize) -> Engine:
         return engine
     # Enough connections for a busy app process (the web processes ask for their share of
     # the server's connections, pool_for_processes); benchmarks with many clients ask more.
+    pool = pool or PoolSize()
     return create_engine(
-        url, pool_pre_ping=True, pool_size=pool.pool_size, max_overflow=pool.max_overflow
+        url,
+        pool_pre_ping=pool.pre_ping,
+        pool_size=pool.pool_size,
+        max_overflow=pool.max_overflow,
     )
 
 

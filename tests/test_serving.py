@@ -1,0 +1,114 @@
+"""Serving many workers: the web processes' settings and pools, and the hot path's reads."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from kerani.core.settings import CrowdSettings, Settings
+from kerani.core.vocabulary import Role
+from kerani.microtasks.leases import _gold_pick, claim_next, leased_task
+from kerani.people.workers import add_person, person_by_code
+from kerani.storage.database import (
+    RESERVED_CONNECTIONS,
+    close_engine,
+    open_engine,
+    pool_for_processes,
+    reading,
+)
+from kerani.storage.stores import Stores
+from tests.factories import seed_page
+
+
+@pytest.mark.parametrize(("processes", "budget"), [(1, 60), (2, 60), (4, 60), (4, 500), (3, 7)])
+def test_the_web_processes_together_stay_within_max_connections(
+    processes: int, budget: int
+) -> None:
+    pool = pool_for_processes(processes, budget, max_connections=100)
+    assert pool.most >= 1
+    assert processes * pool.most <= max(processes, min(budget, 100 - RESERVED_CONNECTIONS))
+    # A burst past the pool would open and close PostgreSQL backends: none overflow.
+    assert pool.max_overflow == 0
+
+
+def test_serve_hands_its_settings_down_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    from kerani.cli import _prepare_serving
+    from kerani.review_ui.app import app_from_env
+
+    monkeypatch.setenv("KERANI_DB_URL", database_url)
+    for name in ("KERANI_DATA_DIR", "KERANI_SERVE_PROCESSES", "KERANI_SERVE_DB_CONNECTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings.load(tmp_path / "data")
+    each = _prepare_serving(settings, processes=3)
+    close_engine(database_url)
+    # What a serving process builds at its entry point, from the environment alone.
+    app = app_from_env()
+    built: Settings = app.state.settings
+    assert built.core.data_dir == tmp_path / "data"
+    assert built.database_url == database_url
+    assert built.serve.processes == 3
+    db = app.state.stores.db
+    if db.dialect.name == "postgresql":
+        assert each is not None and db.pool.size() == each
+        assert 3 * each <= 100 - RESERVED_CONNECTIONS
+    else:
+        assert each is None
+    close_engine(database_url)
+
+
+def test_a_gold_claim_reads_only_the_gold_fields(stores: Stores) -> None:
+    # Without an index of the gold fields, each gold claim scanned every field there is.
+    seed_page(stores, [("nama", "text", "SITI", 50.0)])
+    rules = CrowdSettings()
+    with stores.db.connect() as conn:
+        query = _gold_pick(1, rules, "text").compile(
+            dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+        )
+        if conn.dialect.name == "postgresql":
+            # On a table this small a scan is cheapest: forbid it, so that the plan shows
+            # whether an index can serve the query at all.
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {query}"))
+        else:
+            plan = "\n".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+    assert "ix_fields_gold" in plan, plan
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_read_leaves_the_connection_its_prepared_statements(database_url: str) -> None:
+    # psycopg forgets every prepared statement of a connection on ROLLBACK: a read that
+    # ended with one made the next claim parse and plan its statements all over again.
+    db = open_engine(database_url, pool_size=1)  # one connection: each call gets it back
+    code = add_person(db, "Siti", Role.WORKER, proven=True)
+    worker = person_by_code(db, code).id
+    claim_next(db, worker, CrowdSettings())  # prepares the claim's statements
+    # Counted in transactions that commit: a COMMIT leaves prepared statements alone.
+    with db.begin() as conn:
+        before = conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
+    assert before
+    person_by_code(db, code)
+    with pytest.raises(Exception, match="not leased"):
+        leased_task(db, "no-such-task", worker)
+    with db.begin() as conn:
+        after = conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
+    assert after >= before  # none forgotten (the read may have prepared one more)
+
+
+def test_a_read_on_sqlite_takes_no_write_lock(stores: Stores, database_url: str) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's locks")
+    path = database_url.split("///", 1)[1]
+    with reading(stores.db) as conn:
+        conn.execute(sa.text("SELECT count(*) FROM workers")).scalar()
+        # Another writer may begin while the read is open (timeout 0: no waiting).
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
