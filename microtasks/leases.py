@@ -50,7 +50,7 @@ from kerani.microtasks.audit import add_view_on_conflict, audit, count_view
 from kerani.microtasks.consensus import answer_key
 from kerani.microtasks.tasks import ClaimedTask, new_task_id
 from kerani.storage import schema
-from kerani.storage.database import as_utc, reading, utcnow
+from kerani.storage.database import as_utc, one_statement, reading, utcnow
 from kerani.storage.statements import dialect_insert, prepared, run
 
 # Draws for gold and blindness: unpredictable to anyone watching (not a seeded generator).
@@ -752,3 +752,48 @@ def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
         # The same answer for "no such task" and "not yours": ids reveal nothing.
         raise ForbiddenError("this task is not leased to you", key="not_your_task")
     return _claimed_task(row)
+
+
+def _viewed_query(dialect: str) -> Any:
+    """PostgreSQL: a task leased to the worker, its view written to the audit log, in one
+    statement (nothing is written for a task that is not theirs)."""
+    t, log = schema.tasks, schema.audit_log
+    worker_id = bindparam("wid", type_=Integer)
+    leased = (
+        _leased_query(dialect)
+        .where(t.c.lease_worker_id == worker_id, t.c.status == "open")
+        .cte("leased")
+    )
+    logged = (
+        insert(log)
+        .from_select(
+            ["at", "worker_id", "action", "task_id", "field_id"],
+            select(
+                bindparam("at", type_=DateTime(timezone=True)),
+                worker_id,
+                literal("view"),
+                leased.c.id,
+                leased.c.field_id,
+            ),
+        )
+        .cte("logged")
+    )
+    return select(leased).add_cte(logged)
+
+
+def view_leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
+    """Return a task the worker holds the lease of, its view written to the audit log;
+    refuse any other task id (and log nothing)."""
+    # Each snippet fetch comes here: on PostgreSQL one statement, committed on its own.
+    with one_statement(db) as conn:
+        if conn.dialect.name == "postgresql":
+            rows = run(conn, _viewed_query, {"tid": task_id, "wid": worker_id, "at": utcnow()})
+            if not rows:
+                raise ForbiddenError("this task is not leased to you", key="not_your_task")
+            return _claimed_task(rows[0])
+        rows = run(conn, _leased_query, {"tid": task_id})
+        row = rows[0] if rows else None
+        if row is None or row.lease_worker_id != worker_id or row.task_status != "open":
+            raise ForbiddenError("this task is not leased to you", key="not_your_task")
+        audit(conn, worker_id, "view", task_id)
+        return _claimed_task(row)

@@ -106,6 +106,21 @@ def reading(db: Engine) -> Iterator[Connection]:
             yield conn.execution_options(**{READ_ONLY: True})
 
 
+@contextmanager
+def one_statement(db: Engine) -> Iterator[Connection]:
+    """A connection for a write that is one statement, committed as it returns.
+
+    PostgreSQL: autocommit (a statement is atomic alone, and durable once it returns), so
+    no BEGIN and COMMIT round trips around it. SQLite: a write transaction.
+    """
+    if db.dialect.name != "postgresql":
+        with db.begin() as conn:
+            yield conn
+        return
+    with db.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _create_engine(url: str, pool: PoolSize | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]

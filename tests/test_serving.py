@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from kerani.core.errors import ForbiddenError
 from kerani.core.settings import CrowdSettings, Settings
 from kerani.core.vocabulary import Role
-from kerani.microtasks.leases import _gold_pick, claim_next, leased_task
+from kerani.microtasks.leases import _gold_pick, claim_next, leased_task, view_leased_task
 from kerani.people.workers import add_person, person_by_code
+from kerani.storage import schema
 from kerani.storage.database import (
     RESERVED_CONNECTIONS,
     close_engine,
@@ -112,3 +114,25 @@ def test_a_read_on_sqlite_takes_no_write_lock(stores: Stores, database_url: str)
             other.execute("ROLLBACK")
         finally:
             other.close()
+
+
+def test_a_snippet_view_is_logged_only_for_the_lease_holder(stores: Stores) -> None:
+    # On PostgreSQL the lease check and the audit row are one statement: a task that is
+    # not the worker's must write no view.
+    seed_page(stores, [("nama", "text", "SITI", 50.0)])
+    ana = person_by_code(stores.db, add_person(stores.db, "Ana", Role.WORKER, proven=True)).id
+    eve = person_by_code(stores.db, add_person(stores.db, "Eve", Role.WORKER, proven=True)).id
+    task = claim_next(stores.db, ana, CrowdSettings())
+    assert task is not None
+    assert view_leased_task(stores.db, task.task_id, ana) == leased_task(
+        stores.db, task.task_id, ana
+    )
+    for who, task_id in ((eve, task.task_id), (ana, "no-such-task")):
+        with pytest.raises(ForbiddenError):
+            view_leased_task(stores.db, task_id, who)
+    log = schema.audit_log
+    with stores.db.connect() as conn:
+        views = conn.execute(
+            sa.select(log.c.worker_id, log.c.task_id, log.c.field_id).where(log.c.action == "view")
+        ).all()
+    assert [tuple(v) for v in views] == [(ana, task.task_id, task.field_id)]
