@@ -136,3 +136,40 @@ def test_a_snippet_view_is_logged_only_for_the_lease_holder(stores: Stores) -> N
             sa.select(log.c.worker_id, log.c.task_id, log.c.field_id).where(log.c.action == "view")
         ).all()
     assert [tuple(v) for v in views] == [(ana, task.task_id, task.field_id)]
+
+
+def test_the_api_routes_take_no_trip_through_the_thread_pool_for_the_caller() -> None:
+    # A sync dependency runs in a thread of its own: a second trip through the pool, on
+    # every request of every worker. The routes read their caller in their own thread.
+    from fastapi.routing import APIRoute
+
+    from kerani.review_ui import api
+
+    routes = [r for r in api.router.routes if isinstance(r, APIRoute)]
+    assert routes
+    for route in routes:
+        assert [d.call for d in route.dependant.dependencies] == [], route.path
+
+
+def test_an_answer_s_body_is_checked_after_its_caller(settings: Settings, stores: Stores) -> None:
+    from fastapi.testclient import TestClient
+
+    from kerani.review_ui.app import create_app
+
+    client = TestClient(create_app(settings, stores))
+    code = add_person(stores.db, "Siti", Role.WORKER, proven=True)
+    path = "/api/tasks/no-such-task/answer"
+    # Anonymous: refused, whatever the body; the API's fields are not told.
+    assert client.post(path, json={}).status_code == 403
+    # Signed in: FastAPI's own 422 for a body that will not do, naming the field.
+    bad = client.post(path, json={"kind": "value"}, headers={"Authorization": f"Bearer {code}"})
+    assert bad.status_code == 422
+    assert [e["loc"] for e in bad.json()["detail"]] == [["body", "idempotency_key"]]
+    good = client.post(
+        path, json={"idempotency_key": "k" * 12}, headers={"Authorization": f"Bearer {code}"}
+    )
+    assert good.status_code == 404  # a task that is not there
+    schema = client.get("/api/openapi.json").json()["paths"]["/api/tasks/{task_id}/answer"]["post"][
+        "requestBody"
+    ]["content"]["application/json"]["schema"]
+    assert "idempotency_key" in schema["required"]
