@@ -143,10 +143,15 @@ def test_the_api_routes_take_no_trip_through_the_thread_pool_for_the_caller() ->
     # every request of every worker. The routes read their caller in their own thread.
     from fastapi.routing import APIRoute
 
-    from kerani.review_ui import api
+    from kerani.review_ui import api, worker_pages
 
-    routes = [r for r in api.router.routes if isinstance(r, APIRoute)]
-    assert routes
+    busiest = {("GET", "/review"), ("POST", "/review/{task_id}"), ("GET", "/snippets/{task_id}")}
+    routes = [r for r in api.router.routes if isinstance(r, APIRoute)] + [
+        r
+        for r in worker_pages.router.routes
+        if isinstance(r, APIRoute) and {(m, r.path) for m in r.methods} & busiest
+    ]
+    assert len(routes) == 4 + len(busiest)
     for route in routes:
         assert [d.call for d in route.dependant.dependencies] == [], route.path
 
@@ -173,3 +178,22 @@ def test_an_answer_s_body_is_checked_after_its_caller(settings: Settings, stores
         "requestBody"
     ]["content"]["application/json"]["schema"]
     assert "idempotency_key" in schema["required"]
+
+
+def test_the_review_form_is_checked_after_the_session(settings: Settings, stores: Stores) -> None:
+    from fastapi.testclient import TestClient
+
+    from kerani.review_ui.app import create_app
+    from tests.test_review_routes import signed_in_worker
+
+    client = TestClient(create_app(settings, stores), follow_redirects=False)
+    anonymous = client.post("/review/no-such-task", data={})
+    assert (anonymous.status_code, anonymous.headers["location"]) == (303, "/signin")
+    signed_in_worker(client, stores)
+    # An empty field counts as not sent, as FastAPI reads forms.
+    bad = client.post("/review/no-such-task", data={"csrf": "", "value": "x"})
+    assert bad.status_code == 422
+    assert {tuple(e["loc"]) for e in bad.json()["detail"]} == {
+        ("body", "csrf"),
+        ("body", "idempotency_key"),
+    }
