@@ -239,6 +239,8 @@ class RawConnection:
             return await self._request(method, path, body)
 
     async def _request(self, method: str, path: str, body: Any) -> Reply:
+        if self.reader is not None and self.reader.at_eof():
+            self.close()  # the server closed it while idle (keep-alive timeout): a new one
         if self.reader is None or self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self.reader, self.writer
