@@ -121,6 +121,22 @@ def one_statement(db: Engine) -> Iterator[Connection]:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
+# The longest query whose placeholders psycopg parses once and keeps (its own is 4 KB).
+QUERY_CACHE_BYTES = 32 * 1024
+
+
+def _cache_long_queries() -> None:
+    # psycopg parses a query's placeholders on every execute unless the query is at most
+    # 4 KB, and the queue's hot statements (the claim, the answer, the settle) are longer:
+    # each claim and submit parsed 5 KB of SQL again. A few such statements, all built
+    # once per process (storage.statements), fit its cache of 128 queries.
+    from psycopg import _queries
+
+    limit = getattr(_queries, "MAX_CACHED_STATEMENT_LENGTH", None)
+    if isinstance(limit, int) and limit < QUERY_CACHE_BYTES:
+        _queries.MAX_CACHED_STATEMENT_LENGTH = QUERY_CACHE_BYTES
+
+
 def _create_engine(url: str, pool: PoolSize | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -135,6 +151,7 @@ def _create_engine(url: str, pool: PoolSize | None = None) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
+    _cache_long_queries()
     # Enough connections for a busy app process (the web processes ask for their share of
     # the server's connections, pool_for_processes); benchmarks with many clients ask more.
     pool = pool or PoolSize()

@@ -197,3 +197,26 @@ def test_the_review_form_is_checked_after_the_session(settings: Settings, stores
         ("body", "csrf"),
         ("body", "idempotency_key"),
     }
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_hot_statements_are_parsed_once_by_the_driver(stores: Stores) -> None:
+    # psycopg keeps the parse of queries up to a length only: the claim's and the answer's
+    # statements were parsed afresh on every execute.
+    from psycopg import _queries
+
+    from kerani.microtasks.answers import submit_answer
+    from kerani.storage import statements
+
+    db = stores.db
+    seed_page(stores, [("nama", "text", "SITI", 50.0), ("alamat", "text", "JALAN 1", 50.0)])
+    worker = person_by_code(db, add_person(db, "Siti", Role.WORKER, proven=True)).id
+    rules = CrowdSettings()
+    for _ in range(2):
+        task = claim_next(db, worker, rules)
+        assert task is not None
+        submit_answer(db, task.task_id, worker, "value", "x", task.task_id, rules)
+    hot = [s.sql for s in statements._built.values() if isinstance(s, statements._DriverStatement)]
+    longest = max(len(sql.encode()) for sql in hot)
+    assert longest > 4096  # what the driver's own limit left out
+    assert longest <= _queries.MAX_CACHED_STATEMENT_LENGTH
