@@ -572,7 +572,7 @@ def bench_load(
 
     # The bar goes to stderr: stdout keeps only the figures (one JSON object with --json).
     with progress_bar(Console(stderr=True)) as progress:
-        bar = progress.add_task(f"{workers} workers at work", total=warmup + seconds)
+        bar = progress.add_task("Seeding, starting kerani serve", total=warmup + seconds)
 
         def shown(elapsed: float, requests: int) -> None:
             progress.update(bar, completed=elapsed, description=f"{requests} requests")
