@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -344,6 +345,11 @@ async def _one_worker(
             tally.latencies_ms[kind].append((time.perf_counter() - t0) * 1000)
         return reply
 
+    # People look at a snippet for longer or shorter: a fixed pause would keep every worker
+    # in step with the others, coming back all at once, and so would a common start.
+    draws = random.Random()
+    if options.think_s:
+        await asyncio.sleep(draws.uniform(0, options.think_s))
     try:
         while time.monotonic() < deadline:
             claim = await call("claim", "POST", "/api/tasks/claim")
@@ -356,7 +362,7 @@ async def _one_worker(
             if snippet is not None and not snippet.body:
                 tally.error("snippet", "empty")
             if options.think_s:
-                await asyncio.sleep(options.think_s)
+                await asyncio.sleep(options.think_s * draws.uniform(0.5, 1.5))
             key = secrets.token_urlsafe(12)
             body = {
                 "kind": "value",

@@ -556,7 +556,8 @@ def bench_load(
         int | None, typer.Option(min=1, help="Open tasks to seed (default: 250 a second).")
     ] = None,
     think: Annotated[
-        float, typer.Option(min=0.0, help="Seconds each worker looks at a snippet.")
+        float,
+        typer.Option(min=0.0, help="Seconds each worker looks at a snippet, on average."),
     ] = 0.0,
     warmup: Annotated[
         float, typer.Option(min=0.0, help="Seconds of work before the figures start.")
