@@ -44,7 +44,9 @@ def test_serve_hands_its_settings_down_through_the_environment(
 
     monkeypatch.setenv("KERANI_DB_URL", database_url)
     for name in ("KERANI_DATA_DIR", "KERANI_SERVE_PROCESSES", "KERANI_SERVE_DB_CONNECTIONS"):
-        monkeypatch.delenv(name, raising=False)
+        # Recorded first, so that what _prepare_serving sets is undone after the test.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     settings = Settings.load(tmp_path / "data")
     each = _prepare_serving(settings, processes=3)
     close_engine(database_url)
