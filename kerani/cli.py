@@ -226,18 +226,58 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Default: $KERANI_REVIEW_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: $KERANI_REVIEW_PORT")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Web server processes (default: $KERANI_SERVE_PROCESSES, one per core up to 4).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the review page, the status pages and the JSON API."""
     import uvicorn
 
-    from kerani.review_ui.app import create_app
+    from kerani.review_ui.app import APP_FACTORY
     from kerani.review_ui.server import uvicorn_options
 
     settings = _settings(data_dir)
     h, p = host or settings.review.host, port or settings.review.port
-    console.print(f"Review page on http://{h}:{p}/signin")
+    processes = workers or settings.serve.processes
+    pool = _prepare_serving(settings, processes)
+    each = f", {pool} database connections each" if pool is not None else ""
+    console.print(f"Review page on http://{h}:{p}/signin ({processes} processes{each})")
     options = uvicorn_options(settings.review)
-    uvicorn.run(create_app(settings), host=h, port=p, log_level="info", **options)
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        workers=processes,
+        host=h,
+        port=p,
+        log_level="info",
+        **options,
+    )
+
+
+def _prepare_serving(settings: Settings, processes: int) -> int | None:
+    """Migrate once, here, and hand the serving processes their settings; return each one's
+    PostgreSQL connections (None on SQLite, whose pool stays SQLAlchemy's).
+
+    The processes build their settings from the environment (review_ui.app.app_from_env):
+    the data folder and their share of PostgreSQL's connections go there, never into argv.
+    """
+    from kerani.storage.database import close_engine, pool_for_processes, server_max_connections
+    from kerani.storage.stores import open_stores
+
+    # Migrated before the processes start, so that they never race to migrate a new database.
+    db = open_stores(settings).db
+    most = server_max_connections(db)
+    close_engine(settings.database_url)
+    pool = pool_for_processes(processes, settings.serve.db_connections, most)
+    os.environ["KERANI_DATA_DIR"] = str(settings.core.data_dir)
+    os.environ["KERANI_SERVE_PROCESSES"] = str(processes)
+    os.environ["KERANI_SERVE_DB_CONNECTIONS"] = str(pool.most * processes)
+    return pool.most if most is not None else None
 
 
 @app.command()
@@ -740,6 +780,55 @@ def bench_scale(
 
     with console.status(f"pre-OCR of {pages} pages in each configuration ..."):
         figures = run(pages, counts(dask_workers, "--dask-workers"), counts(threads, "--threads"))
+    _print_figures(figures, as_json)
+
+
+@bench_app.command("load")
+def bench_load(
+    workers: Annotated[int, typer.Option(help="Simulated workers, each on its own connection.")] = (
+        200
+    ),
+    seconds: Annotated[float, typer.Option(help="How long they work.")] = 60.0,
+    database: Annotated[
+        str,
+        typer.Option(
+            help="sqlite (a new file), postgresql (a new schema in the local `test` database,"
+            " or $KERANI_BENCH_POSTGRES_URL) or a postgresql:// URL to make the schema in."
+        ),
+    ] = "sqlite",
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="kerani serve's processes (default: $KERANI_SERVE_PROCESSES)."),
+    ] = None,
+    tasks: Annotated[
+        int | None, typer.Option(min=1, help="Open tasks to seed (default: 250 a second).")
+    ] = None,
+    think: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds each worker looks at a snippet, on average."),
+    ] = 0.0,
+    warmup: Annotated[
+        float, typer.Option(min=0.0, help="Seconds of work before the figures start.")
+    ] = 5.0,
+    client: Annotated[
+        str, typer.Option(help="raw (lean asyncio HTTP/1.1, the default) or httpx.")
+    ] = "raw",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Simulated workers claim, fetch and answer over HTTP against a real `kerani serve`."""
+    from kerani.benchmarks.load_bench import run
+    from kerani.terminal import progress_bar
+
+    # The bar goes to stderr: stdout keeps only the figures (one JSON object with --json).
+    with progress_bar(Console(stderr=True)) as progress:
+        bar = progress.add_task("Seeding, starting kerani serve", total=warmup + seconds)
+
+        def shown(elapsed: float, requests: int) -> None:
+            progress.update(bar, completed=elapsed, description=f"{requests} requests")
+
+        figures = run(
+            workers, seconds, database, processes, tasks, think, warmup, client, progress=shown
+        )
     _print_figures(figures, as_json)
 
 

@@ -50,7 +50,7 @@ from kerani.microtasks.audit import add_view_on_conflict, audit, count_view
 from kerani.microtasks.consensus import answer_key
 from kerani.microtasks.tasks import ClaimedTask, new_task_id
 from kerani.storage import schema
-from kerani.storage.database import as_utc, utcnow
+from kerani.storage.database import as_utc, one_statement, reading, utcnow
 from kerani.storage.statements import dialect_insert, prepared, run
 
 # Draws for gold and blindness: unpredictable to anyone watching (not a seeded generator).
@@ -164,15 +164,9 @@ def _gold_due(draw: float, every: int) -> bool:
     return every > 0 and draw * every < 1
 
 
-def _claim_gold(
-    conn: Connection,
-    worker_id: int,
-    lease_until: datetime,
-    rules: CrowdSettings,
-    field_kind: str | None = None,
-    draws: random.Random = _DRAWS,
-) -> ClaimedTask | None:
-    """Lease the worker a gold snippet they have not seen (audited, its view counted)."""
+def _gold_pick(worker_id: int, rules: CrowdSettings, field_kind: str | None = None) -> Any:
+    """The query for a gold field to lease the worker: one they have not seen, the ones the
+    OCR got wrong first (ix_fields_gold keeps it to the gold fields)."""
     f, t, a, v = schema.fields, schema.tasks, schema.answers, schema.worker_page_views
     # The gold this worker has held or answered: a small set, read through their own rows.
     seen = (
@@ -199,12 +193,25 @@ def _claim_gold(
     if field_kind is not None:  # in a column every snippet has the same type, gold too
         conditions.append(f.c.kind == field_kind)
     # Prefer gold the OCR got wrong: a worker who only accepts the pre-filled guess fails it.
-    gold = conn.execute(
+    return (
         select(f.c.id, f.c.gold_value, f.c.page_id, f.c.kind, f.c.ocr_text)
         .where(*conditions)
         .order_by((f.c.ocr_text == f.c.gold_value).asc(), func.random())
         .limit(1)
-    ).first()
+    )
+
+
+def _claim_gold(
+    conn: Connection,
+    worker_id: int,
+    lease_until: datetime,
+    rules: CrowdSettings,
+    field_kind: str | None = None,
+    draws: random.Random = _DRAWS,
+) -> ClaimedTask | None:
+    """Lease the worker a gold snippet they have not seen (audited, its view counted)."""
+    t = schema.tasks
+    gold = conn.execute(_gold_pick(worker_id, rules, field_kind)).first()
     if gold is None:
         return None
     # A right guess pre-filled tests nothing (accepting it is right): such gold is shown
@@ -725,17 +732,83 @@ def renew_leases(
         return len(held)
 
 
+def _leased_query(_dialect: str) -> Any:
+    """A task as the page shows it, with its lease's holder and status to check."""
+    t = schema.tasks
+    return (
+        _shown(t)
+        .add_columns(t.c.lease_worker_id, t.c.status.label("task_status"))
+        .where(t.c.id == bindparam("tid"))
+    )
+
+
 def leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
     """Return a task the worker holds a live lease of; refuse any other task id."""
-    t = schema.tasks
-    with db.connect() as conn:
-        row = conn.execute(
-            select(t.c.lease_worker_id, t.c.lease_expires_at, t.c.status).where(t.c.id == task_id)
-        ).first()
-        if row is None or row.lease_worker_id != worker_id or row.status != "open":
-            # The same answer for "no such task" and "not yours": ids reveal nothing.
+    # Each snippet fetch starts here: one read, one round trip.
+    with reading(db) as conn:
+        rows = run(conn, _leased_query, {"tid": task_id})
+    row = rows[0] if rows else None
+    _check_lease(row, worker_id, utcnow())
+    return _claimed_task(row)
+
+
+def _check_lease(row: Any, worker_id: int, now: datetime) -> None:
+    """Refuse a task row that is not this worker's live lease."""
+    if row is None or row.lease_worker_id != worker_id or row.task_status != "open":
+        # The same answer for "no such task" and "not yours": ids reveal nothing.
+        raise ForbiddenError("this task is not leased to you", key="not_your_task")
+    if row.lease_expires_at is None or as_utc(row.lease_expires_at) <= now:
+        # A lapsed lease shows nothing more, even to its holder: the task is the queue's.
+        raise ForbiddenError("the time for this task ran out", key="lease_expired")
+
+
+def _viewed_query(dialect: str) -> Any:
+    """PostgreSQL: a task leased to the worker, its view written to the audit log, in one
+    statement (nothing is written for a task that is not theirs)."""
+    t, log = schema.tasks, schema.audit_log
+    worker_id = bindparam("wid", type_=Integer)
+    leased = (
+        _leased_query(dialect)
+        .where(
+            t.c.lease_worker_id == worker_id,
+            t.c.status == "open",
+            t.c.lease_expires_at > bindparam("at", type_=DateTime(timezone=True)),
+        )
+        .cte("leased")
+    )
+    logged = (
+        insert(log)
+        .from_select(
+            ["at", "worker_id", "action", "task_id", "field_id"],
+            select(
+                bindparam("at", type_=DateTime(timezone=True)),
+                worker_id,
+                literal("view"),
+                leased.c.id,
+                leased.c.field_id,
+            ),
+        )
+        .cte("logged")
+    )
+    return select(leased).add_cte(logged)
+
+
+def view_leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
+    """Return a task the worker holds the lease of, its view written to the audit log;
+    refuse any other task id (and log nothing)."""
+    # Each snippet fetch comes here: on PostgreSQL one statement, committed on its own.
+    now = utcnow()
+    with one_statement(db) as conn:
+        if conn.dialect.name == "postgresql":
+            rows = run(conn, _viewed_query, {"tid": task_id, "wid": worker_id, "at": now})
+            if rows:
+                return _claimed_task(rows[0])
+            # Refused: read the task once more only to say why (not theirs, or run out).
+            refused = run(conn, _leased_query, {"tid": task_id})
+            _check_lease(refused[0] if refused else None, worker_id, now)
             raise ForbiddenError("this task is not leased to you", key="not_your_task")
-        if row.lease_expires_at is None or as_utc(row.lease_expires_at) <= utcnow():
-            # A lapsed lease shows nothing more: the task is the queue's again.
-            raise ForbiddenError("the time for this task ran out", key="lease_expired")
-        return _claimed(conn, task_id)
+        rows = run(conn, _leased_query, {"tid": task_id})
+        row = rows[0] if rows else None
+        _check_lease(row, worker_id, now)
+        audit(conn, worker_id, "view", task_id)
+        return _claimed_task(row)

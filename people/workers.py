@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select, update
 
 from kerani.core.errors import BadInputError, ConflictError, ForbiddenError
 from kerani.core.vocabulary import Language, Role
 from kerani.storage import schema
-from kerani.storage.database import as_utc, utcnow
+from kerani.storage.database import as_utc, reading, utcnow
+from kerani.storage.statements import run
 
 ROLES = tuple(Role)
 LANGUAGES = tuple(Language)
@@ -91,15 +92,22 @@ def add_person(
     return code
 
 
+def _person_query(_dialect: str) -> Any:
+    w = schema.workers
+    return select(w.c.id, w.c.name, w.c.role, w.c.language).where(
+        w.c.token_hash == bindparam("digest")
+    )
+
+
 def person_by_code(db: Engine, code: str) -> Person:
     """The person whose access code this is; ForbiddenError otherwise."""
-    with db.connect() as conn:
-        row = conn.execute(
-            select(schema.workers).where(schema.workers.c.token_hash == _digest(code))
-        ).first()
-    if row is None:
+    # Every API request starts here: one read of one round trip (storage.reading), with a
+    # statement built once (storage.statements) rather than on every request.
+    with reading(db) as conn:
+        rows = run(conn, _person_query, {"digest": _digest(code)})
+    if not rows:
         raise ForbiddenError("unknown access code")
-    return _person(row)
+    return _person(rows[0])
 
 
 def person_named(db: Engine, name: str, role: Role, label: str) -> int:
@@ -275,6 +283,23 @@ def start_session(
     return cookie, csrf
 
 
+def _session_query(_dialect: str) -> Any:
+    s, w = schema.sessions, schema.workers
+    return (
+        select(
+            s.c.csrf_token,
+            s.c.expires_at,
+            s.c.last_seen_at,
+            w.c.id,
+            w.c.name,
+            w.c.role,
+            w.c.language,
+        )
+        .join(w, w.c.id == s.c.worker_id)
+        .where(s.c.id == bindparam("sid"))
+    )
+
+
 def session_person(
     db: Engine, cookie: str, idle_minutes: int = 0, now: datetime | None = None
 ) -> tuple[Person, str]:
@@ -283,22 +308,11 @@ def session_person(
     ForbiddenError when unknown, past its end, or left idle longer than `idle_minutes`
     (0: no idle limit). Each use keeps the session alive (written at most once a minute).
     """
-    s, w = schema.sessions, schema.workers
+    s = schema.sessions
     now = now or utcnow()
-    with db.connect() as conn:
-        row = conn.execute(
-            select(
-                s.c.csrf_token,
-                s.c.expires_at,
-                s.c.last_seen_at,
-                w.c.id,
-                w.c.name,
-                w.c.role,
-                w.c.language,
-            )
-            .join(w, w.c.id == s.c.worker_id)
-            .where(s.c.id == _digest(cookie))
-        ).first()
+    with reading(db) as conn:  # every page request starts here: one round trip
+        rows = run(conn, _session_query, {"sid": _digest(cookie)})
+    row = rows[0] if rows else None
     if row is None or as_utc(row.expires_at) <= now:
         raise ForbiddenError("please sign in")
     last_seen = as_utc(row.last_seen_at) if row.last_seen_at is not None else now

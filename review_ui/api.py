@@ -8,14 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from kerani.core.vocabulary import Role
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.leases import claim_tasks
+from kerani.people.workers import Person
 from kerani.review_ui.web import (
-    ApiPerson,
+    api_person,
     batches_for,
     db_of,
     draws_of,
@@ -27,6 +30,18 @@ from kerani.review_ui.web import (
 )
 
 router = APIRouter()
+
+
+def caller(request: Request, *roles: Role) -> Person:
+    """The person whose access code the request carries, refused unless of one of `roles`.
+
+    Called inside each route rather than declared as a dependency: FastAPI runs a sync
+    dependency in a thread of its own, one more trip through the thread pool (and the
+    interpreter lock) on every request, where the route's own thread can read it.
+    """
+    person = api_person(request)
+    need_role(person, *roles)
+    return person
 
 
 class AnswerIn(BaseModel):
@@ -42,9 +57,9 @@ class AnswerIn(BaseModel):
 
 
 @router.post("/api/tasks/claim")
-def api_claim(request: Request, person: ApiPerson) -> Response:
+def api_claim(request: Request) -> Response:
     """Lease the next task to this worker (204 when there is none)."""
-    need_role(person, Role.WORKER)
+    person = caller(request, Role.WORKER)
     crowd = settings_of(request).crowd
     tasks = claim_tasks(db_of(request), person.id, crowd, count=1, draws=draws_of(request))
     if not tasks:
@@ -67,17 +82,39 @@ def api_claim(request: Request, person: ApiPerson) -> Response:
 
 
 @router.get("/api/tasks/{task_id}/snippet")
-def api_snippet(request: Request, task_id: str, person: ApiPerson) -> Response:
+def api_snippet(request: Request, task_id: str) -> Response:
     """The snippet of a task leased to this worker."""
-    return snippet_response(request, person, task_id)
+    return snippet_response(request, caller(request, Role.WORKER), task_id)
 
 
-@router.post("/api/tasks/{task_id}/answer")
-def api_answer(
-    request: Request, task_id: str, answer: AnswerIn, person: ApiPerson
-) -> dict[str, Any]:
+# The body the answer route reads itself (see api_answer), as the API's schema shows it.
+_ANSWER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": AnswerIn.model_json_schema()}},
+    }
+}
+
+
+@router.post("/api/tasks/{task_id}/answer", openapi_extra=_ANSWER_BODY)
+async def api_answer(request: Request, task_id: str) -> dict[str, Any]:
     """Record an answer to a task leased to this worker (once per idempotency key)."""
-    need_role(person, Role.WORKER)
+    # The body is checked after the caller, in the one thread the answer takes: declared
+    # as a parameter it would be checked first (an anonymous caller would learn the API's
+    # fields from a 422), and the caller, a dependency, would take a thread of its own.
+    body = await request.body()
+    result: dict[str, Any] = await run_in_threadpool(_answer, request, task_id, body)
+    return result
+
+
+def _answer(request: Request, task_id: str, body: bytes) -> dict[str, Any]:
+    person = caller(request, Role.WORKER)
+    try:
+        answer = AnswerIn.model_validate_json(body)
+    except ValidationError as e:
+        # FastAPI's own 422, as if the body had been a declared parameter.
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in e.errors()]
+        raise RequestValidationError(errors, body=body) from e
     outcome = submit_answer(
         db_of(request),
         task_id,
@@ -94,7 +131,7 @@ def api_answer(
 
 
 @router.get("/api/batches")
-def api_batches(request: Request, person: ApiPerson) -> list[dict[str, Any]]:
+def api_batches(request: Request) -> list[dict[str, Any]]:
     """The batches this person may see, with their progress."""
-    need_role(person, Role.OPERATOR, Role.AGENCY)
+    person = caller(request, Role.OPERATOR, Role.AGENCY)
     return batches_for(request, person)

@@ -161,3 +161,23 @@ def create_app(
         "/api/openapi.json", openapi_for_staff, methods=["GET"], include_in_schema=False
     )
     return app
+
+
+APP_FACTORY = "kerani.review_ui.app:app_from_env"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one `kerani serve` process (uvicorn's factory, by APP_FACTORY).
+
+    Its settings are built here, the entry point, from the KERANI_* environment that the
+    CLI passed down (never from argv, which every user of the machine may read), and its
+    database pool is this process's share of the connections (ServeSettings).
+    """
+    from kerani.storage.blobs import open_blob_store
+    from kerani.storage.database import open_engine, pool_for_processes
+
+    settings = Settings.load()
+    serve = settings.serve
+    pool = pool_for_processes(serve.processes, serve.db_connections)
+    db = open_engine(settings.database_url, pool=pool)
+    return create_app(settings, Stores(db=db, blobs=open_blob_store(settings)))

@@ -28,7 +28,7 @@ from kerani.core.vocabulary import Role
 from kerani.flows.triggers import document_settled
 from kerani.forms.templates import Template
 from kerani.microtasks.audit import log_view
-from kerani.microtasks.leases import leased_task
+from kerani.microtasks.leases import view_leased_task
 from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.rate_limits import reserve_attempt
 from kerani.people.workers import Person, person_by_code, session_person
@@ -268,9 +268,7 @@ def inline_snippet(request: Request, person: Person, task: ClaimedTask) -> str:
 def snippet_response(request: Request, person: Person, task_id: str) -> Response:
     """The snippet of a task leased to this worker, never cached; the view is audited."""
     need_role(person, Role.WORKER)
-    db = db_of(request)
-    task = leased_task(db, task_id, person.id)
-    log_view(db, person.id, task_id)
+    task = view_leased_task(db_of(request), task_id, person.id)
     image = stores_of(request).blobs.get(task.snippet_key)
     return Response(
         image,

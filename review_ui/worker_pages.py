@@ -4,10 +4,12 @@ of a leased task, and the worker's own page. Every route needs a signed-in worke
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from kerani.core.errors import BadInputError, ForbiddenError
@@ -27,6 +29,7 @@ from kerani.review_ui.web import (
     inline_snippet,
     label_of,
     need_role,
+    page_session,
     render,
     settings_of,
     settle_side_effects,
@@ -59,10 +62,15 @@ def task_json(request: Request, person: Person, task: ClaimedTask) -> dict[str, 
     }
 
 
+# The worker's busiest routes read the session in their own thread: PageSession, a sync
+# dependency, would take a thread of its own, one more trip through the thread pool (and
+# the interpreter lock) on every request.
+
+
 @router.get("/review", response_class=HTMLResponse)
-def review_page(request: Request, session: PageSession) -> Response:
+def review_page(request: Request) -> Response:
     """The one-by-one page: a task to check, its guess pre-filled, two more in reserve."""
-    person, csrf = session
+    person, csrf = page_session(request)
     need_role(person, Role.WORKER)
     db, crowd = db_of(request), settings_of(request).crowd
     # The task on screen and two in reserve, which the script shows without a round trip.
@@ -83,22 +91,49 @@ def review_page(request: Request, session: PageSession) -> Response:
     return render(request, "review.html", context, person, csrf)
 
 
-@router.post("/review/{task_id}")
-def review_submit(
-    request: Request,
-    task_id: str,
-    session: PageSession,
-    csrf: Annotated[str, Form()],
-    idempotency_key: Annotated[str, Form()],
-    action: Annotated[str, Form()] = "value",
-    value: Annotated[str, Form()] = "",
-    prefilled: Annotated[str | None, Form()] = None,
-    duration_ms: Annotated[str | None, Form()] = None,
-) -> Response:
+class ReviewForm(BaseModel):
+    """The one-by-one page's form, as the page or its script posts it."""
+
+    csrf: str
+    idempotency_key: str
+    action: str = "value"
+    value: str = ""
+    prefilled: str | None = None
+    duration_ms: str | None = None
+
+
+@router.post(
+    "/review/{task_id}",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": ReviewForm.model_json_schema()}
+            },
+        }
+    },
+)
+async def review_submit(request: Request, task_id: str) -> Response:
     """An answer from the one-by-one page: the form posted, or the script in the background."""
-    person, expected = session
+    form = await request.form()
+    # As FastAPI reads a form: an empty field is a field not sent.
+    sent = {k: v for k, v in form.items() if v != ""}
+    response: Response = await run_in_threadpool(_review_submit, request, task_id, sent)
+    return response
+
+
+def _review_submit(request: Request, task_id: str, sent: dict[str, Any]) -> Response:
+    # The session first: an anonymous post goes to sign-in whatever its form holds.
+    person, expected = page_session(request)
     need_role(person, Role.WORKER)
-    check_csrf(csrf, expected)
+    try:
+        form = ReviewForm.model_validate(sent)
+    except ValidationError as e:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in e.errors()]
+        raise RequestValidationError(errors, body=sent) from e
+    check_csrf(form.csrf, expected)
+    action, value, idempotency_key = form.action, form.value, form.idempotency_key
+    prefilled, duration_ms = form.prefilled, form.duration_ms
     db, crowd = db_of(request), settings_of(request).crowd
     outcome = submit_answer(
         db,
@@ -135,9 +170,9 @@ def review_submit(
 
 
 @router.get("/snippets/{task_id}")
-def snippet(request: Request, task_id: str, session: PageSession) -> Response:
+def snippet(request: Request, task_id: str) -> Response:
     """The snippet of a task leased to this worker (the script's reserve fetches it)."""
-    return snippet_response(request, session[0], task_id)
+    return snippet_response(request, page_session(request)[0], task_id)
 
 
 @router.get("/column", response_class=HTMLResponse)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from kerani.benchmarks import crowd_bench, queue_bench, ui_bench
+from kerani.benchmarks import crowd_bench, load_bench, queue_bench, ui_bench
+from kerani.core.vocabulary import Role
+from kerani.people.workers import add_person, person_by_code
+from kerani.storage import schema
+from kerani.storage.database import utcnow
+from kerani.storage.stores import Stores
+from tests.conftest import POSTGRES_ADMIN_URL
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).resolve().parents[1] / "kerani" / "samples"
@@ -84,3 +92,55 @@ def test_ui_bench_on_a_sample_receipt() -> None:
     assert figures["next_snippets_without_page_load"] == 6
     assert figures["first_snippet_ms_slow3g"] >= ui_bench.NETWORKS["slow3g"]["latency"]
     assert figures["keystrokes_per_field_single"] < figures["typing_from_scratch_per_field"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_load_bench_small(database: str, request: pytest.FixtureRequest) -> None:
+    if database == "postgresql" and not request.getfixturevalue("postgres_available"):
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (outside CI)")
+    url = POSTGRES_ADMIN_URL if database == "postgresql" else "sqlite"
+    figures = load_bench.run(workers=5, seconds=3, database=url, processes=2, warmup_s=1)
+    assert figures["database"] == database and figures["errors"] == 0, figures
+    # Every answer the server acknowledged is in the database, once; no task was leased
+    # to two workers at once.
+    assert figures["answers_acknowledged"] > 0
+    assert figures["answers_stored"] == figures["answers_acknowledged"]
+    assert figures["lost_answers"] == figures["answers_stored_twice"] == 0
+    assert figures["double_assignments"] == 0
+    kinds = [figures[k]["requests"] for k in load_bench.KINDS]
+    assert sum(kinds) == figures["requests"] > 0
+    assert figures["p99_ms"] >= figures["p50_ms"] > 0
+
+
+def test_kerani_bench_load_prints_one_json_object() -> None:
+    from typer.testing import CliRunner
+
+    from kerani.cli import app
+
+    args = ["bench", "load", "--workers", "2", "--seconds", "1", "--warmup", "0", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)  # the progress bar went to stderr
+    assert figures["workers"] == 2 and figures["lost_answers"] == 0
+
+
+def test_double_assignments_are_claims_while_another_worker_holds_the_task(
+    stores: Stores,
+) -> None:
+    a = add_person(stores.db, "A", Role.WORKER)
+    b = add_person(stores.db, "B", Role.WORKER)
+    ids = [person_by_code(stores.db, code).id for code in (a, b)]
+    rows = [
+        ("claim", ids[0], "t1"),
+        ("answer", ids[0], "t1"),
+        ("claim", ids[1], "t1"),  # after A answered: fine
+        ("claim", ids[0], "t2"),
+        ("claim", ids[1], "t2"),  # while A holds it: doubled
+        ("answer", ids[1], "t2"),
+    ]
+    with stores.db.begin() as conn:
+        conn.execute(
+            sa.insert(schema.audit_log),
+            [{"at": utcnow(), "action": x, "worker_id": w, "task_id": t} for x, w, t in rows],
+        )
+    assert load_bench.double_assignments(stores.db) == 1

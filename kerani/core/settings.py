@@ -28,6 +28,11 @@ def default_data_dir() -> Path:
     return base / "kerani"
 
 
+def default_processes() -> int:
+    """Web server processes when KERANI_SERVE_PROCESSES is not set: one per core, up to 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class CoreSettings(BaseSettings):
     """Where Kerani's state lives."""
 
@@ -196,6 +201,17 @@ class ScaleSettings(BaseSettings):
     chunk_pages: int = Field(default=500, ge=1)
 
 
+class ServeSettings(BaseSettings):
+    """`kerani serve`: how many processes serve the review app, and their database share."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_SERVE_")
+    # Worker processes of the web server: one Python process uses one core at most.
+    processes: int = Field(default_factory=default_processes, ge=1, le=64)
+    # PostgreSQL connections all the processes together may hold: PostgreSQL's default
+    # max_connections is 100, and flows, the CLI and an operator's psql need some too.
+    db_connections: int = Field(default=60, ge=2)
+
+
 class Settings(BaseModel):
     """All of Kerani's settings, one member per component."""
 
@@ -207,6 +223,7 @@ class Settings(BaseModel):
     crowd: CrowdSettings = Field(default_factory=CrowdSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     scale: ScaleSettings = Field(default_factory=ScaleSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @classmethod
     def load(cls, data_dir: Path | None = None) -> Settings:
