@@ -118,6 +118,9 @@ def test_what_a_worker_types_is_escaped_on_the_operator_page(
     settings: Settings, stores: Stores
 ) -> None:
     seed_page(stores, GUESSES)
+    # Public fields: the status page shows their answers (personal ones come masked).
+    with stores.db.begin() as conn:
+        conn.execute(schema.fields.update().values(sensitivity="public"))
     code = add_person(stores.db, "mallory", "worker")
     api = TestClient(create_app(settings, stores))
     auth = {"Authorization": f"Bearer {code}"}

@@ -30,6 +30,7 @@ PUBLIC = {
     ("GET", "/join"),
     ("POST", "/join"),
     ("POST", "/language"),
+    ("GET", "/health"),
 }
 
 
