@@ -177,9 +177,9 @@ def test_an_answer_s_body_is_checked_after_its_caller(settings: Settings, stores
     )
     assert good.status_code == 404  # a task that is not there
     staff = {"Authorization": f"Bearer {add_person(stores.db, 'olivia', 'operator')}"}
-    schema = client.get("/api/openapi.json", headers=staff).json()["paths"]["/api/tasks/{task_id}/answer"]["post"][
-        "requestBody"
-    ]["content"]["application/json"]["schema"]
+    described = client.get("/api/openapi.json", headers=staff).json()
+    answer = described["paths"]["/api/tasks/{task_id}/answer"]["post"]
+    schema = answer["requestBody"]["content"]["application/json"]["schema"]
     assert "idempotency_key" in schema["required"]
 
 
