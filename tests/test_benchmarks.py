@@ -144,3 +144,16 @@ def test_double_assignments_are_claims_while_another_worker_holds_the_task(
             [{"at": utcnow(), "action": x, "worker_id": w, "task_id": t} for x, w, t in rows],
         )
     assert load_bench.double_assignments(stores.db) == 1
+
+
+@pytest.mark.slow
+def test_bench_scale_reads_every_page_in_each_configuration(prefect_server: None) -> None:
+    from kerani.benchmarks.scale_bench import run
+
+    figures = run(pages=2, dask_workers=[1], threads=[1])
+    assert set(figures) == {"pages", "threads_1", "dask_1_workers"}
+    for name in ("threads_1", "dask_1_workers"):
+        got = figures[name]
+        assert got["pages_read"] == 2
+        assert got["seconds"] > got["startup_seconds"] >= 0
+        assert got["pages_per_minute_after_startup"] >= got["pages_per_minute"]
