@@ -13,6 +13,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 
 from kerani.core.errors import ConflictError
@@ -201,11 +203,20 @@ def _lock_postgresql(conn: Connection) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
 
 
+def _at_head(engine: Engine, cfg: Config) -> bool:
+    """Whether the database is at the newest migration already (read without a lock)."""
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to the newest migration (or to `revision`), one process at a time
     (an advisory lock on PostgreSQL, a lock file beside a SQLite database)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
+    if revision == "head" and _at_head(engine, cfg):
+        return  # the usual case: no lock, so processes starting together do not queue
     with _sqlite_migration_lock(engine), engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
