@@ -42,8 +42,6 @@ from kerani.storage.stores import open_stores
 KEEP_CLOSED = timedelta(days=7)
 # A table artifact lists at most this many documents (the counts cover them all).
 TABLE_ROWS = 500
-# Pages looked up at once by id.
-CHUNK = 500
 
 
 @task(name="reassemble-outbox")
@@ -80,19 +78,15 @@ def reassemble_settled(publication: str | None = None) -> dict[str, Any]:
 def reconcile_task(batch_id: str | None) -> dict[str, Any]:
     """Reassemble outbox rows open too long and settled pages with no record; prune."""
     db = open_stores(current_settings()).db
-    publication = outbox.new_publication("reconcile")
+    since = utcnow() - STALE_AFTER
     # Outbox rows open too long: their publication or its run was lost.
-    stale = outbox.take(db, publication, settled_before=utcnow() - STALE_AFTER, batch_id=batch_id)
+    stale = outbox.take(
+        db, outbox.new_publication("reconcile"), settled_before=since, batch_id=batch_id
+    )
     done = finish_settled(db, stale)
-    taken = {d.page_id for d in done}
-    unrecorded = [p for p in pages_to_reassemble(db, batch_id) if p not in taken]
-    for at in range(0, len(unrecorded), CHUNK):  # a bounded IN list, however long the backlog
-        chunk = unrecorded[at : at + CHUNK]
-        # Their rows, if any (a publication may still be waiting): closed with them.
-        rows = outbox.take(db, publication, page_ids=chunk)
-        done += finish_settled(db, rows)
-        with_rows = {r.page_id for r in rows}
-        done += finish_unrecorded(db, [p for p in chunk if p not in with_rows])
+    # Settled pages with no record: those whose settle's row is on its way are left to it.
+    skip = {d.page_id for d in done} | outbox.pages_in_flight(db, since)
+    done += finish_unrecorded(db, [p for p in pages_to_reassemble(db, batch_id) if p not in skip])
     pruned = outbox.prune(db, KEEP_CLOSED)
     waiting, oldest = outbox.backlog(db)
     batches = batches_of(db, [d.page_id for d in done])

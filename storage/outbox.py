@@ -135,6 +135,16 @@ def open_rows(db: Engine, page_id: int | None = None) -> list[OutboxRow]:
         return [OutboxRow(int(r.id), int(r.page_id)) for r in conn.execute(query).all()]
 
 
+def pages_in_flight(db: Engine, since: datetime) -> set[int]:
+    """Pages with a row still open that settled after `since`: on their way to a record."""
+    o = schema.settle_outbox
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(o.c.page_id).where(o.c.done_at.is_(None), o.c.settled_at >= since).distinct()
+        ).scalars()
+        return {int(p) for p in rows}
+
+
 def close(db: Engine, row_ids: list[int], outcome: str) -> None:
     """Close rows: their document was reassembled with this outcome."""
     if not row_ids:

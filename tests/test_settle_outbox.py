@@ -287,8 +287,8 @@ def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_di
     assert records_of(stores, pages) == 3 and outbox.backlog(stores.db) == (0, None)
     assert "3 documents, 3 records built" in _run_logs(state.state_details.flow_run_id)
 
-    # Reconcile: a row whose publication was lost long ago, a settled page with no row, and
-    # one document that is not settled yet. One batch, named by a prefix of its id.
+    # Reconcile: a row whose publication was lost long ago, a settled page with no row, one
+    # whose row is on its way, and one document not settled yet. One batch, by a prefix.
     stale = seed_page(stores, SURE)
     batch_id = batch_of(stores, stale)
     outbox.ensure_settled(stores.db, stale)
@@ -300,9 +300,13 @@ def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_di
             .values(settled_at=utcnow() - timedelta(minutes=30), publication="event-lost")
         )
     unrecorded = seed_page(stores, [("full_name", "text", "SITI AMINAH", 99.0)])
+    in_flight = seed_page(stores, SURE)  # settled a moment ago: its publication will do it
+    outbox.ensure_settled(stores.db, in_flight)
     with stores.db.begin() as conn:  # into the same batch
         conn.execute(
-            schema.pages.update().where(schema.pages.c.id == unrecorded).values(batch_id=batch_id)
+            schema.pages.update()
+            .where(schema.pages.c.id.in_([unrecorded, in_flight]))
+            .values(batch_id=batch_id)
         )
     waiting = seed_page(stores, DOUBTFUL)
     with using_settings(settings):
@@ -313,6 +317,7 @@ def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_di
     assert records_of(stores, [stale, unrecorded]) == 2 and outcomes(stores, [stale]) == [
         "assembled"
     ]
+    assert records_of(stores, [in_flight]) == 0 and outcomes(stores, [in_flight]) == [None]
     assert others["pages"] == 0
     logged = _run_logs(state.state_details.flow_run_id)
     assert "reconciled 2 documents (1 from the outbox, 1 settled without a record)" in logged
