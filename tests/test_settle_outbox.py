@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +40,7 @@ from kerani.review_ui.app import create_app
 from kerani.storage import outbox, schema
 from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
-from tests.conftest import free_port_for_tests
+from tests.conftest import REPO, free_port_for_tests
 from tests.factories import batch_of, seed_page
 
 # A doubtful city: two proven workers who agree settle it, and with it the document.
@@ -44,6 +48,7 @@ DOUBTFUL = [("city", "text", "SHAH ALAM", 40.0)]
 VALUE = "SHAH ALAM"
 # The OCR sure of it: settled at once, the document ready for reassembly.
 SURE = [("city", "text", VALUE, 99.0)]
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -338,3 +343,90 @@ def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_di
 
     with pytest.raises(NotFoundError, match="no batch 'ffff'"), using_settings(settings):
         reconcile_records("ffff")
+
+
+@pytest.fixture
+def real_prefect(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """`prefect server start` on loopback, with the work pool and the reassemble-settled
+    deployment (its event trigger too) made from prefect.yaml as its header says."""
+    from tests.test_fault_prefect_worker import POOL, healthy, kill_tree, prefect, prefect_env
+
+    home = tmp_path / "prefect-home"
+    port = free_port_for_tests()
+    api = f"http://127.0.0.1:{port}/api"
+    env = prefect_env(home, api)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not healthy(api):
+            assert server.poll() is None, "prefect server start exited"
+            assert time.monotonic() < deadline, "the Prefect server did not start in 120 s"
+            time.sleep(0.5)
+        prefect(env, "work-pool", "create", POOL, "--type", "process")
+        deployed = env | {"KERANI_SOURCE_DIR": str(REPO)}
+        prefect(deployed, "deploy", "--name", "reassemble-settled", "--pool", POOL)
+        yield api, home, server
+    finally:
+        kill_tree(server.pid)
+
+
+@pytest.mark.slow
+def test_on_a_real_prefect_server_one_triggered_run_builds_them_all_and_none_is_lost_when_it_stops(
+    settings: Settings,
+    stores: Stores,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    real_prefect: tuple[str, Path, subprocess.Popen[bytes]],
+    publisher: None,
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.test_fault_prefect_worker import api_call, kill_tree, prefect_env, start_worker
+
+    api, home, server = real_prefect
+    worker = start_worker(
+        prefect_env(home, api)
+        | {
+            "KERANI_SOURCE_DIR": str(REPO),
+            "KERANI_DATA_DIR": str(settings.core.data_dir),
+            "KERANI_DB_URL": database_url,
+            "KERANI_BLOB_URL": settings.blob_url,
+        }
+    )
+    monkeypatch.setenv(triggers.TRIGGER_ENV, "event")
+    monkeypatch.setenv(triggers.WINDOW_ENV, "60")
+    client = TestClient(create_app(settings, stores))
+    codes = workers(stores)
+    try:
+        pages = [seed_page(stores, DOUBTFUL) for _ in range(6)]
+        with temporary_settings({PREFECT_API_URL: api}):
+            answer_over_http(client, codes)
+            triggers.flush_publications()  # the minute is over: one event for the six
+        deadline = time.monotonic() + 240
+        while records_of(stores, pages) < len(pages):
+            assert time.monotonic() < deadline, "the triggered run built no records in 240 s"
+            time.sleep(1)
+        runs = api_call(
+            "POST",
+            f"{api}/flow_runs/filter",
+            json={"deployments": {"name": {"any_": ["reassemble-settled"]}}},
+        )
+        assert len(runs) == 1 and set(runs[0]["parameters"]) == {"publication"}
+        assert outcomes(stores, pages) == ["assembled"] * len(pages)
+    finally:
+        kill_tree(worker.pid)
+
+    # The server stops for good: the settles of the next minute still get their records.
+    kill_tree(server.pid)
+    later = [seed_page(stores, DOUBTFUL) for _ in range(3)]
+    with temporary_settings({PREFECT_API_URL: api}):
+        answer_over_http(client, codes)
+        triggers.flush_publications()
+    assert records_of(stores, later) == 3 and outcomes(stores, later) == ["assembled"] * 3
