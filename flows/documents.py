@@ -42,11 +42,20 @@ def finish_document(db: Engine, page_id: int) -> AssemblyOutcome:
 
 
 def finish_ready_documents(db: Engine, batch_id: str | None = None) -> int:
-    """Reconcile: finish every settled page without a record; return records built."""
-    return sum(
-        finish_document(db, page_id).status == "assembled"
-        for page_id in pages_to_reassemble(db, batch_id)
-    )
+    """Reconcile: finish every settled page without a record; return records built.
+
+    The open outbox rows of the pages finished are closed, so their publication does not
+    build the same records again.
+    """
+    rows: dict[int, list[int]] = {}
+    for row in outbox.open_rows(db, batch_id=batch_id):
+        rows.setdefault(row.page_id, []).append(row.id)
+    built = 0
+    for page_id in pages_to_reassemble(db, batch_id):
+        status = finish_document(db, page_id).status
+        outbox.close(db, rows.get(page_id, []), status)
+        built += status == "assembled"
+    return built
 
 
 @dataclass(frozen=True)

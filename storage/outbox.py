@@ -125,12 +125,17 @@ def rows_of(db: Engine, publication: str) -> list[OutboxRow]:
     return [OutboxRow(int(r.id), int(r.page_id)) for r in rows]
 
 
-def open_rows(db: Engine, page_id: int | None = None) -> list[OutboxRow]:
-    """Every open row (of one page), oldest first."""
+def open_rows(
+    db: Engine, page_id: int | None = None, batch_id: str | None = None
+) -> list[OutboxRow]:
+    """Every open row (of one page, or of one batch's pages), oldest first."""
     o = schema.settle_outbox
     query = select(o.c.id, o.c.page_id).where(o.c.done_at.is_(None)).order_by(o.c.id)
     if page_id is not None:
         query = query.where(o.c.page_id == page_id)
+    if batch_id is not None:
+        p = schema.pages
+        query = query.where(o.c.page_id.in_(select(p.c.id).where(p.c.batch_id == batch_id)))
     with db.connect() as conn:
         return [OutboxRow(int(r.id), int(r.page_id)) for r in conn.execute(query).all()]
 

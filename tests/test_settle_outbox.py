@@ -30,6 +30,7 @@ import kerani.microtasks.settling as settling
 from kerani.core.errors import BadInputError, NotFoundError
 from kerani.core.settings import Settings, using_settings
 from kerani.core.vocabulary import BatchStatus
+from kerani.flows.digitise import finish_batch
 from kerani.flows.documents import finish_settled
 from kerani.flows.reassembly import reassemble_settled, reconcile_records
 from kerani.microtasks.answers import submit_answer
@@ -343,6 +344,13 @@ def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_di
 
     with pytest.raises(NotFoundError, match="no batch 'ffff'"), using_settings(settings):
         reconcile_records("ffff")
+
+    # finish-batch takes the 12 characters `kerani status` prints, as the CLI does.
+    with using_settings(settings):
+        finished = finish_batch(batch_id[:12])
+    # It built the one on its way too, and closed its row: its publication has nothing to do.
+    assert finished["report"]["batch_id"] == batch_id and finished["report"]["records"] == 3
+    assert outcomes(stores, [in_flight]) == ["assembled"]
 
 
 @pytest.fixture
