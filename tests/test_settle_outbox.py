@@ -11,6 +11,7 @@ Batch ids are taken by any unique prefix, by the flows as by the CLI.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import subprocess
 import sys
@@ -272,9 +273,17 @@ def _run_logs(flow_run_id: Any) -> str:
 
 @pytest.mark.slow
 def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_did(
-    settings: Settings, stores: Stores, monkeypatch: pytest.MonkeyPatch, prefect_server: None
+    settings: Settings,
+    stores: Stores,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_server: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from prefect.artifacts import Artifact
+
+    # What the run logger says at INFO reaches Prefect (`kerani` commands run in this
+    # process before may have quietened Prefect's loggers).
+    caplog.set_level(logging.INFO, logger="prefect")
 
     sent: list[str] = []
     monkeypatch.setattr(
