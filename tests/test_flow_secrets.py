@@ -47,7 +47,16 @@ FLOWS = {
     "reconcile-records",
     "refresh-quality",
 }
-PLAIN_PARAMETERS = {"paths", "template", "agency", "batch_id", "page_id", "publication"}
+PLAIN_PARAMETERS = {
+    "paths",
+    "template",
+    "agency",
+    "batch_id",
+    "page_id",
+    "first_page_id",
+    "last_page_id",
+    "publication",
+}
 
 
 def test_no_flow_nor_deployment_takes_the_settings() -> None:

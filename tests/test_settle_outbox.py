@@ -366,7 +366,7 @@ def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_di
 def real_prefect(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     """`prefect server start` on loopback, with the work pool and the reassemble-settled
     deployment (its event trigger too) made from prefect.yaml as its header says."""
-    from tests.test_fault_prefect_worker import POOL, healthy, kill_tree, prefect, prefect_env
+    from tests.test_prefect_deployment import POOL, healthy, kill_tree, prefect, prefect_env
 
     home = tmp_path / "prefect-home"
     port = free_port_for_tests()
@@ -405,7 +405,7 @@ def test_on_a_real_prefect_server_one_triggered_run_builds_them_all_and_none_is_
 ) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tests.test_fault_prefect_worker import api_call, kill_tree, prefect_env, start_worker
+    from tests.test_prefect_deployment import api_call, kill_tree, prefect_env, start_worker
 
     api, home, server = real_prefect
     worker = start_worker(
