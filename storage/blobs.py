@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kerani.core.errors import BadInputError, ExternalProgramError, NotFoundError
+from kerani.core.errors import BadInputError, ExternalProgramError, NotFoundError, UnreachableError
 
 if TYPE_CHECKING:
     from kerani.core.settings import Settings
@@ -138,8 +138,8 @@ _REFUSED = {
 class S3BlobStore:
     """Blobs in an S3 bucket under a prefix, through boto3 (any S3-compatible endpoint).
 
-    A missing bucket, refused keys or an endpoint that cannot be reached raise
-    ExternalProgramError, one line naming the bucket, not botocore's traceback.
+    A missing bucket or refused keys raise ExternalProgramError, an endpoint that cannot be
+    reached UnreachableError: one line naming the bucket, not botocore's traceback.
     """
 
     def __init__(self, bucket: str, prefix: str, client: Any) -> None:
@@ -188,7 +188,7 @@ class S3BlobStore:
             ) from e
         except ConnectionError as e:  # refused, timed out, no such host
             endpoint = getattr(self.client.meta, "endpoint_url", None) or "AWS"
-            raise ExternalProgramError(
+            raise UnreachableError(
                 f"{where}: cannot reach S3 at {endpoint} ({type(e).__name__}): is it up, "
                 "and is KERANI_BLOB_S3_ENDPOINT_URL right?"
             ) from e

@@ -1,7 +1,9 @@
 """S3 that fails: a missing bucket, refused keys, an endpoint nobody answers at.
 
-Each is Kerani's ExternalProgramError (the CLI's exit code 4), one line that names the
-bucket, where botocore gave a traceback. Against moto's S3 server on loopback.
+Each is one line that names the bucket, where botocore gave a traceback: Kerani's
+ExternalProgramError (the CLI's exit code 4) for a bucket missing or refused, its
+UnreachableError (exit code 9) for an endpoint that does not answer. Against moto's S3
+server on loopback.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from kerani.core.errors import ExitCode, ExternalProgramError, NotFoundError
+from kerani.core.errors import (
+    ExitCode,
+    ExternalProgramError,
+    KeraniError,
+    NotFoundError,
+    UnreachableError,
+)
 from kerani.core.settings import BlobSettings, CoreSettings, Settings
 from kerani.storage.blobs import BlobStore, S3BlobStore, open_blob_store
 from tests.conftest import free_port_for_tests
@@ -54,10 +62,14 @@ CALLS: dict[str, Callable[[BlobStore], object]] = {
 }
 
 
-def _one_line(error: pytest.ExceptionInfo[ExternalProgramError], *words: str) -> str:
+def _one_line(
+    error: pytest.ExceptionInfo[KeraniError],
+    *words: str,
+    code: ExitCode = ExitCode.external_program,
+) -> str:
     message = str(error.value)
     assert "\n" not in message and all(w in message for w in words), message
-    assert error.value.exit_code == ExitCode.external_program
+    assert error.value.exit_code == code
     return message
 
 
@@ -111,6 +123,8 @@ def test_an_endpoint_nobody_answers_at_is_one_line_naming_it() -> None:
     endpoint = f"http://127.0.0.1:{free_port_for_tests()}"  # nothing listens there
     blobs = S3BlobStore("kerani-test", "", _client(endpoint, "test", "test"))
     for call in CALLS.values():
-        with pytest.raises(ExternalProgramError) as error:
+        with pytest.raises(UnreachableError) as error:
             call(blobs)
-        _one_line(error, "'kerani-test'", f"cannot reach S3 at {endpoint}")
+        _one_line(
+            error, "'kerani-test'", f"cannot reach S3 at {endpoint}", code=ExitCode.unreachable
+        )
