@@ -35,6 +35,7 @@ from kerani.ocr.stage import StageOptions
 from kerani.ocr.tesseract import TesseractEngine
 from kerani.people.workers import agency_named
 from kerani.records.exports import export_batch
+from kerani.records.progress import resolve_batch_id
 from kerani.storage import schema
 from kerani.storage.stores import open_stores
 
@@ -212,7 +213,11 @@ def submit_batch(paths: list[str], template: str, agency: str | None = None) -> 
 
 @flow(name="finish-batch")
 def finish_batch(batch_id: str) -> dict[str, Any]:
-    """Reconcile settled pages into records, export the batch, its text layers and report."""
+    """Reconcile settled pages into records, export the batch, its text layers and report.
+
+    `batch_id` may be any unique prefix of the id (`kerani status` prints 12 characters).
+    """
+    batch_id = resolve_batch_id(open_stores(current_settings()).db, batch_id)
     assembled = assemble_task(batch_id)
     return {
         "assembled": assembled,

@@ -42,6 +42,7 @@ from kerani.microtasks.tasks import (
 )
 from kerani.storage import schema
 from kerani.storage.database import utcnow
+from kerani.storage.outbox import record_settled
 from kerani.storage.statements import prepared, run
 
 
@@ -300,6 +301,8 @@ def settle_field(
         complete = _settled_postgresql(conn, params, outcomes)
     else:
         complete = _settled_sqlite(conn, params, ftype, outcomes, ocr_right_now is not None)
+    if complete:  # in the settle's transaction: no settled document without its outbox row
+        record_settled(conn, task.page_id)
     return SubmitOutcome(True, True, task.page_id if complete else None, result)
 
 

@@ -12,12 +12,17 @@ from kerani.storage import schema
 
 
 def resolve_batch_id(db: Engine, prefix: str) -> str:
-    """The full id of the one batch whose id starts with `prefix` (as git does with commits)."""
-    if not prefix or not prefix.isalnum():
-        raise BadInputError(f"{prefix!r} is not a batch id")
+    """The full id of the one batch whose id starts with `prefix` (as git does with commits).
+
+    Any unique prefix will do, in either case (ids are lower-case hex): `kerani status`
+    prints 12 characters, and those are what people copy.
+    """
+    wanted = prefix.strip().lower()
+    if not wanted or not wanted.isalnum() or not wanted.isascii():
+        raise BadInputError(f"{prefix!r} is not a batch id: give its first characters (hex)")
     b = schema.batches
     with db.connect() as conn:
-        ids = conn.execute(select(b.c.id).where(b.c.id.startswith(prefix)).limit(2)).scalars()
+        ids = conn.execute(select(b.c.id).where(b.c.id.startswith(wanted)).limit(2)).scalars()
         found = list(ids)
     if not found:
         raise NotFoundError(f"no batch {prefix!r}: `kerani status` lists them")

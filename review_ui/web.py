@@ -280,8 +280,9 @@ def snippet_response(request: Request, person: Person, task_id: str) -> Response
 def settle_side_effects(request: Request, page_id: int | None, *more: int) -> None:
     """Have each document reassembled once an answer settled its last field (`more`: pages
     a worker's passing probation completed besides)."""
-    # Inline, by Prefect event or by deployment (see kerani.flows.triggers); the scheduled
-    # reconcile-records flow catches anything this misses.
+    # The settle wrote each page's outbox row; this reassembles it inline, or leaves it to
+    # the next publication to Prefect (see kerani.flows.triggers), which reassembles it here
+    # when Prefect cannot be reached. reconcile-records catches anything left.
     for page in (page_id, *more):
         if page is not None:
             document_settled(db_of(request), page)

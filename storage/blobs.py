@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kerani.core.errors import BadInputError, NotFoundError
+from kerani.core.errors import BadInputError, ExternalProgramError, NotFoundError, UnreachableError
 
 if TYPE_CHECKING:
     from kerani.core.settings import Settings
@@ -121,8 +123,24 @@ class LocalBlobStore:
         return str(self._path(key))
 
 
+# S3's error codes for a refused request: wrong or unknown keys, a policy that says no.
+_REFUSED = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "403",
+}
+
+
 class S3BlobStore:
-    """Blobs in an S3 bucket under a prefix, through boto3 (any S3-compatible endpoint)."""
+    """Blobs in an S3 bucket under a prefix, through boto3 (any S3-compatible endpoint).
+
+    A missing bucket or refused keys raise ExternalProgramError, an endpoint that cannot be
+    reached UnreachableError: one line naming the bucket, not botocore's traceback.
+    """
 
     def __init__(self, bucket: str, prefix: str, client: Any) -> None:
         self.bucket = bucket
@@ -133,22 +151,66 @@ class S3BlobStore:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @contextmanager
+    def _s3(self, key: str | None = None) -> Iterator[None]:
+        """Turn botocore's errors into Kerani's, naming the bucket (and a missing key)."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            NoCredentialsError,
+        )
+
+        where = f"S3 bucket {self.bucket!r}"
+        try:
+            yield
+        except ClientError as e:
+            error = e.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            if code in ("NoSuchKey", "404") and key is not None:
+                raise NotFoundError(f"no blob {key!r} in s3://{self.bucket}/{self.prefix}") from e
+            if code == "NoSuchBucket":
+                raise ExternalProgramError(
+                    f"{where} does not exist: create it, or set KERANI_BLOB_URL to one that does"
+                ) from e
+            if code in _REFUSED:
+                raise ExternalProgramError(
+                    f"{where} refused access ({code}): check the S3 keys "
+                    "(KERANI_BLOB_S3_ACCESS_KEY_ID, KERANI_BLOB_S3_SECRET_ACCESS_KEY) "
+                    "and the bucket's policy"
+                ) from e
+            message = str(error.get("Message", "")) or str(e)
+            raise ExternalProgramError(f"{where}: S3 said {code or 'error'}: {message}") from e
+        except NoCredentialsError as e:
+            raise ExternalProgramError(
+                f"{where}: no S3 credentials found (set KERANI_BLOB_S3_ACCESS_KEY_ID and "
+                "KERANI_BLOB_S3_SECRET_ACCESS_KEY, or AWS_* variables)"
+            ) from e
+        except ConnectionError as e:  # refused, timed out, no such host
+            endpoint = getattr(self.client.meta, "endpoint_url", None) or "AWS"
+            raise UnreachableError(
+                f"{where}: cannot reach S3 at {endpoint} ({type(e).__name__}): is it up, "
+                "and is KERANI_BLOB_S3_ENDPOINT_URL right?"
+            ) from e
+        except BotoCoreError as e:
+            raise ExternalProgramError(f"{where}: {type(e).__name__}: {e}") from e
+
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key`."""
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._s3():
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get(self, key: str) -> bytes:
         """Return the bytes under `key`."""
-        try:
+        with self._s3(key):
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except self.client.exceptions.NoSuchKey as e:
-            raise NotFoundError(f"no blob {key!r} in s3://{self.bucket}/{self.prefix}") from e
-        body: bytes = obj["Body"].read()
+            body: bytes = obj["Body"].read()
         return body
 
     def exists(self, key: str) -> bool:
         """Say whether `key` holds a blob."""
-        resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        with self._s3():
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
         return any(o["Key"] == self._key(key) for o in resp.get("Contents", []))
 
     def list(self, prefix: str) -> list[str]:
@@ -156,10 +218,11 @@ class S3BlobStore:
         full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
         keys: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                k = obj["Key"]
-                keys.append(k[len(self.prefix) + 1 :] if self.prefix else k)
+        with self._s3():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    k = obj["Key"]
+                    keys.append(k[len(self.prefix) + 1 :] if self.prefix else k)
         return sorted(keys)
 
     def location(self, key: str) -> str:

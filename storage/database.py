@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 
 from kerani.core.errors import ConflictError
@@ -19,6 +22,9 @@ from kerani.core.errors import ConflictError
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+# The key of the PostgreSQL advisory lock that migrations hold ("kerani" in ASCII): every
+# process migrating the same database waits on it, whatever schema it migrates.
+MIGRATION_LOCK_KEY = 0x6B6572616E69
 
 
 def utcnow() -> datetime:
@@ -166,11 +172,52 @@ def _create_engine(url: str, pool: PoolSize | None = None) -> Engine:
     )
 
 
+def migration_lock_path(engine: Engine) -> Path | None:
+    """The file a SQLite database's migrations lock (None: in memory, nothing to share)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).with_name(Path(database).name + ".migrate.lock")
+
+
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    # SQLite's BEGIN IMMEDIATE already queues writers, but only for busy_timeout: a lock
+    # file makes a second process wait for the whole of a long migration, not fail.
+    path = migration_lock_path(engine)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _lock_postgresql(conn: Connection) -> None:
+    # Held to the end of the migration's transaction: a second process opening the same
+    # fresh database waits here, then finds the schema at head (no duplicate alembic_version).
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+
+
+def _at_head(engine: Engine, cfg: Config) -> bool:
+    """Whether the database is at the newest migration already (read without a lock)."""
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to the newest migration (or to `revision`)."""
+    """Bring the schema up to the newest migration (or to `revision`), one process at a time
+    (an advisory lock on PostgreSQL, a lock file beside a SQLite database)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
-    with engine.connect() as conn:
+    if revision == "head" and _at_head(engine, cfg):
+        return  # the usual case: no lock, so processes starting together do not queue
+    with _sqlite_migration_lock(engine), engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
             # A batch migration rebuilds a table: copy, DROP, rename. With foreign keys on,
@@ -180,6 +227,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         try:
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    _lock_postgresql(conn)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
                 if sqlite:

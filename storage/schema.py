@@ -395,3 +395,29 @@ calibrations = Table(
     Column("changes", Text, nullable=False),  # what changed from the refit before
 )
 Index("ix_calibrations_template", calibrations.c.template, calibrations.c.fitted_at)
+
+# The transactional outbox of settled documents (0014): a row is written in the transaction
+# that settles a page's last field, so no settle is ever without it, even if the process
+# dies before anyone hears of it. A publisher sends the open rows to Prefect in one event
+# (`publication`: the rows it carried); the run that reassembles them closes them
+# (`done_at`, `outcome`); the reconcile flow takes what stayed open too long.
+settle_outbox = Table(
+    "settle_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("page_id", Integer, ForeignKey("pages.id"), nullable=False, index=True),
+    Column("settled_at", DateTime(timezone=True), nullable=False),
+    Column("publication", String(40), nullable=True),  # who took it: an event, inline, ...
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("done_at", DateTime(timezone=True), nullable=True),
+    Column("outcome", String(20), nullable=True),  # assembled | sent_back | not_ready
+)
+# The open rows only, oldest first: what a publisher or the reconcile flow looks for.
+Index(
+    "ix_settle_outbox_open",
+    settle_outbox.c.settled_at,
+    sqlite_where=settle_outbox.c.done_at.is_(None),
+    postgresql_where=settle_outbox.c.done_at.is_(None),
+)
+Index("ix_settle_outbox_publication", settle_outbox.c.publication)

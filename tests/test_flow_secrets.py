@@ -22,7 +22,7 @@ from prefect import Flow, flow, tags, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.callables import parameter_schema
 from pydantic import SecretStr
-from sqlalchemy import make_url, select
+from sqlalchemy import make_url
 
 from kerani.core.settings import (
     BlobSettings,
@@ -34,9 +34,7 @@ from kerani.core.settings import (
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.forms.templates import load_template
 from kerani.storage import blobs as blob_module
-from kerani.storage import schema
 from kerani.storage.database import close_engine
-from kerani.storage.stores import open_stores
 from tests.conftest import REPO
 
 # Every flow Kerani has, and the only parameters any of them may take.
@@ -45,11 +43,20 @@ FLOWS = {
     "pre-ocr-batch",
     "route-batch",
     "finish-batch",
-    "reassemble-document",
+    "reassemble-settled",
     "reconcile-records",
     "refresh-quality",
 }
-PLAIN_PARAMETERS = {"paths", "template", "agency", "batch_id", "page_id"}
+PLAIN_PARAMETERS = {
+    "paths",
+    "template",
+    "agency",
+    "batch_id",
+    "page_id",
+    "first_page_id",
+    "last_page_id",
+    "publication",
+}
 
 
 def test_no_flow_nor_deployment_takes_the_settings() -> None:
@@ -206,7 +213,7 @@ def test_no_secret_reaches_prefect_from_any_flow(
 ) -> None:
     from kerani.flows.digitise import finish_batch, submit_batch
     from kerani.flows.quality import refresh_quality
-    from kerani.flows.reassembly import reassemble_document, reconcile_records
+    from kerani.flows.reassembly import reassemble_settled, reconcile_records
 
     settings, found = secret_settings
     forms = tmp_path / "forms"
@@ -217,9 +224,7 @@ def test_no_secret_reaches_prefect_from_any_flow(
         batch_id = report["batch_id"]
         finish_batch(batch_id)
         reconcile_records(batch_id)
-        with open_stores(settings).db.connect() as conn:
-            page_id = conn.execute(select(schema.pages.c.id)).scalar_one()
-        reassemble_document(page_id)
+        reassemble_settled()
         refresh_quality("bantuan_form")
     # The flows worked on the activated settings' database, password and all.
     assert report["pages_created"] == 1

@@ -1,7 +1,8 @@
 """Reassembly: rules send failing fields back, a trusted worker corrects them, records are right.
 
-Also the triggers: a settled document is reassembled inline, by a Prefect event, or by a
-deployment run, and the reconcile flow picks up documents whose trigger was lost.
+Also the triggers: a settled document is reassembled inline, or its outbox row goes to
+Prefect in an event or a deployment run, and the reconcile flow picks up documents whose
+trigger was lost (tests/test_settle_outbox.py tests the outbox itself).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib
 import io
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import kerani.flows.triggers as triggers
 from kerani.core.settings import Settings, using_settings
 from kerani.flows.digitise import finish_batch
 from kerani.flows.documents import finish_document, finish_ready_documents
-from kerani.flows.reassembly import reassemble_document, reconcile_records
+from kerani.flows.reassembly import reassemble_settled, reconcile_records
 from kerani.flows.triggers import SETTLED_EVENT, document_settled
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.leases import claim_next
@@ -33,7 +35,7 @@ from kerani.people.workers import add_person, person_by_code
 from kerani.records.assembly import pages_to_reassemble
 from kerani.records.exports import export_batch, read_export
 from kerani.review_ui.app import create_app
-from kerani.storage import schema
+from kerani.storage import outbox, schema
 from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page, sign_in_with_code
 
@@ -245,36 +247,41 @@ rules:
 # ------------------------------------------------------------------------------ triggers
 
 
-def test_event_trigger_emits_the_event_the_deployment_trigger_expects(
+def test_event_trigger_sends_the_event_the_deployment_trigger_expects(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     page_id = seed_page(stores, MISMATCH[:1])  # auto-accepted: settled at once
     sent: list[dict[str, Any]] = []
 
-    def fake_emit(event: str, resource: dict[str, str], payload: dict[str, Any]) -> object:
+    def fake_send(event: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
         sent.append({"event": event, "resource": resource, "payload": payload})
-        return object()
 
-    monkeypatch.setattr(triggers, "emit_event", fake_emit)
-    assert document_settled(stores.db, page_id, mode="event") == "event"
+    monkeypatch.setattr(triggers, "send_event", fake_send)
+    assert document_settled(stores.db, page_id, mode="event", window=0) == "event"
     assert record_count(stores, page_id) == 0  # the deployment does the work, not the app
     (event,) = sent
     assert event["event"] == SETTLED_EVENT
+    publication = event["payload"]["publication"]
+    assert [r.page_id for r in outbox.rows_of(stores.db, publication)] == [page_id]
 
-    # prefect.yaml's trigger matches this event and renders the flow's page_id from it.
+    # prefect.yaml's trigger matches this event and renders the flow's publication from it.
     deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
     by_name = {d["name"]: d for d in deployments}
-    (trigger,) = by_name["reassemble-document"]["triggers"]
+    (trigger,) = by_name["reassemble-settled"]["triggers"]
     assert trigger["expect"] == [SETTLED_EVENT]
     pattern = trigger["match"]["prefect.resource.id"]
     assert event["resource"]["prefect.resource.id"].startswith(pattern.rstrip("*"))
-    rendered = jinja2.Template(trigger["parameters"]["page_id"]).render(event=event)
-    assert int(rendered) == page_id
+    rendered = jinja2.Template(trigger["parameters"]["publication"]).render(event=event)
+    assert rendered == publication
 
     # With no Prefect server to take the event, the app does the work itself.
-    monkeypatch.setattr(triggers, "emit_event", lambda *a, **k: None)
-    assert document_settled(stores.db, page_id, mode="event") == "inline"
-    assert record_count(stores, page_id) == 1
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("All connection attempts failed")
+
+    monkeypatch.setattr(triggers, "send_event", unreachable)
+    other = seed_page(stores, MISMATCH[:1])
+    assert document_settled(stores.db, other, mode="event", window=0) == "inline"
+    assert record_count(stores, other) == 1
 
 
 def test_deployment_trigger_falls_back_to_inline(
@@ -287,21 +294,19 @@ def test_deployment_trigger_falls_back_to_inline(
         calls.append({"name": name, "parameters": parameters, "timeout": timeout})
 
     monkeypatch.setattr(triggers, "run_deployment", fake_run)
-    assert document_settled(stores.db, page_id, mode="deployment") == "deployment"
-    assert calls == [
-        {
-            "name": "reassemble-document/reassemble-document",
-            "parameters": {"page_id": page_id},
-            "timeout": 0,
-        }
-    ]
+    assert document_settled(stores.db, page_id, mode="deployment", window=0) == "deployment"
+    (call,) = calls
+    assert call["name"] == "reassemble-settled/reassemble-settled" and call["timeout"] == 0
+    rows = outbox.rows_of(stores.db, call["parameters"]["publication"])
+    assert [r.page_id for r in rows] == [page_id]
 
     def unreachable(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("no deployment called reassemble-document")
+        raise RuntimeError("no deployment called reassemble-settled")
 
     monkeypatch.setattr(triggers, "run_deployment", unreachable)
-    assert document_settled(stores.db, page_id, mode="deployment") == "inline"
-    assert record_count(stores, page_id) == 1
+    other = seed_page(stores, MISMATCH[:1])
+    assert document_settled(stores.db, other, mode="deployment", window=0) == "inline"
+    assert record_count(stores, other) == 1
 
 
 def test_prefect_yaml_declares_trigger_and_reconcile_schedule() -> None:
@@ -318,8 +323,7 @@ def test_prefect_yaml_declares_trigger_and_reconcile_schedule() -> None:
         for t in d.get("triggers", []):
             TypeAdapter(DeploymentTriggerTypes).validate_python(t)
     assert (
-        by_name["reassemble-document"]["entrypoint"]
-        == "kerani.flows.reassembly:reassemble_document"
+        by_name["reassemble-settled"]["entrypoint"] == "kerani.flows.reassembly:reassemble_settled"
     )
     (schedule,) = by_name["reconcile-records"]["schedules"]
     CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
@@ -341,6 +345,10 @@ def lose_a_trigger(settings: Settings, stores: Stores) -> tuple[int, int]:
             )
     assert field_rows(stores, lost)["city"].status == "settled"
     assert record_count(stores, lost) == 0
+    # Its settle's outbox row waited in vain: the crash was a while ago.
+    o = schema.settle_outbox
+    with stores.db.begin() as conn:
+        conn.execute(o.update().values(settled_at=o.c.settled_at - timedelta(minutes=10)))
     assert set(pages_to_reassemble(stores.db)) == {lost, done}
     return lost, done
 
@@ -366,11 +374,15 @@ def test_a_document_whose_trigger_is_lost_is_picked_up_by_reconcile(
     with using_settings(settings):
         assert reconcile_records()["pages"] == 0
 
-    # The reassembly flow itself, as the deployment trigger runs it (page id from a template).
+    # The reassembly flow itself, as the deployment trigger runs it (a publication's id).
     page_id = seed_page(stores, MISMATCH[1:3])
-    run_by_trigger: Any = reassemble_document  # the trigger's template passes a string
+    outbox.ensure_settled(stores.db, page_id)
+    publication = outbox.new_publication("event")
+    outbox.take(stores.db, publication, unpublished=True)
     with using_settings(settings):
-        assert run_by_trigger(str(page_id))["status"] == "sent_back"
+        result = reassemble_settled(publication)
+    assert result["pages"] == 1 and result["sent_back"] == 1
+    assert result["sent_back_fields"] == {page_id: ["date_of_birth", "ic_number"]}
     # finish-batch publishes the batch report as a Prefect artifact.
     batch_id = batch_of(stores, lost)
     with using_settings(settings):
