@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Iterator
@@ -209,9 +210,16 @@ def _recorded(tag: str) -> tuple[list[Any], str]:
 
 @pytest.mark.slow
 def test_no_secret_reaches_prefect_from_any_flow(
-    secret_settings: tuple[Settings, dict[str, str]], prefect_server: None, tmp_path: Path
+    secret_settings: tuple[Settings, dict[str, str]],
+    prefect_server: None,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from kerani.flows.digitise import finish_batch, submit_batch
+
+    # Every log line reaches Prefect here, whatever an earlier `kerani` command in this
+    # process quietened (the CLI lowers Prefect's logger to WARNING).
+    caplog.set_level(logging.INFO, logger="prefect")
     from kerani.flows.quality import refresh_quality
     from kerani.flows.reassembly import reassemble_settled, reconcile_records
 
