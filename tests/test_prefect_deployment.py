@@ -45,6 +45,8 @@ def prefect_env(home: Path, api: str) -> dict[str, str]:
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # pick the run up at once, not in 10 s
+        # The scheduler makes the runs of a deployment's schedule every 5 s, not every 60.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
     }
 
 
@@ -86,7 +88,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         prefect(env, "work-pool", "create", POOL, "--type", "process")
         # The operator's own command; the pool name is the test's, not the shared `kerani`.
         deployed = env | {"KERANI_SOURCE_DIR": str(REPO)}
-        prefect(deployed, "deploy", "--name", "submit-batch", "--pool", POOL)
+        for name in ("submit-batch", "reconcile-records"):
+            prefect(deployed, "deploy", "--name", name, "--pool", POOL)
         yield api, home
     finally:
         kill_tree(server.pid)
@@ -279,3 +282,23 @@ def test_kerani_submit_deployment_says_in_one_line_when_there_is_no_server(
         )
         assert done.returncode == 9, done.stdout + done.stderr
         assert said in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_the_reconcile_schedule_of_prefect_yaml_creates_runs(
+    prefect_api: tuple[str, Path],
+) -> None:
+    api, _ = prefect_api
+    deployment = api_call("GET", f"{api}/deployments/name/reconcile-records/reconcile-records")
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["*/10 * * * *"]
+    deadline = time.monotonic() + 120
+    while True:
+        runs = api_call(
+            "POST",
+            f"{api}/flow_runs/filter",
+            json={"deployments": {"id": {"any_": [deployment["id"]]}}, "limit": 10},
+        )
+        if runs or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert runs, "the scheduler made no run of reconcile-records in 120 s"
+    assert {r["state"]["type"] for r in runs} <= {"SCHEDULED", "PENDING", "RUNNING", "COMPLETED"}
