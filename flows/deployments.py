@@ -18,7 +18,7 @@ import httpx
 from kerani.core.errors import NotFoundError, UnreachableError
 
 SUBMIT_DEPLOYMENT = "submit-batch/submit-batch"
-HEALTH_TIMEOUT_S = 5.0
+HEALTH_TIMEOUT_S = 15.0  # a busy server on SQLite can take seconds to answer
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,6 @@ def prefect_env(home: Path, api: str) -> dict[str, str]:
         "PREFECT_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # pick the run up at once, not in 10 s
-        # The scheduler makes the runs of a deployment's schedule every 5 s, not every 60.
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
     }
 
 
@@ -145,10 +143,17 @@ def run_deployment(api: str, parameters: dict[str, Any]) -> str:
 
 
 def api_call(method: str, url: str, **kwargs: Any) -> Any:
-    """A Prefect API call, tried again while the server answers 503 (its SQLite is busy
-    with the worker's writes)."""
+    """A Prefect API call, tried again while the server answers 503 or not at all (its
+    SQLite is busy with the worker's writes)."""
+    timeouts = 0
     for _ in range(20):
-        response = httpx.request(method, url, timeout=30, **kwargs)
+        try:
+            response = httpx.request(method, url, timeout=30, **kwargs)
+        except httpx.TimeoutException:
+            timeouts += 1
+            if timeouts == 4:
+                raise
+            continue  # its SQLite held by a burst of writes: ask again
         if response.status_code != 503:
             break
         time.sleep(0.5)

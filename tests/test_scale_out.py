@@ -33,7 +33,7 @@ class Said(logging.Handler):
 
 
 def test_a_batch_is_ocred_on_a_local_dask_cluster_chunk_by_chunk(
-    settings: Settings, tmp_path: Path, prefect_server: None
+    settings: Settings, tmp_path: Path, prefect_server: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -49,6 +49,8 @@ def test_a_batch_is_ocred_on_a_local_dask_cluster_chunk_by_chunk(
         update={"scale": ScaleSettings(runner="dask", dask_workers=2, chunk_pages=2)}
     )
     started = datetime.now(UTC)
+    # Whatever an earlier `kerani` command in this process quietened (Prefect's logger).
+    caplog.set_level(logging.INFO, logger="prefect")
     said = Said()
     logging.getLogger("prefect").addHandler(said)  # the task runner's own log lines
     try:
