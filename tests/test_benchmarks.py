@@ -155,5 +155,5 @@ def test_bench_scale_reads_every_page_in_each_configuration(prefect_server: None
     for name in ("threads_1", "dask_1_workers"):
         got = figures[name]
         assert got["pages_read"] == 2
-        assert got["seconds"] > got["startup_seconds"] >= 0
-        assert got["pages_per_minute_after_startup"] >= got["pages_per_minute"]
+        # The steady pace leaves the start-up out: never slower than the whole run's.
+        assert got["steady_pages_per_minute"] >= got["pages_per_minute"] > 0
