@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -15,17 +14,11 @@ from kerani.core.settings import Settings
 from kerani.storage import schema
 from kerani.storage.stores import open_stores
 from tests.factories import seed_page
+from tests.test_cli import env
+
+__all__ = ["env"]  # the CLI tests' data folder, shared
 
 GUESSES = [("city", "text", "SHAH ALAM", 40.0), ("state", "text", "SELANGOR", 40.0)]
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "kerani-data"
-    monkeypatch.setenv("KERANI_DATA_DIR", str(data))
-    monkeypatch.delenv("KERANI_DB_URL", raising=False)
-    monkeypatch.delenv("KERANI_BLOB_URL", raising=False)
-    return data
 
 
 def run(*args: str) -> str:

@@ -366,31 +366,11 @@ def test_flows_reassemble_a_publication_in_one_run_and_reconcile_says_what_it_di
 def real_prefect(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     """`prefect server start` on loopback, with the work pool and the reassemble-settled
     deployment (its event trigger too) made from prefect.yaml as its header says."""
-    from tests.test_prefect_deployment import POOL, healthy, kill_tree, prefect, prefect_env
+    from tests.test_prefect_deployment import prefect_server_with
 
     home = tmp_path / "prefect-home"
-    port = free_port_for_tests()
-    api = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(home, api)
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not healthy(api):
-            assert server.poll() is None, "prefect server start exited"
-            assert time.monotonic() < deadline, "the Prefect server did not start in 120 s"
-            time.sleep(0.5)
-        prefect(env, "work-pool", "create", POOL, "--type", "process")
-        deployed = env | {"KERANI_SOURCE_DIR": str(REPO)}
-        prefect(deployed, "deploy", "--name", "reassemble-settled", "--pool", POOL)
+    with prefect_server_with(home, ("reassemble-settled",)) as (api, server):
         yield api, home, server
-    finally:
-        kill_tree(server.pid)
 
 
 @pytest.mark.slow
