@@ -470,7 +470,7 @@ def stored_keys(db: sa.Engine) -> dict[str, int]:
         return {str(k): int(n) for k, n in rows}
 
 
-def _process_ticks() -> dict[int, tuple[int, str, float]]:
+def process_ticks() -> dict[int, tuple[int, str, float]]:
     """Every process's parent, name and CPU time so far in clock ticks (Linux /proc)."""
     out: dict[int, tuple[int, str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -504,7 +504,7 @@ class CpuSample:
         except OSError:
             return cls(client=time.process_time())
         idle = ticks[3] + ticks[4]
-        processes = _process_ticks()
+        processes = process_ticks()
         tree, grew = {server_pid}, True
         while grew:  # the server's processes: its own and their descendants
             more = {pid for pid, (ppid, _n, _t) in processes.items() if ppid in tree} - tree

@@ -438,7 +438,7 @@ def _claim_statements(
 
 def _claim_cte(dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate: Any) -> Any:
     """PostgreSQL: lease a task, count the view and audit the claim in one statement."""
-    t, v, log = schema.tasks, schema.worker_page_views, schema.audit_log
+    t, v = schema.tasks, schema.worker_page_views
     _, claim = _claim_statements(dialect, cleared, trusted, with_kind, *gate)
     leased = claim.returning(
         t.c.lease_expires_at, t.c.note, t.c.lease_blind, t.c.field_id, t.c.gold_field_id
@@ -451,21 +451,23 @@ def _claim_cte(dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate:
             select(worker_id, shown.c.page_id, literal(1)),
         )
     ).cte("viewed")
-    audited = (
-        insert(log)
-        .from_select(
-            ["at", "worker_id", "action", "task_id", "field_id"],
-            select(
-                bindparam("at", type_=DateTime(timezone=True)),
-                worker_id,
-                literal("claim"),
-                shown.c.id,
-                shown.c.field_id,
-            ),
-        )
-        .cte("audited")
-    )
+    audited = _audit_rows(shown, worker_id, "claim").cte("audited")
     return select(shown).add_cte(viewed, audited)
+
+
+def _audit_rows(tasks: Any, worker_id: Any, action: str) -> Any:
+    """An audit row for each task of `tasks` (a CTE with id and field_id), at bound `at`:
+    the claim's and the snippet view's single statements on PostgreSQL."""
+    return insert(schema.audit_log).from_select(
+        ["at", "worker_id", "action", "task_id", "field_id"],
+        select(
+            bindparam("at", type_=DateTime(timezone=True)),
+            worker_id,
+            literal(action),
+            tasks.c.id,
+            tasks.c.field_id,
+        ),
+    )
 
 
 def claim_next(
@@ -765,31 +767,10 @@ def _check_lease(row: Any, worker_id: int, now: datetime) -> None:
 def _viewed_query(dialect: str) -> Any:
     """PostgreSQL: a task leased to the worker, its view written to the audit log, in one
     statement (nothing is written for a task that is not theirs)."""
-    t, log = schema.tasks, schema.audit_log
     worker_id = bindparam("wid", type_=Integer)
-    leased = (
-        _leased_query(dialect)
-        .where(
-            t.c.lease_worker_id == worker_id,
-            t.c.status == "open",
-            t.c.lease_expires_at > bindparam("at", type_=DateTime(timezone=True)),
-        )
-        .cte("leased")
-    )
-    logged = (
-        insert(log)
-        .from_select(
-            ["at", "worker_id", "action", "task_id", "field_id"],
-            select(
-                bindparam("at", type_=DateTime(timezone=True)),
-                worker_id,
-                literal("view"),
-                leased.c.id,
-                leased.c.field_id,
-            ),
-        )
-        .cte("logged")
-    )
+    now = bindparam("at", type_=DateTime(timezone=True))
+    leased = _leased_query(dialect).where(_held_by(worker_id, now)).cte("leased")
+    logged = _audit_rows(leased, worker_id, "view").cte("logged")
     return select(leased).add_cte(logged)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kerani.benchmarks.load_bench import process_ticks
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.forms.templates import load_template
 from tests.conftest import REPO, free_port_for_tests
@@ -110,12 +111,7 @@ def healthy(api: str) -> bool:
 
 def descendants(pid: int) -> list[int]:
     """`pid` and every process under it, from /proc (children before their parents die)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    parents = {child: parent for child, (parent, _name, _ticks) in process_ticks().items()}
     found, frontier = [pid], [pid]
     while frontier:
         frontier = [child for child, parent in parents.items() if parent in frontier]

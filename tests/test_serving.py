@@ -103,9 +103,8 @@ def test_a_read_leaves_the_connection_its_prepared_statements(database_url: str)
     assert after >= before  # none forgotten (the read may have prepared one more)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # SQLite's own locks
 def test_a_read_on_sqlite_takes_no_write_lock(stores: Stores, database_url: str) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's locks")
     path = database_url.split("///", 1)[1]
     with reading(stores.db) as conn:
         conn.execute(sa.text("SELECT count(*) FROM workers")).scalar()
