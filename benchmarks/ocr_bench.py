@@ -5,6 +5,11 @@ boxes as field regions, batched re-OCR of doubtful fields) is timed, and so is t
 `tesseract IMAGE stdout` command on the same image, alternately in the same run, one
 process at a time (one core, OMP_THREAD_LIMIT=1). The pages are split by a hash of their
 path: the auto-accept rule is fitted on one part and reported on the other.
+
+In the same run and on the same pages, three bare-Tesseract baselines read the truth's
+fields (`--baselines`): once per page as the scan is, once per page scaled as the stage
+would scale it, and once per field crop (`--psm 7`). A template-free dataset also gives
+the stage's line finding against the truth lines (`line_recall`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +30,13 @@ from PIL import Image, UnidentifiedImageError
 from kerani.core.boxes import coverage
 from kerani.core.errors import BadInputError, KeraniError
 from kerani.core.programs import run
-from kerani.evaluation.ground_truth import TruthPage, edit_distance, fold_whitespace, read_truth
+from kerani.evaluation.ground_truth import (
+    TruthPage,
+    edit_distance,
+    fold_whitespace,
+    match_by_box,
+    read_truth,
+)
 from kerani.forms.templates import Template, load_template
 from kerani.ocr.calibration import (
     Calibration,
@@ -34,16 +46,24 @@ from kerani.ocr.calibration import (
     save_calibration,
     without_second_engine,
 )
+from kerani.ocr.cleanup import text_scale
+from kerani.ocr.engine import Box
+from kerani.ocr.fields import join_words
+from kerani.ocr.second_engine import second_engine
 from kerani.ocr.stage import (
     FieldRead,
+    LineDetector,
+    PageRead,
     Region,
     StageOptions,
+    assign_words,
+    line_regions,
     read_page_words,
     read_regions,
     template_anchors,
     template_regions,
 )
-from kerani.ocr.tesseract import TesseractEngine
+from kerani.ocr.tesseract import TesseractEngine, parse_tsv, tesseract_words
 
 # A region covers its field when at least this share of the content lies inside it.
 COVERED = 0.95
@@ -109,6 +129,90 @@ def _bare_tesseract(path: Path, languages: str) -> float:
     return time.perf_counter() - started
 
 
+@dataclass
+class Baseline:
+    """What one bare-Tesseract way of reading got right, and the time its tesseract took."""
+
+    correct: int = 0
+    fields: int = 0
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        """Share of the truth's fields read exactly; None when nothing was read."""
+        return self.correct / self.fields if self.fields else None
+
+
+def _right(guess: str, truth: str, fold_case: bool) -> bool:
+    return fold_whitespace(guess.upper() if fold_case else guess) == fold_whitespace(truth)
+
+
+def _bare_page(
+    image: Image.Image, path: Path, truth: TruthPage, languages: str, scale: float
+) -> tuple[list[str], float]:
+    """Bare tesseract on the whole page (scaled by `scale`, Lanczos): each field's words."""
+    with tempfile.TemporaryDirectory(prefix="kerani-bench-") as tmp:
+        source = path
+        if scale != 1.0:
+            source = Path(tmp) / "scaled.png"
+            size = (round(image.width * scale), round(image.height * scale))
+            image.resize(size, Image.Resampling.LANCZOS).save(source)
+        started = time.perf_counter()
+        proc = run(["tesseract", str(source), "stdout", "-l", languages, "tsv"], timeout=300)
+        seconds = time.perf_counter() - started
+    words = parse_tsv(proc.stdout.decode("utf-8", "replace"))
+    boxes: list[Box] = [
+        (
+            round(f.box[0] * scale),
+            round(f.box[1] * scale),
+            round(f.box[2] * scale),
+            round(f.box[3] * scale),
+        )
+        for f in truth.fields
+    ]
+    return [join_words(ws)[0] for ws in assign_words(words, boxes)], seconds
+
+
+def _bare_crops(image: Image.Image, truth: TruthPage, languages: str) -> tuple[list[str], float]:
+    """Bare tesseract once per field crop (one text line, --psm 7), as the scan is."""
+    texts, seconds = [], 0.0
+    for f in truth.fields:
+        x0, y0, x1, y1 = f.box
+        # A little paper around the text: Tesseract reads a crop cut at the ink badly.
+        pad = max(2, (y1 - y0) // 6)
+        crop = image.crop((max(0, x0 - pad), max(0, y0 - pad), x1 + pad, y1 + pad))
+        started = time.perf_counter()
+        words = tesseract_words(crop, languages=languages, psm=7, timeout_s=60)
+        seconds += time.perf_counter() - started
+        texts.append(join_words(words)[0])
+    return texts, seconds
+
+
+def _line_matches(
+    page: PageRead, truth: TruthPage, detector: LineDetector | None
+) -> tuple[int, int, int]:
+    """Template-free: truth lines the stage's line finding matched, covered, and read right.
+
+    Matched: paired one to one with a found line (IoU >= 0.3). Covered: at least half of
+    the truth line lies in one found region (or the region in it), so its text reaches
+    a person even when joined with a neighbour. Read right: matched, and the page OCR's
+    text of that line (before any re-OCR) is the truth's.
+    """
+    lines = line_regions(page, detector)
+    texts = [join_words(ws)[0] for ws in assign_words(page.words, [r.box for r in lines])]
+    on_page = [dataclasses.replace(f, box=page.prepared.to_page.box(f.box)) for f in truth.fields]
+    pairs = match_by_box([r.box for r in lines], on_page)
+    covered = sum(
+        any(coverage(r.box, f.box) >= 0.5 or coverage(f.box, r.box) >= 0.5 for r in lines)
+        for f in on_page
+    )
+    read = sum(
+        fold_whitespace(texts[i].upper()) == fold_whitespace(truth.fields[t].text.upper())
+        for i, t in pairs.items()
+    )
+    return len(pairs), covered, read
+
+
 def _kinds(template: Template | None) -> dict[str, str]:
     return {f.name: f.type for f in template.fields} if template else {}
 
@@ -126,6 +230,7 @@ def run_bench(
     fields_out: Path | None = None,
     calibration_file: Path | None = None,
     time_floor: bool = True,
+    baselines: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the stage and bare Tesseract over a dataset; return the figures as plain data."""
@@ -143,19 +248,26 @@ def run_bench(
     anchors = template_anchors(tpl, languages) if tpl and tpl.kind == "form" else None
 
     results: list[FieldResult] = []
-    stage_s = bare_s = 0.0
+    stage_s = bare_s = second_s = 0.0
     failed: dict[str, str] = {}
     covered = placed = timed = 0
+    bare = {"page": Baseline(), "page_scaled": Baseline(), "crop": Baseline()}
+    template_free = tpl is None or tpl.kind == "lines"
+    truth_lines = lines_found = lines_covered = lines_read = 0
+    reader = second_engine(opts.second_engine)
+    detector = reader if isinstance(reader, LineDetector) else None
     for done, truth in enumerate(pages, start=1):
         path = dataset / truth.page
+        floor: float | None
         try:
-            bare = _bare_tesseract(path, languages) if time_floor else 0.0
+            floor = _bare_tesseract(path, languages) if time_floor else 0.0
         except KeraniError as e:
             # The floor could not be measured on this page: leave it out of both timings.
-            bare = None
+            floor = None
             failed[truth.page] = f"bare tesseract: {e}"
         started = time.perf_counter()
         reads: list[FieldRead] = []
+        page: PageRead | None = None
         try:
             try:
                 with Image.open(path) as im:
@@ -172,13 +284,29 @@ def run_bench(
                 # Alignment is part of the stage in production: time it with the rest.
                 aligned, _how = template_regions(tpl, page, anchors)
             reads = read_regions(page, regions, engine, opts)
+            if template_free:
+                # Line finding is part of the stage on template-free pages: timed with it.
+                found, in_region, read_right = _line_matches(page, truth, detector)
+                truth_lines += len(truth.fields)
+                lines_found += found
+                lines_covered += in_region
+                lines_read += read_right
         except KeraniError as e:
             failed[truth.page] = str(e)
-        if bare is not None:
+        if floor is not None:
             stage_s += time.perf_counter() - started
-            bare_s += bare
+            bare_s += floor
+            if page is not None:
+                # The second engine's reading and, on template-free pages, its lines.
+                second_s += page.seconds.get("second_engine", 0.0)
+                second_s += page.seconds.get("line_detection", 0.0)
             timed += 1
-        if aligned:
+        if baselines and page is not None:
+            try:
+                _run_baselines(bare, image, path, truth, languages, fold_case)
+            except KeraniError as e:
+                failed[truth.page] = f"baseline: {e}"
+        if aligned and page is not None:
             where = {r.name: r.box for r in aligned}
             for f in truth.fields:
                 if f.name in where:
@@ -250,13 +378,29 @@ def run_bench(
         save_calibration(calibration, save_to)
     accepted = [r for r in held if calibration.accepts(r.kind, r.evidence, r.confidence, r.valid)]
     n = len(results)
+    accuracy = sum(r.correct for r in results) / n if n else 0.0
+    measured = [b.accuracy for b in bare.values() if b.accuracy is not None]
+    best_baseline = max(measured) if measured else None
+    tesseract_only_s = stage_s - second_s
     figures: dict[str, Any] = {
         "dataset": str(dataset),
         "pages": len(pages),
         "fields": n,
         "pages_failed": len(failed),
-        "field_accuracy": sum(r.correct for r in results) / n if n else 0.0,
+        "field_accuracy": accuracy,
         "cer": sum(r.cer for r in results) / n if n else 0.0,
+        # Bare tesseract on the same pages, reading the truth's fields: once per page as
+        # scanned, once per page scaled as the stage scales it, once per field crop.
+        "baseline_page_accuracy": bare["page"].accuracy,
+        "baseline_page_scaled_accuracy": bare["page_scaled"].accuracy,
+        "baseline_crop_accuracy": bare["crop"].accuracy,
+        "accuracy_ratio_to_best_baseline": (accuracy / best_baseline if best_baseline else None),
+        # Template-free datasets: truth lines the stage's line finding found (one-to-one,
+        # IoU >= 0.3); covered by a found region (>= half of one inside the other: its
+        # text reaches a person); and found and read right by the page OCR.
+        "line_recall": lines_found / truth_lines if truth_lines else None,
+        "line_coverage": lines_covered / truth_lines if truth_lines else None,
+        "line_read_accuracy": lines_read / truth_lines if truth_lines else None,
         "auto_accepted_share": len(accepted) / len(held) if held else 0.0,
         "auto_accepted_accuracy": (
             sum(r.correct for r in accepted) / len(accepted) if accepted else None
@@ -271,8 +415,17 @@ def run_bench(
         "pages_per_minute_per_core": 60.0 * timed / stage_s if stage_s else 0.0,
         "stage_seconds": stage_s,
         "tesseract_seconds": bare_s,
-        # None when the floor was not timed (time_floor=False).
-        "tesseract_time_ratio": stage_s / bare_s if bare_s else None,
+        # None when the floor was not timed (time_floor=False). The Tesseract-only stage
+        # (without the second engine's time) against bare tesseract on the scan as it is,
+        # and against bare tesseract on the page scaled as the stage scales it.
+        "tesseract_time_ratio": tesseract_only_s / bare_s if bare_s else None,
+        "tesseract_time_ratio_to_scaled_page": (
+            tesseract_only_s / bare["page_scaled"].seconds
+            if bare["page_scaled"].seconds and bare_s
+            else None
+        ),
+        "second_engine_seconds": second_s,
+        "second_engine_time_ratio": (stage_s / bare_s if bare_s and opts.second_engine else None),
         "reocr_share": sum(r.evidence.split("-")[0] != "page" for r in results) / n if n else 0.0,
         # The second engine (StageOptions.second_engine, KERANI_OCR_SECOND_ENGINE) and the
         # share of fields it confirmed; its time is part of stage_seconds.
@@ -283,6 +436,29 @@ def run_bench(
         "calibration": calibration.model_dump(),
     }
     return figures
+
+
+def _run_baselines(
+    bare: dict[str, Baseline],
+    image: Image.Image,
+    path: Path,
+    truth: TruthPage,
+    languages: str,
+    fold_case: bool,
+) -> None:
+    """Add one page's bare-Tesseract reads of the truth's fields to the three baselines."""
+    runs = {
+        "page": _bare_page(image, path, truth, languages, 1.0),
+        "page_scaled": _bare_page(image, path, truth, languages, text_scale(image)),
+        "crop": _bare_crops(image, truth, languages),
+    }
+    for name, (texts, seconds) in runs.items():
+        b = bare[name]
+        b.correct += sum(
+            _right(t, f.text, fold_case) for t, f in zip(texts, truth.fields, strict=True)
+        )
+        b.fields += len(truth.fields)
+        b.seconds += seconds
 
 
 def _pct(value: float | None) -> str:
@@ -308,6 +484,29 @@ def format_report(f: dict[str, Any]) -> str:
             else " (bare tesseract not timed)"
         ),
     ]
+    baselines = [
+        (f["baseline_page_accuracy"], "once per page"),
+        (f["baseline_page_scaled_accuracy"], "once per page scaled as the stage scales it"),
+        (f["baseline_crop_accuracy"], "once per field crop"),
+    ]
+    if any(value is not None for value, _ in baselines):
+        lines.append(
+            "bare tesseract on the same fields: "
+            + "; ".join(f"{_pct(value)} {how}" for value, how in baselines)
+            + f" (the stage reads {f['accuracy_ratio_to_best_baseline']:.2f}x the best)"
+        )
+    if f["line_recall"] is not None:
+        lines.append(
+            f"line finding: {_pct(f['line_recall'])} of the truth lines found "
+            f"(IoU >= 0.3, one to one), {_pct(f['line_coverage'])} covered by a found "
+            f"region; {_pct(f['line_read_accuracy'])} of them all found and read right "
+            "by the page OCR"
+        )
+    if f["second_engine_time_ratio"] is not None:
+        lines.append(
+            f"with the second engine: {f['second_engine_time_ratio']:.2f}x the time of bare "
+            f"tesseract ({f['second_engine_seconds']:.1f} s of it the second engine's)"
+        )
     if f["second_engine"]:
         lines.append(
             f"second engine {f['second_engine']}: agrees with Tesseract on "

@@ -654,6 +654,29 @@ def dataset_from_sroie(
     console.print(f"{count} receipts written to {out_dir}", soft_wrap=True)
 
 
+@dataset_app.command("degrade")
+def dataset_degrade(
+    source: Annotated[Path, typer.Argument(help="Ground-truth dataset folder to copy.")],
+    out_dir: Annotated[Path, typer.Argument(help="Dataset folder to write the copy to.")],
+    scale: Annotated[
+        float, typer.Option(help="Scale every page by this (0.5: a 300 dpi scan at 150 dpi).")
+    ] = 1.0,
+    jpeg_quality: Annotated[
+        int | None, typer.Option(help="Save the pages as JPEG at this quality (1-95).")
+    ] = None,
+    fax: Annotated[
+        bool, typer.Option("--fax", help="Make the pages look faxed (half rows, 1 bit, specks).")
+    ] = False,
+    seed: int = 0,
+) -> None:
+    """Write a low-resolution copy of a dataset (scaled, JPEG, faxed), truth boxes following."""
+    from kerani.evaluation.degrade import Degradation, degrade_dataset
+
+    how = Degradation(scale=scale, jpeg_quality=jpeg_quality, fax=fax, seed=seed)
+    made = degrade_dataset(source, out_dir, how)
+    console.print(f"{made} degraded pages written to {out_dir}", soft_wrap=True)
+
+
 @dataset_app.command("synthetic")
 def dataset_synthetic(
     out_dir: Annotated[Path, typer.Argument(help="Dataset folder to write (pages/, truth.jsonl).")],
@@ -860,6 +883,12 @@ def bench_ocr(
     time_floor: Annotated[
         bool, typer.Option(help="Also time bare tesseract on each page (the speed floor).")
     ] = True,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            help="Also read the fields with bare tesseract: per page, per page scaled, per crop."
+        ),
+    ] = True,
 ) -> None:
     """Measure the pre-OCR stage on a dataset: accuracy, calibrated auto-accept, speed."""
     from kerani.benchmarks.ocr_bench import format_report, run_bench
@@ -875,6 +904,7 @@ def bench_ocr(
         fields_out=fields_out,
         calibration_file=calibration,
         time_floor=time_floor,
+        baselines=baselines,
     )
     if as_json:
         typer.echo(json.dumps(figures, ensure_ascii=False))

@@ -19,6 +19,13 @@ MIN_SIDE_PX = 48
 MIN_PIXELS = 120 * 120
 # Bigger than this is a poster-size scan: Tesseract gains nothing and takes minutes.
 MAX_OCR_PIXELS = 16_000_000
+# Tesseract reads best when a line of text is about this tall (ink top to bottom, as
+# `text_height` measures it); pages with smaller text are scaled up to it. Measured on
+# SROIE receipts (see ocr/calibrations/README.md).
+TARGET_TEXT_PX = 26.0
+# ... but only when their text is clearly smaller, and by at most this factor.
+SCALE_BELOW_PX = 20.0
+MAX_UPSCALE = 3.0
 # Deskew only when the page is clearly turned; Tesseract copes with less on its own.
 MIN_DESKEW_DEG = 0.3
 MAX_DESKEW_DEG = 5.0
@@ -32,6 +39,7 @@ class PreparedPage:
     to_page: Affine  # scan pixels -> cleaned-page pixels
     scan_size: tuple[int, int]
     notes: list[str] = field(default_factory=list)
+    scale: float = 1.0  # how far the page was scaled up for small text (text_scale)
 
 
 def clean_page(image: Image.Image) -> Image.Image:
@@ -104,6 +112,55 @@ def estimate_skew(
     return float(max(fine, key=score))
 
 
+def text_height(grey: Image.Image, strips: int = 6) -> float:
+    """The typical height in pixels of the page's text lines (ink top to bottom), 0 if none.
+
+    Row profiles of the ink in vertical strips (so that columns and a little skew still
+    give separate lines): each run of inked rows is one line. The median is weighted by
+    each run's ink, so that specks and dotted rules, many but light, do not pull it
+    down. It reads about 0.8 of a SROIE line box's height (those boxes carry padding).
+    """
+    arr = np.asarray(grey.convert("L"))
+    ink = arr < paper_level(arr[::4, ::4]) - 60
+    width = ink.shape[1]
+    step = max(1, width // strips)
+    lengths: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for left in range(0, max(1, width - step + 1), step):
+        counts = np.count_nonzero(ink[:, left : left + step], axis=1)
+        # Two inked pixels make a row of text: one is a speck of dust.
+        rows = counts >= 2
+        edges = np.diff(np.concatenate(([0], rows.astype(np.int8), [0])))
+        tops, bottoms = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+        cumulative = np.concatenate(([0], np.cumsum(counts)))
+        lengths.append(bottoms - tops)
+        weights.append(cumulative[bottoms] - cumulative[tops])
+    if not lengths:
+        return 0.0
+    length, weight = np.concatenate(lengths), np.concatenate(weights)
+    # Runs under 3 px are rules and the dots of a dotted line.
+    keep = length >= 3
+    length, weight = length[keep], weight[keep]
+    if not length.size:
+        return 0.0
+    order = np.argsort(length)
+    cumulative_weight = np.cumsum(weight[order])
+    middle = int(np.searchsorted(cumulative_weight, cumulative_weight[-1] / 2))
+    return float(length[order][middle])
+
+
+def text_scale(
+    image: Image.Image, target_px: float = TARGET_TEXT_PX, max_pixels: int = MAX_OCR_PIXELS
+) -> float:
+    """How far to scale a page up so that its text reaches `target_px` (1.0: leave it)."""
+    height = text_height(image)
+    if height <= 0 or height >= SCALE_BELOW_PX:
+        return 1.0
+    # Never past the pixel cap that keeps Tesseract's time bounded.
+    room = (max_pixels / max(1, image.width * image.height)) ** 0.5
+    return round(max(1.0, min(target_px / height, MAX_UPSCALE, room)), 2)
+
+
 def turn(image: Image.Image, to_page: Affine, degrees_ccw: int) -> tuple[Image.Image, Affine]:
     """Turn a page by a multiple of 90 degrees counter-clockwise; return it and the new map."""
     w, h = image.size
@@ -129,8 +186,12 @@ def prepare_page(
     denoise: bool = False,
     contrast: bool = False,
     max_pixels: int = MAX_OCR_PIXELS,
+    scale_text: bool = True,
 ) -> PreparedPage:
-    """Check, greyscale, shrink if enormous, stretch contrast and level a scan for OCR.
+    """Check, greyscale, shrink if enormous, stretch contrast, level and scale a scan for OCR.
+
+    Small text (a low-resolution scan, a fax, a receipt photographed from afar) is scaled
+    up to the size Tesseract reads best (`text_scale`), after levelling.
 
     Raises BadInputError for a page too small to read or with no ink on it (blank).
     """
@@ -163,4 +224,11 @@ def prepare_page(
                 to_page
             )
             notes.append(f"deskewed by {angle:+.1f} degrees")
-    return PreparedPage(image=grey, to_page=to_page, scan_size=image.size, notes=notes)
+    scale = text_scale(grey, max_pixels=max_pixels) if scale_text else 1.0
+    if scale > 1.0:
+        size = (round(grey.width * scale), round(grey.height * scale))
+        # Lanczos keeps strokes smooth where a bilinear upscale leaves them blurred.
+        grey = grey.resize(size, Image.Resampling.LANCZOS)
+        to_page = Affine(scale, 0, 0, 0, scale, 0).then_after(to_page)
+        notes.append(f"scaled up {scale:.2f}x for small text")
+    return PreparedPage(image=grey, to_page=to_page, scan_size=image.size, notes=notes, scale=scale)

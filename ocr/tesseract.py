@@ -1,8 +1,10 @@
-"""Tesseract: the one module that talks to the `tesseract` program.
+"""Tesseract: the one module that talks to Tesseract, as a program and as a library.
 
-Images go to Tesseract as uncompressed greyscale PGM files in a private temporary folder:
-PNG encoding (what pytesseract does) costs more than a tenth of a page's OCR time, and
-the whole pre-OCR stage is measured against the bare `tesseract` command.
+Pages go to the `tesseract` program as uncompressed greyscale PGM files in a private
+temporary folder: PNG encoding (what pytesseract does) costs more than a tenth of a
+page's OCR time, and the whole pre-OCR stage is measured against the bare `tesseract`
+command. Field crops, many and small, are read in process by `tesserocr` (libtesseract
+in its wheel, Debian's language data): about 11 ms a crop where a process costs 130 ms.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import io
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytesseract
 from PIL import Image
@@ -22,6 +26,7 @@ from PIL import Image
 from kerani.core.errors import ExternalProgramError, MissingDependencyError
 from kerani.core.programs import require_program, run
 from kerani.ocr.engine import Word
+from kerani.ocr.reocr import Reading
 
 _TSV_KEYS = ("text", "conf", "left", "top", "width", "height", "block_num", "par_num", "line_num")
 _TESSDATA_VAR = re.compile(r"^[a-z_]+$")
@@ -123,12 +128,26 @@ class TesseractEngine:
         self.timeout_s = timeout_s
         self.psm = psm
         self.name = f"tesseract-{version()}"
+        self._crops: CropReader | None = None  # made at the first crop
+        self._no_crops = False  # tesserocr is not installed
 
     def read_page(self, image: Image.Image) -> list[Word]:
         """OCR the whole page once and return its words in reading order."""
         return tesseract_words(
             image, languages=self.languages, psm=self.psm, timeout_s=self.timeout_s
         )
+
+    def read_crop(self, crop: Image.Image, *, block: bool, whitelist: str) -> Reading | None:
+        """Read one field crop in process (tesserocr); None when tesserocr is not installed."""
+        if self._crops is None and not self._no_crops:
+            try:
+                self._crops = CropReader(self.languages)
+            except MissingDependencyError:
+                self._no_crops = True  # keep to the strips (ocr.reocr.reread)
+        if self._crops is None:
+            return None
+        read = self._crops.read(crop, block=block, whitelist=whitelist)
+        return Reading(read.text, read.confidence)
 
     def read_block(
         self, image: Image.Image, psm: int, variables: Mapping[str, str] | None = None
@@ -149,3 +168,111 @@ def version() -> str:
         return str(pytesseract.get_tesseract_version())
     except pytesseract.TesseractNotFoundError as e:
         raise MissingDependencyError("tesseract is not installed (tesseract-ocr)") from e
+
+
+# Where Debian's tesseract-ocr-* packages put the language data.
+TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata")
+# White around a crop: Tesseract reads a crop cut close to the ink badly (3 of 10 SROIE
+# lines right with none, 6 of 10 with 16 px).
+CROP_BORDER_PX = 16
+
+
+def tessdata_dir() -> str:
+    """The folder holding the language data: TESSDATA_PREFIX, else Debian's."""
+    for folder in (os.environ.get("TESSDATA_PREFIX", ""), *TESSDATA_DIRS):
+        if folder and Path(folder, "eng.traineddata").is_file():
+            return folder
+    raise MissingDependencyError(
+        "no Tesseract language data found (eng.traineddata): install the Debian package "
+        "'tesseract-ocr-eng' or set TESSDATA_PREFIX"
+    )
+
+
+@dataclass(frozen=True)
+class LineRead:
+    """Tesseract's reading of one crop: its words in order and their confidences."""
+
+    words: list[Word]
+
+    @property
+    def text(self) -> str:
+        """The words joined by single spaces."""
+        return " ".join(w.text for w in self.words)
+
+    @property
+    def confidence(self) -> float:
+        """The weakest word's confidence (0 when nothing was read)."""
+        return min((w.confidence for w in self.words), default=0.0)
+
+
+class CropReader:
+    """Tesseract in process for field crops: one API per thread, reused for every crop."""
+
+    def __init__(self, languages: str = "eng") -> None:
+        try:
+            import tesserocr
+        except ImportError as e:
+            raise MissingDependencyError(
+                "reading field crops needs the tesserocr package (pip install tesserocr)"
+            ) from e
+        self._tesserocr: Any = tesserocr
+        self.languages = languages
+        self._path = tessdata_dir()
+        self._local = threading.local()  # an API object is not safe to share
+
+    def _api(self) -> Any:
+        api = getattr(self._local, "api", None)
+        if api is None:
+            t = self._tesserocr
+            try:
+                api = t.PyTessBaseAPI(path=self._path, lang=self.languages, oem=t.OEM.LSTM_ONLY)
+            except RuntimeError as e:
+                raise ExternalProgramError(
+                    f"tesserocr could not load languages {self.languages!r} from {self._path}: {e}"
+                ) from e
+            self._local.api = api
+        return api
+
+    def read(self, crop: Image.Image, *, block: bool = False, whitelist: str = "") -> LineRead:
+        """Read one crop as a single line (or a block of lines), bordered with white."""
+        t = self._tesserocr
+        grey = crop.convert("L")
+        framed = Image.new(
+            "L", (grey.width + 2 * CROP_BORDER_PX, grey.height + 2 * CROP_BORDER_PX), 255
+        )
+        framed.paste(grey, (CROP_BORDER_PX, CROP_BORDER_PX))
+        api = self._api()
+        api.SetPageSegMode(t.PSM.SINGLE_BLOCK if block else t.PSM.SINGLE_LINE)
+        api.SetVariable("tessedit_char_whitelist", whitelist)
+        api.SetImage(framed)
+        try:
+            api.Recognize()
+            words = []
+            iterator = api.GetIterator()
+            for w in t.iterate_level(iterator, t.RIL.WORD):
+                try:
+                    text = (w.GetUTF8Text(t.RIL.WORD) or "").strip()
+                except RuntimeError:  # "No text returned": an empty word
+                    continue
+                if not text:
+                    continue
+                x0, y0, x1, y1 = w.BoundingBox(t.RIL.WORD)
+                line = (0,) if not block else (y0,)
+                words.append(
+                    Word(
+                        text=text,
+                        box=(
+                            x0 - CROP_BORDER_PX,
+                            y0 - CROP_BORDER_PX,
+                            x1 - CROP_BORDER_PX,
+                            y1 - CROP_BORDER_PX,
+                        ),
+                        confidence=float(w.Confidence(t.RIL.WORD)),
+                        line=line,
+                    )
+                )
+        except RuntimeError as e:
+            raise ExternalProgramError(f"tesserocr could not read a field crop: {e}") from e
+        finally:
+            api.Clear()
+        return LineRead(words)

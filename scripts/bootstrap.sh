@@ -34,5 +34,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extra=""
 # The tests also run the optional second OCR engine (RapidOCR, whose OpenCV needs libGL).
-[ "$dev" = 1 ] && extra="[dev,ocr2]"
+[ "$dev" = 1 ] && extra="[dev]"
 .venv/bin/python -m pip install -q -e ".${extra}"

@@ -54,7 +54,8 @@ def test_agreement_and_disagreement_are_recorded_as_evidence(
     regions = [Region(f"line_{i}", "line", w.box) for i, w in enumerate(words)]
     reader = FakeReader(["TOTAL", "12.50", "Cashlor"])
     monkeypatch.setattr(stage, "second_engine", lambda name: reader if name else None)
-    reads = read_regions(_page(words), regions, NullEngine(words), StageOptions(second_engine="x"))
+    options = StageOptions(second_engine="x", second_above=60.0)
+    reads = read_regions(_page(words), regions, NullEngine(words), options)
     assert [r.evidence for r in reads] == [
         "page-2agree",  # letter case aside, the same text
         "page-num-2agree",
@@ -65,13 +66,36 @@ def test_agreement_and_disagreement_are_recorded_as_evidence(
     # Without a second engine nothing is tagged and nothing else changes.
     alone = read_regions(_page(words), regions, NullEngine(words), StageOptions(second_engine=""))
     assert [r.evidence for r in alone] == ["page", "page-num", "page", "page"]
-    assert [r.text for r in alone] == [r.text for r in reads]
+    # Where the two differ the text is their vote: the second engine's, weighted up.
+    assert [r.text for r in reads] == ["Total", "12.50", "Cashlor", "smudge"]
+    assert [r.text for r in alone] == ["Total", "12.50", "Cashier", "smudge"]
+
+
+def test_by_default_the_second_engine_reads_every_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    words = [
+        Word("Total", (10, 10, 100, 40), 96.0, (1, 1, 1)),
+        Word("srnudge", (10, 60, 100, 90), 30.0, (1, 1, 2)),
+    ]
+    regions = [Region(f"line_{i}", "line", w.box) for i, w in enumerate(words)]
+    reader = FakeReader(["Total", "smudge"])
+    monkeypatch.setattr(stage, "second_engine", lambda name: reader if name else None)
+    reads = read_regions(_page(words), regions, NullEngine(words), StageOptions(second_engine="x"))
+    assert len(reader.asked) == 2
+    assert [(r.text, r.evidence) for r in reads] == [
+        ("Total", "page-2agree"),
+        ("smudge", "page-2differ"),
+    ]
 
 
 def test_typed_fields_are_not_tagged_as_figures() -> None:
     words = [Word("12/03/2019", (10, 10, 200, 40), 96.0, (1, 1, 1))]
     reads = read_regions(
-        _page(words), [Region("dob", "date", words[0].box)], NullEngine(words), StageOptions()
+        _page(words),
+        [Region("dob", "date", words[0].box)],
+        NullEngine(words),
+        StageOptions(second_engine=""),
     )
     assert reads[0].evidence == "page"
 
@@ -111,13 +135,13 @@ def test_unknown_or_missing_second_engine_says_what_to_do(
     from kerani.ocr import rapid
 
     # None in sys.modules makes the import fail, as when the extra is not installed.
-    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)
-    with pytest.raises(MissingDependencyError, match=r"kerani\[ocr2\]"):
+    monkeypatch.setitem(sys.modules, "rapidocr", None)
+    with pytest.raises(MissingDependencyError, match="KERANI_OCR_SECOND_ENGINE=''"):
         rapid.RapidOcrEngine()
 
 
 def test_rapidocr_reads_a_printed_line() -> None:
-    pytest.importorskip("rapidocr_onnxruntime")
+    pytest.importorskip("rapidocr")
     from PIL import ImageFont
 
     from kerani.ocr.rapid import RapidOcrEngine

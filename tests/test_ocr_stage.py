@@ -153,17 +153,17 @@ def test_unread_ink_flags_what_the_words_miss() -> None:
     import numpy as np
 
     from kerani.ocr.engine import Word
-    from kerani.ocr.stage import _ink_masks, unread_ink
+    from kerani.ocr.ink import ink_masks, unread_ink
 
     page = Image.new("L", (400, 100), 255)
     page.paste(0, (20, 40, 120, 60))  # a word ...
     page.paste(0, (126, 44, 130, 56))  # ... and a colon after it that OCR dropped
     word = Word("DATE", (20, 40, 120, 60), 96.0, (1, 1, 1))
-    ink, covered = _ink_masks(page, [word])
+    ink, covered = ink_masks(page, [word])
     assert isinstance(ink, np.ndarray)
     assert unread_ink(ink, covered, (20, 40, 120, 60)) > 0.02
     page.paste(255, (126, 44, 130, 56))
-    ink, covered = _ink_masks(page, [word])
+    ink, covered = ink_masks(page, [word])
     assert unread_ink(ink, covered, (20, 40, 120, 60)) == 0.0
 
 
@@ -200,20 +200,49 @@ def test_a_page_that_is_not_its_template_is_refused_for_it_with_the_reason(
     assert "aligned by anchor words" in read.notes
 
 
-def test_a_poor_scan_of_the_form_is_read_unaligned_and_kept_out_of_auto_accept(
-    engine: TesseractEngine, form: Template
-) -> None:
+def _low_resolution(page: Image.Image, percent: int, quality: int) -> Image.Image:
     import io
 
+    small = page.convert("L").resize((page.width * percent // 100, page.height * percent // 100))
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=quality)
+    return Image.open(out).convert("RGB")
+
+
+def test_a_68_dpi_scan_of_the_form_is_scaled_aligned_and_read(
+    engine: TesseractEngine, form: Template
+) -> None:
+    page, values = _clean_form(form, seed=11)
+    # The 150 dpi form at 45%: about 68 dpi, and a harsh JPEG.
+    scan = _low_resolution(page, 45, 35)
+    read, reads = read_template_page(scan, form, engine)
+    assert any(n.startswith("scaled up") for n in read.notes), read.notes
+    assert "aligned by anchor words" in read.notes
+    right = sum(r.text == values[r.name] for r in reads)
+    # Unscaled, the page did not align (its scale was outside the fit's range) and its
+    # small text read 4 of the 14 values right.
+    assert right >= 9, [(r.text, values[r.name]) for r in reads]
+
+
+def test_a_form_whose_anchors_do_not_agree_is_read_unaligned_and_kept_out_of_auto_accept(
+    form: Template,
+) -> None:
     from kerani.ocr.calibration import load_calibration
+    from kerani.ocr.engine import NullEngine, Word
+    from kerani.ocr.stage import template_anchors
 
     page, _ = _clean_form(form, seed=11)
-    # About 68 dpi and a harsh JPEG: many anchor words read, too few where they agree.
-    small = page.convert("L").resize((page.width * 45 // 100, page.height * 45 // 100))
-    out = io.BytesIO()
-    small.save(out, "JPEG", quality=35)
-    read, reads = read_template_page(Image.open(out).convert("RGB"), form, engine)
-    assert any(n.startswith("not aligned (") for n in read.notes)
+    anchors = template_anchors(form)
+    # Every anchor word is on the page, each somewhere else: a page whose print moved
+    # (a folded or pasted-up scan), or another layout using the same words.
+    rng = random.Random(3)
+    words = [
+        Word(a.text, (x, y, x + 60, y + 20), 95.0, (i,))
+        for i, a in enumerate(anchors)
+        for x, y in [(rng.randrange(page.width - 60), rng.randrange(page.height - 20))]
+    ]
+    read, reads = read_template_page(page, form, NullEngine(words), anchors=anchors)
+    assert any(n.startswith("not aligned (") for n in read.notes), read.notes
     assert {r.evidence for r in reads} == {"unaligned"}
     calibration = load_calibration("bantuan_form")
     assert calibration is not None

@@ -104,9 +104,11 @@ class OcrSettings(BaseSettings):
     # fewest settled fields a (type, evidence) group needs for a floor of its own.
     calibration_target: float = Field(default=0.995, ge=0.5, lt=1.0)
     calibration_min_samples: int = Field(default=40, ge=1)
-    # "rapidocr" (pip install 'kerani[ocr2]'): a second engine whose agreement is evidence
-    # for the calibrated auto-accept rule; costs more than the page OCR. '' for none.
-    second_engine: str = ""
+    # "rapidocr": a second engine that reads every field too; where it agrees with
+    # Tesseract that is evidence for the calibrated auto-accept rule, where not the two
+    # readings are voted on (ocr.vote), and it finds the lines of template-free pages.
+    # It costs more time than the page OCR (ocr/calibrations/README.md). '' for none.
+    second_engine: str = "rapidocr"
 
 
 class CrowdSettings(BaseSettings):
