@@ -892,20 +892,28 @@ def bench_ocr(
 ) -> None:
     """Measure the pre-OCR stage on a dataset: accuracy, calibrated auto-accept, speed."""
     from kerani.benchmarks.ocr_bench import format_report, run_bench
+    from kerani.terminal import progress_bar
 
-    figures = run_bench(
-        dataset,
-        limit=limit,
-        calibrate_share=calibrate_share,
-        target=target,
-        template=template,
-        languages=languages,
-        save_to=save_calibration,
-        fields_out=fields_out,
-        calibration_file=calibration,
-        time_floor=time_floor,
-        baselines=baselines,
-    )
+    with progress_bar(Console(stderr=True)) as progress:
+        bar = progress.add_task("Reading pages", total=None)
+
+        def shown(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        figures = run_bench(
+            dataset,
+            limit=limit,
+            calibrate_share=calibrate_share,
+            target=target,
+            template=template,
+            languages=languages,
+            save_to=save_calibration,
+            fields_out=fields_out,
+            calibration_file=calibration,
+            time_floor=time_floor,
+            baselines=baselines,
+            progress=shown,
+        )
     if as_json:
         typer.echo(json.dumps(figures, ensure_ascii=False))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_bench_json_has_the_keys_in_range(tmp_path: Path) -> None:
         ["bench", "ocr", "--dataset", str(tmp_path), "--json", "--template", "bantuan_form"],
     )
     assert result.exit_code == 0, result.output
-    figures = json.loads(result.output)
+    figures = json.loads(result.stdout)  # the progress bar goes to stderr
     for key in KEYS:
         assert key in figures
     for key in ("field_accuracy", "auto_accepted_share"):
@@ -48,6 +49,28 @@ def test_bench_json_has_the_keys_in_range(tmp_path: Path) -> None:
     assert figures["alignment_coverage"] == 1.0
     # Clean synthetic forms are read nearly perfectly.
     assert figures["field_accuracy"] >= 0.8
+    # The same fields read by bare tesseract, three ways, in the same run.
+    for key in (
+        "baseline_page_accuracy",
+        "baseline_page_scaled_accuracy",
+        "baseline_crop_accuracy",
+    ):
+        assert 0.0 <= figures[key] <= 1.0
+    best = max(figures[k] for k in ("baseline_page_accuracy", "baseline_crop_accuracy"))
+    assert figures["accuracy_ratio_to_best_baseline"] <= figures["field_accuracy"] / best + 1e-9
+    assert figures["line_recall"] is None  # a form: its fields come from the template
+
+
+def test_bench_on_receipts_measures_line_finding() -> None:
+    receipts = Path(__file__).resolve().parents[1] / "kerani" / "samples" / "receipts"
+    result = CliRunner().invoke(
+        app, ["bench", "ocr", "--dataset", str(receipts), "--no-baselines", "--no-time-floor"]
+    )
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("line finding:"))
+    found, covered = (float(v) for v in re.findall(r"([\d.]+)%", line)[:2])
+    # The detector's lines and Tesseract's: nearly every truth line reaches a person.
+    assert found >= 90.0 and covered >= 97.0, line
 
 
 def test_bench_refuses_a_folder_that_is_not_a_dataset(tmp_path: Path) -> None:

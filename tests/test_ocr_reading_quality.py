@@ -218,3 +218,19 @@ def test_a_line_the_engine_missed_reaches_people_as_a_task(stores: Stores) -> No
     assert rows[0].status == "auto_accepted"
     assert rows[1].id in tasks and rows[1].status != "auto_accepted"
     assert stores.blobs.get(f"snippets/{page_id}/line_002.webp")
+
+
+SROIE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sroie"
+
+
+@needs_tesseract
+@pytest.mark.skipif(not (SROIE / "img" / "600.jpg").is_file(), reason="needs ../shared/data/sroie")
+def test_a_receipt_framed_by_dark_scan_edges_is_read() -> None:
+    # SROIE 600: black rows along its top and bottom; bare tesseract says "Empty page!!".
+    with Image.open(SROIE / "img" / "600.jpg") as im:
+        image = im.convert("RGB")
+    page = read_page_words(image, TesseractEngine(), TESSERACT_ONLY)
+    assert any(n.startswith("dark scan edges cleared") for n in page.notes)
+    assert page.prepared.image.size == image.size  # painted over, not cropped
+    text = " ".join(w.text for w in page.words)
+    assert "MEGAH" in text and "INVOICE" in text
