@@ -59,7 +59,10 @@ def counts(url: str) -> dict[str, object]:
                 "scans": one("select count(*) from scans"),
                 "pages": one("select count(*) from pages"),
                 "distinct pages": one("select count(distinct source_sha256) from pages"),
-                "pages not routed": one("select count(*) from pages where status <> 'routed'"),
+                # Routed, or complete already when every field was auto-accepted.
+                "pages not routed": one(
+                    "select count(*) from pages where status not in ('routed', 'complete')"
+                ),
                 "fields per page": sorted(
                     conn.execute(sa.text("select count(*) from fields group by page_id")).scalars()
                 ),

@@ -46,9 +46,9 @@ def test_agreement_and_disagreement_are_recorded_as_evidence(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     words = [
-        Word("Total", (10, 10, 100, 40), 96.0, (1, 1, 1)),
+        Word("Total", (10, 10, 100, 40), 91.0, (1, 1, 1)),
         Word("12.50", (10, 60, 100, 90), 93.0, (1, 1, 2)),
-        Word("Cashier", (10, 110, 100, 140), 95.0, (1, 1, 3)),
+        Word("Cashier", (10, 110, 100, 140), 94.0, (1, 1, 3)),
         Word("smudge", (10, 160, 100, 190), 30.0, (1, 1, 4)),
     ]
     regions = [Region(f"line_{i}", "line", w.box) for i, w in enumerate(words)]
@@ -71,21 +71,26 @@ def test_agreement_and_disagreement_are_recorded_as_evidence(
     assert [r.text for r in alone] == ["Total", "12.50", "Cashier", "smudge"]
 
 
-def test_by_default_the_second_engine_reads_every_field(
+def test_by_default_the_second_engine_reads_the_doubtful_fields_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     words = [
-        Word("Total", (10, 10, 100, 40), 96.0, (1, 1, 1)),
+        Word("Total", (10, 10, 100, 40), 96.0, (1, 1, 1)),  # sure: not worth a reading
         Word("srnudge", (10, 60, 100, 90), 30.0, (1, 1, 2)),
+        Word("12/0S/2019", (10, 110, 200, 140), 97.0, (1, 1, 3)),  # sure, but invalid
     ]
-    regions = [Region(f"line_{i}", "line", w.box) for i, w in enumerate(words)]
-    reader = FakeReader(["Total", "smudge"])
+    regions = [
+        Region(f"f{i}", kind, w.box)
+        for i, (w, kind) in enumerate(zip(words, ["line", "line", "date"], strict=True))
+    ]
+    reader = FakeReader(["smudge", "12/05/2019"])
     monkeypatch.setattr(stage, "second_engine", lambda name: reader if name else None)
     reads = read_regions(_page(words), regions, NullEngine(words), StageOptions(second_engine="x"))
-    assert len(reader.asked) == 2
+    assert reader.asked == [words[1].box, words[2].box]
     assert [(r.text, r.evidence) for r in reads] == [
-        ("Total", "page-2agree"),
+        ("Total", "page"),
         ("smudge", "page-2differ"),
+        ("12/05/2019", "page-2differ"),
     ]
 
 
