@@ -11,9 +11,12 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import insert, select
 
 from kerani.core.vocabulary import BatchStatus, FieldStatus, PageStatus, ScanStatus
+from kerani.forms.templates import load_template
 from kerani.ingest.batches import record_scan
 from kerani.microtasks.routing import route_page
-from kerani.ocr.preocr import Reading, store_fields
+from kerani.ocr.engine import NullEngine, Word
+from kerani.ocr.preocr import Reading, preocr_page, store_fields
+from kerani.ocr.stage import StageOptions
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
@@ -45,45 +48,8 @@ def seed_page(
     pictures: dict[str, str] | None = None,
 ) -> int:
     """A batch with one OCRed page whose fields are (name, type, ocr_text, confidence); routed."""
-    batch_id = secrets.token_hex(16)
-    now = utcnow()
+    page_id = _new_page(stores, template, "none", (100, 100), PageStatus.OCRED)
     with stores.db.begin() as conn:
-        conn.execute(
-            insert(schema.batches).values(
-                id=batch_id,
-                template=template,
-                source="test",
-                status=BatchStatus.INGESTED,
-                created_at=now,
-            )
-        )
-    scan_id = record_scan(
-        stores.db,
-        batch_id,
-        "scan.png",
-        size=1,
-        sha256=batch_id * 2,
-        blob_key=None,
-        status=ScanStatus.ACCEPTED,
-        error=None,
-    )
-    with stores.db.begin() as conn:
-        page_id = conn.execute(
-            insert(schema.pages)
-            .values(
-                batch_id=batch_id,
-                scan_id=scan_id,
-                source_sha256=batch_id * 2,
-                page_index=0,
-                template=template,
-                image_key="none",
-                width=100,
-                height=100,
-                status=PageStatus.OCRED,
-                created_at=now,
-            )
-            .returning(schema.pages.c.id)
-        ).scalar_one()
         rows = []
         for i, (name, kind, _text, _conf) in enumerate(guesses):
             key = f"snippets/{page_id}/{name}.png"
@@ -105,6 +71,74 @@ def seed_page(
         store_fields(conn, rows, [Reading("null", text, conf) for _n, _k, text, conf in guesses])
     route_page(stores.db, int(page_id), threshold)
     return int(page_id)
+
+
+def _new_page(
+    stores: Stores, template: str, image_key: str, size: tuple[int, int], status: str
+) -> int:
+    """A new batch with one scan and one page of `size` in `status`; the page's id."""
+    batch_id = secrets.token_hex(16)
+    with stores.db.begin() as conn:
+        conn.execute(
+            insert(schema.batches).values(
+                id=batch_id,
+                template=template,
+                source="test",
+                status=BatchStatus.INGESTED,
+                created_at=utcnow(),
+            )
+        )
+    scan_id = record_scan(
+        stores.db,
+        batch_id,
+        "scan.png",
+        size=1,
+        sha256=batch_id * 2,
+        blob_key=None,
+        status=ScanStatus.ACCEPTED,
+        error=None,
+    )
+    with stores.db.begin() as conn:
+        return int(
+            conn.execute(
+                insert(schema.pages)
+                .values(
+                    batch_id=batch_id,
+                    scan_id=scan_id,
+                    source_sha256=batch_id * 2,
+                    page_index=0,
+                    template=template,
+                    image_key=image_key,
+                    width=size[0],
+                    height=size[1],
+                    status=status,
+                    created_at=utcnow(),
+                )
+                .returning(schema.pages.c.id)
+            ).scalar_one()
+        )
+
+
+def ingested_page(stores: Stores, image: Image.Image, template: str = "receipt") -> int:
+    """A new batch holding one page of `image`, ingested and not yet OCRed; its page id."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    key = f"pages/{secrets.token_hex(16)}.png"
+    stores.blobs.put(key, buf.getvalue())
+    return _new_page(stores, template, key, image.size, PageStatus.INGESTED)
+
+
+def read_with_words(stores: Stores, page_id: int, words: list[Word]) -> str:
+    """Pre-OCR a receipt page with an engine that 'finds' `words`; the page's new status."""
+    return preocr_page(
+        stores.db,
+        stores.blobs,
+        page_id,
+        load_template("receipt"),
+        NullEngine(words),
+        snippet_margin=6,
+        options=StageOptions(deskew=False, second_engine=""),
+    )
 
 
 def batch_of(stores: Stores, page_id: int) -> str:

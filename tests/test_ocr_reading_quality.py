@@ -3,8 +3,6 @@ engine voted with Tesseract, and template-free ink that no word covers asked of 
 
 from __future__ import annotations
 
-import io
-import secrets
 import shutil
 from pathlib import Path
 
@@ -14,11 +12,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from kerani.evaluation.ground_truth import fold_whitespace, read_truth
 from kerani.forms.templates import load_template
-from kerani.ingest.batches import record_scan
 from kerani.microtasks.routing import route_page
 from kerani.ocr.calibration import Calibration, GroupRule, load_calibration
 from kerani.ocr.engine import NullEngine, Word
-from kerani.ocr.preocr import preocr_page
 from kerani.ocr.stage import (
     UNREAD_EVIDENCE,
     Region,
@@ -29,8 +25,8 @@ from kerani.ocr.stage import (
 )
 from kerani.ocr.tesseract import TesseractEngine
 from kerani.storage import schema
-from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
+from tests.factories import ingested_page, read_with_words
 
 needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs tesseract")
 RECEIPTS = Path(__file__).resolve().parents[1] / "kerani" / "samples" / "receipts"
@@ -141,64 +137,10 @@ def test_ink_that_no_word_covers_becomes_a_region_people_check() -> None:
     assert not calibration.accepts("line", UNREAD_EVIDENCE, 100.0, True)
 
 
-def _stored_page(stores: Stores, image: Image.Image) -> int:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    batch_id = secrets.token_hex(8)
-    with stores.db.begin() as conn:
-        conn.execute(
-            sa.insert(schema.batches).values(
-                id=batch_id,
-                template="receipt",
-                source="test",
-                status="ingested",
-                created_at=utcnow(),
-            )
-        )
-    scan_id = record_scan(
-        stores.db,
-        batch_id,
-        "r.png",
-        size=1,
-        sha256=None,
-        blob_key=None,
-        status="accepted",
-        error=None,
-    )
-    stores.blobs.put(f"pages/{batch_id}.png", buf.getvalue())
-    with stores.db.begin() as conn:
-        return int(
-            conn.execute(
-                sa.insert(schema.pages)
-                .values(
-                    batch_id=batch_id,
-                    scan_id=scan_id,
-                    source_sha256=batch_id * 2,
-                    page_index=0,
-                    template="receipt",
-                    image_key=f"pages/{batch_id}.png",
-                    width=image.width,
-                    height=image.height,
-                    status="ingested",
-                    created_at=utcnow(),
-                )
-                .returning(schema.pages.c.id)
-            ).scalar_one()
-        )
-
-
 def test_a_line_the_engine_missed_reaches_people_as_a_task(stores: Stores) -> None:
     image, words = _two_line_page()
-    page_id = _stored_page(stores, image)
-    preocr_page(
-        stores.db,
-        stores.blobs,
-        page_id,
-        load_template("receipt"),
-        NullEngine(words),
-        snippet_margin=6,
-        options=StageOptions(deskew=False, second_engine=""),
-    )
+    page_id = ingested_page(stores, image)
+    read_with_words(stores, page_id, words)
     # Even a rule that accepts every read line, however unsure, leaves the unread ink.
     every = GroupRule(min_confidence=0.0, samples=1000, accepted=1000, errors=0)
     rule = Calibration(

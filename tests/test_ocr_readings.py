@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
-import secrets
 
 import pytest
 import sqlalchemy as sa
 from PIL import Image, ImageDraw
 from sqlalchemy.exc import IntegrityError
 
-from kerani.forms.templates import load_template
-from kerani.ingest.batches import record_scan
-from kerani.ocr.engine import NullEngine, Word
-from kerani.ocr.preocr import preocr_page
-from kerani.ocr.stage import StageOptions
+from kerani.ocr.engine import Word
 from kerani.records.assembly import reassemble_page
 from kerani.storage import schema
 from kerani.storage.database import _create_engine, migrate, utcnow
 from kerani.storage.stores import Stores
-from tests.factories import seed_page
+from tests.factories import ingested_page, read_with_words, seed_page
 
 
 def _readings(conn: sa.Connection) -> list[sa.Row[tuple[object, ...]]]:
@@ -85,49 +79,7 @@ def _page_with_words(stores: Stores, words: list[Word]) -> int:
     draw = ImageDraw.Draw(image)
     for w in words:
         draw.rectangle(w.box, fill=0)  # ink under each word, and nowhere else
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    batch_id = secrets.token_hex(16)
-    with stores.db.begin() as conn:
-        conn.execute(
-            sa.insert(schema.batches).values(
-                id=batch_id,
-                template="receipt",
-                source="test",
-                status="ingested",
-                created_at=utcnow(),
-            )
-        )
-    scan_id = record_scan(
-        stores.db,
-        batch_id,
-        "r.png",
-        size=1,
-        sha256=None,
-        blob_key=None,
-        status="accepted",
-        error=None,
-    )
-    stores.blobs.put(f"pages/{batch_id}.png", buf.getvalue())
-    with stores.db.begin() as conn:
-        return int(
-            conn.execute(
-                sa.insert(schema.pages)
-                .values(
-                    batch_id=batch_id,
-                    scan_id=scan_id,
-                    source_sha256=batch_id * 2,
-                    page_index=0,
-                    template="receipt",
-                    image_key=f"pages/{batch_id}.png",
-                    width=image.width,
-                    height=image.height,
-                    status="ingested",
-                    created_at=utcnow(),
-                )
-                .returning(schema.pages.c.id)
-            ).scalar_one()
-        )
+    return ingested_page(stores, image)
 
 
 def test_preocr_writes_one_guess_reading_per_field(stores: Stores) -> None:
@@ -137,16 +89,7 @@ def test_preocr_writes_one_guess_reading_per_field(stores: Stores) -> None:
         Word("Cashier", (20, 180, 200, 220), 81.0, (1, 1, 3)),
     ]
     page_id = _page_with_words(stores, words)
-    status = preocr_page(
-        stores.db,
-        stores.blobs,
-        page_id,
-        load_template("receipt"),
-        NullEngine(words),
-        snippet_margin=6,
-        options=StageOptions(deskew=False, second_engine=""),
-    )
-    assert status == "ocred"
+    assert read_with_words(stores, page_id, words) == "ocred"
     f = schema.fields
     with stores.db.connect() as conn:
         fields = conn.execute(sa.select(f).where(f.c.page_id == page_id).order_by(f.c.id)).all()
