@@ -231,6 +231,16 @@ def read_page_words(
                 words = block
                 notes.append("read as one block of text")
     if _good_chars(words) < 4:
+        # Tesseract's layout analysis can find nothing on a page a neural detector reads
+        # (SROIE receipt 052 at half resolution): the second engine reads the page then.
+        reader = second_engine(opts.second_engine)
+        read_page = getattr(reader, "read_page", None)
+        if reader is not None and callable(read_page) and isinstance(engine, BlockEngine):
+            rescued: list[Word] = read_page(prepared.image)
+            if _good_chars(rescued) >= 4:
+                words = rescued
+                notes.append(f"read by {reader.name}: Tesseract found no text")
+    if _good_chars(words) < 4:
         raise BadInputError("no readable text on the page (not a document, or unreadable)")
     return PageRead(prepared=prepared, words=words, notes=notes)
 

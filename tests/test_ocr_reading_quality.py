@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageFont
 
+from kerani.core.errors import BadInputError
 from kerani.evaluation.ground_truth import fold_whitespace, read_truth
 from kerani.forms.templates import load_template
 from kerani.microtasks.routing import route_page
@@ -176,3 +177,18 @@ def test_a_receipt_framed_by_dark_scan_edges_is_read() -> None:
     assert page.prepared.image.size == image.size  # painted over, not cropped
     text = " ".join(w.text for w in page.words)
     assert "MEGAH" in text and "INVOICE" in text
+
+
+@needs_tesseract
+@pytest.mark.skipif(not (SROIE / "img" / "052.jpg").is_file(), reason="needs ../shared/data/sroie")
+def test_a_page_tesseract_finds_no_text_on_is_read_by_the_second_engine() -> None:
+    pytest.importorskip("rapidocr")
+    # SROIE 052 at half its resolution: Tesseract's layout analysis finds no text on it.
+    with Image.open(SROIE / "img" / "052.jpg") as im:
+        grey = im.convert("L")
+    small = grey.resize((grey.width // 2, grey.height // 2), Image.Resampling.BOX)
+    with pytest.raises(BadInputError, match="no readable text"):
+        read_page_words(small, TesseractEngine(), TESSERACT_ONLY)
+    page = read_page_words(small, TesseractEngine(), StageOptions(second_engine="rapidocr"))
+    assert any(n.startswith("read by rapidocr") for n in page.notes), page.notes
+    assert "SHOPPING" in {w.text for w in page.words}
