@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from kerani.core.boxes import Box
 from kerani.core.errors import BadInputError
@@ -86,13 +86,24 @@ def degrade_dataset(source: Path, out_dir: Path, how: Degradation) -> int:
     pages = read_truth(source)
     (out_dir / PAGES_DIR).mkdir(parents=True, exist_ok=True)
     written: list[TruthPage] = []
+    names: dict[str, str] = {}
     for n, page in enumerate(pages):
         # One generator per page: the same page degrades alike however many are made.
         rng = random.Random(f"kerani-degrade:{how.seed}:{n}")
-        with Image.open(source / page.page) as im:
-            image = degrade_page(im, how, rng)
+        try:
+            with Image.open(source / page.page) as im:
+                image = degrade_page(im, how, rng)
+        except (OSError, UnidentifiedImageError) as e:
+            raise BadInputError(f"{source / page.page}: cannot read the page: {e}") from e
         suffix = ".jpg" if how.jpeg_quality is not None else ".png"
-        rel = f"{PAGES_DIR}/{Path(page.page).stem}{suffix}"
+        # The page's own path, its suffix swapped: two pages never write one file.
+        rel = Path(page.page).with_suffix(suffix).as_posix()
+        if rel in names:
+            raise BadInputError(
+                f"{source}: pages {names[rel]!r} and {page.page!r} would both be written as {rel}"
+            )
+        names[rel] = page.page
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         if how.jpeg_quality is not None:
             image.save(out_dir / rel, format="JPEG", quality=how.jpeg_quality)
         else:

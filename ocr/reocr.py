@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from PIL import Image
 
+from kerani.ocr.cleanup import paper_level
 from kerani.ocr.engine import Box, Word
 from kerani.ocr.geometry import clip_box
 
@@ -32,6 +34,7 @@ CHARSETS: dict[str, str] = {
 # type's validator still rejects a character that does not belong.
 NUMERIC_WHITELIST = _DIGITS + "./-"
 MARGIN_PX = 3
+INK_BELOW_PAPER = 40  # as ocr.ink counts ink
 # Tesseract reads best with capitals about 20-40 px tall; tiny crops are enlarged.
 MIN_CROP_HEIGHT = 24
 
@@ -157,16 +160,25 @@ def cut_crop(page: Image.Image, box: Box) -> Image.Image:
     return crop
 
 
+def has_ink(crop: Image.Image) -> bool:
+    """Whether a crop holds anything clearly darker than its paper."""
+    arr = np.asarray(crop.convert("L"))
+    return bool(arr.size) and int(arr.min()) < paper_level(arr) - INK_BELOW_PAPER
+
+
 def read_crops(
     reader: CropEngine, page: Image.Image, crops: Sequence[Crop], line_px: float
 ) -> list[Reading] | None:
     """Read every crop alone, in process; None when the engine cannot (use `reread`)."""
     out: list[Reading] = []
     for c in crops:
+        crop = cut_crop(page, c.box)
+        if not has_ink(crop):
+            # Tesseract invents a character or two on a blank crop read as one line.
+            out.append(Reading("", 0.0))
+            continue
         block = line_px > 0 and c.box[3] - c.box[1] > 2 * line_px
-        reading = reader.read_crop(
-            cut_crop(page, c.box), block=block, whitelist=whitelist_for(c.kind)
-        )
+        reading = reader.read_crop(crop, block=block, whitelist=whitelist_for(c.kind))
         if reading is None:
             return None
         out.append(reading)

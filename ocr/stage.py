@@ -201,6 +201,7 @@ def read_page_words(
     )
     words = engine.read_page(prepared.image)
     notes = list(prepared.notes)
+    seconds: dict[str, float] = {}
     if isinstance(engine, BlockEngine) and (_poor(words) or lines_run_vertically(words)):
         from kerani.ocr.tesseract import detect_orientation
 
@@ -236,13 +237,15 @@ def read_page_words(
         reader = second_engine(opts.second_engine)
         read_page = getattr(reader, "read_page", None)
         if reader is not None and callable(read_page) and isinstance(engine, BlockEngine):
+            started = time.perf_counter()
             rescued: list[Word] = read_page(prepared.image)
+            seconds["second_engine_page"] = time.perf_counter() - started
             if _good_chars(rescued) >= 4:
                 words = rescued
                 notes.append(f"read by {reader.name}: Tesseract found no text")
     if _good_chars(words) < 4:
         raise BadInputError("no readable text on the page (not a document, or unreadable)")
-    return PageRead(prepared=prepared, words=words, notes=notes)
+    return PageRead(prepared=prepared, words=words, notes=notes, seconds=seconds)
 
 
 def assign_words(words: Sequence[Word], boxes: Sequence[Box]) -> list[list[Word]]:
@@ -300,6 +303,28 @@ def _choose_reocr(
     return sorted(chosen)
 
 
+def _worth_rereading(
+    todo: list[int],
+    regions: Sequence[Region],
+    page_reads: Sequence[tuple[str, float]],
+    opts: StageOptions,
+) -> list[int]:
+    """The chosen re-reads that pay: all of them, or with the second engine on only some.
+
+    With the second engine reading the doubtful fields, a Tesseract re-read of a crop adds
+    nothing to the vote (SROIE lines: 81.4% right without, 81.3% with) but its time: only
+    typed fields that fail their validator are re-read, with their character whitelist,
+    which the second engine has not.
+    """
+    if not opts.second_engine:
+        return todo
+    return [
+        i
+        for i in todo
+        if regions[i].kind in CHARSETS and not _is_valid(regions[i].kind, page_reads[i][0])
+    ]
+
+
 def _merge(kind: str, page: tuple[str, float], again: tuple[str, float]) -> tuple[str, float, str]:
     (p_text, p_conf), (r_text, r_conf) = page, again
     p_text, r_text = fold_whitespace(p_text), fold_whitespace(r_text)
@@ -333,16 +358,7 @@ def read_regions(
         # In process, a crop costs little: every candidate is read; a strip costs about
         # what the page text it holds does, so strips keep to the pixel budget.
         todo = _choose_reocr(regions, page_reads, opts, budget=None)
-        if opts.second_engine:
-            # With the second engine reading every field, a Tesseract re-read of a crop
-            # adds nothing to the vote (SROIE lines: 81.4% right without, 81.3% with) but
-            # its time: only typed fields that fail their validator are re-read, with
-            # their character whitelist, which the second engine has not.
-            todo = [
-                i
-                for i in todo
-                if regions[i].kind in CHARSETS and not _is_valid(regions[i].kind, page_reads[i][0])
-            ]
+        todo = _worth_rereading(todo, regions, page_reads, opts)
         crops = [Crop(boxes[i], regions[i].kind) for i in todo]
         readings = (
             read_crops(engine, img, crops, text_height(img))
@@ -351,6 +367,7 @@ def read_regions(
         )
         if readings is None:
             todo = _choose_reocr(regions, page_reads, opts, budget=opts.reocr_budget)
+            todo = _worth_rereading(todo, regions, page_reads, opts)
             readings = reread(engine, img, [Crop(boxes[i], regions[i].kind) for i in todo])
         for i, reading in zip(todo, readings, strict=True):
             again[i] = (reading.text, reading.confidence)

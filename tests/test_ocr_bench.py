@@ -61,6 +61,15 @@ def test_bench_json_has_the_keys_in_range(tmp_path: Path) -> None:
     assert figures["line_recall"] is None  # a form: its fields come from the template
 
 
+def test_the_report_says_so_when_no_baseline_read_anything(tmp_path: Path) -> None:
+    from kerani.benchmarks.ocr_bench import format_report, run_bench
+
+    generate_dataset(load_template("bantuan_form"), tmp_path, count=1, seed=8)
+    figures = run_bench(tmp_path, template="bantuan_form", time_floor=False, baselines=False)
+    figures |= {"baseline_page_accuracy": 0.0, "accuracy_ratio_to_best_baseline": None}
+    assert "0.0% once per page;" in format_report(figures)
+
+
 def test_bench_on_receipts_measures_line_finding() -> None:
     receipts = Path(__file__).resolve().parents[1] / "kerani" / "samples" / "receipts"
     result = CliRunner().invoke(

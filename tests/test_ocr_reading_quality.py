@@ -192,3 +192,16 @@ def test_a_page_tesseract_finds_no_text_on_is_read_by_the_second_engine() -> Non
     page = read_page_words(small, TesseractEngine(), StageOptions(second_engine="rapidocr"))
     assert any(n.startswith("read by rapidocr") for n in page.notes), page.notes
     assert "SHOPPING" in {w.text for w in page.words}
+
+
+@needs_tesseract
+def test_a_blank_crop_is_read_as_nothing_not_invented() -> None:
+    from kerani.ocr.reocr import Crop, read_crops
+
+    page = Image.new("L", (400, 120), 255)
+    ImageDraw.Draw(page).text((20, 20), "TOTAL", fill=0, font=ImageFont.load_default(size=30))
+    blank, inked = Crop((200, 60, 380, 100), "line"), Crop((10, 10, 150, 60), "line")
+    readings = read_crops(TesseractEngine(), page, [blank, inked], line_px=30)
+    assert readings is not None
+    # Read alone as a line, a white crop came back as "Oe" (confidence 0).
+    assert readings[0].text == "" and readings[1].text == "TOTAL"
