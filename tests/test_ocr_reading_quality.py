@@ -203,5 +203,5 @@ def test_a_blank_crop_is_read_as_nothing_not_invented() -> None:
     blank, inked = Crop((200, 60, 380, 100), "line"), Crop((10, 10, 150, 60), "line")
     readings = read_crops(TesseractEngine(), page, [blank, inked], line_px=30)
     assert readings is not None
-    # Read alone as a line, a white crop came back as "Oe" (confidence 0).
+    # Read alone as a line, this white crop came back as "OO" (confidence 0).
     assert readings[0].text == "" and readings[1].text == "TOTAL"
