@@ -39,7 +39,20 @@ class PreparedPage:
     to_page: Affine  # scan pixels -> cleaned-page pixels
     scan_size: tuple[int, int]
     notes: list[str] = field(default_factory=list)
-    scale: float = 1.0  # how far the page was scaled up for small text (text_scale)
+    # The height of its text lines in cleaned-page pixels (text_height), measured once a
+    # page for the steps that size things by the line (crop reading, unread ink); None
+    # measures it from `image` (pass None with a new image).
+    text_px: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.text_px is None:
+            self.text_px = text_height(self.image)
+
+    @property
+    def line_px(self) -> float:
+        """`text_px`, measured."""
+        assert self.text_px is not None  # set in __post_init__
+        return self.text_px
 
 
 def clean_page(image: Image.Image) -> Image.Image:
@@ -112,6 +125,12 @@ def estimate_skew(
     return float(max(fine, key=score))
 
 
+def run_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each run of True in a 1-D mask starts, and where it ends (one past its last)."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+
+
 def clear_dark_edges(grey: Image.Image, max_share: float = 0.03) -> tuple[Image.Image, int]:
     """Paint dark bands along the page's edges (a scanner's lid or its shadow) as paper.
 
@@ -163,9 +182,7 @@ def text_height(grey: Image.Image, strips: int = 6) -> float:
     for left in range(0, max(1, width - step + 1), step):
         counts = np.count_nonzero(ink[:, left : left + step], axis=1)
         # Two inked pixels make a row of text: one is a speck of dust.
-        rows = counts >= 2
-        edges = np.diff(np.concatenate(([0], rows.astype(np.int8), [0])))
-        tops, bottoms = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+        tops, bottoms = run_bounds(counts >= 2)
         cumulative = np.concatenate(([0], np.cumsum(counts)))
         lengths.append(bottoms - tops)
         weights.append(cumulative[bottoms] - cumulative[tops])
@@ -187,11 +204,14 @@ def text_scale(
     image: Image.Image, target_px: float = TARGET_TEXT_PX, max_pixels: int = MAX_OCR_PIXELS
 ) -> float:
     """How far to scale a page up so that its text reaches `target_px` (1.0: leave it)."""
-    height = text_height(image)
+    return _scale_for(text_height(image), image.size, target_px, max_pixels)
+
+
+def _scale_for(height: float, size: tuple[int, int], target_px: float, max_pixels: int) -> float:
     if height <= 0 or height >= SCALE_BELOW_PX:
         return 1.0
     # Never past the pixel cap that keeps Tesseract's time bounded.
-    room = (max_pixels / max(1, image.width * image.height)) ** 0.5
+    room = (max_pixels / max(1, size[0] * size[1])) ** 0.5
     return round(max(1.0, min(target_px / height, MAX_UPSCALE, room)), 2)
 
 
@@ -261,11 +281,15 @@ def prepare_page(
                 to_page
             )
             notes.append(f"deskewed by {angle:+.1f} degrees")
-    scale = text_scale(grey, max_pixels=max_pixels) if scale_text else 1.0
+    text_px = text_height(grey)
+    scale = _scale_for(text_px, grey.size, TARGET_TEXT_PX, max_pixels) if scale_text else 1.0
     if scale > 1.0:
         size = (round(grey.width * scale), round(grey.height * scale))
         # Lanczos keeps strokes smooth where a bilinear upscale leaves them blurred.
         grey = grey.resize(size, Image.Resampling.LANCZOS)
         to_page = Affine(scale, 0, 0, 0, scale, 0).then_after(to_page)
         notes.append(f"scaled up {scale:.2f}x for small text")
-    return PreparedPage(image=grey, to_page=to_page, scan_size=image.size, notes=notes, scale=scale)
+        text_px = text_height(grey)
+    return PreparedPage(
+        image=grey, to_page=to_page, scan_size=image.size, notes=notes, text_px=text_px
+    )

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from kerani.core.boxes import Box
-from kerani.ocr.cleanup import paper_level
+from kerani.ocr.cleanup import paper_level, run_bounds
 from kerani.ocr.engine import Word
 
 # Ink is this many grey levels darker than the paper (faded thermal print is 40-50).
@@ -51,11 +51,16 @@ def unread_ink(ink: np.ndarray, covered: np.ndarray, box: Box) -> float:
     return unread / max(1, read)
 
 
+def has_ink(crop: Image.Image) -> bool:
+    """Whether a crop holds anything clearly darker than its paper."""
+    arr = np.asarray(crop.convert("L"))
+    return bool(arr.size) and int(arr.min()) < paper_level(arr) - INK_BELOW_PAPER
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) of each run of True in a 1-D mask."""
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    starts, ends = np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()
-    return list(zip(starts, ends, strict=True))
+    starts, ends = run_bounds(mask)
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def _close_gaps(runs: list[tuple[int, int]], gap: float) -> list[tuple[int, int]]:

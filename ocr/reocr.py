@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 from PIL import Image
 
-from kerani.ocr.cleanup import paper_level
 from kerani.ocr.engine import Box, Word
 from kerani.ocr.geometry import clip_box
+from kerani.ocr.ink import has_ink
 
 # Characters each typed field may hold; free text has no whitelist.
 _DIGITS = "0123456789"
@@ -34,7 +33,6 @@ CHARSETS: dict[str, str] = {
 # type's validator still rejects a character that does not belong.
 NUMERIC_WHITELIST = _DIGITS + "./-"
 MARGIN_PX = 3
-INK_BELOW_PAPER = 40  # as ocr.ink counts ink
 # Tesseract reads best with capitals about 20-40 px tall; tiny crops are enlarged.
 MIN_CROP_HEIGHT = 24
 
@@ -158,12 +156,6 @@ def cut_crop(page: Image.Image, box: Box) -> Image.Image:
             (max(1, round(crop.width * factor)), MIN_CROP_HEIGHT), Image.Resampling.LANCZOS
         )
     return crop
-
-
-def has_ink(crop: Image.Image) -> bool:
-    """Whether a crop holds anything clearly darker than its paper."""
-    arr = np.asarray(crop.convert("L"))
-    return bool(arr.size) and int(arr.min()) < paper_level(arr) - INK_BELOW_PAPER
 
 
 def read_crops(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from PIL import Image
 
 from kerani.core.boxes import coverage
@@ -37,7 +38,7 @@ from kerani.ocr.align import (
     read_anchors,
 )
 from kerani.ocr.calibration import BUNDLED_CALIBRATIONS
-from kerani.ocr.cleanup import PreparedPage, clean_page, prepare_page, text_height, turn
+from kerani.ocr.cleanup import PreparedPage, clean_page, prepare_page, turn
 from kerani.ocr.engine import Box, OcrEngine, Word
 from kerani.ocr.fields import guesses_by_line, join_words
 from kerani.ocr.geometry import Affine, clip_box
@@ -149,6 +150,13 @@ class PageRead:
     words: list[Word]
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # time per costly step
+    _ink: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False)
+
+    def ink_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The page's ink and what its words cover (ocr.ink.ink_masks), made once a page."""
+        if self._ink is None:
+            self._ink = ink_masks(self.prepared.image, self.words)
+        return self._ink
 
 
 def _good_chars(words: Sequence[Word]) -> int:
@@ -216,14 +224,15 @@ def read_page_words(
             if _good_chars(turned_words) > _good_chars(words) or (
                 upright and _good_chars(turned_words) >= _good_chars(words) // 2
             ):
-                prepared = replace(prepared, image=img, to_page=to_page)
+                # text_px None: the turned page's lines are measured anew.
+                prepared = replace(prepared, image=img, to_page=to_page, text_px=None)
                 words = turned_words
                 notes.append(f"turned {osd.rotate} degrees clockwise")
         if _poor(words) and not opts.contrast:
             stretched = clean_page(prepared.image)
             again = engine.read_page(stretched)
             if _good_chars(again) > _good_chars(words):
-                prepared = replace(prepared, image=stretched)
+                prepared = replace(prepared, image=stretched, text_px=None)
                 words = again
                 notes.append("contrast stretched (faint page)")
         if _poor(words):
@@ -361,7 +370,7 @@ def read_regions(
         todo = _worth_rereading(todo, regions, page_reads, opts)
         crops = [Crop(boxes[i], regions[i].kind) for i in todo]
         readings = (
-            read_crops(engine, img, crops, text_height(img))
+            read_crops(engine, img, crops, page.prepared.line_px)
             if opts.reocr_in_process and isinstance(engine, CropEngine)
             else None
         )
@@ -372,7 +381,7 @@ def read_regions(
         for i, reading in zip(todo, readings, strict=True):
             again[i] = (reading.text, reading.confidence)
         page.seconds["reocr"] = time.perf_counter() - started
-    ink, covered = ink_masks(img, page.words)
+    ink, covered = page.ink_masks()
     out = []
     for i, r in enumerate(regions):
         if i in again:
@@ -528,11 +537,11 @@ def line_regions(page: PageRead, detector: LineDetector | None = None) -> list[R
         found = detector.detect_lines(page.prepared.image)
         page.seconds["line_detection"] = time.perf_counter() - started
         lines = found + [b for b in segments if not any(_overlaps(b, d) for d in found)]
-    img = page.prepared.image
-    ink, covered = ink_masks(img, page.words)
+    ink, by_words = page.ink_masks()
+    covered = by_words.copy()  # the page's own mask serves the fields' -ink evidence too
     for x0, y0, x1, y1 in lines:
         covered[max(0, y0) : y1, max(0, x0) : x1] = True
-    unread = unread_regions(ink, covered, text_height(img))
+    unread = unread_regions(ink, covered, page.prepared.line_px)
     boxes = [(b, "ocr") for b in lines] + [(b, "ink") for b in unread]
     boxes.sort(key=lambda b: (b[0][1], b[0][0]))
     return [

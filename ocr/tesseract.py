@@ -146,8 +146,7 @@ class TesseractEngine:
                 self._no_crops = True  # keep to the strips (ocr.reocr.reread)
         if self._crops is None:
             return None
-        read = self._crops.read(crop, block=block, whitelist=whitelist)
-        return Reading(read.text, read.confidence)
+        return self._crops.read(crop, block=block, whitelist=whitelist)
 
     def read_block(
         self, image: Image.Image, psm: int, variables: Mapping[str, str] | None = None
@@ -188,23 +187,6 @@ def tessdata_dir() -> str:
     )
 
 
-@dataclass(frozen=True)
-class LineRead:
-    """Tesseract's reading of one crop: its words in order and their confidences."""
-
-    words: list[Word]
-
-    @property
-    def text(self) -> str:
-        """The words joined by single spaces."""
-        return " ".join(w.text for w in self.words)
-
-    @property
-    def confidence(self) -> float:
-        """The weakest word's confidence (0 when nothing was read)."""
-        return min((w.confidence for w in self.words), default=0.0)
-
-
 class CropReader:
     """Tesseract in process for field crops: one API per thread, reused for every crop."""
 
@@ -233,8 +215,12 @@ class CropReader:
             self._local.api = api
         return api
 
-    def read(self, crop: Image.Image, *, block: bool = False, whitelist: str = "") -> LineRead:
-        """Read one crop as a single line (or a block of lines), bordered with white."""
+    def read(self, crop: Image.Image, *, block: bool = False, whitelist: str = "") -> Reading:
+        """Read one crop as a single line (or a block of lines), bordered with white.
+
+        The text is its words in reading order; the confidence the weakest word's (0 when
+        nothing was read).
+        """
         t = self._tesserocr
         grey = crop.convert("L")
         framed = Image.new(
@@ -245,34 +231,20 @@ class CropReader:
         api.SetPageSegMode(t.PSM.SINGLE_BLOCK if block else t.PSM.SINGLE_LINE)
         api.SetVariable("tessedit_char_whitelist", whitelist)
         api.SetImage(framed)
+        texts: list[str] = []
+        confidences: list[float] = []
         try:
             api.Recognize()
-            words = []
-            iterator = api.GetIterator()
-            for w in t.iterate_level(iterator, t.RIL.WORD):
+            for w in t.iterate_level(api.GetIterator(), t.RIL.WORD):
                 try:
                     text = (w.GetUTF8Text(t.RIL.WORD) or "").strip()
                 except RuntimeError:  # "No text returned": an empty word
                     continue
-                if not text:
-                    continue
-                x0, y0, x1, y1 = w.BoundingBox(t.RIL.WORD)
-                line = (0,) if not block else (y0,)
-                words.append(
-                    Word(
-                        text=text,
-                        box=(
-                            x0 - CROP_BORDER_PX,
-                            y0 - CROP_BORDER_PX,
-                            x1 - CROP_BORDER_PX,
-                            y1 - CROP_BORDER_PX,
-                        ),
-                        confidence=float(w.Confidence(t.RIL.WORD)),
-                        line=line,
-                    )
-                )
+                if text:
+                    texts.append(text)
+                    confidences.append(float(w.Confidence(t.RIL.WORD)))
         except RuntimeError as e:
             raise ExternalProgramError(f"tesserocr could not read a field crop: {e}") from e
         finally:
             api.Clear()
-        return LineRead(words)
+        return Reading(" ".join(texts), min(confidences, default=0.0))
