@@ -87,7 +87,6 @@ def test_field_crops_are_read_in_process_not_by_one_process_each(
 
 
 def test_the_second_engine_reads_real_receipt_lines() -> None:
-    pytest.importorskip("rapidocr")
     from kerani.ocr.rapid import RapidOcrEngine
 
     truth = read_truth(RECEIPTS)[0]
@@ -182,7 +181,6 @@ def test_a_receipt_framed_by_dark_scan_edges_is_read() -> None:
 @needs_tesseract
 @pytest.mark.skipif(not (SROIE / "img" / "052.jpg").is_file(), reason="needs ../shared/data/sroie")
 def test_a_page_tesseract_finds_no_text_on_is_read_by_the_second_engine() -> None:
-    pytest.importorskip("rapidocr")
     # SROIE 052 at half its resolution: Tesseract's layout analysis finds no text on it.
     with Image.open(SROIE / "img" / "052.jpg") as im:
         grey = im.convert("L")

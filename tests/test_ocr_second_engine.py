@@ -146,7 +146,6 @@ def test_unknown_or_missing_second_engine_says_what_to_do(
 
 
 def test_rapidocr_reads_a_printed_line() -> None:
-    pytest.importorskip("rapidocr")
     from PIL import ImageFont
 
     from kerani.ocr.rapid import RapidOcrEngine
