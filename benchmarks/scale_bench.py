@@ -28,6 +28,7 @@ from kerani.core.settings import (
 )
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.flows.digitise import preocr_batch, preocr_runner
+from kerani.forms.catalogue import stored_template
 from kerani.forms.templates import load_template
 from kerani.ingest.batches import ingest_paths
 from kerani.storage import schema
@@ -51,7 +52,12 @@ def _time_preocr(settings: Settings, pages_dir: Path) -> tuple[float, float, dic
     the runner's start-up: a Dask cluster's processes, Prefect's first run)."""
     stores = open_stores(settings)
     report = ingest_paths(
-        stores.db, stores.blobs, [pages_dir], "bantuan_form", settings.ingest, None
+        stores.db,
+        stores.blobs,
+        [pages_dir],
+        stored_template(stores.db, "bantuan_form"),
+        settings.ingest,
+        None,
     )
     with using_settings(settings):
         runner = preocr_runner(settings)

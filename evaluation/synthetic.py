@@ -17,9 +17,10 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from kerani.core.errors import BadInputError, TemplateError
 from kerani.evaluation.ground_truth import PAGES_DIR, Box, TruthField, TruthPage, write_truth
+from kerani.forms.feasibility import passing_values
 from kerani.forms.rendering import draw_form
 from kerani.forms.templates import FieldSpec, Template
-from kerani.forms.validators import validate
+from kerani.forms.validators import format_date, validate
 
 # Mild effects: a decent office scanner. Plain Tesseract reads most fields at these settings.
 DEFAULT_NOISE = 0.15
@@ -164,10 +165,6 @@ def _make_person(rng: random.Random) -> _Person:
     )
 
 
-def _ddmmyyyy(d: date) -> str:
-    return d.strftime("%d/%m/%Y")
-
-
 def _ic_number(person: _Person, rng: random.Random) -> str:
     # The last digit of a MyKad number is odd for men and even for women.
     serial = rng.randint(0, 999) * 10 + rng.choice(
@@ -227,8 +224,8 @@ def _value_for(f: FieldSpec, person: _Person, rng: random.Random) -> str:
         return _ic_number(person, rng)
     if f.type == "date":
         if _is_birth_date(f):
-            return _ddmmyyyy(person.birth)
-        return _ddmmyyyy(_random_date(rng, date(2023, 1, 1), date(2025, 12, 31)))
+            return format_date(person.birth, f.formats[0])
+        return format_date(_random_date(rng, date(2023, 1, 1), date(2025, 12, 31)), f.formats[0])
     if f.type == "phone":
         return _phone(rng)
     if f.type == "postcode":
@@ -259,11 +256,16 @@ def fake_values(template: Template, rng: random.Random) -> dict[str, str]:
             if validate(f.type, value, f.pattern) is None and f.problem(value) is None:
                 break
         else:
-            problem = validate(f.type, value, f.pattern) or f.problem(value)
-            raise TemplateError(
-                f"template {template.name!r}: cannot make a fake value for field {f.name!r} "
-                f"of type {f.type!r} that passes its validation ({problem})"
-            )
+            # Validators stricter than the plausible values (a narrow range, a pattern):
+            # one of the values the template check found to pass them.
+            passing, _refused = passing_values(f, rng)
+            if not passing:
+                problem = validate(f.type, value, f.pattern) or f.problem(value)
+                raise TemplateError(
+                    f"template {template.name!r}: cannot make a fake value for field "
+                    f"{f.name!r} of type {f.type!r} that passes its validation ({problem})"
+                )
+            value = rng.choice(passing)
         values[f.name] = value
     return values
 

@@ -26,8 +26,9 @@ from kerani.core.settings import Settings, current_settings, settings_environmen
 from kerani.core.vocabulary import PageStatus
 from kerani.flows.documents import finish_ready_documents
 from kerani.flows.reassembly import report_task, text_layers_task
-from kerani.forms.templates import load_template
+from kerani.forms.catalogue import resolve_template, stored_template, template_of
 from kerani.ingest.batches import ingest_paths
+from kerani.ingest.retry import reset_failed_pages
 from kerani.microtasks.refit import current_calibration
 from kerani.microtasks.routing import route_page
 from kerani.ocr.preocr import preocr_page
@@ -42,16 +43,19 @@ from kerani.storage.stores import open_stores
 
 @task(name="ingest-scans")
 def ingest_task(paths: list[str], template: str, agency: str | None = None) -> dict[str, Any]:
-    """Ingest files, folders and zips into one batch; return the report as plain data."""
+    """Ingest files, folders and zips into one batch read with `template` (a stored
+    `name[:version]`, or a YAML file, stored first); return the report as plain data."""
     settings = current_settings()
     stores = open_stores(settings)
-    load_template(template)  # refuse an unknown template before touching any file
+    # Refuse an unknown template before touching any file.
+    stored = resolve_template(stores.db, template)
     agency_id = agency_named(stores.db, agency) if agency else None
     report = ingest_paths(
-        stores.db, stores.blobs, [Path(p) for p in paths], template, settings.ingest, agency_id
+        stores.db, stores.blobs, [Path(p) for p in paths], stored, settings.ingest, agency_id
     )
     return {
         "batch_id": report.batch_id,
+        "template": report.template,
         "accepted_files": report.accepted_files,
         "pages_created": report.pages_created,
         "pages_existing": report.pages_existing,
@@ -60,8 +64,8 @@ def ingest_task(paths: list[str], template: str, agency: str | None = None) -> d
 
 
 @task(name="pre-ocr-page", retries=1, retry_delay_seconds=2)
-def preocr_task(page_id: int, template: str) -> str:
-    """OCR one page into field guesses and snippets."""
+def preocr_task(page_id: int, template: str, template_id: int | None = None) -> str:
+    """OCR one page into field guesses and snippets, with the template version it names."""
     settings = current_settings()
     stores = open_stores(settings)
     engine = TesseractEngine(settings.ocr.languages, settings.ocr.timeout_s)
@@ -78,7 +82,7 @@ def preocr_task(page_id: int, template: str) -> str:
         stores.db,
         stores.blobs,
         page_id,
-        load_template(template),
+        template_of(stores.db, template, template_id),
         engine,
         settings.ocr.snippet_margin_px,
         options,
@@ -113,14 +117,16 @@ def export_task(batch_id: str) -> dict[str, str]:
     return {fmt: stores.blobs.location(key) for fmt, key in result.keys.items()}
 
 
-def _page_ids(batch_id: str, status: PageStatus) -> list[tuple[int, str]]:
+def _page_ids(batch_id: str, status: PageStatus) -> list[tuple[int, str, int | None]]:
+    """(id, template name, template version id) of the batch's pages in this status."""
+    p = schema.pages
     with open_stores(current_settings()).db.connect() as conn:
         rows = conn.execute(
-            select(schema.pages.c.id, schema.pages.c.template)
-            .where(schema.pages.c.batch_id == batch_id, schema.pages.c.status == status)
-            .order_by(schema.pages.c.id)
+            select(p.c.id, p.c.template, p.c.template_id)
+            .where(p.c.batch_id == batch_id, p.c.status == status)
+            .order_by(p.c.id)
         ).all()
-    return [(int(r.id), str(r.template)) for r in rows]
+    return [(int(r.id), str(r.template), r.template_id) for r in rows]
 
 
 def preocr_runner(settings: Settings) -> Any:
@@ -146,7 +152,7 @@ def preocr_runner(settings: Settings) -> Any:
     return DaskTaskRunner(cluster_kwargs=cluster)
 
 
-def _chunks(pages: list[tuple[int, str]], size: int) -> list[tuple[int, int]]:
+def _chunks(pages: list[tuple[int, str, int | None]], size: int) -> list[tuple[int, int]]:
     """(first, last) page ids of consecutive runs of `size` pages."""
     return [
         (pages[i][0], pages[min(i + size, len(pages)) - 1][0]) for i in range(0, len(pages), size)
@@ -160,16 +166,16 @@ def preocr_batch(
     """OCR the ingested pages of a batch (those with ids in the range given), with a
     progress artifact, on the task runner the flow was given."""
     pages = [
-        (pid, tpl)
-        for pid, tpl in _page_ids(batch_id, PageStatus.INGESTED)
-        if pid >= first_page_id and (last_page_id is None or pid <= last_page_id)
+        page
+        for page in _page_ids(batch_id, PageStatus.INGESTED)
+        if page[0] >= first_page_id and (last_page_id is None or page[0] <= last_page_id)
     ]
     artifact: Any = create_progress_artifact(
         0.0,
         key=f"pre-ocr-{batch_id[:12]}-{first_page_id}",
         description=f"Pre-OCR of batch {batch_id}, pages {first_page_id} to {last_page_id}",
     )
-    futures = [preocr_task.submit(pid, tpl) for pid, tpl in pages]
+    futures = [preocr_task.submit(pid, name, tid) for pid, name, tid in pages]
     outcome: dict[str, int] = {}
     for done, future in enumerate(as_completed(futures), start=1):
         status = future.result()
@@ -183,7 +189,7 @@ def preocr_batch(
 def route_batch(batch_id: str) -> dict[str, int]:
     """Route every OCRed page of a batch; return counts of auto-accepted fields and tasks."""
     accepted = created = 0
-    for page_id, tpl in _page_ids(batch_id, PageStatus.OCRED):
+    for page_id, tpl, _version in _page_ids(batch_id, PageStatus.OCRED):
         a, c = route_task(page_id, tpl)
         accepted += a
         created += c
@@ -191,12 +197,8 @@ def route_batch(batch_id: str) -> dict[str, int]:
     return {"auto_accepted": accepted, "tasks_created": created, "records": assembled}
 
 
-@flow(name="submit-batch")
-def submit_batch(paths: list[str], template: str, agency: str | None = None) -> dict[str, Any]:
-    """Ingest a batch (for `agency`, the agency user's name), pre-OCR its pages and publish
-    micro tasks for the doubtful fields."""
-    report = ingest_task(paths, template, agency)
-    batch_id = report["batch_id"]
+def _read_ingested_pages(batch_id: str) -> dict[str, Any]:
+    """Pre-OCR the batch's ingested pages chunk by chunk, then route them (inside a flow)."""
     settings = current_settings()
     pages = _page_ids(batch_id, PageStatus.INGESTED)
     # A big batch goes chunk by chunk: each chunk one subflow run fanned out on the runner.
@@ -206,8 +208,40 @@ def submit_batch(paths: list[str], template: str, agency: str | None = None) -> 
         done = preocr_batch.with_options(task_runner=runner)(batch_id, first, last)
         for status, n in done.items():
             outcome[status] = outcome.get(status, 0) + n
-    report["ocr"] = outcome
-    report["routing"] = route_batch(batch_id)
+    return {"ocr": outcome, "routing": route_batch(batch_id)}
+
+
+@flow(name="submit-batch")
+def submit_batch(paths: list[str], template: str, agency: str | None = None) -> dict[str, Any]:
+    """Ingest a batch (for `agency`, the agency user's name), pre-OCR its pages and publish
+    micro tasks for the doubtful fields."""
+    report = ingest_task(paths, template, agency)
+    report.update(_read_ingested_pages(report["batch_id"]))
+    return report
+
+
+@task(name="reset-failed-pages")
+def reset_task(batch_id: str, template: str | None) -> dict[str, Any]:
+    """Put a batch's failed pages back to be read (with `template`, a stored reference)."""
+    db = open_stores(current_settings()).db
+    stored = stored_template(db, template) if template else None
+    plan = reset_failed_pages(db, batch_id, stored)
+    return {
+        "batch_id": batch_id,
+        "template": plan.template,
+        "pages_reset": plan.pages_reset,
+        "pages_kept": plan.pages_kept,
+        "pages_elsewhere": plan.pages_elsewhere,
+    }
+
+
+@flow(name="retry-batch")
+def retry_batch(batch_id: str, template: str | None = None) -> dict[str, Any]:
+    """Read a batch's failed pages again, with another template version (`name:version`)
+    if given; pages read before keep their fields, tasks and answers."""
+    batch_id = resolve_batch_id(open_stores(current_settings()).db, batch_id)
+    report = reset_task(batch_id, template)
+    report.update(_read_ingested_pages(batch_id))
     return report
 
 

@@ -63,6 +63,19 @@ def date_format_regex(fmt: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
+def format_date(d: date, fmt: str) -> str:
+    """Write a date in a format such as DD/MM/YYYY (the tokens of date_format_regex)."""
+    values = {
+        "YYYY": f"{d.year:04d}",
+        "YY": f"{d.year % 100:02d}",
+        "MM": f"{d.month:02d}",
+        "M": str(d.month),
+        "DD": f"{d.day:02d}",
+        "D": str(d.day),
+    }
+    return _TOKEN_RE.sub(lambda m: values[m.group()], fmt)
+
+
 def parse_date(value: str, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> date | None:
     """The date `value` means under the first format that fits it, or None."""
     for fmt in formats:

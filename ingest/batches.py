@@ -18,6 +18,7 @@ from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
 from kerani.core.text import split_pages_label, storable
 from kerani.core.vocabulary import BatchStatus, PageStatus, ScanStatus
+from kerani.forms.catalogue import StoredTemplate
 from kerani.ingest.pages import RefusedPages, RenderedScan, render_pages
 from kerani.ingest.sources import RejectedFile, ScanSource, collect_scans
 from kerani.storage import schema
@@ -33,7 +34,7 @@ class IngestReport:
     """
 
     batch_id: str
-    template: str
+    template: str  # `name:version`
     accepted_files: int = 0
     pages_created: int = 0
     pages_existing: int = 0
@@ -59,7 +60,7 @@ def batch_id_for(
 
 
 def _ensure_batch(
-    engine: Engine, batch_id: str, template: str, source: str, agency_id: int | None
+    engine: Engine, batch_id: str, template: StoredTemplate, source: str, agency_id: int | None
 ) -> None:
     with engine.begin() as conn:
         exists = conn.execute(
@@ -69,7 +70,8 @@ def _ensure_batch(
             conn.execute(
                 insert(schema.batches).values(
                     id=batch_id,
-                    template=template,
+                    template=template.name,
+                    template_id=template.id,
                     source=source,
                     status=BatchStatus.INGESTING,
                     created_at=utcnow(),
@@ -130,7 +132,7 @@ def _ingest_scan(
     engine: Engine,
     blobs: BlobStore,
     batch_id: str,
-    template: str,
+    template: StoredTemplate,
     source: ScanSource,
     limits: IngestSettings,
     report: IngestReport,
@@ -172,7 +174,7 @@ def _ingest_scan(
                 select(schema.pages.c.id).where(
                     schema.pages.c.source_sha256 == sha,
                     schema.pages.c.page_index == image.index,
-                    schema.pages.c.template == template,
+                    schema.pages.c.template == template.name,
                 )
             ).first()
             if existing is not None:
@@ -186,7 +188,8 @@ def _ingest_scan(
                     scan_id=scan_id,
                     source_sha256=sha,
                     page_index=image.index,
-                    template=template,
+                    template=template.name,
+                    template_id=template.id,
                     image_key=image_key,
                     width=image.width,
                     height=image.height,
@@ -249,16 +252,17 @@ def ingest_paths(
     engine: Engine,
     blobs: BlobStore,
     paths: Sequence[Path],
-    template: str,
+    template: StoredTemplate,
     limits: IngestSettings,
     agency_id: int | None = None,
 ) -> IngestReport:
-    """Ingest files, folders and zips as one batch; bad files are reported, never fatal."""
+    """Ingest files, folders and zips as one batch read with this stored template version;
+    bad files are reported, never fatal."""
     scans, rejected = collect_scans(paths, limits)
-    batch_id = batch_id_for(template, scans, rejected, agency_id)
+    batch_id = batch_id_for(template.ref, scans, rejected, agency_id)
     source = storable(", ".join(str(p) for p in paths))
     _ensure_batch(engine, batch_id, template, source, agency_id)
-    report = IngestReport(batch_id=batch_id, template=template)
+    report = IngestReport(batch_id=batch_id, template=template.ref)
     for bad in rejected:
         record_scan(
             engine,

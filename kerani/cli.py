@@ -64,6 +64,10 @@ calibration_app = typer.Typer(
     help="Auto-accept rules refitted from the fields people settled.", no_args_is_help=True
 )
 app.add_typer(calibration_app, name="calibration")
+template_app = typer.Typer(
+    help="Form templates, stored in the database with a version each.", no_args_is_help=True
+)
+app.add_typer(template_app, name="template")
 console = Console()
 VERBOSE = "kerani.verbose"
 
@@ -85,6 +89,9 @@ def _quiet_prefect(ctx: typer.Context, verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         logging.getLogger("prefect").setLevel(logging.WARNING)
+        # Each page the OCR could not read is printed with its reason once the run is done;
+        # its log line in the middle of the progress bar would say it twice.
+        logging.getLogger("kerani.ocr.preocr").setLevel(logging.ERROR)
     # The temporary server's telemetry write races the client on its SQLite file.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
@@ -133,7 +140,13 @@ def demo(
 def submit(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files, folders or zips of scans.")],
-    template: Annotated[str, typer.Option(help="Template name or YAML file.")],
+    template: Annotated[
+        str,
+        typer.Option(
+            help="A stored template, NAME or NAME:VERSION, or a YAML file (stored first as "
+            "the next version of its name)."
+        ),
+    ],
     agency: Annotated[
         str | None, typer.Option(help="The agency user it is for: only they see its pages.")
     ] = None,
@@ -166,27 +179,106 @@ def submit(
         return
     settings = _settings(data_dir)
     stores = open_stores(settings)
-    report = submit_with_progress(console, settings, stores, paths, template, "scans", agency)
+    # The template is checked and stored before any file is touched or any flow starts: a
+    # broken one is one line, with no flow run, traceback or progress bar before it.
+    stored = _stored_template(stores.db, template)
+    report = submit_with_progress(console, settings, stores, paths, stored.ref, "scans", agency)
     console.print(
-        f"Batch [bold]{report['batch_id']}[/]: {report['pages_created']} new pages, "
-        f"{report['pages_existing']} already there"
+        f"Batch [bold]{report['batch_id']}[/] ({_shown(stored.ref)}): "
+        f"{report['pages_created']} new pages, {report['pages_existing']} already there"
     )
-    _print_refusals(report["batch_id"], report["accepted_files"], stores.db)
-    routing = report["routing"]
+    _print_outcome(report["batch_id"], report["accepted_files"], report["routing"], stores.db)
+
+
+def _stored_template(db: Engine, ref: str) -> Any:
+    """Resolve `--template`, saying when a file became a new stored version."""
+    from kerani.forms.catalogue import resolve_template
+
+    stored = resolve_template(db, ref)
+    if stored.created:
+        console.print(f"Stored template {_shown(stored.ref)} from {_shown(ref)}", soft_wrap=True)
+    return stored
+
+
+def _print_outcome(
+    batch_id: str, accepted_files: int | None, routing: dict[str, int], db: Engine
+) -> None:
+    """What a submit or a retry did: refusals, pages not read, fields routed; exits non-zero
+    when not one page of the batch could be read (a script must not read that as success)."""
+    from kerani.core.errors import ExitCode
+    from kerani.records.progress import batch_progress
+
+    _print_refusals(batch_id, accepted_files, db)
     console.print(
         f"{routing['auto_accepted']} fields auto-accepted, "
         f"{routing['tasks_created']} sent to people"
     )
-    if report["rejected"] and not report["pages_created"] and not report["pages_existing"]:
-        # Nothing was taken in: a script running submit must not read that as success.
-        from kerani.core.errors import ExitCode
-
+    progress = batch_progress(db, batch_id)[0]
+    failed = progress["pages_failed"]
+    if progress["pages"] - failed > 0:
+        if failed:
+            console.print(
+                f"[yellow]{_count(failed, 'page')} not read:[/] fix the template or the scans, "
+                f"then `kerani retry {batch_id[:12]} --template NAME[:VERSION]`",
+                soft_wrap=True,
+            )
+        return
+    if failed:
+        console.print(
+            f"[red]nothing read:[/] not one of the batch's {_count(failed, 'page')} could be "
+            f"read (reasons above); fix the template or the scans, then "
+            f"`kerani retry {batch_id[:12]} --template NAME[:VERSION]`",
+            soft_wrap=True,
+        )
+    else:
         console.print("[red]nothing submitted:[/] every file was refused", soft_wrap=True)
-        raise typer.Exit(ExitCode.input_file)
+    raise typer.Exit(ExitCode.input_file)
 
 
-def _print_refusals(batch_id: str, accepted_files: int, db: Engine) -> None:
-    """One line per file or page refused, or not read by the OCR, then the counts."""
+@app.command()
+def retry(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Argument(help="Batch id or a unique prefix of it.")],
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the failed pages with this template (NAME, NAME:VERSION or a YAML "
+            "file) instead of the batch's own version."
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    verbose: bool = False,
+) -> None:
+    """Read a batch's failed pages again; pages already read, and what people did on them,
+    stay as they are."""
+    from kerani.records.progress import resolve_batch_id
+    from kerani.storage.stores import open_stores
+    from kerani.terminal import retry_with_progress
+
+    _quiet_prefect(ctx, verbose)
+    settings = _settings(data_dir)
+    stores = open_stores(settings)
+    batch_id = resolve_batch_id(stores.db, batch)
+    ref = _stored_template(stores.db, template).ref if template else None
+    result = retry_with_progress(console, settings, stores, batch_id, ref)
+    with_what = f" with {_shown(result['template'])}" if result["template"] else ""
+    console.print(
+        f"Batch [bold]{batch_id}[/]: {_count(result['pages_reset'], 'page')} read again"
+        f"{with_what}, {_count(result['pages_kept'], 'page')} kept as they were",
+        soft_wrap=True,
+    )
+    if result["pages_elsewhere"]:
+        console.print(
+            f"[yellow]{_count(len(result['pages_elsewhere']), 'page')} not retried:[/] "
+            "another batch holds the same scan with that template",
+            soft_wrap=True,
+        )
+    _print_outcome(batch_id, None, result["routing"], stores.db)
+
+
+def _print_refusals(batch_id: str, accepted_files: int | None, db: Engine) -> None:
+    """One line per file or page refused, or not read by the OCR, then the counts (of files
+    too, unless `accepted_files` is None: a retry takes no file in)."""
     from kerani.records.report import batch_refusals
 
     refusals = batch_refusals(db, batch_id)
@@ -198,12 +290,13 @@ def _print_refusals(batch_id: str, accepted_files: int, db: Engine) -> None:
     not_taken = sum(r.page_count or 1 for r in ranges)
     at_least = "at least " if any(r.page_count is None for r in ranges) else ""
     unread = sum(r.kind == "unread" for r in refusals)
-    console.print(
+    taken = (
         f"{_count(accepted_files, 'file')} taken in, {files} refused; "
         f"{at_least}{_count(not_taken, 'page')} not taken, "
-        f"{_count(unread, 'page')} the OCR could not read",
-        soft_wrap=True,
+        if accepted_files is not None
+        else ""
     )
+    console.print(f"{taken}{_count(unread, 'page')} the OCR could not read", soft_wrap=True)
 
 
 def _shown(text: str) -> str:
@@ -287,6 +380,8 @@ def status(
     data_dir: DataDir = None,
 ) -> None:
     """Show each batch's progress: pages, fields settled, tasks waiting, records."""
+    from rich.text import Text
+
     from kerani.records.progress import batch_progress, resolve_batch_id
     from kerani.storage.stores import open_stores
 
@@ -309,10 +404,12 @@ def status(
     ):
         table.add_column(col)
     for b in rows:
+        version = f":{b['template_version']}" if b["template_version"] else ""
+        failed = f" ({b['pages_failed']} not read)" if b["pages_failed"] else ""
         table.add_row(
             b["batch_id"][:12],
-            b["template"],
-            str(b["pages"]),
+            Text(f"{b['template']}{version}"),
+            f"{b['pages']}{failed}",
             str(b["fields"]),
             str(b["auto_accepted"]),
             str(b["settled_by_people"]),
@@ -325,6 +422,18 @@ def status(
         for r in b["rejected"]:
             line = f"[red]rejected[/] {_shown(r['file'])}: {_shown(r['reason'])}"
             console.print(line, soft_wrap=True)
+        for pg in b["failed_pages"]:
+            line = (
+                f"[yellow]not read[/] {b['batch_id'][:12]} {_shown(pg['file'])} page "
+                f"{pg['page']}: {_shown(pg['reason'] or 'no reason recorded')}"
+            )
+            console.print(line, soft_wrap=True)
+        if b["failed_pages"]:
+            console.print(
+                f"  retry: kerani retry {b['batch_id'][:12]} [--template NAME[:VERSION]]",
+                soft_wrap=True,
+                markup=False,
+            )
     from kerani.microtasks.gold import gold_counts
     from kerani.people.workers import workers_on_probation
 
@@ -591,6 +700,72 @@ def crowd(
             f"[yellow]waiting[/] {w.why} on a {w.field_type} field of batch {w.batch_id[:12]}: "
             f"{w.answers} answers, {w.may_take} workers may take it"
         )
+
+
+@template_app.command("add")
+def template_add(
+    path: Annotated[Path, typer.Argument(help="The template's YAML file.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Check a template and store it as the next version of its name; print the version."""
+    from kerani.forms.catalogue import add_template_file
+    from kerani.storage.stores import open_stores
+
+    stored = add_template_file(open_stores(_settings(data_dir)).db, path)
+    if stored.created:
+        console.print(f"Stored {_shown(stored.ref)}", soft_wrap=True)
+    else:
+        console.print(
+            f"{_shown(stored.ref)} already holds this template: no new version", soft_wrap=True
+        )
+
+
+@template_app.command("list")
+def template_list(
+    name: Annotated[str | None, typer.Argument(help="Only this template's versions.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Every stored template version, with where it came from and how many batches use it."""
+    from rich.text import Text
+
+    from kerani.forms.catalogue import template_versions
+    from kerani.storage.stores import open_stores
+
+    versions = template_versions(open_stores(_settings(data_dir)).db, name)
+    if not versions:
+        console.print(
+            "No template stored yet: `kerani template add FILE`, or submit with a bundled one "
+            "(bantuan_form, receipt), which stores it.",
+            soft_wrap=True,
+        )
+        return
+    table = Table()
+    for col in ("template", "version", "from", "stored at (UTC)", "batches"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            Text(v.name),
+            str(v.version),
+            Text(v.origin),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            str(v.batches),
+        )
+    console.print(table)
+
+
+@template_app.command("show")
+def template_show(
+    ref: Annotated[str, typer.Argument(help="NAME (its latest version) or NAME:VERSION.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Print a stored template version's YAML, as it was given."""
+    from kerani.forms.catalogue import stored_template, template_content
+    from kerani.storage.stores import open_stores
+
+    db = open_stores(_settings(data_dir)).db
+    stored = stored_template(db, ref)
+    typer.echo(f"# {stored.ref}")
+    typer.echo(template_content(db, stored.id).rstrip("\n"))
 
 
 TemplateOption = Annotated[

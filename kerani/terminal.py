@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,39 @@ def _count_pages(stores: Stores, batch_ids: list[str]) -> tuple[int, int]:
     return total - rows.get("ingested", 0), total
 
 
+def _follow(
+    console: Console,
+    settings: Settings,
+    label: str,
+    run: Callable[[], dict[str, Any]],
+    pages_done: Callable[[], tuple[int, int]],
+) -> dict[str, Any]:
+    """Run a flow in a thread while a bar follows its pages in the database."""
+    result: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            # A new thread starts with an empty context: the settings are activated in it.
+            with using_settings(settings):
+                result.update(run())
+        except BaseException as e:  # re-raised in the main thread below
+            errors.append(e)
+
+    thread = threading.Thread(target=work, daemon=True)
+    with progress_bar(console) as progress:
+        bar = progress.add_task(label, total=None)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+            done, total = pages_done()
+            if total:
+                progress.update(bar, completed=done, total=total)
+    if errors:
+        raise errors[0]
+    return result
+
+
 def submit_with_progress(
     console: Console,
     settings: Settings,
@@ -59,27 +93,26 @@ def submit_with_progress(
     """Run the submit-batch flow in a thread while a bar follows its pages in the database."""
     from kerani.flows.digitise import submit_batch
 
-    result: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            # A new thread starts with an empty context: the settings are activated in it.
-            with using_settings(settings):
-                result.update(submit_batch([str(p) for p in paths], template, agency))
-        except BaseException as e:  # re-raised in the main thread below
-            errors.append(e)
-
-    thread = threading.Thread(target=work, daemon=True)
     before = set(_batch_ids(stores))
-    with progress_bar(console) as progress:
-        bar = progress.add_task(f"Pre-OCR {label}", total=None)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.5)
-            done, total = _count_pages(stores, [i for i in _batch_ids(stores) if i not in before])
-            if total:
-                progress.update(bar, completed=done, total=total)
-    if errors:
-        raise errors[0]
-    return result
+    return _follow(
+        console,
+        settings,
+        f"Pre-OCR {label}",
+        lambda: submit_batch([str(p) for p in paths], template, agency),
+        lambda: _count_pages(stores, [i for i in _batch_ids(stores) if i not in before]),
+    )
+
+
+def retry_with_progress(
+    console: Console, settings: Settings, stores: Stores, batch_id: str, template: str | None
+) -> dict[str, Any]:
+    """Run the retry-batch flow in a thread while a bar follows the batch's pages."""
+    from kerani.flows.digitise import retry_batch
+
+    return _follow(
+        console,
+        settings,
+        f"Pre-OCR again, batch {batch_id[:12]}",
+        lambda: retry_batch(batch_id, template),
+        lambda: _count_pages(stores, [batch_id]),
+    )

@@ -60,7 +60,7 @@ from kerani.core.vocabulary import (
     ValueKind,
     ValueSource,
 )
-from kerani.forms.templates import load_template
+from kerani.forms.catalogue import template_of
 from kerani.microtasks.consensus import ANSWER_KINDS, answer_key, normalise
 from kerani.microtasks.tasks import MAX_ANSWER_CHARS
 from kerani.people.workers import person_named
@@ -115,10 +115,12 @@ def make_gold(db: Engine, answers: dict[int, str]) -> int:
 # ---- which fields may become gold ---------------------------------------------------------
 
 
-def template_gold_sensitivity(template: str) -> tuple[str, ...]:
-    """The sensitivities a template lets become gold; none when it cannot be loaded."""
+def template_gold_sensitivity(
+    conn: Connection, template: str, template_id: int | None
+) -> tuple[str, ...]:
+    """The sensitivities a template version lets become gold; none when it cannot be read."""
     try:
-        allowed = load_template(template).gold_sensitivity
+        allowed = template_of(conn, template, template_id).gold_sensitivity
     except TemplateError as e:
         # No gold from pages whose template is gone or broken, rather than no gold at all.
         log.warning("no gold from pages of template %r: %s", template, e)
@@ -131,14 +133,17 @@ def _gold_allowed(conn: Connection) -> ColumnElement[bool]:
     p, f = schema.pages, schema.fields
     # One condition per set of sensitivities, over the templates that allow that set: a
     # handful of templates, so a short condition the database checks row by row.
-    by_allowed: dict[tuple[str, ...], list[str]] = {}
-    for name in conn.execute(select(p.c.template).distinct()).scalars():
-        allowed = template_gold_sensitivity(str(name))
+    by_allowed: dict[tuple[str, ...], list[ColumnElement[bool]]] = {}
+    for name, template_id in conn.execute(select(p.c.template, p.c.template_id).distinct()):
+        allowed = template_gold_sensitivity(conn, str(name), template_id)
         if allowed:
-            by_allowed.setdefault(allowed, []).append(str(name))
+            version = (
+                p.c.template_id.is_(None) if template_id is None else p.c.template_id == template_id
+            )
+            by_allowed.setdefault(allowed, []).append(and_(p.c.template == name, version))
     clauses = [
-        and_(p.c.template.in_(names), f.c.sensitivity.in_(allowed))
-        for allowed, names in sorted(by_allowed.items())
+        and_(or_(*pages), f.c.sensitivity.in_(allowed))
+        for allowed, pages in sorted(by_allowed.items(), key=lambda item: item[0])
     ]
     # Restricted again, on its own: whatever a template says, never a restricted field.
     return and_(f.c.sensitivity != Sensitivity.RESTRICTED, or_(false(), *clauses))
@@ -241,6 +246,7 @@ def _keyable_field(conn: Connection, field_id: int, *, lock: bool = True) -> Any
             f.c.page_id,
             p.c.status.label("page_status"),
             p.c.template,
+            p.c.template_id,
         )
         .join(p, p.c.id == f.c.page_id)
         .where(f.c.id == field_id)
@@ -257,7 +263,7 @@ def _keyable_field(conn: Connection, field_id: int, *, lock: bool = True) -> Any
         raise ConflictError(f"field {field_id} is {row.status}: not routed to people yet")
     if row.sensitivity == Sensitivity.RESTRICTED:
         raise ForbiddenError(f"field {field_id} is restricted: restricted fields never become gold")
-    if row.sensitivity not in template_gold_sensitivity(row.template):
+    if row.sensitivity not in template_gold_sensitivity(conn, row.template, row.template_id):
         raise ForbiddenError(
             f"field {field_id} is {row.sensitivity}: its template {row.template!r} does not "
             f"let {row.sensitivity} fields become gold (gold_sensitivity)"
@@ -404,6 +410,7 @@ class KeyingField:
     field_name: str
     template: str
     snippet_key: str
+    template_id: int | None = None
 
 
 def keying_field(db: Engine, field_id: int) -> KeyingField:
@@ -412,7 +419,9 @@ def keying_field(db: Engine, field_id: int) -> KeyingField:
     with db.connect() as conn:
         row = _keyable_field(conn, field_id, lock=False)
         key = conn.execute(select(f.c.snippet_key, f.c.name).where(f.c.id == field_id)).one()
-    return KeyingField(field_id, str(row.kind), str(key.name), str(row.template), key.snippet_key)
+    return KeyingField(
+        field_id, str(row.kind), str(key.name), str(row.template), key.snippet_key, row.template_id
+    )
 
 
 def next_field_for_keying(db: Engine, keyer_id: int) -> int | None:

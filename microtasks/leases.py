@@ -76,6 +76,7 @@ def _shown(source: Any) -> Any:
             case((source.c.lease_blind, literal("")), else_=f.c.ocr_text).label("ocr_text"),
             f.c.snippet_key,
             p.c.template,
+            p.c.template_id,
         )
         .join_from(source, f, f.c.id == func.coalesce(source.c.field_id, source.c.gold_field_id))
         .join(p, p.c.id == f.c.page_id)
@@ -104,6 +105,7 @@ def _claimed_task(row: Any) -> ClaimedTask:
         lease_expires_at=as_utc(row.lease_expires_at),
         note=row.note,
         blind=bool(row.lease_blind),
+        template_id=row.template_id,
     )
 
 

@@ -37,6 +37,7 @@ class ClaimedTask:
     note: str | None = None  # why the task is back, e.g. the rule its value broke
     # Shown without the OCR's guess: `ocr_text` is then empty, whatever the OCR read.
     blind: bool = False
+    template_id: int | None = None  # the stored version of `template` the page was read with
 
 
 @dataclass(frozen=True)

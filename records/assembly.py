@@ -20,8 +20,9 @@ from sqlalchemy.exc import IntegrityError
 
 from kerani.core.errors import NotFoundError
 from kerani.core.vocabulary import FieldStatus, PageStatus, ValueKind
+from kerani.forms.catalogue import template_of
 from kerani.forms.rules import Captured
-from kerani.forms.templates import Template, load_template
+from kerani.forms.templates import Template
 from kerani.ocr.calibration import engine_label
 from kerani.storage import schema
 from kerani.storage.database import utcnow
@@ -147,7 +148,7 @@ def reassemble_page(db: Engine, page_id: int) -> AssemblyOutcome:
         rows = _field_rows(conn, page_id)
     if page.status not in ASSEMBLED_FROM or any(r.status not in SETTLED for r in rows):
         return AssemblyOutcome(page_id, "not_ready")
-    problems = find_problems(load_template(page.template), rows)
+    problems = find_problems(template_of(db, page.template, page.template_id), rows)
     by_name = {r.name: r for r in rows}
     send_back: dict[str, list[str]] = {}
     for p in problems:

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 
 from kerani.core.errors import BadInputError, NotFoundError
 from kerani.core.vocabulary import ValueKind
-from kerani.forms.templates import load_template
+from kerani.forms.catalogue import template_of
 from kerani.records.archive import hocr_key
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
@@ -99,7 +99,7 @@ def records_frame(db: Engine, batch_id: str) -> pd.DataFrame:
             .where(r.c.batch_id == batch_id)
             .order_by(s.c.filename, p.c.page_index, p.c.id)
         ).all()
-    template = load_template(batch.template)
+    template = template_of(db, batch.template, batch.template_id)
     names: list[str] = [f.name for f in template.fields]
     extra: set[str] = set()
     out = []

@@ -46,6 +46,7 @@ def batch_progress(
     """Per batch (of one agency, if given): pages, fields auto-accepted / settled by people /
     open, records, rejections."""
     b, p, f, s, r = schema.batches, schema.pages, schema.fields, schema.scans, schema.records
+    t = schema.templates
     with db.connect() as conn:
         query = select(b).order_by(b.c.created_at.desc())
         if batch_id is not None:
@@ -79,9 +80,16 @@ def batch_progress(
                 .where(s.c.batch_id == batch.id, s.c.status == ScanStatus.REJECTED)
                 .order_by(s.c.filename)
             ).all()
+            failed = conn.execute(
+                select(s.c.filename, p.c.page_index, p.c.error)
+                .join(s, s.c.id == p.c.scan_id)
+                .where(p.c.batch_id == batch.id, p.c.status == PageStatus.OCR_FAILED)
+                .order_by(s.c.filename, p.c.page_index)
+            ).all()
             records = conn.execute(
                 select(func.count()).select_from(r).where(r.c.batch_id == batch.id)
             ).scalar_one()
+            version = conn.execute(select(t.c.version).where(t.c.id == batch.template_id)).scalar()
             fields_total = sum(field_status.values())
             auto_accepted = field_status.get(FieldStatus.AUTO_ACCEPTED, 0)
             by_people = field_status.get(FieldStatus.SETTLED, 0)
@@ -90,6 +98,8 @@ def batch_progress(
                 {
                     "batch_id": batch.id,
                     "template": batch.template,
+                    # The stored version it was submitted (or last retried) with.
+                    "template_version": version,
                     "created_at": batch.created_at.isoformat(),
                     "pages": sum(page_status.values()),
                     "pages_failed": page_status.get(PageStatus.OCR_FAILED, 0),
@@ -103,6 +113,10 @@ def batch_progress(
                     else 0.0,
                     "records": records,
                     "rejected": [{"file": x.filename, "reason": x.error} for x in rejected],
+                    "failed_pages": [
+                        {"file": x.filename, "page": x.page_index + 1, "reason": x.error}
+                        for x in failed
+                    ],
                 }
             )
     return out

@@ -43,7 +43,7 @@ class UnreadField:
     document: str
     page: int
     field: str
-    kind: str  # unreadable | blank | page_failed
+    kind: str  # unreadable | blank
     source: str
     people: int
 
@@ -264,12 +264,8 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
             for note in str(row.validation_error).split("; "):
                 rule = note.split(":", 1)[0]
                 rules[rule] = rules.get(rule, 0) + 1
+    # A page the OCR could not read is listed with its reason among the refusals, not here.
     unread = [
-        UnreadField(x.filename, x.page_index + 1, "(whole page)", "page_failed", ValueSource.OCR, 0)
-        for x in pages
-        if x.status == PageStatus.OCR_FAILED
-    ]
-    unread += [
         UnreadField(x.filename, x.page_index + 1, x.name, "unreadable", str(x.source), x.people)
         for x in fields
         if x.value_kind == ValueKind.UNREADABLE

@@ -24,7 +24,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role
-from kerani.forms.templates import load_template
+from kerani.forms.catalogue import template_of
 from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.review_ui import (
     agency_pages,
@@ -135,7 +135,10 @@ def create_app(
     # Money on the pages is written one way, the ledger's (RM with sen, sen below RM 1).
     app.state.templates.env.globals.update(ringgit=ringgit, ringgit_each=ringgit_each)
     # Every claim shows a field's label: parse each template once per app, not per request.
-    app.state.form_template = functools.lru_cache(maxsize=64)(load_template)
+    # A stored version never changes, so it is cached for the app's life.
+    app.state.form_template = functools.lru_cache(maxsize=64)(
+        functools.partial(template_of, app.state.stores.db)
+    )
     # Scrypt takes 16 MiB a PIN check: only so many at once (threads wait their turn).
     app.state.pin_gate = threading.BoundedSemaphore(settings.review.pin_checks_at_once)
     app.mount("/static", StaticFiles(directory=str(STATIC)), "static")

@@ -52,7 +52,7 @@ DONE = {
 def _label(request: Request, field: KeyingField, lang: str) -> tuple[str, str | None]:
     """The field's label in `lang` and its format hint (what workers see, less the guess)."""
     try:
-        template = form_template(request, field.template)
+        template = form_template(request, field.template, field.template_id)
         if template.kind != "form":
             return translator(lang)("text_line"), None
         spec = template.field(field.field_name)

@@ -85,10 +85,11 @@ def db_of(request: Request) -> Engine:
     return stores_of(request).db
 
 
-def form_template(request: Request, name: str) -> Template:
-    """A form template by name, parsed once per app (every claim shows a field's label)."""
-    named: Callable[[str], Template] = request.app.state.form_template
-    return named(name)
+def form_template(request: Request, name: str, template_id: int | None) -> Template:
+    """The stored template version a page was read with, parsed once per app (every claim
+    shows a field's label)."""
+    stored: Callable[[str, int | None], Template] = request.app.state.form_template
+    return stored(name, template_id)
 
 
 # ---- who is asking ------------------------------------------------------------------------
@@ -242,7 +243,7 @@ def pin_gate(request: Request) -> threading.BoundedSemaphore:
 
 def label_of(request: Request, task: ClaimedTask, lang: str) -> tuple[str, str | None]:
     """The field's label in `lang` and its format hint (none for a line of running text)."""
-    template = form_template(request, task.template)
+    template = form_template(request, task.template, task.template_id)
     if template.kind != "form":
         return translator(lang)("text_line"), None
     spec = template.field(task.field_name)

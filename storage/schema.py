@@ -63,11 +63,31 @@ def one_of(column_name: str, vocabulary: type[StrEnum]) -> CheckConstraint:
     )
 
 
+# Every version of every template: its YAML as checked and stored, never a path (a path is
+# only where one agency's file happened to be; the review page may run anywhere else).
+# A version is never changed: editing a template stores a new one, and batches keep theirs.
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("origin", Text, nullable=False),  # where it came from: a file name, "bundled", ...
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", Integer, ForeignKey("workers.id"), nullable=True),
+    UniqueConstraint("name", "version", name="uq_templates_name_version"),
+)
+
 batches = Table(
     "batches",
     metadata,
     Column("id", String(32), primary_key=True),  # hash of the template and the files' hashes
-    Column("template", String(100), nullable=False),
+    Column("template", String(100), nullable=False),  # the template's name
+    # The stored version it was submitted (or last retried) with; empty only for batches
+    # from before templates were stored, which name a bundled template or a file.
+    Column("template_id", Integer, ForeignKey("templates.id"), nullable=True),
     Column("source", Text, nullable=False),
     Column("status", String(20), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -100,7 +120,9 @@ pages = Table(
     Column("scan_id", Integer, ForeignKey("scans.id"), nullable=False),
     Column("source_sha256", String(64), nullable=False),
     Column("page_index", Integer, nullable=False),
-    Column("template", String(100), nullable=False),
+    Column("template", String(100), nullable=False),  # the template's name
+    # The stored version the page was read with (see batches.template_id).
+    Column("template_id", Integer, ForeignKey("templates.id"), nullable=True),
     Column("image_key", Text, nullable=False),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),

@@ -93,6 +93,16 @@ def stores(settings: Settings) -> Stores:
     return open_stores(settings)
 
 
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data folder of `kerani` commands run in the test (SQLite and blobs in it)."""
+    data = tmp_path / "kerani-data"
+    monkeypatch.setenv("KERANI_DATA_DIR", str(data))
+    monkeypatch.delenv("KERANI_DB_URL", raising=False)
+    monkeypatch.delenv("KERANI_BLOB_URL", raising=False)
+    return data
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """Prefect's temporary local server, shared by the tests that run flows."""

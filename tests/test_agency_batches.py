@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import Settings
+from kerani.forms.catalogue import stored_template
 from kerani.ingest.batches import ingest_paths
 from kerani.people.workers import add_person, agency_named
 from kerani.review_ui.app import create_app
@@ -65,8 +66,17 @@ def test_a_batch_is_submitted_for_a_named_agency(
         agency_named(stores.db, "worker-not-agency")
     add_person(stores.db, "jkm", "agency")
     jkm = agency_named(stores.db, "jkm")
-    report = ingest_paths(stores.db, stores.blobs, [scan], "bantuan_form", settings.ingest, jkm)
-    operators = ingest_paths(stores.db, stores.blobs, [scan], "bantuan_form", settings.ingest)
+    report = ingest_paths(
+        stores.db,
+        stores.blobs,
+        [scan],
+        stored_template(stores.db, "bantuan_form"),
+        settings.ingest,
+        jkm,
+    )
+    operators = ingest_paths(
+        stores.db, stores.blobs, [scan], stored_template(stores.db, "bantuan_form"), settings.ingest
+    )
     assert report.batch_id != operators.batch_id  # the same scans for another owner: new batch
     with stores.db.connect() as conn:
         owner = conn.execute(

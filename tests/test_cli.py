@@ -15,15 +15,6 @@ from kerani.forms.templates import load_template
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "kerani-data"
-    monkeypatch.setenv("KERANI_DATA_DIR", str(data))
-    monkeypatch.delenv("KERANI_DB_URL", raising=False)
-    monkeypatch.delenv("KERANI_BLOB_URL", raising=False)
-    return data
-
-
 def test_submit_status_export(env: Path, tmp_path: Path, prefect_server: None) -> None:
     runner = CliRunner()
     forms = tmp_path / "forms"

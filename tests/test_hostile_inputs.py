@@ -32,6 +32,7 @@ from kerani.core.settings import (
     Settings,
 )
 from kerani.core.text import visible
+from kerani.forms.catalogue import stored_template
 from kerani.ingest.batches import IngestReport, ingest_paths
 from kerani.records.report import batch_refusals
 from kerani.storage import schema
@@ -419,7 +420,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingested]:
     root = tmp_path_factory.mktemp("hostile")
     settings = sqlite_settings(root)
     stores = open_stores(settings)
-    report = ingest_paths(stores.db, stores.blobs, [build_corpus(root)], "bantuan_form", LIMITS)
+    report = ingest_paths(
+        stores.db,
+        stores.blobs,
+        [build_corpus(root)],
+        stored_template(stores.db, "bantuan_form"),
+        LIMITS,
+    )
     yield Ingested(stores, report)
     close_engine(settings.database_url)
 
@@ -473,7 +480,9 @@ def test_pages_over_the_limit_are_taken_when_the_batch_comes_again_with_a_higher
     frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
     scan.write_bytes(buf.getvalue())
     low = LIMITS.model_copy(update={"max_pages_per_file": 2})
-    first = ingest_paths(stores.db, stores.blobs, [scan], "bantuan_form", low)
+    first = ingest_paths(
+        stores.db, stores.blobs, [scan], stored_template(stores.db, "bantuan_form"), low
+    )
     assert (first.pages_created, [r.name for r in first.rejected]) == (
         2,
         ["register.tif (pages 3-5)"],
@@ -487,7 +496,9 @@ def test_pages_over_the_limit_are_taken_when_the_batch_comes_again_with_a_higher
     )
     assert refusal.page_count == 3
 
-    again = ingest_paths(stores.db, stores.blobs, [scan], "bantuan_form", LIMITS)
+    again = ingest_paths(
+        stores.db, stores.blobs, [scan], stored_template(stores.db, "bantuan_form"), LIMITS
+    )
 
     assert again.batch_id == first.batch_id
     assert (again.pages_created, again.pages_existing, again.rejected) == (3, 2, [])
@@ -504,7 +515,9 @@ def test_a_file_whose_every_page_is_refused_is_refused_with_each_page_named(
     scan.write_bytes(tiff(2, (300, 20)))
     good = tmp_path / "good.png"
     good.write_bytes(page_png())
-    report = ingest_paths(stores.db, stores.blobs, [scan, good], "bantuan_form", LIMITS)
+    report = ingest_paths(
+        stores.db, stores.blobs, [scan, good], stored_template(stores.db, "bantuan_form"), LIMITS
+    )
     lines = [f"{r.label}: {r.reason}" for r in batch_refusals(stores.db, report.batch_id)]
     assert lines == [
         "strips.tif: no page could be taken (each refused page is listed)",
@@ -524,7 +537,9 @@ def test_five_hundred_files_in_one_folder_are_all_taken(
         image = Image.new("L", (60, 60), 255)
         image.putpixel((i % 60, i // 60), 0)  # each file its own content: no page is a copy
         image.save(folder / f"scan{i:03d}.png")
-    report = ingest_paths(stores.db, stores.blobs, [folder], "bantuan_form", LIMITS)
+    report = ingest_paths(
+        stores.db, stores.blobs, [folder], stored_template(stores.db, "bantuan_form"), LIMITS
+    )
     assert (report.accepted_files, report.pages_created, report.rejected) == (500, 500, [])
 
 
@@ -542,7 +557,9 @@ def hostile_batch(stores: Stores, tmp_path: Path) -> str:
     (folder / "sub").mkdir(parents=True)
     (folder / HOSTILE_NAME).write_bytes(blank_png())
     (folder / "sub" / HOSTILE_NAME).write_bytes(b"text")
-    report = ingest_paths(stores.db, stores.blobs, [folder], "bantuan_form", LIMITS)
+    report = ingest_paths(
+        stores.db, stores.blobs, [folder], stored_template(stores.db, "bantuan_form"), LIMITS
+    )
     with stores.db.begin() as conn:
         page_id = conn.execute(select(schema.pages.c.id)).scalar_one()
         conn.execute(schema.batches.update().values(template="forms/*my* <b>form</b>|x.yaml"))
@@ -566,8 +583,9 @@ def test_every_name_in_the_markdown_report_stays_text(stores: Stores, tmp_path: 
     text = report_markdown(batch_report(stores.db, hostile_batch(stores, tmp_path)))
     html = rendered(text)
     assert "<a" not in html and "<img" not in html and "<b>" not in html and "<em>" not in html
-    # The names are all there, as typed, and the tables keep their columns.
-    assert html.count("[x](javascript:alert(1))|&lt;img src=x onerror=alert(1)&gt;.png") == 3
+    # The names are all there, as typed, and the tables keep their columns (the page the OCR
+    # could not read is listed once, with its reason, among the refusals).
+    assert html.count("[x](javascript:alert(1))|&lt;img src=x onerror=alert(1)&gt;.png") == 2
     assert "forms/*my* &lt;b&gt;form&lt;/b&gt;|x.yaml" in html
     shown = "in/\\[x\\](javascript:alert(1))\\|\\<img src=x onerror=alert(1)\\>.png"
     assert f"| {shown} | 1 | not read by the OCR | blank page: no ink found |" in text
@@ -641,7 +659,7 @@ def test_submit_names_each_refused_and_unread_page_on_one_line(
     lines = result.output.splitlines()  # Prefect's log lines and the bar come first
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("Batch ")) :]
     assert lines[0].startswith("Batch ") and lines[0].endswith(": 4 new pages, 0 already there")
-    assert lines[1:-1] == [
+    assert lines[1:-2] == [
         "rejected in/[x](javascript:alert(1))|<img src=x onerror=alert(1)>.png: cannot be "
         "decoded: image file is truncated",
         "rejected in/a[/bold]b.png: not an image or a PDF (looks like text)",
@@ -656,7 +674,8 @@ def test_submit_names_each_refused_and_unread_page_on_one_line(
         "rejected in/notes.png: not an image or a PDF (looks like text)",
         "3 files taken in, 5 refused; 258 pages not taken, 3 pages the OCR could not read",
     ]
-    assert lines[-1].endswith(" sent to people")
+    assert lines[-2].endswith(" sent to people")
+    assert lines[-1].startswith("3 pages not read: fix the template or the scans, then")
     assert "\x1b" not in result.output  # nothing from a name reaches the terminal as control
 
     status = CliRunner().invoke(app, ["status"])

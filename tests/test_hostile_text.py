@@ -13,6 +13,7 @@ from sqlalchemy import select
 from kerani.core.errors import BadInputError
 from kerani.core.settings import CrowdSettings, Settings
 from kerani.core.text import storable
+from kerani.forms.catalogue import stored_template
 from kerani.ingest.batches import ingest_paths
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.leases import claim_next
@@ -36,7 +37,13 @@ def test_a_file_name_that_is_not_utf8_does_not_sink_its_batch(
     (folder / "good.png").write_bytes(png())
     with open(os.path.join(os.fsencode(folder), b"odd\xff.png"), "wb") as f:
         f.write(png(80, 30))
-    report = ingest_paths(stores.db, stores.blobs, [folder], "bantuan_form", settings.ingest)
+    report = ingest_paths(
+        stores.db,
+        stores.blobs,
+        [folder],
+        stored_template(stores.db, "bantuan_form"),
+        settings.ingest,
+    )
     with stores.db.connect() as conn:
         names = set(conn.execute(select(schema.scans.c.filename)).scalars())
         status = conn.execute(select(schema.batches.c.status)).scalar_one()

@@ -83,7 +83,7 @@ def test_a_batch_is_ocred_on_a_local_dask_cluster_chunk_by_chunk(
 
 
 def test_the_chunks_cover_every_page_once() -> None:
-    pages = [(i, "t") for i in (3, 4, 8, 9, 12)]
+    pages: list[tuple[int, str, int | None]] = [(i, "t", None) for i in (3, 4, 8, 9, 12)]
     assert _chunks(pages, 2) == [(3, 4), (8, 9), (12, 12)]
     assert _chunks(pages, 10) == [(3, 12)]
     assert _chunks([], 2) == []

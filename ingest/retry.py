@@ -1,0 +1,91 @@
+"""Retry a batch: put its failed pages back to be read, with another template version if
+asked, and never touch what was read or settled already.
+
+Only pages that have no fields are put back (a failed page keeps none; a page left
+`ingested` by a crash has none yet), so a retry can never duplicate a field, a task, an
+answer or a payment; pages already read keep their version and everything people did on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, and_, exists, select
+
+from kerani.core.errors import NotFoundError
+from kerani.core.vocabulary import PageStatus
+from kerani.forms.catalogue import StoredTemplate
+from kerani.storage import schema
+
+RETRIED_STATUSES = (PageStatus.OCR_FAILED, PageStatus.INGESTED)
+
+
+@dataclass
+class RetryPlan:
+    """What a retry put back: pages to read again, pages kept as they were, and pages that
+    the new template cannot take because another batch already holds them with it."""
+
+    batch_id: str
+    template: str | None  # `name:version` the pages are read with now; None: their own
+    pages_reset: int = 0
+    pages_kept: int = 0
+    pages_elsewhere: list[int] = field(default_factory=list)
+
+
+def reset_failed_pages(
+    db: Engine, batch_id: str, template: StoredTemplate | None = None
+) -> RetryPlan:
+    """Put the batch's failed (and never-read) pages back to `ingested`, with their error
+    cleared and, when given, `template` as their version and the batch's."""
+    p, f, b = schema.pages, schema.fields, schema.batches
+    plan = RetryPlan(batch_id, template.ref if template else None)
+    with db.begin() as conn:
+        if conn.execute(select(b.c.id).where(b.c.id == batch_id)).first() is None:
+            raise NotFoundError(f"no batch {batch_id!r}")
+        no_fields = ~exists(select(f.c.id).where(f.c.page_id == p.c.id))
+        pages = conn.execute(
+            select(p.c.id, p.c.source_sha256, p.c.page_index, p.c.status, p.c.template).where(
+                p.c.batch_id == batch_id
+            )
+        ).all()
+        retried = {
+            int(r.id)
+            for r in conn.execute(
+                select(p.c.id).where(
+                    p.c.batch_id == batch_id, p.c.status.in_(RETRIED_STATUSES), no_fields
+                )
+            )
+        }
+        plan.pages_kept = len(pages) - len(retried)
+        for page in pages:
+            if int(page.id) not in retried:
+                continue
+            values: dict[str, object] = {"status": PageStatus.INGESTED, "error": None}
+            if template is not None:
+                if page.template != template.name and _held_elsewhere(conn, page, template):
+                    plan.pages_elsewhere.append(int(page.id))
+                    continue
+                values.update(template=template.name, template_id=template.id)
+            conn.execute(p.update().where(p.c.id == page.id).values(**values))
+            plan.pages_reset += 1
+        if template is not None:
+            conn.execute(
+                b.update()
+                .where(b.c.id == batch_id)
+                .values(template=template.name, template_id=template.id)
+            )
+    return plan
+
+
+def _held_elsewhere(conn: object, page: object, template: StoredTemplate) -> bool:
+    """Whether another page already holds this scan's page under the template's name (a page
+    is unique by content and template)."""
+    p = schema.pages
+    query = select(p.c.id).where(
+        and_(
+            p.c.source_sha256 == page.source_sha256,  # type: ignore[attr-defined]
+            p.c.page_index == page.page_index,  # type: ignore[attr-defined]
+            p.c.template == template.name,
+        )
+    )
+    return conn.execute(query).first() is not None  # type: ignore[attr-defined]
