@@ -9,8 +9,9 @@ answer or a payment; pages already read keep their version and everything people
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Engine, and_, exists, select
+from sqlalchemy import Connection, Engine, Row, and_, exists, func, select
 
 from kerani.core.errors import NotFoundError
 from kerani.core.vocabulary import PageStatus
@@ -32,30 +33,37 @@ class RetryPlan:
     pages_elsewhere: list[int] = field(default_factory=list)
 
 
+def _retriable(batch_id: str) -> Any:
+    """The condition on pages that a retry of this batch reads again."""
+    p, f = schema.pages, schema.fields
+    no_fields = ~exists(select(f.c.id).where(f.c.page_id == p.c.id))
+    return and_(p.c.batch_id == batch_id, p.c.status.in_(RETRIED_STATUSES), no_fields)
+
+
+def retriable_pages(db: Engine, batch_id: str) -> int:
+    """How many of the batch's pages a retry would read again."""
+    p = schema.pages
+    with db.connect() as conn:
+        query = select(func.count()).select_from(p).where(_retriable(batch_id))
+        return int(conn.execute(query).scalar_one())
+
+
 def reset_failed_pages(
     db: Engine, batch_id: str, template: StoredTemplate | None = None
 ) -> RetryPlan:
     """Put the batch's failed (and never-read) pages back to `ingested`, with their error
     cleared and, when given, `template` as their version and the batch's."""
-    p, f, b = schema.pages, schema.fields, schema.batches
+    p, b = schema.pages, schema.batches
     plan = RetryPlan(batch_id, template.ref if template else None)
     with db.begin() as conn:
         if conn.execute(select(b.c.id).where(b.c.id == batch_id)).first() is None:
             raise NotFoundError(f"no batch {batch_id!r}")
-        no_fields = ~exists(select(f.c.id).where(f.c.page_id == p.c.id))
         pages = conn.execute(
             select(p.c.id, p.c.source_sha256, p.c.page_index, p.c.status, p.c.template).where(
                 p.c.batch_id == batch_id
             )
         ).all()
-        retried = {
-            int(r.id)
-            for r in conn.execute(
-                select(p.c.id).where(
-                    p.c.batch_id == batch_id, p.c.status.in_(RETRIED_STATUSES), no_fields
-                )
-            )
-        }
+        retried = {int(r.id) for r in conn.execute(select(p.c.id).where(_retriable(batch_id)))}
         plan.pages_kept = len(pages) - len(retried)
         for page in pages:
             if int(page.id) not in retried:
@@ -77,15 +85,13 @@ def reset_failed_pages(
     return plan
 
 
-def _held_elsewhere(conn: object, page: object, template: StoredTemplate) -> bool:
+def _held_elsewhere(conn: Connection, page: Row[Any], template: StoredTemplate) -> bool:
     """Whether another page already holds this scan's page under the template's name (a page
     is unique by content and template)."""
     p = schema.pages
     query = select(p.c.id).where(
-        and_(
-            p.c.source_sha256 == page.source_sha256,  # type: ignore[attr-defined]
-            p.c.page_index == page.page_index,  # type: ignore[attr-defined]
-            p.c.template == template.name,
-        )
+        p.c.source_sha256 == page.source_sha256,
+        p.c.page_index == page.page_index,
+        p.c.template == template.name,
     )
-    return conn.execute(query).first() is not None  # type: ignore[attr-defined]
+    return conn.execute(query).first() is not None

@@ -6,20 +6,32 @@ status page, the newest answers), where an agency sees only its own batches.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+import re
+from typing import Annotated
 
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from kerani.core.errors import BadInputError, TemplateError
 from kerani.core.vocabulary import Role
+from kerani.flows.retrying import RetryRuns
+from kerani.forms.catalogue import stored_template, template_versions
+from kerani.ingest.retry import retriable_pages
 from kerani.records.report import batch_report
 from kerani.review_ui.status import recent_answers
 from kerani.review_ui.web import (
     PageSession,
     batches_for,
+    check_csrf,
     db_of,
     need_role,
     own_batch,
     render,
+    settings_of,
 )
+
+# NAME or NAME:VERSION, as `kerani template list` shows them.
+TEMPLATE_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(:[1-9][0-9]{0,5})?")
 
 router = APIRouter()
 
@@ -30,8 +42,45 @@ def status_page(request: Request, session: PageSession) -> Response:
     person, csrf = session
     need_role(person, Role.OPERATOR, Role.AGENCY)
     answers = recent_answers(db_of(request)) if person.role == Role.OPERATOR else []
-    context = {"batches": batches_for(request, person), "answers": answers}
+    retries: RetryRuns = request.app.state.retries
+    batches = batches_for(request, person)
+    for b in batches:
+        b["retrying"] = retries.running(b["batch_id"])
+    context = {
+        "batches": batches,
+        "answers": answers,
+        "versions": [f"{v.name}:{v.version}" for v in template_versions(db_of(request))],
+        "retry_started": request.query_params.get("retry_started", "")[:12],
+    }
     return render(request, "status.html", context, person, csrf)
+
+
+@router.post("/batches/{batch_id}/retry")
+def retry_batch_pages(
+    request: Request,
+    batch_id: str,
+    session: PageSession,
+    csrf: Annotated[str, Form()],
+    template: Annotated[str, Form(max_length=120)] = "",
+) -> Response:
+    """Read a batch's failed pages again (with another template version, if one is picked)."""
+    person, expected = session
+    need_role(person, Role.OPERATOR, Role.AGENCY)
+    check_csrf(csrf, expected)
+    batch_id = own_batch(request, person, batch_id)
+    ref: str | None = None
+    if template:
+        if not TEMPLATE_REF.fullmatch(template):
+            raise BadInputError("template: give NAME or NAME:VERSION")
+        try:
+            ref = stored_template(db_of(request), template).ref
+        except TemplateError as e:  # the caller's pick, not the server's template, is wrong
+            raise BadInputError(str(e)) from e
+    if not retriable_pages(db_of(request), batch_id):
+        return RedirectResponse("/status", status_code=303)  # nothing failed: nothing to do
+    retries: RetryRuns = request.app.state.retries
+    retries.start(settings_of(request), batch_id, ref)
+    return RedirectResponse(f"/status?retry_started={batch_id[:12]}", status_code=303)
 
 
 @router.get("/batches/{batch_id}/report", response_class=HTMLResponse)

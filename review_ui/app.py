@@ -24,6 +24,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role
+from kerani.flows.retrying import RetryRuns
 from kerani.forms.catalogue import template_of
 from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.review_ui import (
@@ -139,6 +140,8 @@ def create_app(
     app.state.form_template = functools.lru_cache(maxsize=64)(
         functools.partial(template_of, app.state.stores.db)
     )
+    # The retries of batches this process runs (the agency page's Retry button).
+    app.state.retries = RetryRuns()
     # Scrypt takes 16 MiB a PIN check: only so many at once (threads wait their turn).
     app.state.pin_gate = threading.BoundedSemaphore(settings.review.pin_checks_at_once)
     app.mount("/static", StaticFiles(directory=str(STATIC)), "static")

@@ -14,9 +14,6 @@ from kerani.core.settings import Settings
 from kerani.storage import schema
 from kerani.storage.stores import open_stores
 from tests.factories import seed_page
-from tests.test_cli import env
-
-__all__ = ["env"]  # the CLI tests' data folder, shared
 
 GUESSES = [("city", "text", "SHAH ALAM", 40.0), ("state", "text", "SELANGOR", 40.0)]
 

@@ -66,6 +66,7 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/column"): WORKER,
     ("GET", "/status"): STAFF,  # each agency sees its own batches only
     ("GET", "/batches/{batch_id}/report"): frozenset({"operator", "agency"}),
+    ("POST", "/batches/{batch_id}/retry"): frozenset({"operator", "agency"}),
     ("GET", "/operator/gold"): OPERATOR,
     ("POST", "/operator/gold"): OPERATOR,
     ("GET", "/operator/gold/snippets/{field_id}"): OPERATOR,
@@ -148,6 +149,9 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/status"): lambda v, w: v.client.get("/status"),
     ("GET", "/batches/{batch_id}/report"): lambda v, w: v.client.get(
         f"/batches/{w.batch_id}/report"
+    ),
+    ("POST", "/batches/{batch_id}/retry"): lambda v, w: v.client.post(
+        f"/batches/{w.batch_id}/retry", data={"csrf": v.csrf}
     ),
     ("GET", "/operator/gold"): lambda v, w: v.client.get("/operator/gold"),
     ("POST", "/operator/gold"): lambda v, w: v.client.post(
