@@ -69,15 +69,7 @@ def preocr_task(page_id: int, template: str, template_id: int | None = None) -> 
     settings = current_settings()
     stores = open_stores(settings)
     engine = TesseractEngine(settings.ocr.languages, settings.ocr.timeout_s)
-    options = StageOptions(
-        deskew=settings.ocr.deskew,
-        orientation=settings.ocr.orientation,
-        reocr=settings.ocr.reocr,
-        confirm_above=settings.ocr.confirm_above,
-        reocr_below=settings.ocr.reocr_below,
-        reocr_budget=settings.ocr.reocr_budget,
-        second_engine=settings.ocr.second_engine,
-    )
+    options = StageOptions.from_settings(settings.ocr)
     return preocr_page(
         stores.db,
         stores.blobs,

@@ -134,6 +134,17 @@ class FieldSpec(BaseModel):
         return None
 
 
+class AnchorWord(BaseModel):
+    """A printed word of the form (upper case, letters and digits) and its centre in
+    page_size pixels: pages are aligned to the template by finding these words."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=3, max_length=60, pattern=r"^[0-9A-Z]+$")
+    x: float
+    y: float
+
+
 class Template(BaseModel):
     """A document type: a form with fixed fields, or template-free text lines."""
 
@@ -149,6 +160,9 @@ class Template(BaseModel):
     # Which fields may become gold snippets (known answers shown to any worker to test
     # them): by default only public ones; restricted fields never (see check_template).
     gold_sensitivity: list[Sensitivity] = [Sensitivity.PUBLIC]
+    # The words pages are aligned by, chosen from a sample scan (the designer does); empty:
+    # chosen from a clean rendering of the template's labels.
+    anchors: list[AnchorWord] = []
 
     def field(self, name: str) -> FieldSpec:
         """Return the field called `name`."""
@@ -243,11 +257,18 @@ def check_template(t: Template) -> None:
             raise TemplateError(f"template {t.name!r}: a form needs at least one field")
         if t.page_size is None:
             raise TemplateError(f"template {t.name!r}: a form needs page_size [width, height]")
-    elif t.fields:
+    elif t.fields or t.anchors:
         raise TemplateError(
             f"template {t.name!r}: a template-free (lines) template cuts pages into text lines "
-            f"and takes no fields"
+            f"and takes no fields and no anchors"
         )
+    if t.page_size is not None:
+        for anchor in t.anchors:
+            if not (0 <= anchor.x <= t.page_size[0] and 0 <= anchor.y <= t.page_size[1]):
+                raise TemplateError(
+                    f"template {t.name!r}: anchor {anchor.text!r} at ({anchor.x}, {anchor.y}) "
+                    f"lies outside the page {t.page_size}"
+                )
     if Sensitivity.RESTRICTED in t.gold_sensitivity:
         raise TemplateError(
             f"template {t.name!r}: gold_sensitivity: restricted fields never become gold "

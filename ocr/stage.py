@@ -25,6 +25,7 @@ from PIL import Image
 
 from kerani.core.boxes import coverage
 from kerani.core.errors import BadInputError, TemplateMismatchError
+from kerani.core.settings import OcrSettings
 from kerani.core.text import fold_whitespace
 from kerani.forms.rendering import blank_form
 from kerani.forms.templates import Template
@@ -111,6 +112,19 @@ class StageOptions:
     # The second engine's vote against Tesseract's, per unit of confidence: on SROIE lines
     # where the two differ, RapidOCR was right 60% of the time and Tesseract 14%.
     second_weight: float = 1.5
+
+    @classmethod
+    def from_settings(cls, ocr: OcrSettings) -> StageOptions:
+        """The options a deployment's OCR settings ask for."""
+        return cls(
+            deskew=ocr.deskew,
+            orientation=ocr.orientation,
+            reocr=ocr.reocr,
+            confirm_above=ocr.confirm_above,
+            reocr_below=ocr.reocr_below,
+            reocr_budget=ocr.reocr_budget,
+            second_engine=ocr.second_engine,
+        )
 
 
 @dataclass(frozen=True)
@@ -473,7 +487,10 @@ def _rendered_anchors(template_json: str, languages: str) -> tuple[Anchor, ...]:
 
 
 def template_anchors(template: Template, languages: str = "eng") -> list[Anchor]:
-    """The template's anchor words: bundled in ocr/calibrations, else from a clean rendering."""
+    """The template's anchor words: its own (chosen from a sample scan), else bundled in
+    ocr/calibrations, else from a clean rendering."""
+    if template.anchors:
+        return [Anchor(a.text, a.x, a.y) for a in template.anchors]
     path = BUNDLED_CALIBRATIONS / f"{template.name}{ANCHORS_SUFFIX}"
     if path.is_file():
         return read_anchors(path)

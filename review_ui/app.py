@@ -35,10 +35,12 @@ from kerani.review_ui import (
     operator_crowd,
     operator_gold,
     signin,
+    template_designer,
     worker_pages,
 )
 from kerani.review_ui.i18n import translator
 from kerani.review_ui.limits import BodyLimit
+from kerani.review_ui.template_designer import SAMPLE_LIMIT
 from kerani.review_ui.web import (
     STATIC,
     TEMPLATES,
@@ -74,7 +76,7 @@ SECURITY_HEADERS = {
 HSTS = "max-age=31536000"
 # Request bodies larger than review.max_body_bytes are refused (review_ui.limits); a route
 # that takes more, such as a future upload, gets its own limit by path prefix here.
-BODY_LIMITS: dict[str, int] = {}
+BODY_LIMITS: dict[str, int] = {"/templates/samples": SAMPLE_LIMIT + 64 * 1024}
 
 
 async def security_headers(request: Request, call_next: Any) -> Response:
@@ -156,6 +158,7 @@ def create_app(
         signin.router,
         worker_pages.router,
         agency_pages.router,
+        template_designer.router,
         operator_gold.router,
         operator_calibration.router,
         operator_crowd.router,

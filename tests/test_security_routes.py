@@ -28,7 +28,7 @@ from kerani.people.workers import add_person, person_by_code
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
 from kerani.storage.stores import Stores
-from tests.factories import batch_of, seed_page, sign_in_with_code
+from tests.factories import batch_of, png, seed_page, sign_in_with_code
 from tests.test_review_routes import method_paths
 
 # Receipt lines waiting for people: enough for the worker to answer one per route and
@@ -67,6 +67,13 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/status"): STAFF,  # each agency sees its own batches only
     ("GET", "/batches/{batch_id}/report"): frozenset({"operator", "agency"}),
     ("POST", "/batches/{batch_id}/retry"): frozenset({"operator", "agency"}),
+    # The template designer: staff; each sees only the samples they uploaded themselves.
+    ("GET", "/templates"): STAFF,
+    ("GET", "/templates/designer"): STAFF,
+    ("POST", "/templates/samples"): STAFF,
+    ("GET", "/templates/samples/{token}"): STAFF,
+    ("POST", "/templates/trial"): STAFF,
+    ("POST", "/templates"): STAFF,
     ("GET", "/operator/gold"): OPERATOR,
     ("POST", "/operator/gold"): OPERATOR,
     ("GET", "/operator/gold/snippets/{field_id}"): OPERATOR,
@@ -153,6 +160,22 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("POST", "/batches/{batch_id}/retry"): lambda v, w: v.client.post(
         f"/batches/{w.batch_id}/retry", data={"csrf": v.csrf}
     ),
+    ("GET", "/templates"): lambda v, w: v.client.get("/templates"),
+    ("GET", "/templates/designer"): lambda v, w: v.client.get("/templates/designer"),
+    ("POST", "/templates/samples"): lambda v, w: v.client.post(
+        "/templates/samples",
+        data={"csrf": v.csrf},
+        files={"file": ("form.png", png(200, 120), "image/png")},
+    ),
+    ("GET", "/templates/samples/{token}"): lambda v, w: v.client.get(
+        f"/templates/samples/{own_sample(v)}"
+    ),
+    ("POST", "/templates/trial"): lambda v, w: v.client.post(
+        "/templates/trial", json=designed(v), headers={"X-CSRF-Token": v.csrf}
+    ),
+    ("POST", "/templates"): lambda v, w: v.client.post(
+        "/templates", json=designed(v), headers={"X-CSRF-Token": v.csrf}
+    ),
     ("GET", "/operator/gold"): lambda v, w: v.client.get("/operator/gold"),
     ("POST", "/operator/gold"): lambda v, w: v.client.post(
         "/operator/gold", data={"csrf": v.csrf, "field_id": str(w.field_id), "value": "TOTAL 1.00"}
@@ -188,6 +211,29 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/api/batches"): lambda v, w: v.client.get("/api/batches", headers=v.auth()),
     ("GET", "/api/openapi.json"): lambda v, w: v.client.get("/api/openapi.json", headers=v.auth()),
 }
+
+
+def own_sample(v: Visitor) -> str:
+    """A sample this visitor uploads to the designer ('' when they may not)."""
+    sent = v.client.post(
+        "/templates/samples",
+        data={"csrf": v.csrf},
+        files={"file": ("form.png", png(200, 120), "image/png")},
+        headers={"Accept": "application/json"},
+    )
+    return str(sent.json()["sample"]) if sent.status_code == 200 else "0" * 32
+
+
+def designed(v: Visitor) -> dict[str, Any]:
+    """What the designer's script sends: a one-field form on the visitor's own sample."""
+    field = {
+        "name": "total",
+        "label": {"en": "Total", "ms": "Jumlah"},
+        "type": "amount",
+        "box": [10, 10, 150, 60],
+    }
+    template = {"name": "drawn", "title": {"en": "Drawn", "ms": "Dilukis"}, "fields": [field]}
+    return {"template": template, "samples": [own_sample(v)]}
 
 
 def refused(response: Response) -> bool:
