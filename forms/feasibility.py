@@ -22,7 +22,7 @@ import rstr
 
 from kerani.core.errors import TemplateError
 from kerani.forms.rules import Captured, DateOrderRule, IcBirthDateRule, SumRule
-from kerani.forms.templates import FieldSpec, Template
+from kerani.forms.templates import Template, ValueSpec
 from kerani.forms.validators import format_date, numeric_value, parse_date
 
 PATTERN_DRAWS = 60  # strings drawn from a field's pattern; a satisfiable one is hit in a few
@@ -44,7 +44,7 @@ _CHECKSUM_EXAMPLES = {
 }
 
 
-def _range_examples(f: FieldSpec) -> Iterator[str]:
+def _range_examples(f: ValueSpec) -> Iterator[str]:
     if f.range is None:
         return
     for bound in (f.range.min, f.range.max):
@@ -55,7 +55,7 @@ def _range_examples(f: FieldSpec) -> Iterator[str]:
         yield f"{middle:.2f}" if f.type == "amount" else str(int(middle))
 
 
-def example_values(f: FieldSpec, draws: random.Random) -> Iterator[str]:
+def example_values(f: ValueSpec, draws: random.Random) -> Iterator[str]:
     """Values worth trying on a field: its type's, its allowed ones, its range's bounds,
     its dates in every accepted format, and strings its pattern matches."""
     yield from _TYPE_EXAMPLES.get(f.type, ())
@@ -72,7 +72,7 @@ def example_values(f: FieldSpec, draws: random.Random) -> Iterator[str]:
             yield maker.xeger(f.pattern)
 
 
-def passing_values(f: FieldSpec, draws: random.Random) -> tuple[list[str], Counter[str]]:
+def passing_values(f: ValueSpec, draws: random.Random) -> tuple[list[str], Counter[str]]:
     """The example values that pass every validator of the field, and how often each rule
     refused the others."""
     passing: list[str] = []
@@ -86,15 +86,16 @@ def passing_values(f: FieldSpec, draws: random.Random) -> tuple[list[str], Count
     return passing, refused
 
 
-def _field_cannot_hold(t: Template, f: FieldSpec, refused: Counter[str]) -> TemplateError:
+def _field_cannot_hold(t: Template, f: ValueSpec, refused: Counter[str]) -> TemplateError:
     # A type refuses most examples of any constrained field: the rule to blame is the one
     # the field adds on top of its type, when it has one.
     added = Counter({rule: n for rule, n in refused.items() if rule != "type"})
     blamed = added.most_common(1)[0][0] if added else "type"
     if blamed == "type" and f.date_formats:
         blamed = "date_formats"
+    what = "field" if t.has_field(f.name) else "key field"
     return TemplateError(
-        f"template {t.name!r}: field {f.name!r}: rule {blamed}: no {f.type} value can pass "
+        f"template {t.name!r}: {what} {f.name!r}: rule {blamed}: no {f.type} value can pass "
         f"this field's validators together (type {f.type}"
         + "".join(
             f", {r}"
@@ -145,7 +146,8 @@ def check_rules_can_hold(t: Template, seed: int = 0) -> None:
     """Raise TemplateError naming the field (or rule) whose rules no value can satisfy."""
     draws = random.Random(seed)
     passing: dict[str, list[str]] = {}
-    for f in t.fields:
+    # Key fields too: a total no amount can pass would send every receipt's to people.
+    for f in (*t.fields, *t.key_fields):
         values, refused = passing_values(f, draws)
         if not values:
             raise _field_cannot_hold(t, f, refused)

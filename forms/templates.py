@@ -62,15 +62,14 @@ class FieldProblem(BaseModel):
     message: str
 
 
-class FieldSpec(BaseModel):
-    """One field of a form: where it is on the page, what it holds and how it is checked."""
+class ValueSpec(BaseModel):
+    """What a field holds and how its value is checked: shared by form fields and key fields."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str
     label: Label
     type: str
-    box: tuple[int, int, int, int] = Field(validation_alias=AliasChoices("box", "region"))
     required: bool = True
     sensitivity: Sensitivity = Sensitivity.PERSONAL
     format_hint: str | None = None
@@ -145,6 +144,61 @@ class AnchorWord(BaseModel):
     y: float
 
 
+class FieldSpec(ValueSpec):
+    """One field of a form: where it is on the page, what it holds and how it is checked."""
+
+    box: tuple[int, int, int, int] = Field(validation_alias=AliasChoices("box", "region"))
+
+
+class KeyFind(BaseModel):
+    """How a key field is found among a template-free page's text lines (forms.key_fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Words that label the value (any case, any punctuation or none between their words):
+    # it follows the keyword on its line, or stands alone to its right on the same row.
+    # Earlier keywords are preferred when `pick` starts with `keyword`.
+    keywords: list[str] = []
+    # Lines holding one of these never give the value, nor does a value labelled by one.
+    exclude: list[str] = []
+    # Below the first value a keyword labels, the first line holding one of these ends the
+    # search (a receipt's payment lines: change, tax summaries and points come after).
+    stop_at: list[str] = []
+    # Without a keyword line, no candidate (else any value in `where`, less sure).
+    require_keyword: bool = False
+    where: Literal["anywhere", "first_lines", "last_lines"] = "anywhere"
+    lines: int | None = None  # how many first or last lines `where` looks at (default 10)
+    # How to choose among the candidates, criterion after criterion ...
+    pick: list[Literal["keyword", "first", "last", "largest", "smallest"]] = ["keyword", "first"]
+    # ... and among the values found by position alone, when no keyword labels one
+    # (default: as `pick`).
+    otherwise: list[Literal["first", "last", "largest", "smallest"]] | None = None
+    # Text fields: the whole line, or what follows the keyword on it ...
+    value: Literal["line", "after_keyword"] = "line"
+    # ... less what these regular expressions match (a registration number after a name).
+    remove: list[str] = []
+    # Date fields: the formats the page may print; the value is written in the field's
+    # first date format. Default: the field's own date_formats.
+    read_formats: list[str] | None = None
+
+    @field_validator("pick", "otherwise", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @property
+    def window(self) -> int:
+        """How many first or last lines `where` looks at."""
+        return self.lines if self.lines is not None else 10
+
+
+class KeyFieldSpec(ValueSpec):
+    """A field of a template-free (lines) template whose value rules find among its lines."""
+
+    required: bool = False  # a receipt may lack a date: blank is an answer, not an error
+    find: KeyFind = KeyFind()
+
+
 class Template(BaseModel):
     """A document type: a form with fixed fields, or template-free text lines."""
 
@@ -155,6 +209,8 @@ class Template(BaseModel):
     kind: Literal["form", "lines"]
     page_size: tuple[int, int] | None = None
     fields: list[FieldSpec] = []
+    # Template-free (lines) templates: fields with a fixed meaning found among the lines.
+    key_fields: list[KeyFieldSpec] = []
     rules: list[Rule] = []
     description: str | None = None
     # Which fields may become gold snippets (known answers shown to any worker to test
@@ -179,14 +235,25 @@ class Template(BaseModel):
         """Whether the template defines a field called `name`."""
         return any(f.name == name for f in self.fields)
 
+    def spec(self, name: str) -> ValueSpec | None:
+        """The form field or key field called `name` (None: a text line, or no such field)."""
+        for f in (*self.fields, *self.key_fields):
+            if f.name == name:
+                return f
+        return None
+
+    def value_names(self) -> list[str]:
+        """The names of the fields with a fixed meaning, in export order: fields, key fields."""
+        return [f.name for f in self.fields] + [k.name for k in self.key_fields]
+
     def broken_rules(self, values: dict[str, Captured]) -> list[RuleFailure]:
         """The cross-field rules these captured values break."""
         formats = {f.name: f.formats for f in self.fields if f.type == "date"}
         return check_rules(self.rules, values, formats)
 
 
-def _check_validators(t: Template, f: FieldSpec) -> None:
-    where = f"template {t.name!r}: field {f.name!r}"
+def _check_validators(t: Template, f: ValueSpec, what: str = "field") -> None:
+    where = f"template {t.name!r}: {what} {f.name!r}"
     if f.pattern is not None:
         try:
             re.compile(f.pattern)
@@ -260,7 +327,8 @@ def check_template(t: Template) -> None:
     elif t.fields or t.anchors:
         raise TemplateError(
             f"template {t.name!r}: a template-free (lines) template cuts pages into text lines "
-            f"and takes no fields and no anchors"
+            f"and takes no fields and no anchors (fields with a fixed meaning are its "
+            f"key_fields)"
         )
     if t.page_size is not None:
         for anchor in t.anchors:
@@ -305,17 +373,104 @@ def check_template(t: Template) -> None:
                 raise TemplateError(
                     f"template {t.name!r}: fields {a.name!r} and {b.name!r} overlap"
                 )
+    _check_key_fields(t)
     _check_rules(t)
+
+
+# Names of a template-free page's text lines (ocr.stage.line_regions): line_001, ...
+LINE_NAME = re.compile(r"line_\d+")
+# Types whose value is read from a line's text; a tick or a signature is not text.
+KEY_FIELD_TYPES = tuple(x for x in FIELD_TYPES if x not in ("line", "checkbox", "signature"))
+
+
+def _check_key_fields(t: Template) -> None:
+    if t.key_fields and t.kind != "lines":
+        raise TemplateError(
+            f"template {t.name!r}: key_fields are for template-free (lines) templates; "
+            f"a form's fields have regions"
+        )
+    seen: set[str] = set()
+    for k in t.key_fields:
+        where = f"template {t.name!r}: key field {k.name!r}"
+        if k.name in seen:
+            raise TemplateError(f"{where} is defined twice")
+        seen.add(k.name)
+        if k.name in RESERVED_FIELD_NAMES or "__" in k.name or LINE_NAME.fullmatch(k.name):
+            raise TemplateError(
+                f"{where}: the name is taken: text lines are line_001, line_002, ... and "
+                f"{', '.join(RESERVED_FIELD_NAMES)} (and names with '__') are export columns"
+            )
+        if k.type not in KEY_FIELD_TYPES:
+            what = "unknown type" if k.type not in FIELD_TYPES else "type"
+            raise TemplateError(
+                f"{where} has {what} {k.type!r}: a key field's value is read from text "
+                f"(key fields take: {', '.join(KEY_FIELD_TYPES)})"
+            )
+        _check_validators(t, k, "key field")
+        find = k.find
+        for w in find.keywords + find.exclude + find.stop_at:
+            if not re.search(r"[A-Za-z0-9]", w):
+                raise TemplateError(f"{where}: find: keyword {w!r} has no letter or digit")
+        if find.require_keyword and not find.keywords:
+            raise TemplateError(f"{where}: find: require_keyword needs keywords")
+        if find.stop_at and not find.keywords:
+            raise TemplateError(f"{where}: find: stop_at needs keywords")
+        if find.lines is not None and find.where == "anywhere":
+            raise TemplateError(f"{where}: find: lines applies to where: first_lines or last_lines")
+        if find.lines is not None and find.lines < 1:
+            raise TemplateError(f"{where}: find: lines must be at least 1, not {find.lines}")
+        if not find.pick or find.otherwise == []:
+            raise TemplateError(f"{where}: find: pick needs at least one criterion")
+        if find.otherwise is not None and find.require_keyword:
+            raise TemplateError(
+                f"{where}: find: otherwise has nothing to pick with require_keyword"
+            )
+        if "keyword" in find.pick and not find.keywords and "pick" in find.model_fields_set:
+            raise TemplateError(f"{where}: find: pick 'keyword' needs keywords")
+        if k.type not in NUMERIC_TYPES and {"largest", "smallest"} & {
+            *find.pick,
+            *(find.otherwise or []),
+        }:
+            raise TemplateError(
+                f"{where}: find: pick largest or smallest applies to "
+                f"{' and '.join(NUMERIC_TYPES)} fields, not {k.type!r}"
+            )
+        if find.value == "after_keyword" and (k.type != "text" or not find.keywords):
+            raise TemplateError(
+                f"{where}: find: value after_keyword applies to text fields with keywords"
+            )
+        for regex in find.remove:
+            if k.type != "text":
+                raise TemplateError(f"{where}: find: remove applies to text fields, not {k.type!r}")
+            try:
+                re.compile(regex)
+            except re.error as e:
+                raise TemplateError(f"{where}: find: remove: {regex!r} is not a regex ({e})") from e
+        if find.read_formats is not None:
+            if k.type != "date":
+                raise TemplateError(
+                    f"{where}: find: read_formats applies to date fields, not {k.type!r}"
+                )
+            if not find.read_formats:
+                raise TemplateError(f"{where}: find: read_formats: the list of formats is empty")
+            for fmt in find.read_formats:
+                try:
+                    date_format_regex(fmt)
+                except ValueError as e:
+                    raise TemplateError(f"{where}: find: read_formats: {e}") from e
+
+
+WHAT = {"fields": "field", "key_fields": "key field", "rules": "rule"}
 
 
 def _where(data: dict[str, Any], loc: tuple[int | str, ...]) -> str:
     # "fields.3.type" tells an agency little; "field 'phone': type" says which one.
     parts = [str(p) for p in loc]
-    if len(loc) >= 2 and loc[0] in ("fields", "rules") and isinstance(loc[1], int):
+    if len(loc) >= 2 and loc[0] in WHAT and isinstance(loc[1], int):
         items = data.get(str(loc[0]))
         item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
         name = item.get("name") if isinstance(item, dict) else None
-        what = "field" if loc[0] == "fields" else "rule"
+        what = WHAT[str(loc[0])]
         head = f"{what} {name!r}" if name else f"{what} #{loc[1] + 1}"
         rest = [p for p in parts[2:] if p not in RULE_CHECKS]
         return ": ".join([head, ".".join(rest)]) if rest else head

@@ -33,6 +33,7 @@ SIGNATURE_VALUES = ("present", "absent")
 
 _DATE_TOKENS = {
     "YYYY": r"(?P<year>\d{4})",
+    "MMM": r"(?P<mon>[A-Za-z]{3})",
     "YY": r"(?P<yy>\d{2})",
     "MM": r"(?P<month>\d{2})",
     "M": r"(?P<month>\d{1,2})",
@@ -40,11 +41,20 @@ _DATE_TOKENS = {
     "D": r"(?P<day>\d{1,2})",
 }
 _TOKEN_RE = re.compile("|".join(sorted(_DATE_TOKENS, key=len, reverse=True)))
+# MMM: a month's three-letter name, in English or Bahasa Malaysia (receipts print both).
+MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_MONTHS = {name: i for i, name in enumerate(MONTH_NAMES, start=1)} | {
+    "MAC": 3,
+    "MEI": 5,
+    "OGO": 8,
+    "OKT": 10,
+    "DIS": 12,
+}
 _IC_RE = re.compile(r"(\d{2})(\d{2})(\d{2})-(\d{2})-(\d{4})")
 
 
 def date_format_regex(fmt: str) -> re.Pattern[str]:
-    """Compile a date format such as DD/MM/YYYY (tokens YYYY YY MM M DD D) into a regex."""
+    """Compile a date format such as DD/MM/YYYY (tokens YYYY YY MMM MM M DD D) into a regex."""
     parts: list[str] = []
     pos = 0
     seen: set[str] = set()
@@ -52,6 +62,7 @@ def date_format_regex(fmt: str) -> re.Pattern[str]:
         parts.append(re.escape(fmt[pos : m.start()]))
         group = _DATE_TOKENS[m.group()]
         name = group[4 : group.index(">")]
+        name = "month" if name == "mon" else name
         if name in seen:
             raise ValueError(f"date format {fmt!r} names {name} twice")
         seen.add(name)
@@ -68,6 +79,7 @@ def format_date(d: date, fmt: str) -> str:
     values = {
         "YYYY": f"{d.year:04d}",
         "YY": f"{d.year % 100:02d}",
+        "MMM": MONTH_NAMES[d.month - 1],
         "MM": f"{d.month:02d}",
         "M": str(d.month),
         "DD": f"{d.day:02d}",
@@ -88,8 +100,11 @@ def parse_date(value: str, formats: Sequence[str] = DEFAULT_DATE_FORMATS) -> dat
         if year is None:
             yy = int(groups["yy"])
             year = 2000 + yy if yy < 70 else 1900 + yy
+        month = _MONTHS.get(groups["mon"].upper()) if groups.get("mon") else int(groups["month"])
+        if month is None:
+            continue  # three letters that name no month
         try:
-            return date(year, int(groups["month"]), int(groups["day"]))
+            return date(year, month, int(groups["day"]))
         except ValueError:
             continue
     return None
