@@ -37,7 +37,8 @@ def field_truths(
 ) -> tuple[dict[int, str | None], int]:
     """Map each field of the batch to its true text (None: no true text there); count misses.
 
-    Template fields match truth by name; text lines match by overlap of their boxes.
+    Template fields match truth by name; text lines match by overlap of their boxes, and a
+    template-free page's key fields by name (None when the truth does not name them).
     """
     by_name = _truth_by_name(truth)
     p, s, f = schema.pages, schema.scans, schema.fields
@@ -60,10 +61,18 @@ def field_truths(
                     mapping[r.id] = named[r.name]
                 missed += len(set(named) - {r.name for r in rows})
                 continue
-            pairs = match_by_box([(r.x0, r.y0, r.x1, r.y1) for r in rows], t.fields)
-            for i, r in enumerate(rows):
-                mapping[r.id] = t.fields[pairs[i]].text if i in pairs else None
-            missed += len(t.fields) - len(pairs)
+            # A template-free page's key fields (company, total) are boxed on lines too:
+            # only its lines are matched by box, a key field only by its name in the truth.
+            lines = [r for r in rows if r.kind == "line"]
+            keyed = {r.name for r in rows if r.kind != "line"}
+            loose = [tf for tf in t.fields if tf.name not in keyed]
+            pairs = match_by_box([(r.x0, r.y0, r.x1, r.y1) for r in lines], loose)
+            for i, r in enumerate(lines):
+                mapping[r.id] = loose[pairs[i]].text if i in pairs else None
+            for r in rows:
+                if r.kind != "line":
+                    mapping[r.id] = named.get(r.name)
+            missed += len(loose) - len(pairs)
     return mapping, missed
 
 

@@ -6,7 +6,8 @@ calibrated rule says so: its (type, evidence) group has a confidence floor and t
 above it and passes its validator. A group the calibration has no floor for never
 auto-accepts. Without a calibration nothing is auto-accepted, unless an operator set a
 hand-set confidence floor (`KERANI_OCR_AUTO_ACCEPT_CONFIDENCE`): then it applies to typed
-fields with a passing validator, and free text lines are still never auto-accepted.
+fields with a passing validator, and free text lines and key fields (values that rules
+chose among a template-free page's lines, forms.key_fields) are still never auto-accepted.
 
 Audit sampling: a share of the fields a rule accepts still goes to people, marked
 `fields.audit` (their leases are blind), so that the refit learns how right the rule is on
@@ -22,6 +23,7 @@ from sqlalchemy import Engine, and_, insert, select
 
 from kerani.core.settings import CrowdSettings
 from kerani.core.text import fold_whitespace
+from kerani.forms.key_fields import is_key_evidence
 from kerani.forms.validators import validate
 from kerani.microtasks.tasks import new_task_id
 from kerani.ocr.calibration import Calibration, GroupRule
@@ -63,6 +65,11 @@ def decide(
         # A free text line has no validator to back the OCR up, and Tesseract's confidence
         # alone is a poor guide: people check every line until routing is calibrated.
         return Decision(False, "free text lines are not auto-accepted without calibration")
+    if is_key_evidence(evidence):
+        # Its confidence is a rule's guess that this is the right line, not an engine's
+        # reading that a hand-set floor was meant for: only a calibration of key fields
+        # (their own evidence groups, never the lines') can say a rule picks right.
+        return Decision(False, "key fields are not auto-accepted without calibration")
     problem = validate(field_type, ocr_text)
     if problem is not None:
         return Decision(False, f"fails its validator: {problem}")

@@ -21,11 +21,12 @@ from sqlalchemy import Connection, Engine, func, insert, select
 
 from kerani.core.errors import KeraniError
 from kerani.core.vocabulary import FieldStatus, PageStatus, Sensitivity
+from kerani.forms.key_fields import Line, find_key_fields
 from kerani.forms.templates import Template
 from kerani.ocr.engine import OcrEngine
 from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
 from kerani.ocr.geometry import clip_box
-from kerani.ocr.stage import StageOptions, read_template_page
+from kerani.ocr.stage import FieldRead, StageOptions, read_template_page
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
 from kerani.storage.database import utcnow
@@ -86,6 +87,23 @@ def store_fields(
     return ids
 
 
+def key_field_reads(template: Template, reads: Sequence[FieldRead]) -> list[FieldRead]:
+    """A template-free page's key fields, found by their rules among the lines it read.
+
+    Each is a field of the key field's type whose guess the rule chose (forms.key_fields),
+    boxed on the line(s) it came from, so that its snippet shows that line with a little
+    context and never the page. A key field with no candidate is still a field, with an
+    empty guess (people are asked) boxed on the lines where it would most likely be (a
+    page with no line at all is refused before this: no readable text).
+    """
+    lines = [Line(r.text, r.confidence, r.box) for r in reads]
+    out = []
+    for k in find_key_fields(template.key_fields, lines):
+        box = k.box if k.box is not None else (0, 0, 1, 1)
+        out.append(FieldRead(k.name, k.kind, box, k.text, k.confidence, k.evidence))
+    return out
+
+
 def preocr_page(
     db: Engine,
     blobs: BlobStore,
@@ -113,6 +131,9 @@ def preocr_page(
         image = Image.open(io.BytesIO(blobs.get(page.image_key)))
         image.load()
         read, reads = read_template_page(image, template, engine, options)
+        if template.kind == "lines" and template.key_fields:
+            # Key fields first: their columns come first in the exports, as their ids here.
+            reads = key_field_reads(template, reads) + reads
         cleaned = read.prepared.image
         snippets = {r.name: crop_snippet(cleaned, r.box, snippet_margin) for r in reads}
         to_scan = read.prepared.to_page.inverse()
@@ -127,7 +148,7 @@ def preocr_page(
                 .values(status=PageStatus.OCR_FAILED, error=str(e))
             )
         return PageStatus.OCR_FAILED
-    sensitivity = {f.name: f.sensitivity for f in template.fields}
+    sensitivity = {f.name: f.sensitivity for f in (*template.fields, *template.key_fields)}
     rows: list[dict[str, Any]] = []
     guesses: list[Reading] = []
     for r in reads:

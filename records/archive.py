@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 
 from kerani.core.errors import NotFoundError
 from kerani.core.vocabulary import ValueKind, ValueSource
+from kerani.forms.catalogue import template_of
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
 
@@ -118,7 +119,16 @@ def page_hocr(db: Engine, page_id: int) -> tuple[str, str]:
     p, s, f, r = schema.pages, schema.scans, schema.fields, schema.records
     with db.connect() as conn:
         row = conn.execute(
-            select(p.c.batch_id, p.c.page_index, p.c.width, p.c.height, s.c.filename, r.c.data)
+            select(
+                p.c.batch_id,
+                p.c.page_index,
+                p.c.width,
+                p.c.height,
+                p.c.template,
+                p.c.template_id,
+                s.c.filename,
+                r.c.data,
+            )
             .join(s, s.c.id == p.c.scan_id)
             .join(r, r.c.page_id == p.c.id)
             .where(p.c.id == page_id)
@@ -132,6 +142,9 @@ def page_hocr(db: Engine, page_id: int) -> tuple[str, str]:
             )
         }
     data: dict[str, dict[str, Any]] = json.loads(row.data)
+    # A key field's value is read off the page's lines, which the layer holds already: its
+    # words again over them would be the page's text twice.
+    keys = {k.name for k in template_of(db, row.template, row.template_id).key_fields}
     fields = [
         _Field(
             name=name,
@@ -142,7 +155,7 @@ def page_hocr(db: Engine, page_id: int) -> tuple[str, str]:
             confidence=_confidence(cell),
         )
         for name, cell in data.items()
-        if name in boxes
+        if name in boxes and name not in keys
     ]
     # Reading order: top to bottom, then left to right.
     fields.sort(key=lambda x: (x.box[1], x.box[0], x.name))

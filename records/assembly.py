@@ -71,13 +71,14 @@ class AssemblyOutcome:
 
 def find_problems(template: Template, rows: Sequence[Row[Any]]) -> list[Problem]:
     """Every validator and cross-field rule the page's settled values break."""
-    if template.kind != "form":
-        return []  # free text lines have nothing to check beyond what people typed
     problems: list[Problem] = []
     present = {r.name: r for r in rows}
     for r in rows:
-        if template.has_field(r.name):
-            p = template.field(r.name).problem(r.value, r.value_kind or ValueKind.TEXT)
+        # A form's fields and a template-free page's key fields have validators; its free
+        # text lines have nothing to check beyond what people typed.
+        spec = template.spec(r.name)
+        if spec is not None:
+            p = spec.problem(r.value, r.value_kind or ValueKind.TEXT)
             if p is not None:
                 problems.append(Problem(r.name, f"{r.name}.{p.rule}", p.message))
     captured = {r.name: Captured(r.value, r.value_kind or ValueKind.TEXT) for r in rows}

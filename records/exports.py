@@ -100,7 +100,8 @@ def records_frame(db: Engine, batch_id: str) -> pd.DataFrame:
             .order_by(s.c.filename, p.c.page_index, p.c.id)
         ).all()
     template = template_of(db, batch.template, batch.template_id)
-    names: list[str] = [f.name for f in template.fields]
+    # A form's fields, or a template-free page's key fields, then its lines (sorted).
+    names = template.value_names()
     extra: set[str] = set()
     out = []
     for row in rows:

@@ -94,18 +94,21 @@ def test_preocr_writes_one_guess_reading_per_field(stores: Stores) -> None:
     with stores.db.connect() as conn:
         fields = conn.execute(sa.select(f).where(f.c.page_id == page_id).order_by(f.c.id)).all()
         readings = _readings(conn)
-    assert len(fields) == 3
+    # The receipt's key fields first, then its lines: each field has its one guess.
+    names = ["company", "date", "total", "line_001", "line_002", "line_003"]
+    assert [row.name for row in fields] == names
     assert [r.field_id for r in readings] == [row.id for row in fields]
     assert all(r.is_guess and r.engine == "null" for r in readings)
     # The field's copy of the guess is the reading's text and confidence.
     assert [(r.text, r.confidence) for r in readings] == [
         (row.ocr_text, row.ocr_confidence) for row in fields
     ]
-    assert [(r.text, r.evidence) for r in readings] == [
+    assert [(r.text, r.evidence) for r in readings[3:]] == [
         ("TOTAL", "page"),
         ("12.50", "page-num"),
         ("Cashier", "page"),
     ]
+    assert all(r.evidence.startswith("key-") for r in readings[:3])
 
 
 def test_a_field_has_one_guess_and_any_other_readings(stores: Stores) -> None:
