@@ -53,11 +53,16 @@ def _label(request: Request, field: KeyingField, lang: str) -> tuple[str, str | 
     """The field's label in `lang` and its format hint (what workers see, less the guess)."""
     try:
         template = form_template(request, field.template, field.template_id)
-        if template.kind != "form":
-            return translator(lang)("text_line"), None
-        spec = template.field(field.field_name)
+        # A template-free page's fields are its lines, and its key fields (company, total).
+        spec = (
+            template.field(field.field_name)
+            if template.kind == "form"
+            else template.spec(field.field_name)
+        )
     except TemplateError:
         return field.field_name, None
+    if spec is None:
+        return translator(lang)("text_line"), None
     return getattr(spec.label, lang), spec.format_hint
 
 

@@ -244,9 +244,14 @@ def pin_gate(request: Request) -> threading.BoundedSemaphore:
 def label_of(request: Request, task: ClaimedTask, lang: str) -> tuple[str, str | None]:
     """The field's label in `lang` and its format hint (none for a line of running text)."""
     template = form_template(request, task.template, task.template_id)
-    if template.kind != "form":
+    # A template-free page's fields are its lines, and its key fields (company, total).
+    spec = (
+        template.field(task.field_name)
+        if template.kind == "form"
+        else template.spec(task.field_name)
+    )
+    if spec is None:
         return translator(lang)("text_line"), None
-    spec = template.field(task.field_name)
     return getattr(spec.label, lang), spec.format_hint
 
 
