@@ -21,6 +21,10 @@ class Score:
     missed: int  # true fields that no OCR field covers (counted as wrong)
     auto_accepted: int
     auto_accepted_correct: int
+    # Of the above, a template-free page's key fields (company, date, total), which the
+    # lines' figures leave out.
+    key_fields: int = 0
+    key_correct: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -83,16 +87,23 @@ def score_batch(db: Engine, batch_id: str, truth: list[TruthPage]) -> Score:
     correct = auto = auto_ok = 0
     with db.connect() as conn:
         rows = conn.execute(
-            select(f.c.id, f.c.value, f.c.value_kind, f.c.status).where(f.c.id.in_(list(mapping)))
+            select(f.c.id, f.c.value, f.c.value_kind, f.c.status, f.c.kind).where(
+                f.c.id.in_(list(mapping))
+            )
         ).all()
+    has_lines = any(r.kind == "line" for r in rows)
+    keys = keys_ok = 0
     for r in rows:
         true = mapping[r.id]
         if true is None:
             continue
         ok = r.value_kind == ValueKind.TEXT and r.value is not None and texts_match(r.value, true)
         correct += ok
+        if has_lines and r.kind != "line":
+            keys += 1
+            keys_ok += ok
         if r.status == FieldStatus.AUTO_ACCEPTED:
             auto += 1
             auto_ok += ok
     truth_fields = sum(1 for v in mapping.values() if v is not None) + missed
-    return Score(truth_fields, correct, missed, auto, auto_ok)
+    return Score(truth_fields, correct, missed, auto, auto_ok, keys, keys_ok)

@@ -257,10 +257,66 @@ def _read_sroie_boxes(csv_path: Path) -> list[tuple[Box, str]]:
     return rows
 
 
+# The receipt template's key fields (forms/templates/receipt.yaml) that SROIE's key files
+# name. They live in keys.jsonl beside truth.jsonl: truth.jsonl holds the boxed lines the
+# benchmarks match by box, and a key value has no box of its own in SROIE.
+SROIE_KEY_FIELDS = ("company", "date", "total")
+KEYS_FILE = "keys.jsonl"
+
+
+def _sroie_keys(key_path: Path) -> dict[str, str]:
+    """The receipt's key values (company, date, total) from SROIE's key file, if any."""
+    if not key_path.is_file():
+        return {}
+    try:
+        keys = json.loads(key_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"{key_path}: not a usable SROIE key file: {e}") from e
+    if not isinstance(keys, dict):
+        raise BadInputError(f"{key_path}: not a usable SROIE key file: expected an object")
+    return {
+        k: str(keys[k])
+        for k in SROIE_KEY_FIELDS
+        if isinstance(keys.get(k), str) and keys[k].strip()
+    }
+
+
+def read_keys(dataset_dir: Path) -> dict[str, dict[str, str]]:
+    """The key values of each page (`dataset_dir/keys.jsonl`; empty when there is none)."""
+    path = dataset_dir / KEYS_FILE
+    if not path.is_file():
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["page"])] = {str(k): str(v) for k, v in row["keys"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise BadInputError(
+                f'{path}:{n}: expected {{"page": ..., "keys": {{...}}}}: {e}'
+            ) from e
+    return out
+
+
+def with_keys(pages: list[TruthPage], keys: dict[str, dict[str, str]]) -> list[TruthPage]:
+    """The truth pages with their key values as fields of those names, for scoring a
+    template-free batch's key fields (matched by name: the box is a placeholder)."""
+    return [
+        TruthPage(
+            p.page,
+            [*p.fields, *(TruthField(k, (0, 0, 1, 1), v) for k, v in keys.get(p.page, {}).items())],
+        )
+        for p in pages
+    ]
+
+
 def sroie_to_dataset(sroie_dir: Path, out_dir: Path, names: list[str] | None = None) -> int:
     """Convert SROIE receipts (img/NNN.jpg, box/NNN.csv) to a dataset; return the page count.
 
-    Each text line becomes a field `line_001`, `line_002`, ... in file order.
+    Each text line becomes a field `line_001`, `line_002`, ... in file order; the key
+    values of key/NNN.json (company, date, total) go to keys.jsonl (see read_keys).
     """
     img_dir, box_dir = sroie_dir / "img", sroie_dir / "box"
     if not img_dir.is_dir() or not box_dir.is_dir():
@@ -270,6 +326,7 @@ def sroie_to_dataset(sroie_dir: Path, out_dir: Path, names: list[str] | None = N
         if not names:
             raise BadInputError(f"{img_dir}: no .jpg receipts found")
     pages: list[TruthPage] = []
+    keys: dict[str, dict[str, str]] = {}
     converted: list[tuple[Path, Path]] = []
     for name in names:
         image = img_dir / f"{name}.jpg"
@@ -285,10 +342,16 @@ def sroie_to_dataset(sroie_dir: Path, out_dir: Path, names: list[str] | None = N
         ]
         rel = f"{PAGES_DIR}/{name}.jpg"
         pages.append(TruthPage(page=rel, fields=fields))
+        found = _sroie_keys(sroie_dir / "key" / f"{name}.json")
+        if found:
+            keys[rel] = found
         converted.append((image, out_dir / rel))
     # Parse everything before copying anything, so a bad file leaves no half-made dataset.
     (out_dir / PAGES_DIR).mkdir(parents=True, exist_ok=True)
     for src, dst in converted:
         shutil.copyfile(src, dst)
     write_truth(out_dir, pages)
+    if keys:
+        body = "".join(json.dumps({"page": p, "keys": k}) + "\n" for p, k in keys.items())
+        (out_dir / KEYS_FILE).write_text(body, encoding="utf-8")
     return len(pages)

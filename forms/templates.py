@@ -252,6 +252,17 @@ class Template(BaseModel):
         return check_rules(self.rules, values, formats)
 
 
+def _check_date_formats(where: str, formats: list[str]) -> None:
+    """Refuse an empty list of date formats, or one that is not a date format."""
+    if not formats:
+        raise TemplateError(f"{where}: the list of formats is empty")
+    for fmt in formats:
+        try:
+            date_format_regex(fmt)
+        except ValueError as e:
+            raise TemplateError(f"{where}: {e}") from e
+
+
 def _check_validators(t: Template, f: ValueSpec, what: str = "field") -> None:
     where = f"template {t.name!r}: {what} {f.name!r}"
     if f.pattern is not None:
@@ -278,13 +289,7 @@ def _check_validators(t: Template, f: ValueSpec, what: str = "field") -> None:
             raise TemplateError(
                 f"{where}: rule date_formats applies to date fields, not {f.type!r}"
             )
-        if not f.date_formats:
-            raise TemplateError(f"{where}: rule date_formats: the list of formats is empty")
-        for fmt in f.date_formats:
-            try:
-                date_format_regex(fmt)
-            except ValueError as e:
-                raise TemplateError(f"{where}: rule date_formats: {e}") from e
+        _check_date_formats(f"{where}: rule date_formats", f.date_formats)
     if f.checksum is not None and f.checksum not in CHECKSUMS:
         raise TemplateError(
             f"{where}: rule checksum: unknown checksum {f.checksum!r} "
@@ -451,13 +456,7 @@ def _check_key_fields(t: Template) -> None:
                 raise TemplateError(
                     f"{where}: find: read_formats applies to date fields, not {k.type!r}"
                 )
-            if not find.read_formats:
-                raise TemplateError(f"{where}: find: read_formats: the list of formats is empty")
-            for fmt in find.read_formats:
-                try:
-                    date_format_regex(fmt)
-                except ValueError as e:
-                    raise TemplateError(f"{where}: find: read_formats: {e}") from e
+            _check_date_formats(f"{where}: find: read_formats", find.read_formats)
 
 
 WHAT = {"fields": "field", "key_fields": "key field", "rules": "rule"}

@@ -29,7 +29,7 @@ from kerani.evaluation.crowd_sim import (
     truth_by_task,
 )
 from kerani.evaluation.gold import make_gold_batch
-from kerani.evaluation.ground_truth import TruthPage, read_truth
+from kerani.evaluation.ground_truth import TruthPage, read_keys, read_truth, with_keys
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.forms.templates import load_template
 from kerani.microtasks.ledger import ringgit, ringgit_each
@@ -49,9 +49,10 @@ FORM_TEMPLATE = "bantuan_form"
 
 # The demo's crowd: mostly careful people, some careless, one who only accepts the pre-filled
 # guess (error rates per answer; see evaluation/crowd_sim.py). Enough of them to finish the
-# receipts: no worker sees more than ten lines of one, each line needs two independent
-# looks, and new workers' first answers wait for their probation to end.
-DEMO_CROWD = [CAREFUL] * 16 + [CARELESS] * 3 + [SPAMMER]
+# receipts: no worker sees more than ten fields of one, each field needs two independent
+# looks, and new workers' first answers wait for their probation to end. The longest
+# receipt holds 46 lines and 3 key fields: 20 people fell 4 fields short of it.
+DEMO_CROWD = [CAREFUL] * 20 + [CARELESS] * 3 + [SPAMMER]
 
 
 @dataclass
@@ -118,7 +119,13 @@ def prepare_samples(workdir: Path, forms: int, seed: int) -> list[DemoBatch]:
     shutil.copytree(SAMPLES / "receipts", receipts_dir, dirs_exist_ok=True)
     return [
         DemoBatch("synthetic forms", FORM_TEMPLATE, forms_dir, read_truth(forms_dir)),
-        DemoBatch("SROIE receipts", "receipt", receipts_dir, read_truth(receipts_dir)),
+        # The receipts' key values (company, date, total) score their key fields.
+        DemoBatch(
+            "SROIE receipts",
+            "receipt",
+            receipts_dir,
+            with_keys(read_truth(receipts_dir), read_keys(receipts_dir)),
+        ),
     ]
 
 
@@ -231,21 +238,20 @@ def _human_answers(stores: Stores, batch_id: str) -> int:
 
 
 def _truth_waiting(stores: Stores, b: DemoBatch) -> int:
-    """How many true fields the OCR found are still waiting for people (counted wrong)."""
+    """How many true fields the OCR found are still waiting for people (counted wrong);
+    on receipts, lines only (the key fields are counted apart, see _score_line)."""
     mapping, _missed = field_truths(stores.db, b.batch_id, b.truth)
     found = [fid for fid, text in mapping.items() if text is not None]
     f = schema.fields
+    query = (
+        select(func.count())
+        .select_from(f)
+        .where(f.c.id.in_(found), f.c.status.in_([FieldStatus.PENDING, FieldStatus.IN_REVIEW]))
+    )
+    if b.template != FORM_TEMPLATE:
+        query = query.where(f.c.kind == "line")
     with stores.db.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(f)
-                .where(
-                    f.c.id.in_(found),
-                    f.c.status.in_([FieldStatus.PENDING, FieldStatus.IN_REVIEW]),
-                )
-            ).scalar_one()
-        )
+        return int(conn.execute(query).scalar_one())
 
 
 def _share(part: int, whole: int) -> str:
@@ -261,16 +267,20 @@ def _score_line(s: Score, waiting: int = 0, template: str = FORM_TEMPLATE) -> st
     unit, finder = (
         ("lines", "line segmentation") if template == "receipt" else ("fields", "the OCR")
     )
-    found = s.truth_fields - s.missed
+    # A receipt's key fields (company, date, total) are counted apart from its lines.
+    truth, correct = s.truth_fields - s.key_fields, s.correct - s.key_correct
+    found = truth - s.missed
     # A true field the OCR never found has no snippet: nobody could type it, so it counts
     # as wrong; so does one still waiting. The share of those found says what people did.
-    wrong = found - waiting - s.correct
+    wrong = found - waiting - correct
     line = (
-        f"against the known truth: {_share(s.correct, s.truth_fields)} true {unit} digitised "
-        f"right; the other {s.truth_fields - s.correct}: {s.missed} never found by {finder}, "
+        f"against the known truth: {_share(correct, truth)} true {unit} digitised "
+        f"right; the other {truth - correct}: {s.missed} never found by {finder}, "
         f"{waiting} still waiting for people, {wrong} settled wrong; of the {found} {unit} "
-        f"found, {_right(s.correct, found)}"
+        f"found, {_right(correct, found)}"
     )
+    if s.key_fields:
+        line += f"; key fields (company, date, total): {_share(s.key_correct, s.key_fields)} right"
     auto = (
         f"of the {s.auto_accepted} auto-accepted fields with a true text, "
         f"{_right(s.auto_accepted_correct, s.auto_accepted)}"

@@ -66,11 +66,13 @@ def test_demo_with_simulated_crowd(env: Path, prefect_server: None) -> None:
         text,
     )
     assert len(accuracy) == 2  # forms and receipts
+    # The receipts' key fields are scored apart from their lines, against keys.jsonl.
+    assert re.search(r"key fields \(company, date, total\): \d+ of 12 \([\d.]+%\) right", text)
     right, true_fields = map(int, accuracy[0])
     assert right >= 0.9 * true_fields  # simulated careful workers on clean synthetic forms
     # The crowd's make-up is named wherever its figures are shown.
     assert re.search(
-        r"Simulated workers \(16 careful \(2% of answers wrong, lets 25% of wrong pre-filled",
+        r"Simulated workers \(20 careful \(2% of answers wrong, lets 25% of wrong pre-filled",
         text,
     )
     assert re.search(r"records \(csv\): \S+records\.csv", text)

@@ -18,9 +18,11 @@ from kerani.evaluation.ground_truth import (
     TruthField,
     TruthPage,
     match_by_box,
+    read_keys,
     read_truth,
     sroie_to_dataset,
     texts_match,
+    with_keys,
     write_truth,
 )
 from kerani.evaluation.synthetic import fake_values, generate_dataset, render_form
@@ -165,6 +167,16 @@ def test_sroie_conversion_of_real_receipts(tmp_path: Path) -> None:
     assert fourth.text == "NO.53 55,57 & 59, JALAN SAGU 18,"
     assert fourth.box == (110, 144, 383, 163)
     assert pages[1].fields[3].text == "LOT 1851-A & 1851-B, JALAN KPB 6,"
+    # The key values go beside the boxed lines, by page, for the receipt's key fields.
+    keys = read_keys(out)
+    assert keys["pages/000.jpg"] == {
+        "company": "BOOK TA .K (TAMAN DAYA) SDN BHD",
+        "date": "25/12/2018",
+        "total": "9.00",
+    }
+    scored = with_keys(pages, keys)
+    assert [f.name for f in scored[0].fields[-3:]] == ["company", "date", "total"]
+    assert len(scored[0].fields) == 44 + 3
 
 
 def test_sroie_conversion_handles_bom_blank_lines_and_slanted_corners(tmp_path: Path) -> None:
