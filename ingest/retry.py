@@ -59,15 +59,15 @@ def reset_failed_pages(
         if conn.execute(select(b.c.id).where(b.c.id == batch_id)).first() is None:
             raise NotFoundError(f"no batch {batch_id!r}")
         pages = conn.execute(
-            select(p.c.id, p.c.source_sha256, p.c.page_index, p.c.status, p.c.template).where(
-                p.c.batch_id == batch_id
+            select(p.c.id, p.c.source_sha256, p.c.page_index, p.c.template).where(
+                _retriable(batch_id)
             )
         ).all()
-        retried = {int(r.id) for r in conn.execute(select(p.c.id).where(_retriable(batch_id)))}
-        plan.pages_kept = len(pages) - len(retried)
+        total = conn.execute(
+            select(func.count()).select_from(p).where(p.c.batch_id == batch_id)
+        ).scalar_one()
+        plan.pages_kept = int(total) - len(pages)
         for page in pages:
-            if int(page.id) not in retried:
-                continue
             values: dict[str, object] = {"status": PageStatus.INGESTED, "error": None}
             if template is not None:
                 if page.template != template.name and _held_elsewhere(conn, page, template):

@@ -22,6 +22,8 @@ from kerani.core.vocabulary import Language, Role
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from kerani.forms.catalogue import StoredTemplate
+
 
 class _ErrorBoundary(TyperGroup):
     """The CLI's one error boundary: Kerani's errors become one line and their exit code.
@@ -190,7 +192,7 @@ def submit(
     _print_outcome(report["batch_id"], report["accepted_files"], report["routing"], stores.db)
 
 
-def _stored_template(db: Engine, ref: str) -> Any:
+def _stored_template(db: Engine, ref: str) -> StoredTemplate:
     """Resolve `--template`, saying when a file became a new stored version."""
     from kerani.forms.catalogue import resolve_template
 

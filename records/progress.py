@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, Row, func, select
 
 from kerani.core.errors import BadInputError, NotFoundError
 from kerani.core.vocabulary import FieldStatus, PageStatus, ScanStatus
@@ -38,6 +39,18 @@ def batch_agency(db: Engine, batch_id: str) -> int | None:
             select(schema.batches.c.agency_id).where(schema.batches.c.id == batch_id)
         ).scalar()
     return int(owner) if owner is not None else None
+
+
+def failed_pages(conn: Connection, batch_id: str) -> Sequence[Row[Any]]:
+    """The batch's pages the OCR could not read: file name, page index and reason, in file
+    and page order."""
+    p, s = schema.pages, schema.scans
+    return conn.execute(
+        select(s.c.filename, p.c.page_index, p.c.error)
+        .join(s, s.c.id == p.c.scan_id)
+        .where(p.c.batch_id == batch_id, p.c.status == PageStatus.OCR_FAILED)
+        .order_by(s.c.filename, p.c.page_index)
+    ).all()
 
 
 def batch_progress(
@@ -80,12 +93,7 @@ def batch_progress(
                 .where(s.c.batch_id == batch.id, s.c.status == ScanStatus.REJECTED)
                 .order_by(s.c.filename)
             ).all()
-            failed = conn.execute(
-                select(s.c.filename, p.c.page_index, p.c.error)
-                .join(s, s.c.id == p.c.scan_id)
-                .where(p.c.batch_id == batch.id, p.c.status == PageStatus.OCR_FAILED)
-                .order_by(s.c.filename, p.c.page_index)
-            ).all()
+            failed = failed_pages(conn, batch.id)
             records = conn.execute(
                 select(func.count()).select_from(r).where(r.c.batch_id == batch.id)
             ).scalar_one()

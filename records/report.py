@@ -31,6 +31,7 @@ from kerani.records.accuracy import (
     prefilled_confirmations,
     source_estimates,
 )
+from kerani.records.progress import failed_pages
 from kerani.storage import schema
 
 LOW_AGREEMENT = 0.75  # below this, people (and the OCR) mostly disagreed about a field
@@ -167,18 +168,14 @@ def _cost_sen(conn: Any, batch_id: str) -> int:
 def batch_refusals(db: Engine, batch_id: str) -> list[Refusal]:
     """Every file and page of a batch that was refused or could not be read, with the reason,
     in file and page order."""
-    s, p = schema.scans, schema.pages
+    s = schema.scans
     with db.connect() as conn:
         rejected = conn.execute(
             select(s.c.filename, s.c.error, s.c.sha256, s.c.blob_key).where(
                 s.c.batch_id == batch_id, s.c.status == ScanStatus.REJECTED
             )
         ).all()
-        unread = conn.execute(
-            select(s.c.filename, p.c.page_index, p.c.error)
-            .join(s, s.c.id == p.c.scan_id)
-            .where(p.c.batch_id == batch_id, p.c.status == PageStatus.OCR_FAILED)
-        ).all()
+        unread = failed_pages(conn, batch_id)
     out: list[Refusal] = []
     for row in rejected:
         reason = str(row.error or "refused")

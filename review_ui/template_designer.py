@@ -169,12 +169,17 @@ def _sample_words(request: Request, person: Person, token: str) -> list[Word]:
     return [Word(str(r["t"]), tuple(r["b"]), float(r["c"]), tuple(r["l"])) for r in json.loads(raw)]
 
 
-def _sample_image(request: Request, person: Person, token: str) -> Image.Image:
+def _sample_png(request: Request, person: Person, token: str) -> bytes:
+    """A sample's page image, if this person uploaded it."""
     key = _sample_key(person, token, ".png")
     blobs = stores_of(request).blobs
     if not blobs.exists(key):
         raise NotFoundError("no such sample: upload it again")
-    image = Image.open(io.BytesIO(blobs.get(key)))
+    return blobs.get(key)
+
+
+def _sample_image(request: Request, person: Person, token: str) -> Image.Image:
+    image = Image.open(io.BytesIO(_sample_png(request, person, token)))
     image.load()
     return image
 
@@ -183,11 +188,8 @@ def _sample_image(request: Request, person: Person, token: str) -> Image.Image:
 def sample_image(request: Request, token: str, session: PageSession) -> Response:
     """A sample this person uploaded (nobody else's)."""
     person, _csrf = _staff(session)
-    key = _sample_key(person, token.removesuffix(".png"), ".png")
-    if not stores_of(request).blobs.exists(key):
-        raise NotFoundError("no such sample")
-    headers = {"Cache-Control": "private, no-store"}
-    return Response(stores_of(request).blobs.get(key), media_type="image/png", headers=headers)
+    png = _sample_png(request, person, token.removesuffix(".png"))
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
 def _template_from(
