@@ -59,6 +59,7 @@ def ingest_task(paths: list[str], template: str, agency: str | None = None) -> d
         "accepted_files": report.accepted_files,
         "pages_created": report.pages_created,
         "pages_existing": report.pages_existing,
+        "pages_linked": report.pages_linked,
         "rejected": [{"name": r.name, "reason": r.reason} for r in report.rejected],
     }
 
@@ -223,7 +224,6 @@ def reset_task(batch_id: str, template: str | None) -> dict[str, Any]:
         "template": plan.template,
         "pages_reset": plan.pages_reset,
         "pages_kept": plan.pages_kept,
-        "pages_elsewhere": plan.pages_elsewhere,
     }
 
 

@@ -1,8 +1,11 @@
 """Record a submitted batch: originals kept untouched, page images rendered, all idempotent.
 
-A batch's id is a hash of its template and its files' contents, so submitting the same
-batch again finds the same rows and creates nothing new; a page already ingested (same
-file content, page and template) is never created twice, even from another batch.
+A batch's id is a hash of its template, its files' contents and its agency, so submitting
+the same batch again finds the same rows and creates nothing new. Pages are unique within a
+batch only: another agency's copy of a scan neither stops nor reveals itself to this one.
+A scan page the same agency sent before, in an earlier batch, and that was read there,
+gets a page of its own linked to it (status `duplicate`, `duplicate_of`): it is not read
+again, and receives a copy of that page's record (now, or when it is assembled).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, and_, insert, or_, select
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import IngestSettings
@@ -28,7 +31,8 @@ from kerani.storage.database import utcnow
 
 @dataclass
 class IngestReport:
-    """What a submission did: pages created or already there, and each rejected file's reason.
+    """What a submission did: pages created, linked or already there, and each rejected
+    file's reason.
 
     `rejected` holds refused pages too, named `file (page N)` or `file (pages A-B)`.
     """
@@ -37,7 +41,8 @@ class IngestReport:
     template: str  # `name:version`
     accepted_files: int = 0
     pages_created: int = 0
-    pages_existing: int = 0
+    pages_existing: int = 0  # already in this batch (submitted again, or the same file twice)
+    pages_linked: int = 0  # read before in an earlier batch of the same agency
     rejected: list[RejectedFile] = field(default_factory=list)
 
 
@@ -172,9 +177,9 @@ def _ingest_scan(
         with engine.begin() as conn:
             existing = conn.execute(
                 select(schema.pages.c.id).where(
+                    schema.pages.c.batch_id == batch_id,
                     schema.pages.c.source_sha256 == sha,
                     schema.pages.c.page_index == image.index,
-                    schema.pages.c.template == template.name,
                 )
             ).first()
             if existing is not None:
@@ -182,22 +187,79 @@ def _ingest_scan(
                 continue
             image_key = f"pages/{sha}/{image.index:04d}.png"
             blobs.put(image_key, image.png)
-            conn.execute(
-                insert(schema.pages).values(
-                    batch_id=batch_id,
-                    scan_id=scan_id,
-                    source_sha256=sha,
-                    page_index=image.index,
-                    template=template.name,
-                    template_id=template.id,
-                    image_key=image_key,
-                    width=image.width,
-                    height=image.height,
-                    status=PageStatus.INGESTED,
-                    created_at=utcnow(),
-                )
+            earlier = _earlier_reading(conn, batch_id, sha, image.index, template.name)
+            page_id = _insert_page(
+                conn,
+                batch_id=batch_id,
+                scan_id=scan_id,
+                source_sha256=sha,
+                page_index=image.index,
+                template=template.name,
+                template_id=template.id,
+                image_key=image_key,
+                width=image.width,
+                height=image.height,
+                status=PageStatus.DUPLICATE if earlier is not None else PageStatus.INGESTED,
+                duplicate_of=earlier,
+                created_at=utcnow(),
             )
-            report.pages_created += 1
+            if earlier is None:
+                report.pages_created += 1
+                continue
+            report.pages_linked += 1
+            _copy_record(conn, earlier, page_id, batch_id)
+
+
+# The statuses of a page that was read (or is being read by people): a repeat links to it.
+# A page still `ingested` (its batch's run crashed, or is yet to start) or failed is read
+# again in the new batch instead, so that a resubmission after a crash gets its records.
+_READ = (PageStatus.OCRED, PageStatus.ROUTED, PageStatus.COMPLETE)
+
+
+def _earlier_reading(
+    conn: Connection, batch_id: str, sha: str, index: int, template: str
+) -> int | None:
+    """The first page of the same agency's earlier batches holding this scan page, read with
+    a template of the same name, if there is one (never another agency's)."""
+    p, b = schema.pages, schema.batches
+    agency = select(b.c.agency_id).where(b.c.id == batch_id).scalar_subquery()
+    same_agency = select(b.c.id).where(
+        or_(b.c.agency_id == agency, and_(b.c.agency_id.is_(None), agency.is_(None)))
+    )
+    query = (
+        select(p.c.id)
+        .where(
+            p.c.source_sha256 == sha,
+            p.c.page_index == index,
+            p.c.template == template,
+            p.c.batch_id != batch_id,
+            p.c.duplicate_of.is_(None),
+            p.c.status.in_(_READ),
+            p.c.batch_id.in_(same_agency),
+        )
+        .order_by(p.c.id)
+        .limit(1)
+    )
+    found = conn.execute(query).scalar()
+    return int(found) if found is not None else None
+
+
+def _insert_page(conn: Connection, **values: object) -> int:
+    result = conn.execute(insert(schema.pages).values(**values))
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _copy_record(conn: Connection, source_page: int, page_id: int, batch_id: str) -> None:
+    """Give a linked page a copy of its earlier page's record, if that has one yet (else
+    kerani.records.assembly copies it when it is written)."""
+    r = schema.records
+    data = conn.execute(select(r.c.data).where(r.c.page_id == source_page)).scalar()
+    if data is not None:
+        conn.execute(
+            insert(r).values(page_id=page_id, batch_id=batch_id, data=data, assembled_at=utcnow())
+        )
 
 
 def _record_refused_pages(

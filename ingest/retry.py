@@ -8,10 +8,10 @@ answer or a payment; pages already read keep their version and everything people
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, exists, func, select
+from sqlalchemy import Engine, and_, exists, func, select
 
 from kerani.core.errors import NotFoundError
 from kerani.core.vocabulary import PageStatus
@@ -23,14 +23,12 @@ RETRIED_STATUSES = (PageStatus.OCR_FAILED, PageStatus.INGESTED)
 
 @dataclass
 class RetryPlan:
-    """What a retry put back: pages to read again, pages kept as they were, and pages that
-    the new template cannot take because another batch already holds them with it."""
+    """What a retry put back: pages to read again, and pages kept as they were."""
 
     batch_id: str
     template: str | None  # `name:version` the pages are read with now; None: their own
     pages_reset: int = 0
     pages_kept: int = 0
-    pages_elsewhere: list[int] = field(default_factory=list)
 
 
 def _retriable(batch_id: str) -> Any:
@@ -70,9 +68,6 @@ def reset_failed_pages(
         for page in pages:
             values: dict[str, object] = {"status": PageStatus.INGESTED, "error": None}
             if template is not None:
-                if page.template != template.name and _held_elsewhere(conn, page, template):
-                    plan.pages_elsewhere.append(int(page.id))
-                    continue
                 values.update(template=template.name, template_id=template.id)
             conn.execute(p.update().where(p.c.id == page.id).values(**values))
             plan.pages_reset += 1
@@ -83,15 +78,3 @@ def reset_failed_pages(
                 .values(template=template.name, template_id=template.id)
             )
     return plan
-
-
-def _held_elsewhere(conn: Connection, page: Row[Any], template: StoredTemplate) -> bool:
-    """Whether another page already holds this scan's page under the template's name (a page
-    is unique by content and template)."""
-    p = schema.pages
-    query = select(p.c.id).where(
-        p.c.source_sha256 == page.source_sha256,
-        p.c.page_index == page.page_index,
-        p.c.template == template.name,
-    )
-    return conn.execute(query).first() is not None

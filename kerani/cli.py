@@ -185,9 +185,13 @@ def submit(
     # broken one is one line, with no flow run, traceback or progress bar before it.
     stored = _stored_template(stores.db, template)
     report = submit_with_progress(console, settings, stores, paths, stored.ref, "scans", agency)
+    linked, again = report.get("pages_linked", 0), report["pages_existing"]
     console.print(
         f"Batch [bold]{report['batch_id']}[/] ({_shown(stored.ref)}): "
-        f"{report['pages_created']} new pages, {report['pages_existing']} already there"
+        f"{report['pages_created']} new pages"
+        + (f", {linked} sent before in an earlier batch (not read again)" if linked else "")
+        + (f", {again} already in this batch" if again else ""),
+        soft_wrap=True,
     )
     _print_outcome(report["batch_id"], report["accepted_files"], report["routing"], stores.db)
 
@@ -269,12 +273,6 @@ def retry(
         f"{with_what}, {_count(result['pages_kept'], 'page')} kept as they were",
         soft_wrap=True,
     )
-    if result["pages_elsewhere"]:
-        console.print(
-            f"[yellow]{_count(len(result['pages_elsewhere']), 'page')} not retried:[/] "
-            "another batch holds the same scan with that template",
-            soft_wrap=True,
-        )
     _print_outcome(batch_id, None, result["routing"], stores.db)
 
 

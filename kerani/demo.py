@@ -330,7 +330,7 @@ def print_summary(console: Console, batches: list[DemoBatch], url: str, simulate
     for b in batches:
         r, s = b.report or {}, b.score
         routing = r.get("routing", {})
-        pages = r.get("pages_created", 0) + r.get("pages_existing", 0)
+        pages = r.get("pages_created", 0) + r.get("pages_existing", 0) + r.get("pages_linked", 0)
         auto, tasks = routing.get("auto_accepted", 0), routing.get("tasks_created", 0)
         console.print(
             f"[bold]{b.label}[/] (batch {b.batch_id}): {pages} pages, "

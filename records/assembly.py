@@ -202,13 +202,38 @@ def _write_record(
             .where(schema.pages.c.id == page_id, schema.pages.c.status.in_(ASSEMBLED_FROM))
             .values(status=PageStatus.COMPLETE)
         )
+        _copy_to_duplicates(conn, page_id, payload)
     return True
 
 
+def _copy_to_duplicates(conn: Connection, page_id: int, payload: str) -> None:
+    """Write the record of every page linked to this one (the same scan page submitted
+    again by its agency, kerani.ingest.batches), in the same transaction."""
+    p, rec = schema.pages, schema.records
+    linked = conn.execute(
+        select(p.c.id, p.c.batch_id).where(
+            p.c.duplicate_of == page_id, p.c.status == PageStatus.DUPLICATE
+        )
+    ).all()
+    for page in linked:
+        done = conn.execute(
+            rec.update().where(rec.c.page_id == page.id).values(data=payload, assembled_at=utcnow())
+        ).rowcount
+        if not done:
+            conn.execute(
+                insert(rec).values(
+                    page_id=page.id, batch_id=page.batch_id, data=payload, assembled_at=utcnow()
+                )
+            )
+
+
 def withdraw_record(db: Engine, page_id: int) -> None:
-    """Delete a page's record: fields were sent back, it returns when they settle again."""
+    """Delete a page's record (and its linked pages' copies): fields were sent back, it
+    returns when they settle again."""
+    p, rec = schema.pages, schema.records
+    linked = select(p.c.id).where(p.c.duplicate_of == page_id)
     with db.begin() as conn:
-        conn.execute(schema.records.delete().where(schema.records.c.page_id == page_id))
+        conn.execute(rec.delete().where(or_(rec.c.page_id == page_id, rec.c.page_id.in_(linked))))
 
 
 def pages_to_reassemble(db: Engine, batch_id: str | None = None) -> list[int]:

@@ -12,33 +12,30 @@ from kerani.core.vocabulary import FieldStatus, PageStatus, ScanStatus
 from kerani.storage import schema
 
 
-def resolve_batch_id(db: Engine, prefix: str) -> str:
-    """The full id of the one batch whose id starts with `prefix` (as git does with commits).
+def resolve_batch_id(db: Engine, prefix: str, agency_id: int | None = None) -> str:
+    """The full id of the one batch whose id starts with `prefix` (as git does with commits),
+    among one agency's batches when `agency_id` is given.
 
     Any unique prefix will do, in either case (ids are lower-case hex): `kerani status`
-    prints 12 characters, and those are what people copy.
+    prints 12 characters, and those are what people copy. Scoped to an agency, another
+    agency's batch is not there at all: the same answer as an unknown id, and a prefix is
+    never ambiguous because of it.
     """
     wanted = prefix.strip().lower()
     if not wanted or not wanted.isalnum() or not wanted.isascii():
         raise BadInputError(f"{prefix!r} is not a batch id: give its first characters (hex)")
     b = schema.batches
     with db.connect() as conn:
-        ids = conn.execute(select(b.c.id).where(b.c.id.startswith(wanted)).limit(2)).scalars()
+        query = select(b.c.id).where(b.c.id.startswith(wanted))
+        if agency_id is not None:
+            query = query.where(b.c.agency_id == agency_id)
+        ids = conn.execute(query.limit(2)).scalars()
         found = list(ids)
     if not found:
         raise NotFoundError(f"no batch {prefix!r}: `kerani status` lists them")
     if len(found) > 1:
         raise BadInputError(f"{prefix!r} names more than one batch: give more characters")
     return str(found[0])
-
-
-def batch_agency(db: Engine, batch_id: str) -> int | None:
-    """The agency user a batch belongs to (None: submitted by an operator)."""
-    with db.connect() as conn:
-        owner = conn.execute(
-            select(schema.batches.c.agency_id).where(schema.batches.c.id == batch_id)
-        ).scalar()
-    return int(owner) if owner is not None else None
 
 
 def failed_pages(conn: Connection, batch_id: str) -> Sequence[Row[Any]]:
@@ -97,6 +94,13 @@ def batch_progress(
             records = conn.execute(
                 select(func.count()).select_from(r).where(r.c.batch_id == batch.id)
             ).scalar_one()
+            # A linked page is complete once its earlier page's record is copied to it.
+            linked_done = conn.execute(
+                select(func.count())
+                .select_from(p)
+                .join(r, r.c.page_id == p.c.id)
+                .where(p.c.batch_id == batch.id, p.c.status == PageStatus.DUPLICATE)
+            ).scalar_one()
             version = conn.execute(select(t.c.version).where(t.c.id == batch.template_id)).scalar()
             fields_total = sum(field_status.values())
             auto_accepted = field_status.get(FieldStatus.AUTO_ACCEPTED, 0)
@@ -111,7 +115,8 @@ def batch_progress(
                     "created_at": batch.created_at.isoformat(),
                     "pages": sum(page_status.values()),
                     "pages_failed": page_status.get(PageStatus.OCR_FAILED, 0),
-                    "pages_complete": page_status.get(PageStatus.COMPLETE, 0),
+                    "pages_complete": page_status.get(PageStatus.COMPLETE, 0) + linked_done,
+                    "pages_linked": page_status.get(PageStatus.DUPLICATE, 0),
                     "fields": fields_total,
                     "auto_accepted": auto_accepted,
                     "settled_by_people": by_people,

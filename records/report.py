@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Row, func, select
 
 from kerani.core.errors import NotFoundError
 from kerani.core.text import pages_label, split_pages_label, visible
@@ -88,6 +88,9 @@ class BatchReport:
     pages_complete: int
     pages_failed: int
     pages_waiting: int
+    # Pages of scans the agency had sent in an earlier batch: not read again, their
+    # records copied from there (counted among complete or waiting too).
+    pages_linked: int
     records: int
     records_valid: int
     records_flagged: int
@@ -199,6 +202,14 @@ def batch_refusals(db: Engine, batch_id: str) -> list[Refusal]:
     return out
 
 
+def _complete(page: Row[Any]) -> bool:
+    # A linked page is complete once its earlier page's record is copied to it.
+    return bool(
+        page.status == PageStatus.COMPLETE
+        or (page.status == PageStatus.DUPLICATE and page.has_record)
+    )
+
+
 def batch_report(db: Engine, batch_id: str) -> BatchReport:
     """Gather the report of one batch from the database."""
     b, p, f, s, r = schema.batches, schema.pages, schema.fields, schema.scans, schema.records
@@ -207,8 +218,16 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         batch = conn.execute(select(b).where(b.c.id == batch_id)).first()
         if batch is None:
             raise NotFoundError(f"no batch {batch_id!r}")
+        has_record = select(r.c.id).where(r.c.page_id == p.c.id).exists()
         pages = conn.execute(
-            select(p.c.id, p.c.status, p.c.page_index, p.c.error, s.c.filename)
+            select(
+                p.c.id,
+                p.c.status,
+                p.c.page_index,
+                p.c.error,
+                s.c.filename,
+                has_record.label("has_record"),
+            )
             .join(s, s.c.id == p.c.scan_id)
             .where(p.c.batch_id == batch_id)
             .order_by(s.c.filename, p.c.page_index)
@@ -276,11 +295,10 @@ def batch_report(db: Engine, batch_id: str) -> BatchReport:
         batch_id=batch_id,
         template=str(batch.template),
         pages=len(pages),
-        pages_complete=sum(x.status == PageStatus.COMPLETE for x in pages),
+        pages_complete=sum(_complete(x) for x in pages),
         pages_failed=sum(x.status == PageStatus.OCR_FAILED for x in pages),
-        pages_waiting=sum(
-            x.status not in (PageStatus.COMPLETE, PageStatus.OCR_FAILED) for x in pages
-        ),
+        pages_waiting=sum(not _complete(x) and x.status != PageStatus.OCR_FAILED for x in pages),
+        pages_linked=sum(x.status == PageStatus.DUPLICATE for x in pages),
         records=len(records),
         records_valid=len(records) - flagged,
         records_flagged=flagged,
@@ -402,6 +420,11 @@ def report_markdown(report: BatchReport) -> str:
         f"| pages complete | {rp.pages_complete} |",
         f"| pages waiting for people | {rp.pages_waiting} |",
         f"| pages that could not be read | {rp.pages_failed} |",
+        *(
+            [f"| pages sent before in an earlier batch (not read again) | {rp.pages_linked} |"]
+            if rp.pages_linked
+            else []
+        ),
         f"| records | {rp.records} |",
         f"| records passing every rule | {rp.records_valid} |",
         f"| records kept with a broken rule after arbitration | {rp.records_flagged} |",

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 
-from kerani.core.errors import BadInputError, ForbiddenError, KeraniError, NotFoundError
+from kerani.core.errors import BadInputError, ForbiddenError, KeraniError
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role
 from kerani.flows.triggers import document_settled
@@ -32,7 +32,7 @@ from kerani.microtasks.leases import view_leased_task
 from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.rate_limits import reserve_attempt
 from kerani.people.workers import Person, person_by_code, session_person
-from kerani.records.progress import batch_agency, batch_progress, resolve_batch_id
+from kerani.records.progress import batch_progress, resolve_batch_id
 from kerani.review_ui.i18n import (
     LANG_COOKIE,
     LANGUAGE_NAMES,
@@ -305,9 +305,7 @@ def batches_for(request: Request, person: Person) -> list[dict[str, Any]]:
 
 def own_batch(request: Request, person: Person, prefix: str) -> str:
     """The batch id a prefix names, if this person may see that batch."""
-    db = db_of(request)
-    batch_id = resolve_batch_id(db, prefix)
-    if person.role == Role.AGENCY and batch_agency(db, batch_id) != person.id:
-        # As if it did not exist: another agency's batch ids reveal nothing.
-        raise NotFoundError(f"no batch {prefix!r}")
-    return batch_id
+    # Among an agency's own batches only: another agency's id, whole or a prefix, answers
+    # exactly as an unknown one (same status, same words), and so reveals nothing.
+    agency = person.id if person.role == Role.AGENCY else None
+    return resolve_batch_id(db_of(request), prefix, agency)

@@ -126,11 +126,16 @@ pages = Table(
     Column("image_key", Text, nullable=False),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
-    # ingested | ocred | ocr_failed | routed | complete
+    # ingested | ocred | ocr_failed | routed | complete | gold | duplicate
     Column("status", String(20), nullable=False),
     Column("error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("source_sha256", "page_index", "template", name="uq_pages_content"),
+    # A scan the same agency sent before: this page is not read again, it gets a copy of
+    # that page's record (status `duplicate`). Pages are unique per batch only, so another
+    # agency's scan never stops, or reveals itself to, this one.
+    Column("duplicate_of", Integer, ForeignKey("pages.id"), nullable=True, index=True),
+    UniqueConstraint("batch_id", "source_sha256", "page_index", name="uq_pages_batch_content"),
+    Index("ix_pages_source", "source_sha256", "page_index"),
     one_of("status", PageStatus),
 )
 

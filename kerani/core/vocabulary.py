@@ -33,6 +33,9 @@ class PageStatus(StrEnum):
     ROUTED = "routed"  # each field accepted from the OCR or given a task for people
     COMPLETE = "complete"  # its record assembled
     GOLD = "gold"  # its fields turned into gold snippets: it never becomes a record
+    # The same scan page as one its agency sent before (pages.duplicate_of): not read
+    # again, its record is a copy of that page's.
+    DUPLICATE = "duplicate"
 
 
 class FieldStatus(StrEnum):
