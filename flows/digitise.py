@@ -26,8 +26,11 @@ from kerani.core.settings import Settings, current_settings, settings_environmen
 from kerani.core.vocabulary import PageStatus
 from kerani.flows.documents import finish_ready_documents
 from kerani.flows.reassembly import report_task, text_layers_task
+from kerani.flows.webhooks import deliver_due, prefect_in_use
 from kerani.forms.catalogue import resolve_template, stored_template, template_of
 from kerani.ingest.batches import ingest_paths
+from kerani.ingest.cancel import is_cancelled
+from kerani.ingest.intake import ingest_intake
 from kerani.ingest.retry import reset_failed_pages
 from kerani.microtasks.refit import current_calibration
 from kerani.microtasks.routing import route_page
@@ -35,6 +38,7 @@ from kerani.ocr.preocr import preocr_page
 from kerani.ocr.stage import StageOptions
 from kerani.ocr.tesseract import TesseractEngine
 from kerani.people.workers import agency_named
+from kerani.records.completion import mark_complete
 from kerani.records.exports import export_batch
 from kerani.records.progress import resolve_batch_id
 from kerani.storage import schema
@@ -182,7 +186,8 @@ def preocr_batch(
 def route_batch(batch_id: str) -> dict[str, int]:
     """Route every OCRed page of a batch; return counts of auto-accepted fields and tasks."""
     accepted = created = 0
-    for page_id, tpl, _version in _page_ids(batch_id, PageStatus.OCRED):
+    cancelled = is_cancelled(open_stores(current_settings()).db, batch_id)
+    for page_id, tpl, _version in [] if cancelled else _page_ids(batch_id, PageStatus.OCRED):
         a, c = route_task(page_id, tpl)
         accepted += a
         created += c
@@ -196,7 +201,10 @@ def _read_ingested_pages(batch_id: str) -> dict[str, Any]:
     pages = _page_ids(batch_id, PageStatus.INGESTED)
     # A big batch goes chunk by chunk: each chunk one subflow run fanned out on the runner.
     outcome: dict[str, int] = {}
+    db = open_stores(settings).db
     for first, last in _chunks(pages, settings.scale.chunk_pages):
+        if is_cancelled(db, batch_id):
+            break  # cancelled meanwhile: the pages not read stay unread
         runner = preocr_runner(settings)
         done = preocr_batch.with_options(task_runner=runner)(batch_id, first, last)
         for status, n in done.items():
@@ -210,6 +218,48 @@ def submit_batch(paths: list[str], template: str, agency: str | None = None) -> 
     micro tasks for the doubtful fields."""
     report = ingest_task(paths, template, agency)
     report.update(_read_ingested_pages(report["batch_id"]))
+    report["completed"] = completion_task(report["batch_id"])
+    return report
+
+
+@task(name="take-in-files", retries=1, retry_delay_seconds=5)
+def intake_task(batch_id: str) -> dict[str, Any]:
+    """Read the files a started API batch was given (and its S3 prefix) into pages."""
+    settings = current_settings()
+    stores = open_stores(settings)
+    staging = settings.core.data_dir / "uploads"
+    report = ingest_intake(
+        stores.db, stores.blobs, batch_id, settings.ingest, settings.api, staging
+    )
+    return {
+        "batch_id": report.batch_id,
+        "template": report.template,
+        "accepted_files": report.accepted_files,
+        "pages_created": report.pages_created,
+        "pages_existing": report.pages_existing,
+        "pages_linked": report.pages_linked,
+        "rejected": [{"name": r.name, "reason": r.reason} for r in report.rejected],
+    }
+
+
+@task(name="announce-if-complete")
+def completion_task(batch_id: str) -> bool:
+    """Mark the batch complete if every page has its record or failed; deliver notices."""
+    settings = current_settings()
+    db = open_stores(settings).db
+    done = mark_complete(db, batch_id, prefect_in_use())
+    if done:
+        deliver_due(db, settings.api)
+    return done
+
+
+@flow(name="process-batch")
+def process_batch(batch_id: str) -> dict[str, Any]:
+    """Take in a started API batch's files, pre-OCR its pages and publish micro tasks
+    for the doubtful fields (as submit-batch does for files on disk)."""
+    report = intake_task(batch_id)
+    report.update(_read_ingested_pages(batch_id))
+    report["completed"] = completion_task(batch_id)
     return report
 
 
@@ -234,6 +284,7 @@ def retry_batch(batch_id: str, template: str | None = None) -> dict[str, Any]:
     batch_id = resolve_batch_id(open_stores(current_settings()).db, batch_id)
     report = reset_task(batch_id, template)
     report.update(_read_ingested_pages(batch_id))
+    report["completed"] = completion_task(batch_id)
     return report
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kerani.core.errors import KeraniError
+from kerani.flows.webhooks import prefect_in_use
 from kerani.microtasks.settling import reopen_field
 from kerani.records.assembly import (
     AssemblyOutcome,
@@ -24,6 +25,7 @@ from kerani.records.assembly import (
     reassemble_page,
     withdraw_record,
 )
+from kerani.records.completion import batches_touched, check_batches
 from kerani.storage import outbox, schema
 from kerani.storage.outbox import OutboxRow
 
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 def finish_document(db: Engine, page_id: int) -> AssemblyOutcome:
     """Build a settled page's record, or send the fields that break a rule back to people."""
     outcome = reassemble_page(db, page_id)
+    if outcome.status == "assembled":
+        # The page's batch (and those of its linked copies) may be complete now.
+        check_batches(db, batches_touched(db, page_id), prefect_in_use())
     if outcome.status != "send_back":
         return outcome
     for name, note in outcome.sent_back.items():

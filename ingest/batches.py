@@ -324,6 +324,20 @@ def ingest_paths(
     batch_id = batch_id_for(template.ref, scans, rejected, agency_id)
     source = storable(", ".join(str(p) for p in paths))
     _ensure_batch(engine, batch_id, template, source, agency_id)
+    return ingest_collected(engine, blobs, batch_id, template, scans, rejected, limits)
+
+
+def ingest_collected(
+    engine: Engine,
+    blobs: BlobStore,
+    batch_id: str,
+    template: StoredTemplate,
+    scans: Sequence[ScanSource],
+    rejected: Sequence[RejectedFile],
+    limits: IngestSettings,
+) -> IngestReport:
+    """Ingest collected scans into an existing batch (rejected ones recorded with their
+    reason); the batch is `ingested` afterwards."""
     report = IngestReport(batch_id=batch_id, template=template.ref)
     for bad in rejected:
         record_scan(

@@ -66,6 +66,10 @@ calibration_app = typer.Typer(
     help="Auto-accept rules refitted from the fields people settled.", no_args_is_help=True
 )
 app.add_typer(calibration_app, name="calibration")
+token_app = typer.Typer(
+    help="Agencies' API tokens (the agency API under /api/v1).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
 template_app = typer.Typer(
     help="Form templates, stored in the database with a version each.", no_args_is_help=True
 )
@@ -700,6 +704,75 @@ def crowd(
             f"[yellow]waiting[/] {w.why} on a {w.field_type} field of batch {w.batch_id[:12]}: "
             f"{w.answers} answers, {w.may_take} workers may take it"
         )
+
+
+@token_app.command("create")
+def token_create(
+    agency: Annotated[str, typer.Argument(help="The agency user the token acts for.")],
+    label: Annotated[str, typer.Option(help="What the token is for (shown in listings).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Make an API token for an agency; print it and its webhook secret (shown only once)."""
+    from kerani.people.api_tokens import create_token
+    from kerani.people.workers import agency_named
+    from kerani.storage.stores import open_stores
+
+    db = open_stores(_settings(data_dir)).db
+    made = create_token(db, agency_named(db, agency), label)
+    console.print(
+        f"API token {made.id} for {agency} ({made.label}): [bold]{made.token}[/]\n"
+        f"webhook secret: [bold]{made.webhook_secret}[/]\n"
+        "Shown only now: keep both where the agency's program reads them "
+        "(Authorization: Bearer <token>; the secret checks Kerani-Signature).",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@token_app.command("list")
+def token_list(
+    agency: Annotated[str | None, typer.Argument(help="Only this agency's tokens.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Every API token: its id, agency, label, first characters, and when it was last used."""
+    from rich.text import Text
+
+    from kerani.people.api_tokens import list_tokens
+    from kerani.people.workers import agency_named
+    from kerani.storage.stores import open_stores
+
+    db = open_stores(_settings(data_dir)).db
+    tokens = list_tokens(db, agency_named(db, agency) if agency else None)
+    if not tokens:
+        console.print("No API token yet: `kerani token create AGENCY --label TEXT`.")
+        return
+    table = Table()
+    for col in ("id", "agency", "label", "starts with", "made (UTC)", "last used", "revoked"):
+        table.add_column(col)
+    for t in tokens:
+        table.add_row(
+            str(t["id"]),
+            Text(t["agency"]),
+            Text(t["label"]),
+            t["shown"] + "…",
+            t["created_at"].strftime("%Y-%m-%d %H:%M"),
+            t["last_used_at"].strftime("%Y-%m-%d %H:%M") if t["last_used_at"] else "never",
+            t["revoked_at"].strftime("%Y-%m-%d %H:%M") if t["revoked_at"] else "",
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The token's id (`kerani token list`).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke an API token: it stops working at once."""
+    from kerani.people.api_tokens import revoke_token
+    from kerani.storage.stores import open_stores
+
+    done = revoke_token(open_stores(_settings(data_dir)).db, token_id)
+    console.print(f"token {token_id} " + ("revoked" if done else "was revoked already"))
 
 
 @template_app.command("add")

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, func, select
 
 from kerani.core.errors import BadInputError, NotFoundError
-from kerani.core.vocabulary import FieldStatus, PageStatus, ScanStatus
+from kerani.core.vocabulary import BatchStatus, FieldStatus, PageStatus, ScanStatus
 from kerani.storage import schema
 
 
@@ -36,6 +36,21 @@ def resolve_batch_id(db: Engine, prefix: str, agency_id: int | None = None) -> s
     if len(found) > 1:
         raise BadInputError(f"{prefix!r} names more than one batch: give more characters")
     return str(found[0])
+
+
+def _iso(when: Any) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+def _batch_state(batch: Row[Any]) -> str:
+    """open | ingesting | in progress | complete | cancelled, as agencies read it."""
+    if batch.status == BatchStatus.CANCELLED:
+        return "cancelled"
+    if batch.completed_at is not None:
+        return "complete"
+    if batch.status == BatchStatus.INGESTED:
+        return "in progress"
+    return str(batch.status)
 
 
 def failed_pages(conn: Connection, batch_id: str) -> Sequence[Row[Any]]:
@@ -109,6 +124,10 @@ def batch_progress(
             out.append(
                 {
                     "batch_id": batch.id,
+                    "name": batch.name,
+                    "status": _batch_state(batch),
+                    "completed_at": _iso(batch.completed_at),
+                    "cancelled_at": _iso(batch.cancelled_at),
                     "template": batch.template,
                     # The stored version it was submitted (or last retried) with.
                     "template_version": version,

@@ -14,10 +14,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kerani.core.errors import BadInputError, TemplateError
 from kerani.core.vocabulary import Role
-from kerani.flows.retrying import RetryRuns
+from kerani.flows.retrying import BatchRuns
 from kerani.forms.catalogue import stored_template, template_versions
 from kerani.ingest.retry import retriable_pages
 from kerani.records.report import batch_report
+from kerani.review_ui.downloads import export_file, export_keys
 from kerani.review_ui.status import recent_answers
 from kerani.review_ui.web import (
     PageSession,
@@ -42,7 +43,7 @@ def status_page(request: Request, session: PageSession) -> Response:
     person, csrf = session
     need_role(person, Role.OPERATOR, Role.AGENCY)
     answers = recent_answers(db_of(request)) if person.role == Role.OPERATOR else []
-    retries: RetryRuns = request.app.state.retries
+    retries: BatchRuns = request.app.state.retries
     batches = batches_for(request, person)
     for b in batches:
         b["retrying"] = retries.running(b["batch_id"])
@@ -78,9 +79,39 @@ def retry_batch_pages(
             raise BadInputError(str(e)) from e
     if not retriable_pages(db_of(request), batch_id):
         return RedirectResponse("/status", status_code=303)  # nothing failed: nothing to do
-    retries: RetryRuns = request.app.state.retries
+    retries: BatchRuns = request.app.state.retries
     retries.start(settings_of(request), batch_id, ref)
     return RedirectResponse(f"/status?retry_started={batch_id[:12]}", status_code=303)
+
+
+@router.get("/upload", response_class=HTMLResponse)
+def upload_page(request: Request, session: PageSession) -> Response:
+    """Send scans: name a batch, pick its template, drop files, folders and zips."""
+    person, csrf = session
+    need_role(person, Role.AGENCY)
+    versions = [f"{v.name}:{v.version}" for v in template_versions(db_of(request))]
+    context = {"versions": versions, "chunk": settings_of(request).api.chunk_max_bytes}
+    return render(request, "upload.html", context, person, csrf)
+
+
+@router.get("/batches/{batch_id}/downloads", response_class=HTMLResponse)
+def downloads_page(request: Request, batch_id: str, session: PageSession) -> Response:
+    """Every deliverable of a batch, written afresh, each with its download link."""
+    person, csrf = session
+    need_role(person, Role.OPERATOR, Role.AGENCY)
+    batch_id = own_batch(request, person, batch_id)
+    prefix = f"exports/{batch_id}/"
+    names = [key[len(prefix) :] for key in export_keys(request.app.state.stores, batch_id)]
+    context = {"batch_id": batch_id, "names": names}
+    return render(request, "downloads.html", context, person, csrf)
+
+
+@router.get("/batches/{batch_id}/downloads/{name:path}")
+def download(request: Request, batch_id: str, name: str, session: PageSession) -> Response:
+    """One deliverable of a batch, as its downloads page lists it."""
+    person, _ = session
+    need_role(person, Role.OPERATOR, Role.AGENCY)
+    return export_file(request.app.state.stores, own_batch(request, person, batch_id), name)
 
 
 @router.get("/batches/{batch_id}/report", response_class=HTMLResponse)

@@ -24,10 +24,13 @@ from starlette.middleware.gzip import GZipMiddleware
 from kerani.core.errors import KeraniError
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role
-from kerani.flows.retrying import RetryRuns
+from kerani.flows.retrying import BatchRuns
+from kerani.flows.webhooks import WebhookSender
 from kerani.forms.catalogue import template_of
 from kerani.microtasks.ledger import ringgit, ringgit_each
+from kerani.people.api_tokens import TOKEN_PREFIX
 from kerani.review_ui import (
+    agency_api,
     agency_pages,
     api,
     health,
@@ -36,6 +39,7 @@ from kerani.review_ui import (
     operator_gold,
     signin,
     template_designer,
+    token_pages,
     worker_pages,
 )
 from kerani.review_ui.i18n import translator
@@ -94,10 +98,33 @@ async def security_headers(request: Request, call_next: Any) -> Response:
     return response
 
 
+API_DESCRIPTION = (
+    "Kerani's JSON API. Agencies: /api/v1 with an API token of the agency "
+    "(Authorization: Bearer kt_...). Workers: /api/tasks with their access code. "
+    "Webhooks of completed batches carry Kerani-Signature: t=<unix time>,v1=<hex "
+    "HMAC-SHA256 of '<t>.<raw body>' with the token's webhook secret>."
+)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> Any:
+    """While the app serves: deliver the webhooks of completed batches in the background."""
+    sender = WebhookSender(app.state.stores.db, app.state.settings.api)
+    sender.start()
+    try:
+        yield
+    finally:
+        sender.stop()
+
+
 def openapi_for_staff(request: Request) -> Response:
-    """The API's description, for operators and agency users only (by bearer code or
-    session): it maps every route, which is no business of an anonymous visitor."""
-    if request.headers.get("authorization"):
+    """The API's description, for operators and agency users only (by bearer code, API
+    token or session): it maps every route, which is no business of an anonymous visitor."""
+    auth = request.headers.get("authorization", "")
+    if auth.partition(" ")[2].strip().startswith(TOKEN_PREFIX):
+        agency_api.agency_caller(request)
+        return JSONResponse(request.app.openapi())
+    if auth:
         person = api_person(request)
     else:
         person, _ = page_session(request)
@@ -129,7 +156,14 @@ def create_app(
 ) -> FastAPI:
     """Build the web app for these settings (and these stores, for tests)."""
     # No public schema: openapi_for_staff serves it at /api/openapi.json to staff only.
-    app = FastAPI(title="Kerani", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Kerani",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=_lifespan,
+        description=API_DESCRIPTION,
+    )
     app.state.settings = settings
     app.state.stores = stores or open_stores(settings)
     # Who gets gold and blind leases when: unpredictable, unless a benchmark seeds it.
@@ -142,13 +176,18 @@ def create_app(
     app.state.form_template = functools.lru_cache(maxsize=64)(
         functools.partial(template_of, app.state.stores.db)
     )
-    # The retries of batches this process runs (the agency page's Retry button).
-    app.state.retries = RetryRuns()
+    # The flows of batches this process runs (Retry on the agency page, the API's start).
+    app.state.retries = BatchRuns()
     # Scrypt takes 16 MiB a PIN check: only so many at once (threads wait their turn).
     app.state.pin_gate = threading.BoundedSemaphore(settings.review.pin_checks_at_once)
     app.mount("/static", StaticFiles(directory=str(STATIC)), "static")
     # Innermost, so that even a refused body gets the security headers.
-    app.add_middleware(BodyLimit, max_bytes=settings.review.max_body_bytes, by_prefix=BODY_LIMITS)
+    limits = BODY_LIMITS | {
+        # Whole files, several at once (a zip may be as big as its limit), and chunks.
+        "/api/v1/uploads/": settings.ingest.max_zip_total_bytes + 1024 * 1024,
+        "/api/v1/uploads/chunks/": settings.api.chunk_max_bytes + 64 * 1024,
+    }
+    app.add_middleware(BodyLimit, max_bytes=settings.review.max_body_bytes, by_prefix=limits)
     # Phones on mobile data pay per byte: pages and reserve replies go compressed. Added
     # first, so that it runs inside the security headers and compresses what they wrap.
     app.add_middleware(GZipMiddleware, minimum_size=500)
@@ -159,11 +198,13 @@ def create_app(
         worker_pages.router,
         agency_pages.router,
         template_designer.router,
+        token_pages.router,
         operator_gold.router,
         operator_calibration.router,
         operator_crowd.router,
         health.router,
         api.router,
+        agency_api.router,
     ):
         app.include_router(router)
     app.add_api_route(

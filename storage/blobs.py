@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,14 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool:
         """Say whether `key` holds a blob."""
+        ...
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at `path` under `key`, streamed (never whole in memory)."""
+        ...
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Write the blob under `key` to the file `path`, streamed; NotFoundError if absent."""
         ...
 
     def list(self, prefix: str) -> list[str]:
@@ -96,11 +105,34 @@ class LocalBlobStore:
             raise
         _fsync_dir(path.parent)
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at `path` under `key`, copied in chunks, as atomically as put."""
+        target = self._path(key)
+        self._make_folder(target.parent)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
     def get(self, key: str) -> bytes:
         """Return the bytes under `key`."""
         path = self._path(key)
         try:
             return path.read_bytes()
+        except FileNotFoundError as e:
+            raise NotFoundError(f"no blob {key!r} in {self.root}") from e
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Copy the blob under `key` to the file `path`."""
+        try:
+            shutil.copyfile(self._path(key), path)
         except FileNotFoundError as e:
             raise NotFoundError(f"no blob {key!r} in {self.root}") from e
 
@@ -200,12 +232,22 @@ class S3BlobStore:
         with self._s3():
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at `path` under `key` (boto3's multipart upload for big files)."""
+        with self._s3():
+            self.client.upload_file(str(path), self.bucket, self._key(key))
+
     def get(self, key: str) -> bytes:
         """Return the bytes under `key`."""
         with self._s3(key):
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             body: bytes = obj["Body"].read()
         return body
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Download the blob under `key` to the file `path` (in parts, for big files)."""
+        with self._s3(key):
+            self.client.download_file(self.bucket, self._key(key), str(path))
 
     def exists(self, key: str) -> bool:
         """Say whether `key` holds a blob."""

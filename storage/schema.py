@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -40,6 +41,7 @@ from kerani.core.vocabulary import (
     Sensitivity,
     TaskKind,
     TaskStatus,
+    UploadStatus,
     ValueKind,
     ValueSource,
 )
@@ -93,7 +95,65 @@ batches = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # The agency user who submitted it: only they (and operators) see its progress and report.
     Column("agency_id", Integer, ForeignKey("workers.id"), nullable=True, index=True),
+    Column("name", String(200), nullable=True),  # the agency's own name for it (API, page)
+    Column("webhook_url", Text, nullable=True),  # told when the batch is complete
+    # The API token that created it: its secret signs the webhook.
+    Column("token_id", Integer, ForeignKey("api_tokens.id"), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),  # every document done
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
     one_of("status", BatchStatus),
+)
+
+# An agency's API tokens: only the SHA-256 of each is kept (a token is shown once, when it
+# is made); revoked_at stops it at once. The webhook secret signs the batches' webhooks
+# (HMAC-SHA256): it is shown with the token, and kept, because signing needs it.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agency_id", Integer, ForeignKey("workers.id"), nullable=False, index=True),
+    Column("label", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("shown", String(16), nullable=False),  # its first characters, to tell tokens apart
+    Column("webhook_secret", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", Integer, ForeignKey("workers.id"), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+)
+
+# A file sent to an open batch in chunks: `received` bytes of `size` are in its staging
+# file; a client that lost its line asks for `received` and goes on from there.
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(32), primary_key=True),  # random, so ids cannot be guessed
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("batch_id", "filename", name="uq_uploads_batch_filename"),
+    one_of("status", UploadStatus),
+)
+
+# A webhook to deliver (one per batch and event), retried with a growing wait until the
+# agency's server answers 2xx.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False),
+    Column("event", String(50), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("batch_id", "event", name="uq_webhook_deliveries_batch_event"),
 )
 
 scans = Table(
@@ -136,6 +196,7 @@ pages = Table(
     Column("duplicate_of", Integer, ForeignKey("pages.id"), nullable=True, index=True),
     UniqueConstraint("batch_id", "source_sha256", "page_index", name="uq_pages_batch_content"),
     Index("ix_pages_source", "source_sha256", "page_index"),
+    Index("ix_pages_batch_status", "batch_id", "status"),
     one_of("status", PageStatus),
 )
 

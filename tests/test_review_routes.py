@@ -51,10 +51,10 @@ def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute | BaseRoute]:
 
 
 def method_paths(client: TestClient) -> set[tuple[str, str]]:
-    """(method, path) of every GET and POST route of the app."""
+    """(method, path) of every GET, POST and PATCH route of the app."""
     found = set()
     for route in api_routes(client.app.routes):  # type: ignore[attr-defined]
-        for method in getattr(route, "methods", set()) & {"GET", "POST"}:
+        for method in getattr(route, "methods", set()) & {"GET", "POST", "PATCH"}:
             found.add((method, str(getattr(route, "path", ""))))
     return found
 

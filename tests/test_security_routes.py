@@ -21,9 +21,12 @@ from sqlalchemy import case, func, select, update
 
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import Role, Sensitivity
+from kerani.forms.catalogue import stored_template
+from kerani.ingest.intake import create_open_batch, start_upload
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.gold import next_field_for_keying
 from kerani.microtasks.leases import claim_next
+from kerani.people.api_tokens import create_token
 from kerani.people.workers import add_person, person_by_code
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
@@ -39,6 +42,8 @@ SIGNED_IN = frozenset(IDENTITIES) - {"anonymous"}
 WORKER = frozenset({"worker"})
 STAFF = frozenset({"operator", "agency", "other agency"})
 OPERATOR = frozenset({"operator"})
+AGENCY = frozenset({"agency"})
+AGENCIES = frozenset({"agency", "other agency"})
 # Reached before sign-in by design (each checks its form token; brute force is throttled):
 # tried in tests/test_security_signin.py, not here.
 PUBLIC = "public"
@@ -91,6 +96,28 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/tasks/{task_id}/answer"): WORKER,
     ("GET", "/api/batches"): STAFF,
     ("GET", "/api/openapi.json"): STAFF,
+    ("GET", "/tokens"): STAFF,
+    ("POST", "/tokens"): STAFF,
+    ("POST", "/tokens/{token_id}/revoke"): frozenset({"operator", "agency"}),
+    ("GET", "/upload"): AGENCIES,
+    ("GET", "/batches/{batch_id}/downloads"): frozenset({"operator", "agency"}),
+    ("GET", "/batches/{batch_id}/downloads/{name:path}"): frozenset({"operator", "agency"}),
+    # The agency API: an agency's own batches only (the upload page's session and CSRF
+    # token here; tests/test_agency_api.py calls it with tokens).
+    ("GET", "/api/v1/templates"): AGENCIES,
+    ("POST", "/api/v1/batches"): AGENCIES,
+    ("GET", "/api/v1/batches"): AGENCIES,
+    ("GET", "/api/v1/batches/{batch_id}"): AGENCY,
+    ("POST", "/api/v1/batches/{batch_id}/s3"): AGENCY,
+    ("POST", "/api/v1/batches/{batch_id}/start"): AGENCY,
+    ("POST", "/api/v1/batches/{batch_id}/cancel"): AGENCY,
+    ("GET", "/api/v1/batches/{batch_id}/records"): AGENCY,
+    ("GET", "/api/v1/batches/{batch_id}/exports"): AGENCY,
+    ("GET", "/api/v1/batches/{batch_id}/exports/{name:path}"): AGENCY,
+    ("POST", "/api/v1/uploads/{batch_id}/files"): AGENCY,
+    ("POST", "/api/v1/uploads/{batch_id}/chunked"): AGENCY,
+    ("GET", "/api/v1/uploads/chunks/{upload_id}"): AGENCY,
+    ("PATCH", "/api/v1/uploads/chunks/{upload_id}"): AGENCY,
 }
 
 
@@ -106,6 +133,10 @@ class Visitor:
         """The API's bearer header (none for the anonymous visitor)."""
         return {"Authorization": f"Bearer {self.code}"} if self.code else {}
 
+    def api(self) -> dict[str, str]:
+        """What the upload page sends to the agency API: the session's CSRF token."""
+        return {"X-CSRF-Token": self.csrf}
+
 
 @dataclass
 class World:
@@ -116,6 +147,9 @@ class World:
     field_id: int
     bystander: int  # a worker whose standing the operator's actions change
     answer_id: int  # the bystander's answer, masked on the status page
+    spare_batch: str = ""  # an empty, open batch of the agency (cancelled, filled)
+    upload_id: str = ""  # a chunked upload to the spare batch
+    token_id: int = 0  # an API token of the agency
 
 
 def visitor(settings: Settings, stores: Stores, code: str | None) -> Visitor:
@@ -210,6 +244,66 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ),
     ("GET", "/api/batches"): lambda v, w: v.client.get("/api/batches", headers=v.auth()),
     ("GET", "/api/openapi.json"): lambda v, w: v.client.get("/api/openapi.json", headers=v.auth()),
+    ("GET", "/tokens"): lambda v, w: v.client.get("/tokens"),
+    ("POST", "/tokens"): lambda v, w: v.client.post(
+        "/tokens", data={"csrf": v.csrf, "label": "ci", "agency": "agency"}
+    ),
+    ("POST", "/tokens/{token_id}/revoke"): lambda v, w: v.client.post(
+        f"/tokens/{w.token_id}/revoke", data={"csrf": v.csrf}
+    ),
+    ("GET", "/upload"): lambda v, w: v.client.get("/upload"),
+    ("GET", "/batches/{batch_id}/downloads"): lambda v, w: v.client.get(
+        f"/batches/{w.batch_id}/downloads"
+    ),
+    ("GET", "/batches/{batch_id}/downloads/{name:path}"): lambda v, w: v.client.get(
+        f"/batches/{w.batch_id}/downloads/records.csv"
+    ),
+    ("GET", "/api/v1/templates"): lambda v, w: v.client.get("/api/v1/templates"),
+    ("POST", "/api/v1/batches"): lambda v, w: v.client.post(
+        "/api/v1/batches", json={"name": "n", "template": "receipt"}, headers=v.api()
+    ),
+    ("GET", "/api/v1/batches"): lambda v, w: v.client.get("/api/v1/batches"),
+    ("GET", "/api/v1/batches/{batch_id}"): lambda v, w: v.client.get(
+        f"/api/v1/batches/{w.batch_id}"
+    ),
+    ("POST", "/api/v1/batches/{batch_id}/s3"): lambda v, w: v.client.post(
+        f"/api/v1/batches/{w.batch_id}/s3", json={"s3_url": "s3://b/agency/"}, headers=v.api()
+    ),
+    ("POST", "/api/v1/batches/{batch_id}/start"): lambda v, w: v.client.post(
+        f"/api/v1/batches/{w.batch_id}/start", headers=v.api()
+    ),
+    # An empty batch of the agency's of its own: cancelling the world's would take the
+    # worker's tasks away.
+    ("POST", "/api/v1/batches/{batch_id}/cancel"): lambda v, w: v.client.post(
+        f"/api/v1/batches/{w.spare_batch}/cancel", headers=v.api()
+    ),
+    ("GET", "/api/v1/batches/{batch_id}/records"): lambda v, w: v.client.get(
+        f"/api/v1/batches/{w.batch_id}/records"
+    ),
+    ("GET", "/api/v1/batches/{batch_id}/exports"): lambda v, w: v.client.get(
+        f"/api/v1/batches/{w.batch_id}/exports"
+    ),
+    ("GET", "/api/v1/batches/{batch_id}/exports/{name:path}"): lambda v, w: v.client.get(
+        f"/api/v1/batches/{w.batch_id}/exports/records.csv"
+    ),
+    ("POST", "/api/v1/uploads/{batch_id}/files"): lambda v, w: v.client.post(
+        f"/api/v1/uploads/{w.spare_batch}/files",
+        files={"files": ("a.png", png(), "image/png")},
+        headers=v.api(),
+    ),
+    ("POST", "/api/v1/uploads/{batch_id}/chunked"): lambda v, w: v.client.post(
+        f"/api/v1/uploads/{w.batch_id}/chunked",
+        json={"filename": "a.png", "size": 10},
+        headers=v.api(),
+    ),
+    ("GET", "/api/v1/uploads/chunks/{upload_id}"): lambda v, w: v.client.get(
+        f"/api/v1/uploads/chunks/{w.upload_id}"
+    ),
+    ("PATCH", "/api/v1/uploads/chunks/{upload_id}"): lambda v, w: v.client.patch(
+        f"/api/v1/uploads/chunks/{w.upload_id}",
+        content=b"0123456789",
+        headers=v.api() | {"Upload-Offset": "0"},
+    ),
 }
 
 
@@ -301,7 +395,12 @@ def world(settings: Settings, stores: Stores) -> Iterator[tuple[World, dict[str,
     submit_answer(stores.db, task.task_id, bystander, "value", "X", "by-1", settings.crowd)
     with stores.db.connect() as conn:
         answer_id = conn.execute(select(func.max(schema.answers.c.id))).scalar_one()
-    yield World("", batch_id, field_id, bystander, int(answer_id)), codes
+    receipt = stored_template(stores.db, "receipt")
+    spare = create_open_batch(stores.db, receipt, ids["agency"], "spare")
+    upload = start_upload(stores.db, spare, ids["agency"], "big.png", 10, settings.ingest)
+    token = create_token(stores.db, ids["agency"], "ci").id
+    world = World("", batch_id, field_id, bystander, int(answer_id), spare, upload.id, token)
+    yield world, codes
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

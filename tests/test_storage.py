@@ -194,7 +194,8 @@ def _vocabulary_checks() -> list[tuple[sa.Table, str, set[str]]]:
 
 
 def _a_row_in_every_table(stores: Stores) -> None:
-    """A worker, a batch with a scan and a routed page whose field has a task, answered and paid."""
+    """A worker, a batch with a scan and a routed page whose field has a task, answered and
+    paid, and an upload to the batch."""
     seed_page(stores, [("city", "text", "KLANG", 40.0)])
     add_person(stores.db, "ana", Role.WORKER)
     with stores.db.begin() as conn:
@@ -224,6 +225,19 @@ def _a_row_in_every_table(stores: Stores) -> None:
         conn.execute(
             sa.insert(schema.audit_log).values(
                 at=utcnow(), worker_id=worker_id, action=AuditAction.ANSWER, task_id=task_id
+            )
+        )
+        batch_id = conn.execute(sa.select(schema.batches.c.id)).scalar_one()
+        conn.execute(
+            sa.insert(schema.uploads).values(
+                id="u1",
+                batch_id=batch_id,
+                filename="a.png",
+                size=1,
+                received=0,
+                status="receiving",
+                created_at=utcnow(),
+                updated_at=utcnow(),
             )
         )
 

@@ -187,6 +187,35 @@ class ReviewSettings(BaseSettings):
     column_size: int = Field(default=15, ge=2, le=30)  # snippets per screen in column mode
 
 
+class ApiSettings(BaseSettings):
+    """The agency API: uploads, S3 intake and webhooks."""
+
+    model_config = SettingsConfigDict(env_prefix="KERANI_API_")
+    # One request of a chunked upload carries at most this much: a weak line resends a
+    # small piece, not the file.
+    chunk_max_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    # Buckets an agency may point a batch at (comma-separated); each agency reads only
+    # under `<its name>/` in them. Empty: no S3 intake.
+    intake_s3_buckets: str = ""
+    intake_s3_endpoint_url: str | None = None
+    intake_s3_region: str = "us-east-1"
+    intake_s3_access_key_id: str | None = None
+    intake_s3_secret_access_key: SecretStr | None = None
+    # Webhooks to loopback, private or link-local addresses are refused unless this is
+    # set: an agency's URL must not make Kerani call into its own network.
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # A webhook the agency's server does not take is tried again, waiting twice as long
+    # each time (30 s, 1 min, 2 min, ...), this many times in all.
+    webhook_attempts: int = Field(default=12, ge=1)
+    # How often the review app looks for webhooks to deliver.
+    webhook_poll_s: float = Field(default=15.0, gt=0)
+
+    def intake_buckets(self) -> list[str]:
+        """The buckets S3 intake may read, as a list."""
+        return [b.strip() for b in self.intake_s3_buckets.split(",") if b.strip()]
+
+
 class ScaleSettings(BaseSettings):
     """Where a batch's pre-OCR runs: threads of the flow's own process, or a Dask cluster."""
 
@@ -226,6 +255,7 @@ class Settings(BaseModel):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     scale: ScaleSettings = Field(default_factory=ScaleSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def load(cls, data_dir: Path | None = None) -> Settings:

@@ -11,10 +11,19 @@ from enum import StrEnum
 
 
 class BatchStatus(StrEnum):
-    """Whether a submitted batch's files are still being taken in (batches.status)."""
+    """Whether a batch's files are still being taken in (batches.status)."""
 
+    OPEN = "open"  # created through the agency API: takes uploads until it is started
     INGESTING = "ingesting"
     INGESTED = "ingested"
+    CANCELLED = "cancelled"  # its open tasks withdrawn, nothing more read or asked
+
+
+class UploadStatus(StrEnum):
+    """A file sent to an open batch in chunks (uploads.status)."""
+
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
 
 
 class ScanStatus(StrEnum):
@@ -93,6 +102,7 @@ class TaskStatus(StrEnum):
 
     OPEN = "open"
     SETTLED = "settled"
+    WITHDRAWN = "withdrawn"  # its batch was cancelled: nobody is asked any more
 
 
 class TaskKind(StrEnum):

@@ -48,10 +48,13 @@ def upgrade() -> None:
     op.create_index("ix_pages_duplicate_of", "pages", ["duplicate_of"])
     # The lookup of an agency's earlier reading of a scan.
     op.create_index("ix_pages_source", "pages", ["source_sha256", "page_index"])
+    # Whether a batch has pages still to finish, without reading all of them.
+    op.create_index("ix_pages_batch_status", "pages", ["batch_id", "status"])
 
 
 def downgrade() -> None:
     """Back to pages unique across batches (refused while repeats or duplicates remain)."""
+    op.drop_index("ix_pages_batch_status", "pages")
     op.drop_index("ix_pages_source", "pages")
     op.drop_index("ix_pages_duplicate_of", "pages")
     with op.batch_alter_table("pages", recreate=_recreate()) as t:
