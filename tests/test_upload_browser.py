@@ -49,9 +49,11 @@ def test_an_agency_sends_files_and_a_folder_and_gets_its_batch(
 
     def lose_the_line_once(route: Route) -> None:
         # The third chunk never arrives: the page must ask where it stands and go on.
-        if route.request.method == "PATCH" and route.request.headers.get(
-            "upload-offset"
-        ) == str(2 * 256 * 1024) and not cut:
+        if (
+            route.request.method == "PATCH"
+            and route.request.headers.get("upload-offset") == str(2 * 256 * 1024)
+            and not cut
+        ):
             cut.append(route.request.url)
             route.abort("internetdisconnected")
             return
