@@ -48,7 +48,7 @@ def _wc(confidence: float) -> str:
 
 
 def _processing(
-    description: ET.Element, engines: Sequence[str], ocr_languages: str | None
+    description: ET.Element, engines: Sequence[str], ocr_languages: str | None, people: bool
 ) -> None:
     ocr = _el(description, "Processing", ID=OCR_STEP)
     _el(ocr, "processingCategory", "contentGeneration")
@@ -65,22 +65,22 @@ def _processing(
     _el(soft, "softwareName", named.name if named else "tesseract")
     if named and named.version:
         _el(soft, "softwareVersion", named.version)
-    people = _el(description, "Processing", ID=PEOPLE_STEP)
-    _el(people, "processingCategory", "contentModification")
+    if not people:  # the OCR settled every field
+        return
+    step = _el(description, "Processing", ID=PEOPLE_STEP)
+    _el(step, "processingCategory", "contentModification")
     _el(
-        people,
+        step,
         "processingStepDescription",
         "Fields the OCR was not sure of keyed or confirmed by people, each shown only its "
         "field's snippet, and settled when independent answers agreed",
     )
-    kerani = _el(people, "processingSoftware")
+    kerani = _el(step, "processingSoftware")
     _el(kerani, "softwareName", "Kerani")
     _el(kerani, "softwareVersion", __version__)
 
 
-def _block(
-    parent: ET.Element, page: int, i: int, f: FieldText, lang: str | None
-) -> None:
+def _block(parent: ET.Element, page: int, i: int, f: FieldText, lang: str | None) -> None:
     steps = f"{OCR_STEP} {PEOPLE_STEP}" if f.corrected else OCR_STEP
     attrs = _box(f.box) | {"TAGREFS": f"field_{page}_{i}", "PROCESSINGREFS": steps}
     if f.corrected:
@@ -93,8 +93,9 @@ def _block(
         return
     line = _el(block, "TextLine", ID=f"line_{page}_{i}", **_box(f.box))
     for j, (word, box) in enumerate(words, start=1):
-        if j > 1:
-            _el(line, "SP")
+        if j > 1:  # the gap since the last word
+            gap = words[j - 2][1][2]
+            _el(line, "SP", HPOS=str(gap), VPOS=str(box[1]), WIDTH=str(max(0, box[0] - gap)))
         string_attrs = _box(box) | {"CONTENT": word, "WC": _wc(f.confidence)}
         if f.corrected:
             string_attrs["CS"] = "true"
@@ -121,7 +122,7 @@ def render_alto(page: PageText, ocr_languages: str | None, language: str | None)
     source = _el(description, "sourceImageInformation")
     _el(source, "fileName", xml_safe(page.filename))
     _el(source, "fileIdentifier", page.source_sha256, fileIdentifierLocation="sha256")
-    _processing(description, page.engines, ocr_languages)
+    _processing(description, page.engines, ocr_languages, any(f.corrected for f in page.fields))
     p = page.number
     if page.fields:
         tags = _el(root, "Tags")

@@ -19,10 +19,11 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from pikepdf.pdfa import PdfaError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 
 from kerani import __version__
 from kerani.core.errors import BadInputError, NotFoundError
@@ -219,9 +220,7 @@ def _write_pdf(
     why none was."""
     p, s = schema.pages, schema.scans
     with db.connect() as conn:
-        scan = conn.execute(
-            select(s.c.filename, s.c.blob_key).where(s.c.id == scan_id)
-        ).one()
+        scan = conn.execute(select(s.c.filename, s.c.blob_key).where(s.c.id == scan_id)).one()
         rows = conn.execute(
             select(p.c.id, p.c.page_index, p.c.image_key, p.c.width, p.c.height)
             .where(p.c.scan_id == scan_id, p.c.batch_id == batch_id)
@@ -229,7 +228,7 @@ def _write_pdf(
         ).all()
     # Every page of the document, the ones still without a record as images only; one row
     # per page of the file, the one with a record first.
-    pages = {}
+    pages: dict[int, Row[Any]] = {}
     for row in sorted(rows, key=lambda r: (r.page_index, r.id not in recorded, -r.id)):
         pages.setdefault(int(row.page_index), row)
     chosen = [pages[i] for i in sorted(pages)]
@@ -238,7 +237,9 @@ def _write_pdf(
         original = blobs.get(scan.blob_key) if scan.blob_key else None
     except NotFoundError:
         original = None  # the sizes fall back to the default resolution
-    sizes = paper_sizes(original, [(int(r.page_index), int(r.width), int(r.height)) for r in chosen])
+    sizes = paper_sizes(
+        original, [(int(r.page_index), int(r.width), int(r.height)) for r in chosen]
+    )
     try:
         pdf_pages = [
             PdfPage(

@@ -21,7 +21,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 import pikepdf
@@ -77,7 +77,8 @@ def glyphless_font() -> bytes:
 def _to_unicode() -> bytes:
     """A CMap from the two-byte codes of the text (UTF-16 code units) back to Unicode."""
     # Ranges may not cross a change of the first byte: one range per high byte, at most
-    # 100 to a block. Surrogates (D8-DF) pair up into code points beyond the BMP.
+    # 100 to a block. A code is one UTF-16 unit, so a character beyond the BMP (two
+    # surrogate codes) cannot map back: it is drawn, but search and copy do not find it.
     ranges = [f"<{h:02X}00> <{h:02X}FF> <{h:02X}00>" for h in range(256) if not 0xD8 <= h <= 0xDF]
     blocks = []
     for start in range(0, len(ranges), 100):
@@ -286,11 +287,9 @@ def render_pdf(
         content = [f"q {width_pt:.2f} 0 0 {height_pt:.2f} 0 0 cm /Im0 Do Q"]
         content += _text_ops(page, (w, h))
         new = pdf.add_blank_page(page_size=(width_pt, height_pt))
-        new.obj.Resources = Dictionary(
-            XObject=Dictionary(Im0=image), Font=Dictionary(F0=font)
-        )
+        new.obj.Resources = Dictionary(XObject=Dictionary(Im0=image), Font=Dictionary(F0=font))
         new.obj.Contents = pdf.make_stream("\n".join(content).encode("ascii"))
-    when = (created or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    when = (created or datetime.now(UTC)).isoformat(timespec="seconds")
     with pdf.open_metadata(set_pikepdf_as_editor=False, update_docinfo=False) as meta:
         meta["dc:title"] = title
         if languages:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pikepdf
 import pytest
 from lxml import etree
-from PIL import Image, ImageDraw, ImageFont
 from pikepdf import pdfa
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 
 from kerani.core.settings import OcrSettings, Settings, using_settings
@@ -33,6 +33,7 @@ from kerani.records.archive import (
     write_text_layers,
 )
 from kerani.records.page_text import FieldText, PageText
+from kerani.records.searchable_pdf import DEFAULT_DPI, paper_sizes
 from kerani.storage import schema
 from kerani.storage.stores import Stores
 from tests.factories import batch_of, seed_page
@@ -42,21 +43,33 @@ DATA = Path(__file__).parent / "data"
 XLINK = "http://www.loc.gov/standards/xlink/xlink.xsd"
 A = f"{{{NS}}}"
 XHTML = "{http://www.w3.org/1999/xhtml}"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 DPI = 200
 SIZE = (800, 1000)  # pixels of each page: 4 x 5 inches at DPI
 FILE = "surat.tiff"
 
-# (page, field, box, what the OCR guessed, its confidence, what people answer or None when
-# the guess is trusted). A typed field above 96 is settled by the OCR alone (routing's
-# hand-set floor); a receipt's free text line always goes to people.
-FIELDS: list[tuple[int, str, tuple[int, int, int, int], str, float, tuple[str, str] | None]] = [
-    (0, "line_001", (60, 100, 700, 150), "LOT 5 KAMPUNG BAHRU", 40.0, ("value", "LOT 5, KAMPUNG BARU")),
-    (0, "line_002", (60, 200, 560, 250), "SITI BINTI AHMAD", 99.0, None),
-    (0, "line_003", (60, 300, 400, 350), "x#@!", 20.0, ("unreadable", "")),
-    (1, "line_004", (60, 100, 600, 150), "JUMLAH RM 12.5O", 50.0, ("value", "JUMLAH RM 12.50")),
+
+class F(NamedTuple):
+    """A field of the scan: what the OCR guessed, how sure, and what people answer (None:
+    the guess is trusted; a typed field above 96 is settled by the OCR alone, routing's
+    hand-set floor, while a receipt's free text line always goes to people)."""
+
+    page: int
+    name: str
+    box: tuple[int, int, int, int]
+    guess: str
+    confidence: float
+    answer: tuple[str, str] | None
+
+
+CORRECTED = "LOT 5, KAMPUNG BARU"  # what a person keyed over the OCR's guess
+FIELDS = [
+    F(0, "line_001", (60, 100, 700, 150), "LOT 5 KAMPUNG BAHRU", 40, ("value", CORRECTED)),
+    F(0, "line_002", (60, 200, 560, 250), "SITI BINTI AHMAD", 99, None),
+    F(0, "line_003", (60, 300, 400, 350), "x#@!", 20, ("unreadable", "")),
+    F(1, "line_004", (60, 100, 600, 150), "JUMLAH RM 12.5O", 50, ("value", "JUMLAH RM 12.50")),
 ]
-CORRECTED = "LOT 5, KAMPUNG BARU"
 
 
 def _page(text_lines: list[tuple[tuple[int, int, int, int], str]]) -> Image.Image:
@@ -70,9 +83,8 @@ def _page(text_lines: list[tuple[tuple[int, int, int, int], str]]) -> Image.Imag
 
 def _scan(folder: Path) -> Path:
     """A two-page TIFF at DPI showing the true text of every field."""
-    truth = {f[1]: (f[3] if f[5] is None else f[5][1]) for f in FIELDS}
     pages = [
-        _page([(box, truth[name]) for p, name, box, *_ in FIELDS if p == index])
+        _page([(f.box, f.answer[1] if f.answer else f.guess) for f in FIELDS if f.page == index])
         for index in (0, 1)
     ]
     path = folder / FILE
@@ -100,29 +112,28 @@ def document(settings: Settings, stores: Stores, tmp_path: Path) -> str:
             ).scalars()
         )
     for index, page_id in enumerate(page_ids):
-        mine = [f for f in FIELDS if f[0] == index]
+        mine = [f for f in FIELDS if f.page == index]
         with stores.db.begin() as conn:
             conn.execute(p.update().where(p.c.id == page_id).values(status=PageStatus.OCRED))
             rows = [
                 {
                     "page_id": page_id,
-                    "name": name,
-                    "kind": "text" if answer is None else "line",
-                    "x0": box[0],
-                    "y0": box[1],
-                    "x1": box[2],
-                    "y1": box[3],
-                    "snippet_key": f"snippets/{page_id}/{name}.png",
+                    "name": f.name,
+                    "kind": "text" if f.answer is None else "line",
+                    "x0": f.box[0],
+                    "y0": f.box[1],
+                    "x1": f.box[2],
+                    "y1": f.box[3],
+                    "snippet_key": f"snippets/{page_id}/{f.name}.png",
                     "status": FieldStatus.PENDING,
                     "answer_count": 0,
                 }
-                for _i, name, box, _g, _c, answer in mine
+                for f in mine
             ]
-            store_fields(
-                conn, rows, [Reading("tesseract-5.3.0", guess, conf) for *_, guess, conf, _a in mine]
-            )
+            guesses = [Reading("tesseract-5.3.0", f.guess, f.confidence) for f in mine]
+            store_fields(conn, rows, guesses)
         route_page(stores.db, page_id, 96.0)
-    settle_by_people(settings, stores, {f[1]: f[5] for f in FIELDS if f[5] is not None})
+    settle_by_people(settings, stores, {f.name: f.answer for f in FIELDS if f.answer})
     assert finish_ready_documents(stores.db, report.batch_id) == 2
     return report.batch_id
 
@@ -233,6 +244,32 @@ def test_pdf_text_layer_holds_what_people_settled(
         assert pdfa.check(pdf, "2b").passed
 
 
+def test_paper_size_is_the_originals() -> None:
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=(612, 792))  # US letter, portrait
+    turned = pdf.add_blank_page(page_size=(612, 792))
+    turned.obj.Rotate = 90  # shown, and rendered at ingest, in landscape
+    buf = io.BytesIO()
+    pdf.save(buf)
+    # Pages rendered at 200 dpi: the PDF's own size, turned as the page image is.
+    assert paper_sizes(buf.getvalue(), [(0, 1700, 2200), (1, 2200, 1700)]) == [
+        (612, 792),
+        (792, 612),
+    ]
+    image = io.BytesIO()
+    Image.new("L", (600, 300), 255).save(image, "PNG", dpi=(150, 150))
+    # PNG keeps pixels per metre: 150 dpi comes back a hair over.
+    ((width, height),) = paper_sizes(image.getvalue(), [(0, 600, 300)])
+    assert (width, height) == (pytest.approx(288, abs=0.1), pytest.approx(144, abs=0.1))
+    # No resolution stated, a camera's 72 dpi, or no original: the default resolution.
+    camera = io.BytesIO()
+    Image.new("L", (600, 300), 255).save(camera, "JPEG", dpi=(72, 72))
+    default = (600 * 72 / DEFAULT_DPI, 300 * 72 / DEFAULT_DPI)
+    assert paper_sizes(camera.getvalue(), [(0, 600, 300)]) == [default]
+    assert paper_sizes(None, [(0, 600, 300)]) == [default]
+    assert paper_sizes(b"not a scan", [(0, 600, 300)]) == [default]
+
+
 def test_languages_are_those_the_pages_were_read_with(stores: Stores, document: str) -> None:
     # Two languages: each named as read with, no single language claimed for the text.
     files = write_archive_files(stores.db, stores.blobs, document, "eng+msa")
@@ -250,7 +287,7 @@ def test_languages_are_those_the_pages_were_read_with(stores: Stores, document: 
     # One language: the text's language too, in all three.
     files = write_archive_files(stores.db, stores.blobs, document, "eng")
     hocr = etree.fromstring(stores.blobs.get(files.hocr[0]))
-    assert hocr.get("lang") == "en" and hocr.get("{http://www.w3.org/XML/1998/namespace}lang") == "en"
+    assert hocr.get("lang") == "en" and hocr.get(XML_LANG) == "en"
     alto = _valid_alto(stores.blobs.get(files.alto[0]))
     assert {b.get("LANG") for b in alto.iter(f"{A}TextBlock")} == {"en"}
     with pikepdf.open(io.BytesIO(stores.blobs.get(files.pdf[0]))) as pdf:
@@ -288,4 +325,7 @@ def test_a_document_whose_image_is_missing_gets_no_pdf_but_its_pages_get_the_res
     assert len(files.hocr) == len(files.alto) == 1 and files.pdf == ()
     ((name, reason),) = files.pdf_skipped
     assert name == "scan.png" and "page image cannot be read" in reason
-    assert "JALAN" in stores.blobs.get(files.alto[0]).decode()
+    alto = _valid_alto(stores.blobs.get(files.alto[0]))
+    assert _content(_blocks(alto)["line_001"]) == "JALAN 1"
+    # The OCR settled it alone: no step of people is claimed.
+    assert [p.get("ID") for p in alto.iter(f"{A}Processing")] == ["tesseract"]
