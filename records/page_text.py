@@ -170,6 +170,7 @@ def read_page_text(db: Engine, page_id: int) -> PageText:
                 p.c.template_id,
                 p.c.image_key,
                 p.c.source_sha256,
+                p.c.duplicate_of,
                 s.c.filename,
                 r.c.data,
             )
@@ -179,10 +180,14 @@ def read_page_text(db: Engine, page_id: int) -> PageText:
         ).first()
         if row is None:
             raise NotFoundError(f"page {page_id} has no record yet")
+        # A page its agency sent before has no fields of its own, only a copy of the first
+        # reading's record (kerani.ingest.batches): its boxes are that reading's, on the
+        # same page image.
+        read = row.duplicate_of if row.duplicate_of is not None else page_id
         boxes = {
             b.name: (b.x0, b.y0, b.x1, b.y1)
             for b in conn.execute(
-                select(f.c.name, f.c.x0, f.c.y0, f.c.x1, f.c.y1).where(f.c.page_id == page_id)
+                select(f.c.name, f.c.x0, f.c.y0, f.c.x1, f.c.y1).where(f.c.page_id == read)
             )
         }
     data: dict[str, dict[str, Any]] = json.loads(row.data)

@@ -208,6 +208,30 @@ def test_alto_is_valid_and_holds_what_people_settled(stores: Stores, document: s
     assert _content(_blocks(second)["line_004"]) == "JUMLAH RM 12.50"
 
 
+def test_a_scan_sent_again_gets_the_text_of_its_first_reading(
+    settings: Settings, stores: Stores, document: str, tmp_path: Path
+) -> None:
+    # The same agency sends the scan again with another file: a new batch, whose pages of
+    # the scan link to those read first and get copies of their records (no fields).
+    other = tmp_path / "other"
+    other.mkdir()
+    _page([((60, 100, 0, 0), "LAIN")]).save(other / "lain.png")
+    again = ingest_paths(
+        stores.db,
+        stores.blobs,
+        [tmp_path / FILE, other / "lain.png"],
+        stored_template(stores.db, "receipt"),
+        settings.ingest,
+    )
+    assert again.batch_id != document and again.pages_linked == 2
+    files = write_archive_files(stores.db, stores.blobs, again.batch_id, "eng")
+    assert files.alto == (alto_key(again.batch_id, FILE, 1), alto_key(again.batch_id, FILE, 2))
+    doc = _valid_alto(stores.blobs.get(files.alto[0]))
+    assert _content(_blocks(doc)["line_001"]) == CORRECTED
+    assert ">KAMPUNG<" in stores.blobs.get(files.hocr[0]).decode()  # a word of the hOCR
+    assert files.pdf == (pdf_key(again.batch_id, FILE),)
+
+
 def test_alto_stays_valid_with_text_xml_cannot_hold() -> None:
     field = FieldText("line_001", (0, 0, 90, 20), "A\x01B <&> \ufffe", "text", "human", 100.0)
     page = PageText(1, "b", 1, "odd & <name>.png", 1, (100, 40), "k", "0" * 64, (field,), ())
