@@ -30,7 +30,7 @@ from kerani.flows.documents import (
     tally,
 )
 from kerani.flows.triggers import STALE_AFTER
-from kerani.records.archive import write_text_layers
+from kerani.records.archive import write_archive_files
 from kerani.records.assembly import pages_to_reassemble
 from kerani.records.progress import resolve_batch_id
 from kerani.records.report import batch_report, report_markdown
@@ -201,10 +201,25 @@ def _reconcile_artifacts(
 
 @task(name="write-text-layers")
 def text_layers_task(batch_id: str) -> dict[str, Any]:
-    """Write the hOCR text layer of each page with a record; return how many and where."""
-    stores = open_stores(current_settings())
-    keys = write_text_layers(stores.db, stores.blobs, batch_id)
-    return {"pages": len(keys), "where": stores.blobs.location(f"exports/{batch_id}/hocr")}
+    """Write the archive files of a batch: hOCR and ALTO of each page with a record, a
+    searchable PDF/A of each document with one; return how many and where."""
+    settings = current_settings()
+    stores = open_stores(settings)
+    # A page keeps no record of the languages it was read with: the deployment's setting
+    # now is the best there is (records.archive says what the files claim from it).
+    files = write_archive_files(stores.db, stores.blobs, batch_id, settings.ocr.languages)
+    where = stores.blobs.location
+    return {
+        "pages": len(files.hocr),
+        "where": where(f"exports/{batch_id}/hocr"),
+        "alto": {"pages": len(files.alto), "where": where(f"exports/{batch_id}/alto")},
+        "pdf": {
+            "documents": len(files.pdf),
+            "where": where(f"exports/{batch_id}/pdf"),
+            "skipped": [{"file": name, "reason": why} for name, why in files.pdf_skipped],
+        },
+        "ocr_languages": settings.ocr.languages,
+    }
 
 
 @task(name="batch-report")
