@@ -59,6 +59,11 @@ DELIVERABLES = {
     "dictionary_csv": "dictionary.csv",
     "audit": "audit.csv",
 }
+DELIVERABLE_LABELS = {
+    "dictionary": "data dictionary",
+    "dictionary_csv": "data dictionary (csv)",
+    "audit": "audit trail",
+}
 # The same names as kerani.forms.templates.RESERVED_FIELD_NAMES, which no field may take.
 RECORD_COLUMNS = {name: c.dtype for name, c in dictionary_.RECORD_COLUMNS.items()}
 FIELD_SUFFIXES = {suffix: c.dtype for suffix, c in dictionary_.FIELD_SUFFIXES.items()}
@@ -90,6 +95,11 @@ class ExportResult:
     def documents(self) -> int:
         """Every row: pages, and files or pages refused at ingest."""
         return sum(self.statuses.values())
+
+
+def export_label(name: str) -> str:
+    """How a user is told what a file of ExportResult.keys is: `records (csv)`, `audit trail`."""
+    return DELIVERABLE_LABELS.get(name, f"records ({name})")
 
 
 def export_key(batch_id: str, fmt: str) -> str:
