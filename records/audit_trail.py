@@ -145,6 +145,13 @@ AUDIT_COLUMNS: dict[str, Column] = {
     ),
 }
 _EVENT_ORDER = {"ocr": 0, "answer": 1, "staff_keying": 1}
+# How a field people settled got its value, by its source: staff settle a field by keying it
+# twice alike (microtasks.gold); what else people settle, their consensus did.
+_SETTLED_BY: dict[str, str] = {
+    ValueSource.ARBITRATED: "arbitrated",
+    ValueSource.GOLD: "staff_keying",
+    ValueSource.OCR: "auto_accepted",
+}
 
 
 def pseudonym(worker_id: int) -> str:
@@ -163,11 +170,7 @@ def _settled_how(status: str, source: str | None) -> str:
         return "auto_accepted"
     if status != FieldStatus.SETTLED:
         return "waiting"
-    return {
-        ValueSource.ARBITRATED: "arbitrated",
-        ValueSource.GOLD: "staff_keying",
-        ValueSource.OCR: "auto_accepted",
-    }.get(str(source), "consensus")
+    return _SETTLED_BY.get(str(source), "consensus")
 
 
 def _kind_name(kind: str | None) -> str | None:
