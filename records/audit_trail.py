@@ -1,7 +1,8 @@
 """The audit trail of a batch's values, for the archive: `exports/<batch>/audit.csv`.
 
 One line per piece of evidence on each field of the batch: every OCR engine's reading, every
-answer a person gave (skips too) and every staff keying, in the order they came. Each line
+answer a person gave (skips too) and every staff keying, in the order they came. A page
+repeated from an earlier batch of its agency has the lines of the page it copies. Each line
 also says how the field was settled in the end (`settled_how`: auto_accepted by the OCR,
 consensus of people, arbitrated by a trusted worker, staff_keying, gold, or still waiting)
 with the settled value, its agreement and posterior, and how many people opened the snippet.
@@ -154,6 +155,12 @@ _SETTLED_BY: dict[str, str] = {
 }
 
 
+def read_as(p: Any) -> Any:
+    """The page whose fields a page of `p` (schema.pages) has: its own, or, for a page
+    repeated from an earlier batch of its agency (status duplicate), the page it copies."""
+    return func.coalesce(p.c.duplicate_of, p.c.id)
+
+
 def pseudonym(worker_id: int) -> str:
     """How a person is named in exports: W and their worker number, never their name."""
     return f"W{worker_id}"
@@ -203,7 +210,7 @@ def audit_frame(db: Engine, batch_id: str) -> pd.DataFrame:
                 s.c.filename,
                 t.c.settled_at,
             )
-            .join(p, p.c.id == f.c.page_id)
+            .join(p, read_as(p) == f.c.page_id)
             .join(s, s.c.id == p.c.scan_id)
             .outerjoin(t, t.c.field_id == f.c.id)
             .where(in_batch)
@@ -212,7 +219,7 @@ def audit_frame(db: Engine, batch_id: str) -> pd.DataFrame:
         readings = conn.execute(
             select(r)
             .join(f, f.c.id == r.c.field_id)
-            .join(p, p.c.id == f.c.page_id)
+            .join(p, read_as(p) == f.c.page_id)
             .where(in_batch)
             .order_by(r.c.id)
         ).all()
@@ -238,7 +245,7 @@ def audit_frame(db: Engine, batch_id: str) -> pd.DataFrame:
             )
             .join(t, t.c.id == a.c.task_id)
             .join(f, f.c.id == asked)
-            .join(p, p.c.id == f.c.page_id)
+            .join(p, read_as(p) == f.c.page_id)
             .outerjoin(led, led.c.answer_id == a.c.id)
             .where(in_batch)
             .order_by(a.c.created_at, a.c.id)
@@ -246,7 +253,7 @@ def audit_frame(db: Engine, batch_id: str) -> pd.DataFrame:
         keyings = conn.execute(
             select(k)
             .join(f, f.c.id == k.c.field_id)
-            .join(p, p.c.id == f.c.page_id)
+            .join(p, read_as(p) == f.c.page_id)
             .where(in_batch)
             .order_by(k.c.created_at, k.c.id)
         ).all()
@@ -254,7 +261,7 @@ def audit_frame(db: Engine, batch_id: str) -> pd.DataFrame:
             conn.execute(
                 select(log.c.field_id, func.count(func.distinct(log.c.worker_id)))
                 .join(f, and_(f.c.id == log.c.field_id, log.c.action == AuditAction.VIEW))
-                .join(p, p.c.id == f.c.page_id)
+                .join(p, read_as(p) == f.c.page_id)
                 .where(in_batch)
                 .group_by(log.c.field_id)
             )

@@ -47,7 +47,7 @@ from kerani.forms.catalogue import template_of
 from kerani.forms.templates import Template
 from kerani.records import dictionary as dictionary_
 from kerani.records.archive import hocr_key
-from kerani.records.audit_trail import AUDIT_COLUMNS, audit_frame
+from kerani.records.audit_trail import AUDIT_COLUMNS, audit_frame, read_as
 from kerani.records.report import batch_refusals
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore
@@ -210,9 +210,11 @@ def records_frame(db: Engine, batch_id: str) -> pd.DataFrame:
             .where(t.c.field_id == f.c.id)
             .scalar_subquery()
         )
+        # A page repeated from an earlier batch (status duplicate) has no fields of its own:
+        # those of the page it copies are its.
         open_fields = conn.execute(
             select(
-                f.c.page_id,
+                p.c.id.label("page_id"),
                 f.c.name,
                 f.c.status,
                 f.c.value,
@@ -221,7 +223,8 @@ def records_frame(db: Engine, batch_id: str) -> pd.DataFrame:
                 f.c.agreement,
                 people.label("people"),
             )
-            .join(p, p.c.id == f.c.page_id)
+            .select_from(p)
+            .join(f, f.c.page_id == read_as(p))
             .outerjoin(r, r.c.page_id == p.c.id)
             .where(p.c.batch_id == batch_id, r.c.id.is_(None))
             .order_by(f.c.id)

@@ -109,6 +109,7 @@ def add_page(
     image_key: str = "none",
     size: tuple[int, int] = (100, 100),
     error: str | None = None,
+    duplicate_of: int | None = None,
 ) -> int:
     """Page `index` (from 0) of a scan, in `status`, in the scan's batch; the page's id."""
     s = schema.scans
@@ -132,6 +133,7 @@ def add_page(
                     height=size[1],
                     status=status,
                     error=error,
+                    duplicate_of=duplicate_of,
                     created_at=utcnow(),
                 )
                 .returning(schema.pages.c.id)

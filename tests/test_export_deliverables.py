@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from kerani.core.settings import Settings
 from kerani.core.vocabulary import PageStatus, ScanStatus
@@ -22,7 +22,7 @@ from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.audit import log_view
 from kerani.microtasks.leases import claim_next
 from kerani.people.workers import add_person, person_by_code
-from kerani.records.audit_trail import AUDIT_COLUMNS
+from kerani.records.audit_trail import AUDIT_COLUMNS, audit_frame
 from kerani.records.dictionary import normalised_value
 from kerani.records.exports import (
     FORMATS,
@@ -33,6 +33,7 @@ from kerani.records.exports import (
     restore_cell,
 )
 from kerani.storage import schema
+from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
 from tests.factories import add_fields, add_page, new_batch
 
@@ -365,3 +366,45 @@ def test_the_audit_trail_has_every_answer_by_pseudonym_and_how_each_value_settle
         text = stores.blobs.get(key).decode("utf-8", errors="replace")
         leaked = [name for _, name in names if name in text]
         assert leaked == [], (key, leaked)
+
+
+def test_a_page_repeated_from_an_earlier_batch_is_like_any_page(
+    stores: Stores, partial: str
+) -> None:
+    """Done with the copy of its first reading's record; else waiting on that page's fields,
+    whose evidence is its audit trail."""
+    p, r = schema.pages, schema.records
+    with stores.db.connect() as conn:
+        first = dict(
+            conn.execute(
+                select(p.c.source_sha256, p.c.id).where(
+                    p.c.batch_id == partial, p.c.page_index == 0
+                )
+            )
+            .tuples()
+            .all()
+        )
+        record = conn.execute(select(r.c.data).where(r.c.page_id == first["a" * 64])).scalar_one()
+    again = new_batch(stores)
+    dup = {}
+    for name, sha in (("a again.png", "a" * 64), ("b again.pdf", "b" * 64)):
+        scan = _scan(stores, again, name, sha)
+        dup[sha] = add_page(stores, scan, 0, PageStatus.DUPLICATE, duplicate_of=first[sha])
+    # As ingest links a repeat of a page already assembled: its record is copied.
+    with stores.db.begin() as conn:
+        conn.execute(
+            insert(r).values(
+                page_id=dup["a" * 64], batch_id=again, data=record, assembled_at=utcnow()
+            )
+        )
+    frame = records_frame(stores.db, again)
+    done, waiting = _row(frame, "a again.png", 1), _row(frame, "b again.pdf", 1)
+    assert (done["status"], done["full_name"], done["sha256"]) == ("done", FORMULA, "a" * 64)
+    assert (waiting["status"], waiting["waiting_fields"]) == ("waiting", 1)
+    assert waiting["full_name"] == "SITI AMINAH" and waiting["city__people"] == 1
+
+    audit = audit_frame(stores.db, again)
+    first_audit = audit_frame(stores.db, partial)
+    answered = first_audit[first_audit["document"].isin(["a.png", "b.pdf"])]
+    assert set(audit["document"]) == {"a again.png", "b again.pdf"}
+    assert len(audit[audit["event"] == "answer"]) == len(answered[answered["event"] == "answer"])
