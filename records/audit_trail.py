@@ -17,7 +17,7 @@ lets the archive withhold them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -167,7 +167,10 @@ def pseudonym(worker_id: int) -> str:
 
 
 def _when(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat(timespec="milliseconds") if value is not None else None
+    # PostgreSQL hands back its session's time zone, SQLite naive UTC: both written in UTC.
+    if value is None:
+        return None
+    return as_utc(value).astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def _settled_how(status: str, source: str | None) -> str:

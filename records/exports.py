@@ -165,18 +165,9 @@ def column_types(frame_columns: list[str]) -> dict[str, str]:
 
 
 def _row(batch_id: str, document: str, page: int | None, sha256: str | None) -> dict[str, Any]:
-    return {
-        "batch_id": batch_id,
-        "document": document,
-        "page": page,
-        "sha256": sha256,
-        "status": None,
-        "waiting_fields": None,
-        "failure_reason": None,
-        "valid": None,
-        "problems": None,
-        "text_layer": None,
-    }
+    """A row's own columns: where it comes from, the rest empty until its status says."""
+    where = {"batch_id": batch_id, "document": document, "page": page, "sha256": sha256}
+    return dict.fromkeys(RECORD_COLUMNS) | where
 
 
 def records_frame(db: Engine, batch_id: str) -> pd.DataFrame:
@@ -275,11 +266,8 @@ def records_frame(db: Engine, batch_id: str) -> pd.DataFrame:
         single = refusal.first_page is not None and refusal.first_page == refusal.last_page
         page = refusal.first_page if single else None
         # A range has no one page number: its reason names the pages, as the report does.
-        reason = (
-            refusal.reason
-            if single or refusal.first_page is None
-            else (f"{refusal.label}: {refusal.reason}")
-        )
+        ranged = refusal.first_page is not None and not single
+        reason = f"{refusal.label}: {refusal.reason}" if ranged else refusal.reason
         rec = _row(batch_id, refusal.document, page, sha_of.get(refusal.document))
         rec |= {"status": "rejected", "failure_reason": reason}
         keyed.append(((refusal.document, refusal.first_page or 0, 0), rec))
