@@ -108,7 +108,8 @@ def assemble_task(batch_id: str) -> int:
 
 @task(name="export-batch")
 def export_task(batch_id: str) -> dict[str, str]:
-    """Write the batch's records (CSV, Parquet, JSON Lines) to the blob store; format → where."""
+    """Write every document of the batch (CSV, Parquet, JSON Lines), its data dictionary
+    (JSON, CSV) and audit trail (CSV) to the blob store; format or deliverable → where."""
     stores = open_stores(current_settings())
     result = export_batch(stores.db, stores.blobs, batch_id)
     return {fmt: stores.blobs.location(key) for fmt, key in result.keys.items()}

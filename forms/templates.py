@@ -34,7 +34,18 @@ from kerani.forms.validators import (
 BUNDLED_TEMPLATES = Path(__file__).parent / "templates"
 # Export columns of every record: a field may not take one of these names, nor contain "__"
 # (the separator of its own provenance columns, `<field>__source` and so on).
-RESERVED_FIELD_NAMES = ("batch_id", "document", "page", "valid", "problems", "text_layer")
+RESERVED_FIELD_NAMES = (
+    "batch_id",
+    "document",
+    "page",
+    "sha256",
+    "status",
+    "waiting_fields",
+    "failure_reason",
+    "valid",
+    "problems",
+    "text_layer",
+)
 
 
 class Label(BaseModel):

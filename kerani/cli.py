@@ -459,9 +459,11 @@ def export(
     data_dir: DataDir = None,
     verbose: bool = False,
 ) -> None:
-    """Assemble settled records of a batch; export CSV, Parquet, JSON Lines, hOCR, report."""
+    """Assemble settled records of a batch; export every document as CSV, Parquet and JSON
+    Lines with a data dictionary and an audit trail, hOCR, report."""
     from kerani.core.settings import using_settings
     from kerani.flows.digitise import finish_batch
+    from kerani.records.exports import export_label
     from kerani.records.progress import resolve_batch_id
     from kerani.storage.stores import open_stores
 
@@ -470,8 +472,8 @@ def export(
     batch_id = resolve_batch_id(open_stores(settings).db, batch)
     with using_settings(settings):  # the flow reads them; they are no flow parameter
         result: dict[str, Any] = finish_batch(batch_id)
-    for fmt, where in result["exports"].items():
-        console.print(f"{fmt}: {where}", soft_wrap=True)
+    for name, where in result["exports"].items():
+        console.print(f"{export_label(name)}: {where}", soft_wrap=True)
     layers = result["text_layers"]
     console.print(f"hocr: {layers['where']} ({layers['pages']} pages)", soft_wrap=True)
     report = result["report"]

@@ -36,6 +36,7 @@ from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.microtasks.tasks import queue_depth
 from kerani.people.workers import add_person, invite_worker
 from kerani.records.accuracy import NOT_ENOUGH
+from kerani.records.exports import export_label
 from kerani.records.progress import batch_progress
 from kerani.records.report import SOURCE_LABELS
 from kerani.review_ui.app import create_app
@@ -346,6 +347,6 @@ def print_summary(console: Console, batches: list[DemoBatch], url: str, simulate
             console.print(f"  {_cost_line(b.batch_report, who)}")
         if b.waiting:
             console.print(f"  {b.waiting} fields are still waiting for people")
-        for fmt, where in (b.exports or {}).items():
-            console.print(f"  records ({fmt}): {where}", soft_wrap=True)
+        for name, where in (b.exports or {}).items():
+            console.print(f"  {export_label(name)}: {where}", soft_wrap=True)
     console.print(f"Review page was served at {url}/signin", soft_wrap=True)

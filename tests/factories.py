@@ -49,6 +49,18 @@ def seed_page(
 ) -> int:
     """A batch with one OCRed page whose fields are (name, type, ocr_text, confidence); routed."""
     page_id = _new_page(stores, template, "none", (100, 100), PageStatus.OCRED)
+    add_fields(stores, page_id, guesses, threshold, pictures)
+    return page_id
+
+
+def add_fields(
+    stores: Stores,
+    page_id: int,
+    guesses: list[tuple[str, str, str, float]],
+    threshold: float = 96.0,
+    pictures: dict[str, str] | None = None,
+) -> None:
+    """Store an OCRed page's fields, (name, type, ocr_text, confidence) each, and route it."""
     with stores.db.begin() as conn:
         rows = []
         for i, (name, kind, _text, _conf) in enumerate(guesses):
@@ -70,13 +82,10 @@ def seed_page(
             )
         store_fields(conn, rows, [Reading("null", text, conf) for _n, _k, text, conf in guesses])
     route_page(stores.db, int(page_id), threshold)
-    return int(page_id)
 
 
-def _new_page(
-    stores: Stores, template: str, image_key: str, size: tuple[int, int], status: str
-) -> int:
-    """A new batch with one scan and one page of `size` in `status`; the page's id."""
+def new_batch(stores: Stores, template: str = "bantuan_form") -> str:
+    """A new, empty batch of the bundled template `template`; its id."""
     batch_id = secrets.token_hex(16)
     with stores.db.begin() as conn:
         conn.execute(
@@ -88,6 +97,55 @@ def _new_page(
                 created_at=utcnow(),
             )
         )
+    return batch_id
+
+
+def add_page(
+    stores: Stores,
+    scan_id: int,
+    index: int,
+    status: str,
+    *,
+    image_key: str = "none",
+    size: tuple[int, int] = (100, 100),
+    error: str | None = None,
+    duplicate_of: int | None = None,
+) -> int:
+    """Page `index` (from 0) of a scan, in `status`, in the scan's batch; the page's id."""
+    s = schema.scans
+    with stores.db.begin() as conn:
+        scan = conn.execute(
+            select(s.c.batch_id, s.c.sha256, schema.batches.c.template)
+            .join(schema.batches, schema.batches.c.id == s.c.batch_id)
+            .where(s.c.id == scan_id)
+        ).one()
+        return int(
+            conn.execute(
+                insert(schema.pages)
+                .values(
+                    batch_id=scan.batch_id,
+                    scan_id=scan_id,
+                    source_sha256=scan.sha256,
+                    page_index=index,
+                    template=scan.template,
+                    image_key=image_key,
+                    width=size[0],
+                    height=size[1],
+                    status=status,
+                    error=error,
+                    duplicate_of=duplicate_of,
+                    created_at=utcnow(),
+                )
+                .returning(schema.pages.c.id)
+            ).scalar_one()
+        )
+
+
+def _new_page(
+    stores: Stores, template: str, image_key: str, size: tuple[int, int], status: str
+) -> int:
+    """A new batch with one scan and one page of `size` in `status`; the page's id."""
+    batch_id = new_batch(stores, template)
     scan_id = record_scan(
         stores.db,
         batch_id,
@@ -98,25 +156,7 @@ def _new_page(
         status=ScanStatus.ACCEPTED,
         error=None,
     )
-    with stores.db.begin() as conn:
-        return int(
-            conn.execute(
-                insert(schema.pages)
-                .values(
-                    batch_id=batch_id,
-                    scan_id=scan_id,
-                    source_sha256=batch_id * 2,
-                    page_index=0,
-                    template=template,
-                    image_key=image_key,
-                    width=size[0],
-                    height=size[1],
-                    status=status,
-                    created_at=utcnow(),
-                )
-                .returning(schema.pages.c.id)
-            ).scalar_one()
-        )
+    return add_page(stores, scan_id, 0, status, image_key=image_key, size=size)
 
 
 def ingested_page(stores: Stores, image: Image.Image, template: str = "receipt") -> int:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from kerani.cli import app
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.forms.templates import load_template
+from kerani.records.exports import read_export
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,19 @@ def test_submit_status_export(env: Path, tmp_path: Path, prefect_server: None) -
 
     exported = runner.invoke(app, ["export", batch[:8]])  # a unique prefix will do
     assert exported.exit_code == 0, exported.output
-    assert (env / "blobs" / "exports" / batch / "records.csv").is_file()
+    out = env / "blobs" / "exports" / batch
+    said = " ".join(exported.output.split())
+    for label, file in (
+        ("records (csv)", "records.csv"),
+        ("data dictionary", "dictionary.json"),
+        ("data dictionary (csv)", "dictionary.csv"),
+        ("audit trail", "audit.csv"),
+    ):
+        assert (out / file).is_file() and f"{label}: {out / file}" in said, label
+    # Nobody has answered yet, and still every document is there with its status.
+    frame = read_export((out / "records.csv").read_bytes(), "csv")
+    statuses = dict(zip(frame["document"], frame["status"], strict=True))
+    assert statuses.pop("pages/readme.txt") == "rejected" and set(statuses.values()) == {"waiting"}
 
     bad = runner.invoke(app, ["submit", str(forms), "--template", "no_such_form"])
     assert bad.exit_code == 5 and "no template 'no_such_form'" in bad.output

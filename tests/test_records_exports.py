@@ -23,7 +23,14 @@ from kerani.microtasks.leases import claim_next
 from kerani.microtasks.ledger import ringgit, ringgit_each
 from kerani.people.workers import add_person, agency_named, person_by_code
 from kerani.records.archive import hocr_key, write_text_layers
-from kerani.records.exports import FORMATS, export_batch, frame_bytes, read_export, records_frame
+from kerani.records.exports import (
+    DELIVERABLES,
+    FORMATS,
+    export_batch,
+    frame_bytes,
+    read_export,
+    records_frame,
+)
 from kerani.records.report import batch_report, report_markdown
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
@@ -75,7 +82,7 @@ def batch(settings: Settings, stores: Stores) -> str:
 
 def test_exports_round_trip_and_mark_unreadable_fields(stores: Stores, batch: str) -> None:
     result = export_batch(stores.db, stores.blobs, batch)
-    assert result.records == 1 and set(result.keys) == set(FORMATS)
+    assert result.records == 1 and set(result.keys) == {*FORMATS, *DELIVERABLES}
     frame = records_frame(stores.db, batch)
     for fmt in FORMATS:
         back = read_export(stores.blobs.get(result.keys[fmt]), fmt)
