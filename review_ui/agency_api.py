@@ -252,7 +252,12 @@ def list_exports(request: Request, batch_id: str) -> dict[str, Any]:
     caller = agency_caller(request)
     agency_batch(db_of(request), batch_id, caller.agency_id)
     prefix = f"exports/{batch_id}/"
-    files = [key[len(prefix) :] for key in export_keys(request.app.state.stores, batch_id)]
+    files = [
+        key[len(prefix) :]
+        for key in export_keys(
+            request.app.state.stores, batch_id, settings_of(request).ocr.languages
+        )
+    ]
     return {
         "batch_id": batch_id,
         "files": [
@@ -266,7 +271,7 @@ def download_export(request: Request, batch_id: str, name: str) -> Response:
     """One deliverable of the batch (as listed by its exports)."""
     caller = agency_caller(request)
     agency_batch(db_of(request), batch_id, caller.agency_id)
-    return export_file(request.app.state.stores, batch_id, name)
+    return export_file(request.app.state.stores, batch_id, name, settings_of(request).ocr.languages)
 
 
 @router.post("/uploads/{batch_id}/files", status_code=201)

@@ -101,7 +101,12 @@ def downloads_page(request: Request, batch_id: str, session: PageSession) -> Res
     need_role(person, Role.OPERATOR, Role.AGENCY)
     batch_id = own_batch(request, person, batch_id)
     prefix = f"exports/{batch_id}/"
-    names = [key[len(prefix) :] for key in export_keys(request.app.state.stores, batch_id)]
+    names = [
+        key[len(prefix) :]
+        for key in export_keys(
+            request.app.state.stores, batch_id, settings_of(request).ocr.languages
+        )
+    ]
     context = {"batch_id": batch_id, "names": names}
     return render(request, "downloads.html", context, person, csrf)
 
@@ -111,7 +116,9 @@ def download(request: Request, batch_id: str, name: str, session: PageSession) -
     """One deliverable of a batch, as its downloads page lists it."""
     person, _ = session
     need_role(person, Role.OPERATOR, Role.AGENCY)
-    return export_file(request.app.state.stores, own_batch(request, person, batch_id), name)
+    batch_id = own_batch(request, person, batch_id)
+    languages = settings_of(request).ocr.languages
+    return export_file(request.app.state.stores, batch_id, name, languages)
 
 
 @router.get("/batches/{batch_id}/report", response_class=HTMLResponse)

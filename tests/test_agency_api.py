@@ -8,6 +8,7 @@ import io
 import json
 import os
 import secrets
+import subprocess
 import threading
 import time
 import zipfile
@@ -365,6 +366,15 @@ def test_two_agencies_through_the_api(
         csv = x.get(f"/api/v1/batches/{batch_x}/exports/records.csv")
         assert csv.status_code == 200 and expected["postcode"] in csv.text
         assert x.get(f"/api/v1/batches/{batch_x}/exports/../../etc/passwd").status_code == 404
+        assert {"dictionary.json", "audit.csv"} <= names
+        pdf_name = next(n for n in names if n.startswith("pdf/") and "form_003" in n)
+        assert any(n.startswith("alto/") for n in names)
+        pdf = tmp_path / "form_003.pdf"
+        pdf.write_bytes(x.get(f"/api/v1/batches/{batch_x}/exports/{pdf_name}").content)
+        text = subprocess.run(
+            ["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True
+        ).stdout
+        assert expected["postcode"] in text  # the settled values are the PDF's text layer
 
         # The webhook came, once, signed with the token's secret.
         deadline = time.monotonic() + 30
