@@ -179,7 +179,8 @@ def preocr_page(
         updated = conn.execute(
             schema.pages.update()
             .where(schema.pages.c.id == page_id, schema.pages.c.status == "ingested")
-            .values(status=PageStatus.OCRED)
+            # What the archive files name as the page's languages (records.archive).
+            .values(status=PageStatus.OCRED, ocr_languages=getattr(engine, "languages", None))
         ).rowcount
         if updated:
             store_fields(conn, rows, guesses)

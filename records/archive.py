@@ -5,12 +5,12 @@ of one or more pages): a searchable PDF/A-2b (records.searchable_pdf). All three
 same text (records.page_text): each field's value as people settled it, or the OCR text
 where the machine was trusted, in the field's box.
 
-Languages: the files say which languages Tesseract read with only when the caller says
-(`ocr_languages`, Tesseract's setting such as 'eng+msa'): a page does not keep the setting
-it was read with, so the flows pass the deployment's KERANI_OCR_LANGUAGES at the time the
-files are written. The text's own language (hOCR and HTML `lang`, ALTO `LANG`, the PDF's
-/Lang) is given only when that is a single language; with several, or none known, it is
-left out rather than guessed.
+Languages: the files say which languages Tesseract read with (its setting such as
+'eng+msa'), as the pre-OCR kept it on the page (pages.ocr_languages); for a page read
+before that was kept, the caller's `ocr_languages` (the flows pass the deployment's
+KERANI_OCR_LANGUAGES), or nothing. The text's own language (hOCR and HTML `lang`, ALTO
+`LANG`, the PDF's /Lang) is given only when that is a single language; with several, or
+none known, it is left out rather than guessed.
 """
 
 from __future__ import annotations
@@ -188,17 +188,22 @@ def write_archive_files(
     by_scan: dict[int, dict[int, PageText]] = {}
     for page_id in _recorded_pages(db, batch_id):
         page = read_page_text(db, page_id)
+        # The setting the page was read with, kept at pre-OCR; else the caller's.
+        languages = page.ocr_languages or ocr_languages
+        page_tags = language_tags(languages)
         key = hocr_key(page.batch_id, page.filename, page.number)
-        blobs.put(key, _hocr_of(page, tags).encode("utf-8"))
+        blobs.put(key, _hocr_of(page, page_tags).encode("utf-8"))
         hocr.append(key)
         key = alto_key(page.batch_id, page.filename, page.number)
-        blobs.put(key, render_alto(page, ocr_languages, _single(tags)))
+        blobs.put(key, render_alto(page, languages, _single(page_tags)))
         alto.append(key)
         by_scan.setdefault(page.scan_id, {})[page.page_id] = page
     pdfs: list[str] = []
     skipped: list[tuple[str, str]] = []
     for scan_id, recorded in by_scan.items():
-        filename, key_or_none, why = _write_pdf(db, blobs, batch_id, scan_id, recorded, tags)
+        kept = {p.ocr_languages for p in recorded.values() if p.ocr_languages}
+        doc_tags = language_tags(kept.pop()) if len(kept) == 1 else tags
+        filename, key_or_none, why = _write_pdf(db, blobs, batch_id, scan_id, recorded, doc_tags)
         if key_or_none is not None:
             pdfs.append(key_or_none)
         else:

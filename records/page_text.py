@@ -93,6 +93,9 @@ class PageText:
     fields: tuple[FieldText, ...]
     # The engines whose guesses the fields hold, by name-version (e.g. tesseract-5.3.0).
     engines: tuple[str, ...]
+    # Tesseract's language setting the page was read with ('eng+msa'); None for pages read
+    # before it was kept (migration 0017).
+    ocr_languages: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def read_page_text(db: Engine, page_id: int) -> PageText:
                 p.c.image_key,
                 p.c.source_sha256,
                 p.c.duplicate_of,
+                p.c.ocr_languages,
                 s.c.filename,
                 r.c.data,
             )
@@ -184,6 +188,11 @@ def read_page_text(db: Engine, page_id: int) -> PageText:
         # reading's record (kerani.ingest.batches): its boxes are that reading's, on the
         # same page image.
         read = row.duplicate_of if row.duplicate_of is not None else page_id
+        languages = row.ocr_languages
+        if row.duplicate_of is not None:
+            languages = conn.execute(
+                select(p.c.ocr_languages).where(p.c.id == row.duplicate_of)
+            ).scalar()
         boxes = {
             b.name: (b.x0, b.y0, b.x1, b.y1)
             for b in conn.execute(
@@ -223,4 +232,5 @@ def read_page_text(db: Engine, page_id: int) -> PageText:
         source_sha256=str(row.source_sha256),
         fields=tuple(fields),
         engines=tuple(engines),
+        ocr_languages=str(languages) if languages else None,
     )

@@ -16,7 +16,9 @@ from kerani.core.errors import BadInputError, TemplateError
 from kerani.core.vocabulary import Role
 from kerani.flows.retrying import BatchRuns
 from kerani.forms.catalogue import stored_template, template_versions
+from kerani.forms.templates import bundled_template_names
 from kerani.ingest.retry import retriable_pages
+from kerani.records.progress import batch_progress
 from kerani.records.report import batch_report
 from kerani.review_ui.downloads import export_file, export_keys
 from kerani.review_ui.status import recent_answers
@@ -89,8 +91,11 @@ def upload_page(request: Request, session: PageSession) -> Response:
     """Send scans: name a batch, pick its template, drop files, folders and zips."""
     person, csrf = session
     need_role(person, Role.AGENCY)
-    versions = [f"{v.name}:{v.version}" for v in template_versions(db_of(request))]
-    context = {"versions": versions, "chunk": settings_of(request).api.chunk_max_bytes}
+    stored = [f"{v.name}:{v.version}" for v in template_versions(db_of(request))]
+    # The bundled templates not stored yet are stored when a batch first names them.
+    names = {v.split(":")[0] for v in stored}
+    bundled = [name for name in bundled_template_names() if name not in names]
+    context = {"versions": bundled + stored, "chunk": settings_of(request).api.chunk_max_bytes}
     return render(request, "upload.html", context, person, csrf)
 
 
@@ -126,5 +131,16 @@ def report_page(request: Request, batch_id: str, session: PageSession) -> Respon
     """A batch's report: what came out, and what to send back."""
     person, csrf = session
     need_role(person, Role.OPERATOR, Role.AGENCY)
-    report = batch_report(db_of(request), own_batch(request, person, batch_id))
-    return render(request, "report.html", {"r": report}, person, csrf)
+    batch_id = own_batch(request, person, batch_id)
+    db = db_of(request)
+    (progress,) = batch_progress(db, batch_id)
+    retries: BatchRuns = request.app.state.retries
+    context = {
+        "r": batch_report(db, batch_id),
+        "b": progress,
+        # The batch page's Retry: its failed pages read again, with another version if picked.
+        "retriable": retriable_pages(db, batch_id),
+        "retrying": retries.running(batch_id),
+        "versions": [f"{v.name}:{v.version}" for v in template_versions(db)],
+    }
+    return render(request, "report.html", context, person, csrf)

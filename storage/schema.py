@@ -194,6 +194,8 @@ pages = Table(
     # that page's record (status `duplicate`). Pages are unique per batch only, so another
     # agency's scan never stops, or reveals itself to, this one.
     Column("duplicate_of", Integer, ForeignKey("pages.id"), nullable=True, index=True),
+    # Tesseract's language setting it was read with ('eng+msa'): the archive files say so.
+    Column("ocr_languages", String(100), nullable=True),
     UniqueConstraint("batch_id", "source_sha256", "page_index", name="uq_pages_batch_content"),
     Index("ix_pages_source", "source_sha256", "page_index"),
     Index("ix_pages_batch_status", "batch_id", "status"),

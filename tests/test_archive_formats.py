@@ -353,3 +353,25 @@ def test_a_document_whose_image_is_missing_gets_no_pdf_but_its_pages_get_the_res
     assert _content(_blocks(alto)["line_001"]) == "JALAN 1"
     # The OCR settled it alone: no step of people is claimed.
     assert [p.get("ID") for p in alto.iter(f"{A}Processing")] == ["tesseract"]
+
+
+def test_the_languages_kept_at_pre_ocr_beat_the_setting_of_the_day(
+    stores: Stores, document: str
+) -> None:
+    # Read with eng+msa (what the pre-OCR keeps on each page), finished under another
+    # setting: the files name what the pages were read with.
+    with stores.db.begin() as conn:
+        conn.execute(
+            schema.pages.update()
+            .where(schema.pages.c.batch_id == document)
+            .values(ocr_languages="eng+msa")
+        )
+    files = write_archive_files(stores.db, stores.blobs, document, "eng")
+    hocr = etree.fromstring(stores.blobs.get(files.hocr[0]))
+    meta = {m.get("name"): m.get("content") for m in hocr.iter(f"{XHTML}meta")}
+    assert meta["ocr-langs"] == "en ms" and hocr.get("lang") is None
+    alto = _valid_alto(stores.blobs.get(files.alto[0]))
+    steps = alto.findtext(f".//{A}Processing[@ID='tesseract']/{A}processingStepSettings")
+    assert steps == "languages eng+msa"
+    with pikepdf.open(io.BytesIO(stores.blobs.get(files.pdf[0]))) as pdf:
+        assert set(pdf.open_metadata()["dc:language"]) == {"en", "ms"}

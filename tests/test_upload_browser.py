@@ -65,7 +65,7 @@ def test_an_agency_sends_files_and_a_folder_and_gets_its_batch(
         page.click("text=Upload")
         page.wait_for_selector("#drop")
         page.fill("#batch-name", "Bantuan <b>Disember</b>")
-        page.select_option("#batch-template", "bantuan_form:1")
+        page.select_option("#batch-template", "bantuan_form")
         page.set_input_files("#pick-files", str(pages[0]))
         page.set_input_files("#pick-folder", str(folder))
         names = page.locator("#files tbody tr td:first-child").all_inner_texts()

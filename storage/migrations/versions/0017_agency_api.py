@@ -28,11 +28,29 @@ TASKS_BEFORE = ("open", "settled")
 TASKS_AFTER = (*TASKS_BEFORE, "withdrawn")
 
 
+def _sqlite_indexes(table: str) -> dict[str, str]:
+    rows = op.get_bind().exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+        "AND sql IS NOT NULL",
+        (table,),
+    )
+    return {str(name): str(sql) for name, sql in rows}
+
+
 def _recheck(values: tuple[str, ...], table: str = "batches") -> None:
-    recreate = "always" if op.get_bind().dialect.name == "sqlite" else "auto"
-    with op.batch_alter_table(table, recreate=recreate) as t:
+    """Let `table`.status take `values`. SQLite rebuilds the table to change a constraint,
+    and alembic recreates its indexes from reflection, which loses a column's order
+    (ix_tasks_claim_order's `priority DESC`): those are created again as they were."""
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    before = _sqlite_indexes(table) if sqlite else {}
+    with op.batch_alter_table(table, recreate="always" if sqlite else "auto") as t:
         t.drop_constraint(f"ck_{table}_status", type_="check")
         t.create_check_constraint(f"ck_{table}_status", sa.column("status").in_(values))
+    after = _sqlite_indexes(table) if sqlite else {}
+    for name, sql in before.items():
+        if after.get(name) != sql:
+            op.execute(f'DROP INDEX IF EXISTS "{name}"')
+            op.execute(sql)
 
 
 def upgrade() -> None:
@@ -66,6 +84,9 @@ def upgrade() -> None:
         t.add_column(sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True))
     _recheck(AFTER)
     _recheck(TASKS_AFTER, "tasks")
+    # The languages a page was read with, for its archive files (hOCR, ALTO, PDF/A).
+    with op.batch_alter_table("pages") as t:
+        t.add_column(sa.Column("ocr_languages", sa.String(100), nullable=True))
     op.create_table(
         "uploads",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -98,6 +119,8 @@ def downgrade() -> None:
     """Drop the API's tables and columns (refused while open or cancelled batches remain)."""
     op.drop_table("webhook_deliveries")
     op.drop_table("uploads")
+    with op.batch_alter_table("pages") as t:
+        t.drop_column("ocr_languages")
     _recheck(TASKS_BEFORE, "tasks")
     _recheck(BEFORE)
     with op.batch_alter_table("batches") as t:
