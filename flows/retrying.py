@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,16 @@ class BatchRuns:
         """Whether a flow of this batch runs in this process now."""
         with self._lock:
             return batch_id in self._running
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no flow of this process runs (a test's end, a shutdown); True if so."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._running:
+                    return True
+            time.sleep(0.1)
+        return False
 
     def start(self, settings: Settings, batch_id: str, template: str | None) -> str:
         """Start the retry of a batch (with `template`, a stored `name:version`); say where

@@ -184,7 +184,8 @@ def test_two_agencies_through_the_api(
     x_token = create_token(stores.db, agency_named(stores.db, "jkm"), "jkm's records system")
     y_token = create_token(stores.db, agency_named(stores.db, "lhdn"), "lhdn scripts")
     receiver = Receiver()
-    server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port_for_tests())
+    app = create_app(settings, stores)
+    server = BackgroundServer(app, "127.0.0.1", free_port_for_tests())
     server.start()
     x = httpx.Client(
         base_url=server.url, headers={"Authorization": f"Bearer {x_token.token}"}, timeout=120
@@ -401,5 +402,7 @@ def test_two_agencies_through_the_api(
         revoke_token(stores.db, x_token.id)
         assert x.get("/api/v1/batches").status_code == 403
     finally:
+        # The batches' flows run in threads of the app: let them end before the database goes.
+        assert app.state.retries.wait_idle(180)
         server.stop()
         receiver.server.shutdown()

@@ -40,7 +40,8 @@ def test_an_agency_sends_files_and_a_folder_and_gets_its_batch(
     # Chunks of 256 KiB: the 1 MB form goes in pieces, through the resumable path.
     settings = settings.model_copy(update={"api": ApiSettings(chunk_max_bytes=256 * 1024)})
     code = add_person(stores.db, "jkm", "agency")
-    server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
+    app = create_app(settings, stores)
+    server = BackgroundServer(app, "127.0.0.1", free_port()).start()
     context = browser.new_context(**VIEWPORTS["desktop"])
     page = context.new_page()
     errors: list[str] = []
@@ -118,5 +119,7 @@ def test_an_agency_sends_files_and_a_folder_and_gets_its_batch(
         shot(phone, "phone", "upload")
         assert errors == []
     finally:
+        # The batch's flow runs in a thread of the app: let it end before the database goes.
+        assert app.state.retries.wait_idle(180)
         context.close()
         server.stop()
