@@ -57,15 +57,7 @@ def ingest_task(paths: list[str], template: str, agency: str | None = None) -> d
     report = ingest_paths(
         stores.db, stores.blobs, [Path(p) for p in paths], stored, settings.ingest, agency_id
     )
-    return {
-        "batch_id": report.batch_id,
-        "template": report.template,
-        "accepted_files": report.accepted_files,
-        "pages_created": report.pages_created,
-        "pages_existing": report.pages_existing,
-        "pages_linked": report.pages_linked,
-        "rejected": [{"name": r.name, "reason": r.reason} for r in report.rejected],
-    }
+    return report.as_dict()
 
 
 @task(name="pre-ocr-page", retries=1, retry_delay_seconds=2)
@@ -232,15 +224,7 @@ def intake_task(batch_id: str) -> dict[str, Any]:
     report = ingest_intake(
         stores.db, stores.blobs, batch_id, settings.ingest, settings.api, staging
     )
-    return {
-        "batch_id": report.batch_id,
-        "template": report.template,
-        "accepted_files": report.accepted_files,
-        "pages_created": report.pages_created,
-        "pages_existing": report.pages_existing,
-        "pages_linked": report.pages_linked,
-        "rejected": [{"name": r.name, "reason": r.reason} for r in report.rejected],
-    }
+    return report.as_dict()
 
 
 @task(name="announce-if-complete")

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, or_, select
 
@@ -44,6 +45,18 @@ class IngestReport:
     pages_existing: int = 0  # already in this batch (submitted again, or the same file twice)
     pages_linked: int = 0  # read before in an earlier batch of the same agency
     rejected: list[RejectedFile] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for flow results and the CLI."""
+        return {
+            "batch_id": self.batch_id,
+            "template": self.template,
+            "accepted_files": self.accepted_files,
+            "pages_created": self.pages_created,
+            "pages_existing": self.pages_existing,
+            "pages_linked": self.pages_linked,
+            "rejected": [{"name": r.name, "reason": r.reason} for r in self.rejected],
+        }
 
 
 def batch_id_for(
