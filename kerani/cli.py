@@ -397,6 +397,8 @@ def status(
     table = Table()
     table.add_column("batch", no_wrap=True)
     for col in (
+        "name",
+        "status",
         "template",
         "pages",
         "fields",
@@ -412,6 +414,8 @@ def status(
         failed = f" ({b['pages_failed']} not read)" if b["pages_failed"] else ""
         table.add_row(
             b["batch_id"][:12],
+            Text(b["name"] or ""),
+            b["status"],
             Text(f"{b['template']}{version}"),
             f"{b['pages']}{failed}",
             str(b["fields"]),
