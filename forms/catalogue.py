@@ -16,11 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, or_, select, true
 from sqlalchemy.exc import IntegrityError
 
 from kerani.core.errors import BadInputError, NotFoundError, TemplateError
+from kerani.core.vocabulary import Role
 from kerani.forms.feasibility import check_rules_can_hold
 from kerani.forms.templates import (
     BUNDLED_TEMPLATES,
@@ -171,12 +173,27 @@ def _split_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def stored_template(db: Engine, ref: str) -> StoredTemplate:
-    """The version a reference names: `name:version`, or `name` for its latest. A bundled
-    template that was never stored is stored (as version 1) the first time it is named."""
+def visible_to(agency_id: int | None) -> Any:
+    """The condition on templates that an agency may see and use: bundled ones, those
+    operators stored, and its own; None: every template (operators, the CLI).
+
+    Another agency's templates are neither listed nor usable, and their use is never
+    counted: the same answer as a template that does not exist.
+    """
+    t, w = schema.templates, schema.workers
+    if agency_id is None:
+        return true()
+    creator_role = select(w.c.role).where(w.c.id == t.c.created_by).scalar_subquery()
+    return or_(t.c.created_by.is_(None), t.c.created_by == agency_id, creator_role != Role.AGENCY)
+
+
+def stored_template(db: Engine, ref: str, agency_id: int | None = None) -> StoredTemplate:
+    """The version a reference names: `name:version`, or `name` for its latest (among the
+    templates `agency_id` may see, if given). A bundled template that was never stored is
+    stored (as version 1) the first time it is named."""
     name, version = _split_ref(ref)
     t = schema.templates
-    query = select(t).where(t.c.name == name)
+    query = select(t).where(t.c.name == name, visible_to(agency_id))
     query = query.where(t.c.version == version) if version else query.order_by(t.c.version.desc())
     with db.connect() as conn:
         row = conn.execute(query.limit(1)).first()
@@ -187,10 +204,12 @@ def stored_template(db: Engine, ref: str) -> StoredTemplate:
         return add_template(db, path.read_text(encoding="utf-8"), "bundled")
     if version is not None:
         with db.connect() as conn:
-            latest = conn.execute(select(func.max(t.c.version)).where(t.c.name == name)).scalar()
+            latest = conn.execute(
+                select(func.max(t.c.version)).where(t.c.name == name, visible_to(agency_id))
+            ).scalar()
         if latest:
             raise TemplateError(f"template {name!r} has no version {version} (latest: {latest})")
-    known = sorted({*stored_names(db), *bundled_template_names()})
+    known = sorted({*stored_names(db, agency_id), *bundled_template_names()})
     raise TemplateError(
         f"no template {name!r}: give a YAML file, `kerani template add FILE`, or one of "
         f"{', '.join(known)}"
@@ -208,19 +227,28 @@ def resolve_template(db: Engine, ref: str, by: int | None = None) -> StoredTempl
     return stored_template(db, ref)
 
 
-def stored_names(db: Engine) -> list[str]:
-    """Names of the templates stored so far."""
+def stored_names(db: Engine, agency_id: int | None = None) -> list[str]:
+    """Names of the templates stored so far (that `agency_id` may see, if given)."""
+    t = schema.templates
+    query = select(t.c.name).where(visible_to(agency_id)).distinct()
     with db.connect() as conn:
-        return [str(n) for n in conn.execute(select(schema.templates.c.name).distinct()).scalars()]
+        return [str(n) for n in conn.execute(query).scalars()]
 
 
-def template_versions(db: Engine, name: str | None = None) -> list[TemplateVersion]:
-    """Every stored version (of one name, or all), with how many batches use each."""
+def template_versions(
+    db: Engine, name: str | None = None, agency_id: int | None = None
+) -> list[TemplateVersion]:
+    """Every stored version (of one name, or all), with how many batches use each; for an
+    agency, the versions it may see and only its own batches counted."""
     t, b = schema.templates, schema.batches
-    used = select(b.c.template_id, func.count().label("n")).group_by(b.c.template_id).subquery()
+    counted = select(b.c.template_id, func.count().label("n"))
+    if agency_id is not None:
+        counted = counted.where(b.c.agency_id == agency_id)
+    used = counted.group_by(b.c.template_id).subquery()
     query = (
         select(t.c.id, t.c.name, t.c.version, t.c.origin, t.c.created_at, used.c.n)
         .outerjoin(used, used.c.template_id == t.c.id)
+        .where(visible_to(agency_id))
         .order_by(t.c.name, t.c.version)
     )
     if name is not None:

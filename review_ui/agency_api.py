@@ -151,10 +151,10 @@ def _batch_view(request: Request, batch_id: str, agency_id: int) -> dict[str, An
 @router.get("/templates")
 def list_templates(request: Request) -> list[dict[str, Any]]:
     """The stored template versions a batch can be read with."""
-    agency_caller(request)
+    caller = agency_caller(request)
     return [
         {"template": f"{v.name}:{v.version}", "name": v.name, "version": v.version}
-        for v in template_versions(db_of(request))
+        for v in template_versions(db_of(request), agency_id=caller.agency_id)
     ]
 
 
@@ -167,7 +167,7 @@ async def create_batch(request: Request) -> JSONResponse:
     def work() -> dict[str, Any]:
         db = db_of(request)
         try:
-            template = stored_template(db, wanted.template.strip())
+            template = stored_template(db, wanted.template.strip(), caller.agency_id)
         except TemplateError as e:  # the caller's pick, not a broken template on the server
             raise BadInputError(f"template: {e}") from e
         hook = None

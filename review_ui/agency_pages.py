@@ -24,6 +24,7 @@ from kerani.review_ui.downloads import export_file, export_keys
 from kerani.review_ui.status import recent_answers
 from kerani.review_ui.web import (
     PageSession,
+    agency_of,
     batches_for,
     check_csrf,
     db_of,
@@ -52,7 +53,10 @@ def status_page(request: Request, session: PageSession) -> Response:
     context = {
         "batches": batches,
         "answers": answers,
-        "versions": [f"{v.name}:{v.version}" for v in template_versions(db_of(request))],
+        "versions": [
+            f"{v.name}:{v.version}"
+            for v in template_versions(db_of(request), agency_id=agency_of(person))
+        ],
         "retry_started": request.query_params.get("retry_started", "")[:12],
     }
     return render(request, "status.html", context, person, csrf)
@@ -76,7 +80,7 @@ def retry_batch_pages(
         if not TEMPLATE_REF.fullmatch(template):
             raise BadInputError("template: give NAME or NAME:VERSION")
         try:
-            ref = stored_template(db_of(request), template).ref
+            ref = stored_template(db_of(request), template, agency_of(person)).ref
         except TemplateError as e:  # the caller's pick, not the server's template, is wrong
             raise BadInputError(str(e)) from e
     if not retriable_pages(db_of(request), batch_id):
@@ -91,7 +95,8 @@ def upload_page(request: Request, session: PageSession) -> Response:
     """Send scans: name a batch, pick its template, drop files, folders and zips."""
     person, csrf = session
     need_role(person, Role.AGENCY)
-    stored = [f"{v.name}:{v.version}" for v in template_versions(db_of(request))]
+    versions = template_versions(db_of(request), agency_id=person.id)
+    stored = [f"{v.name}:{v.version}" for v in versions]
     # The bundled templates not stored yet are stored when a batch first names them.
     names = {v.split(":")[0] for v in stored}
     bundled = [name for name in bundled_template_names() if name not in names]
@@ -141,6 +146,8 @@ def report_page(request: Request, batch_id: str, session: PageSession) -> Respon
         # The batch page's Retry: its failed pages read again, with another version if picked.
         "retriable": retriable_pages(db, batch_id),
         "retrying": retries.running(batch_id),
-        "versions": [f"{v.name}:{v.version}" for v in template_versions(db)],
+        "versions": [
+            f"{v.name}:{v.version}" for v in template_versions(db, agency_id=agency_of(person))
+        ],
     }
     return render(request, "report.html", context, person, csrf)

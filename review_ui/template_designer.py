@@ -46,6 +46,7 @@ from kerani.people.workers import Person
 from kerani.records.template_trial import try_template
 from kerani.review_ui.web import (
     PageSession,
+    agency_of,
     check_csrf,
     need_role,
     render,
@@ -83,7 +84,8 @@ def _sample_key(person: Person, token: str, suffix: str) -> str:
 def templates_page(request: Request, session: PageSession) -> Response:
     """Every stored template version, and the way to the designer."""
     person, csrf = _staff(session)
-    versions = template_versions(stores_of(request).db)
+    # An agency sees bundled templates, operators' and its own; batches counted are its own.
+    versions = template_versions(stores_of(request).db, agency_id=agency_of(person))
     return render(request, "templates.html", {"versions": versions}, person, csrf)
 
 
@@ -93,7 +95,10 @@ def designer_page(request: Request, session: PageSession, start: str = "") -> Re
     person, csrf = _staff(session)
     start_from: dict[str, Any] | None = None
     if start:
-        stored = stored_template(stores_of(request).db, start[:120])
+        try:
+            stored = stored_template(stores_of(request).db, start[:120], agency_of(person))
+        except TemplateError as e:  # a name the visitor typed: theirs to fix, not a 500
+            raise NotFoundError(str(e)) from e
         if stored.template.kind == "form":
             start_from = yaml.safe_load(template_content(stores_of(request).db, stored.id))
     context = {

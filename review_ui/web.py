@@ -299,13 +299,16 @@ def settle_side_effects(request: Request, page_id: int | None, *more: int) -> No
 
 def batches_for(request: Request, person: Person) -> list[dict[str, Any]]:
     """The batches this person may see: an agency its own, an operator every batch."""
-    agency_id = person.id if person.role == Role.AGENCY else None
-    return batch_progress(db_of(request), agency_id=agency_id)
+    return batch_progress(db_of(request), agency_id=agency_of(person))
+
+
+def agency_of(person: Person) -> int | None:
+    """The agency a person's view is limited to (theirs), or None: an operator sees all."""
+    return person.id if person.role == Role.AGENCY else None
 
 
 def own_batch(request: Request, person: Person, prefix: str) -> str:
     """The batch id a prefix names, if this person may see that batch."""
     # Among an agency's own batches only: another agency's id, whole or a prefix, answers
     # exactly as an unknown one (same status, same words), and so reveals nothing.
-    agency = person.id if person.role == Role.AGENCY else None
-    return resolve_batch_id(db_of(request), prefix, agency)
+    return resolve_batch_id(db_of(request), prefix, agency_of(person))
