@@ -29,7 +29,7 @@ import threading
 import time
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import Engine, select
@@ -44,6 +44,7 @@ from kerani.storage.database import utcnow
 log = logging.getLogger(__name__)
 
 FIRST_WAIT = timedelta(seconds=30)
+LONGEST_WAIT = timedelta(hours=12)
 # A claimed row is someone's for this long: if its sender dies, another takes it after.
 CLAIM = timedelta(minutes=2)
 SIGNATURE_HEADER = "Kerani-Signature"
@@ -68,31 +69,56 @@ def verify_signature(secret: str, header: str, body: bytes, tolerance_s: int = 3
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-def check_webhook_url(url: str, allow_private: bool) -> str:
-    """A webhook URL as stored: http(s), a host, and (unless allowed) no address on a
-    loopback, private or link-local network."""
-    url = url.strip()
-    parts = urlsplit(url)
+def _parts(url: str) -> tuple[SplitResult, int]:
+    """The URL's parts and port; BadInputError naming the field when it is not a webhook's."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as e:  # a port out of range or not a number, a broken IPv6 host
+        raise BadInputError(f"webhook_url: not a usable URL ({e})") from e
     if parts.scheme not in ("https", "http") or not parts.hostname or len(url) > 2000:
         raise BadInputError("webhook_url: give an http:// or https:// URL")
     if parts.username or parts.password:
         raise BadInputError("webhook_url: no user name or password in the URL")
+    return parts, port
+
+
+def check_webhook_url(url: str, allow_private: bool) -> str:
+    """A webhook URL as stored: http(s), a host, and (unless allowed) no address on a
+    loopback, private or link-local network."""
+    url = url.strip()
+    parts, port = _parts(url)
     if not allow_private:
-        _refuse_private(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        public_address(str(parts.hostname), port)
     return url
 
 
-def _refuse_private(host: str, port: int) -> None:
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _not_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    inner: ipaddress.IPv4Address | None = None
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one reaches that IPv4 host (mapped, 6to4, NAT64).
+        inner = address.ipv4_mapped or address.sixtofour
+        if address in _NAT64:
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return not address.is_global or (inner is not None and not inner.is_global)
+
+
+def public_address(host: str, port: int) -> str:
+    """The one address the host resolves to that Kerani will connect to; BadInputError when
+    any of its addresses is on a loopback, private or link-local network."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except OSError as e:
         raise BadInputError(f"webhook_url: the host {host!r} cannot be resolved") from e
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise BadInputError(
-                f"webhook_url: {host!r} is on a private, loopback or link-local network"
-            )
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses or any(_not_public(a) for a in addresses):
+        raise BadInputError(
+            f"webhook_url: {host!r} is on a private, loopback or link-local network"
+        )
+    return str(addresses[0])
 
 
 def _claim(db: Engine) -> Any:
@@ -132,12 +158,28 @@ def _send_webhook(db: Engine, row: Any, api: ApiSettings) -> None:
     }
     if secret:
         headers[SIGNATURE_HEADER] = signature(secret, int(time.time()), body)
-    # No redirects: a 3xx must not take the notice, signed, somewhere else.
-    response = httpx.post(
-        url, content=body, headers=headers, timeout=api.webhook_timeout_s, follow_redirects=False
-    )
-    if not 200 <= response.status_code < 300:
-        raise ConnectionError(f"the receiver answered {response.status_code}")
+    parts, port = _parts(url)
+    extensions: dict[str, Any] = {}
+    if not api.webhook_allow_private:
+        # Connect to the very address that was checked: resolved again by the client, a
+        # host could answer a private one the second time (DNS rebinding). The host name
+        # still goes in Host and in TLS's SNI, against which the certificate is checked.
+        address = public_address(str(parts.hostname), port)
+        netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        headers["Host"] = parts.netloc
+        extensions["sni_hostname"] = parts.hostname
+        url = urlunsplit(parts._replace(netloc=netloc))
+    # No redirects: a 3xx must not take the notice, signed, somewhere else. The answer's
+    # body is never read: a receiver cannot make Kerani hold megabytes.
+    with (
+        httpx.Client(
+            timeout=api.webhook_timeout_s, follow_redirects=False, trust_env=False
+        ) as client,
+        client.stream("POST", url, content=body, headers=headers, extensions=extensions) as r,
+    ):
+        status = r.status_code
+    if not 200 <= status < 300:
+        raise ConnectionError(f"the receiver answered {status}")
 
 
 def _send_prefect_event(row: Any) -> None:
@@ -193,7 +235,7 @@ def deliver_due(db: Engine, api: ApiSettings, limit: int = 50) -> dict[str, int]
                 continue
             counts["failed"] += 1
             # Given up after the last attempt: it stays, undelivered, with its reason.
-            wait = FIRST_WAIT * (2 ** (attempts - 1))
+            wait = min(FIRST_WAIT * (2 ** min(attempts - 1, 20)), LONGEST_WAIT)
             later = utcnow() + (wait if attempts < api.webhook_attempts else timedelta(days=3650))
             conn.execute(
                 w.update()

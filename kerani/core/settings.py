@@ -204,10 +204,11 @@ class ApiSettings(BaseSettings):
     # Webhooks to loopback, private or link-local addresses are refused unless this is
     # set: an agency's URL must not make Kerani call into its own network.
     webhook_allow_private: bool = False
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Per connect and read; well under the two minutes a sender holds a notice it claimed.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=30)
     # A webhook the agency's server does not take is tried again, waiting twice as long
     # each time (30 s, 1 min, 2 min, ...), this many times in all.
-    webhook_attempts: int = Field(default=12, ge=1)
+    webhook_attempts: int = Field(default=12, ge=1, le=100)
     # How often the review app looks for webhooks to deliver.
     webhook_poll_s: float = Field(default=15.0, gt=0)
 
