@@ -29,7 +29,7 @@ from kerani.flows.reassembly import report_task, text_layers_task
 from kerani.flows.webhooks import deliver_due, prefect_in_use
 from kerani.forms.catalogue import resolve_template, stored_template, template_of
 from kerani.ingest.batches import ingest_paths
-from kerani.ingest.cancel import is_cancelled
+from kerani.ingest.cancel import is_cancelled, page_batch_cancelled
 from kerani.ingest.intake import ingest_intake
 from kerani.ingest.retry import reset_failed_pages
 from kerani.microtasks.refit import current_calibration
@@ -83,6 +83,8 @@ def route_task(page_id: int, template: str | None = None) -> tuple[int, int]:
     """Auto-accept or publish a micro task for each field of a page (a share as audits)."""
     settings = current_settings()
     db = open_stores(settings).db
+    if page_batch_cancelled(db, page_id):
+        return (0, 0)  # cancelled while the batch was being routed: nobody is asked
     # The latest refit from the crowd's work, else the folder's or the bundled rule.
     calibration = (
         current_calibration(db, template, settings.ocr.calibration_dir) if template else None

@@ -88,8 +88,17 @@ def _insert_version(
 ) -> StoredTemplate:
     t = schema.templates
     digest = hashlib.sha256(text.encode()).hexdigest()
+    # The version already holding this very text, among those its maker may see: another
+    # agency's identical template is not shown to exist.
+    agency = conn.execute(
+        select(schema.workers.c.id).where(
+            schema.workers.c.id == by, schema.workers.c.role == Role.AGENCY
+        )
+    ).scalar()
     same = conn.execute(
-        select(t).where(t.c.name == template.name, t.c.sha256 == digest).order_by(t.c.version)
+        select(t)
+        .where(t.c.name == template.name, t.c.sha256 == digest, visible_to(agency))
+        .order_by(t.c.version)
     ).first()
     if same is not None:
         return _stored(same)

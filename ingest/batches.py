@@ -4,8 +4,9 @@ A batch's id is a hash of its template, its files' contents and its agency, so s
 the same batch again finds the same rows and creates nothing new. Pages are unique within a
 batch only: another agency's copy of a scan neither stops nor reveals itself to this one.
 A scan page the same agency sent before, in an earlier batch, and that was read there,
-gets a page of its own linked to it (status `duplicate`, `duplicate_of`): it is not read
-again, and receives a copy of that page's record (now, or when it is assembled).
+gets a page of its own linked to it (status `duplicate`, `duplicate_of`) when it was read
+with the same template version: it is not read again, and receives a copy of that page's
+record (now, or when it is assembled).
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def _ingest_scan(
                 continue
             image_key = f"pages/{sha}/{image.index:04d}.png"
             blobs.put(image_key, image.png)
-            earlier = _earlier_reading(conn, batch_id, sha, image.index, template.name)
+            earlier = _earlier_reading(conn, batch_id, sha, image.index, template.id)
             page_id = _insert_page(
                 conn,
                 batch_id=batch_id,
@@ -223,28 +224,32 @@ def _ingest_scan(
             _copy_record(conn, earlier, page_id, batch_id)
 
 
-# The statuses of a page that was read (or is being read by people): a repeat links to it.
-# A page still `ingested` (its batch's run crashed, or is yet to start) or failed is read
-# again in the new batch instead, so that a resubmission after a crash gets its records.
-_READ = (PageStatus.OCRED, PageStatus.ROUTED, PageStatus.COMPLETE)
+# The statuses of a page that was read and routed (people may be answering it): a repeat
+# links to it. A page still `ingested` or only `ocred` (its batch's run crashed, or is yet
+# to finish) or failed is read again in the new batch instead, so that a resubmission after
+# a crash gets its records; so is a page of a cancelled batch, whose tasks are withdrawn.
+_READ = (PageStatus.ROUTED, PageStatus.COMPLETE)
 
 
 def _earlier_reading(
-    conn: Connection, batch_id: str, sha: str, index: int, template: str
+    conn: Connection, batch_id: str, sha: str, index: int, template_id: int
 ) -> int | None:
     """The first page of the same agency's earlier batches holding this scan page, read with
-    a template of the same name, if there is one (never another agency's)."""
+    the same template version, if there is one (never another agency's, nor one of a
+    cancelled batch)."""
     p, b = schema.pages, schema.batches
     agency = select(b.c.agency_id).where(b.c.id == batch_id).scalar_subquery()
     same_agency = select(b.c.id).where(
-        or_(b.c.agency_id == agency, and_(b.c.agency_id.is_(None), agency.is_(None)))
+        or_(b.c.agency_id == agency, and_(b.c.agency_id.is_(None), agency.is_(None))),
+        b.c.status == BatchStatus.INGESTED,
     )
     query = (
         select(p.c.id)
         .where(
             p.c.source_sha256 == sha,
             p.c.page_index == index,
-            p.c.template == template,
+            # Another version has other fields: its record would not be this one's.
+            p.c.template_id == template_id,
             p.c.batch_id != batch_id,
             p.c.duplicate_of.is_(None),
             p.c.status.in_(_READ),

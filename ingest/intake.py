@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine, Row, insert, select
+from sqlalchemy import Connection, Engine, Row, insert, select
 
 from kerani.core.errors import (
     BadInputError,
@@ -38,7 +38,7 @@ from kerani.core.errors import (
 )
 from kerani.core.settings import ApiSettings, IngestSettings
 from kerani.core.text import storable
-from kerani.core.vocabulary import BatchStatus, UploadStatus
+from kerani.core.vocabulary import BatchStatus, Role, UploadStatus
 from kerani.forms.catalogue import StoredTemplate, template_by_id
 from kerani.ingest.batches import IngestReport, ingest_collected
 from kerani.ingest.sources import RejectedFile, collect_scans
@@ -48,7 +48,8 @@ from kerani.storage.database import utcnow
 
 API_SOURCE = "agency API"
 _CHUNK = 1024 * 1024
-_MAX_NAME = 500
+_MAX_NAME = 900  # bytes of UTF-8: an S3 key is at most 1,024 with the prefix
+_MAX_PART = 255  # a file system's limit on one name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.*)")
 
@@ -71,8 +72,12 @@ def check_file_name(name: str) -> str:
     leave the batch's folder or hide (no `..`, no absolute path, no hidden part)."""
     name = storable(name.replace("\\", "/").strip())
     parts = name.split("/")
-    if not name or len(name) > _MAX_NAME or _CONTROL.search(name):
-        raise BadInputError(f"file name {name[:80]!r}: give 1 to {_MAX_NAME} printable characters")
+    if not name or len(name.encode()) > _MAX_NAME or _CONTROL.search(name):
+        raise BadInputError(
+            f"file name {name[:80]!r}: give 1 to {_MAX_NAME} bytes of printable characters"
+        )
+    if any(len(p.encode()) > _MAX_PART for p in parts):
+        raise BadInputError(f"file name {name[:80]!r}: each folder or file name at most 255 bytes")
     if name.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         raise BadInputError(
             f"file name {name[:80]!r}: a relative path without '..', empty or hidden parts"
@@ -124,6 +129,12 @@ def agency_batch(db: Engine, batch_id: str, agency_id: int) -> Row[Any]:
     return row
 
 
+def open_batch(db: Engine, batch_id: str, agency_id: int) -> Row[Any]:
+    """This agency's batch if it is still open; NotFoundError (not this agency's, or none)
+    or ConflictError (started, cancelled)."""
+    return _open_batch(db, batch_id, agency_id)
+
+
 def _open_batch(db: Engine, batch_id: str, agency_id: int) -> Row[Any]:
     batch = agency_batch(db, batch_id, agency_id)
     if batch.status != BatchStatus.OPEN:
@@ -133,10 +144,33 @@ def _open_batch(db: Engine, batch_id: str, agency_id: int) -> Row[Any]:
     return batch
 
 
+def _lock_open_batch(conn: Connection, batch_id: str) -> None:
+    """In this transaction, hold the batch's row (PostgreSQL: FOR UPDATE) and refuse when
+    it is not open any more: a file completed as the batch starts is either in it, or
+    refused with 409, never stored and left out without a word."""
+    b = schema.batches
+    status = conn.execute(select(b.c.status).where(b.c.id == batch_id).with_for_update()).scalar()
+    if status != BatchStatus.OPEN:
+        raise ConflictError(f"the batch is {status}: files can only be added before it is started")
+
+
 def _upload_row(db: Engine, batch_id: str, name: str) -> Row[Any] | None:
     u = schema.uploads
     with db.connect() as conn:
         return conn.execute(select(u).where(u.c.batch_id == batch_id, u.c.filename == name)).first()
+
+
+def _check_no_clash(db: Engine, batch_id: str, name: str) -> None:
+    """Refuse a name that is a folder of another file of the batch, or inside one's name
+    (`a` and `a/b.png` cannot both be files)."""
+    u = schema.uploads
+    with db.connect() as conn:
+        names = conn.execute(select(u.c.filename).where(u.c.batch_id == batch_id)).scalars()
+        clash = next(
+            (n for n in names if n.startswith(name + "/") or name.startswith(n + "/")), None
+        )
+    if clash is not None:
+        raise ConflictError(f"{name}: clashes with {clash} (a file and a folder)")
 
 
 def _save_upload(
@@ -147,6 +181,7 @@ def _save_upload(
     now = utcnow()
     upload_id = secrets.token_hex(16)
     with db.begin() as conn:
+        _lock_open_batch(conn, batch_id)
         conn.execute(u.delete().where(u.c.batch_id == batch_id, u.c.filename == name))
         conn.execute(
             insert(u).values(
@@ -185,6 +220,7 @@ def add_file(
     """Stream one whole file into an open batch (a file of the same name is replaced)."""
     _open_batch(db, batch_id, agency_id)
     name = check_file_name(name)
+    _check_no_clash(db, batch_id, name)
     limit = size_limit(name, limits)
     h = hashlib.sha256()
     size = 0
@@ -215,6 +251,7 @@ def start_upload(
     existing = _upload_row(db, batch_id, name)
     if existing is not None and existing.size == size and existing.status == "receiving":
         return existing
+    _check_no_clash(db, batch_id, name)
     _save_upload(db, batch_id, name, size, 0, UploadStatus.RECEIVING)
     row = _upload_row(db, batch_id, name)
     assert row is not None
@@ -268,19 +305,25 @@ def append_chunk(
         os.close(fd)
     received = offset + len(data)
     u = schema.uploads
+    last = received == upload.size
+    if last:
+        # The file is in the blob store before the upload says it is whole: a client that
+        # lost the answer asks again and is told the truth, never "all received" for a file
+        # that was not stored.
+        blobs.put_file(intake_prefix(upload.batch_id) + upload.filename, part)
     with db.begin() as conn:
+        if last:
+            _lock_open_batch(conn, upload.batch_id)
+        values: dict[str, Any] = {"received": received, "updated_at": utcnow()}
+        if last:
+            values["status"] = UploadStatus.COMPLETE
         moved = conn.execute(
-            u.update()
-            .where(u.c.id == upload_id, u.c.received == offset)
-            .values(received=received, updated_at=utcnow())
+            u.update().where(u.c.id == upload_id, u.c.received == offset).values(**values)
         ).rowcount
     if not moved:
         now = agency_upload(db, upload_id, agency_id)
         raise ConflictError(f"upload offset is {now.received}, not {offset}")
-    if received == upload.size:
-        blobs.put_file(intake_prefix(upload.batch_id) + upload.filename, part)
-        with db.begin() as conn:
-            conn.execute(u.update().where(u.c.id == upload_id).values(status=UploadStatus.COMPLETE))
+    if last:
         part.unlink(missing_ok=True)
     return agency_upload(db, upload_id, agency_id)
 
@@ -326,8 +369,15 @@ def set_s3_source(db: Engine, batch_id: str, agency_id: int, url: str, api: ApiS
         )
     w = schema.workers
     with db.connect() as conn:
-        agency = str(conn.execute(select(w.c.name).where(w.c.id == agency_id)).scalar_one())
-    if not prefix.startswith(f"{agency}/") or ".." in prefix.split("/"):
+        agencies = dict(
+            conn.execute(select(w.c.id, w.c.name).where(w.c.role == Role.AGENCY)).tuples().all()
+        )
+    agency = str(agencies[agency_id])
+    # Under the agency's own name, and not under a longer name of another agency's that
+    # begins with it ("JPN/Selangor/" is not JPN's).
+    owners = [i for i, n in agencies.items() if prefix.startswith(f"{n}/")]
+    owner = max(owners, key=lambda i: len(str(agencies[i])), default=None)
+    if owner != agency_id or ".." in prefix.split("/"):
         raise BadInputError(f"s3_url: the prefix must be under {agency}/ in the bucket")
     stored = f"s3://{bucket}/{prefix}"
     b = schema.batches
@@ -385,7 +435,14 @@ def _fetch_s3(
                     )
                     continue
                 target = folder / name
-                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    rejected.append(RejectedFile(name, "an uploaded file has the same name"))
+                    continue
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:  # `x` and `x/y` both objects: a file and a folder
+                    rejected.append(RejectedFile(name, f"cannot be taken: {e.strerror or e}"))
+                    continue
                 client.download_file(bucket, key, str(target))
     except EndpointConnectionError as e:
         raise UnreachableError(f"{url}: cannot reach S3 ({e})") from e
@@ -415,13 +472,11 @@ def begin_intake(db: Engine, batch_id: str, agency_id: int) -> None:
         raise ConflictError("the batch has no file yet: upload files or give an S3 prefix")
     b = schema.batches
     with db.begin() as conn:
-        moved = conn.execute(
-            b.update()
-            .where(b.c.id == batch_id, b.c.status == BatchStatus.OPEN)
-            .values(status=BatchStatus.INGESTING)
-        ).rowcount
-    if not moved:
-        raise ConflictError("the batch was started already")
+        try:
+            _lock_open_batch(conn, batch_id)
+        except ConflictError as e:
+            raise ConflictError("the batch was started already") from e
+        conn.execute(b.update().where(b.c.id == batch_id).values(status=BatchStatus.INGESTING))
 
 
 def ingest_intake(
@@ -450,12 +505,18 @@ def ingest_intake(
         if f["status"] != UploadStatus.COMPLETE
     ]
     with _batch_folder(staging) as folder:
-        prefix = intake_prefix(batch_id)
-        for key in blobs.list(prefix):
-            target = folder / key[len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            blobs.get_file(key, target)
         rejected = list(unfinished)
+        # The uploads the database holds as complete, not whatever the folder lists: a
+        # file replaced or unfinished is never read.
+        for f in batch_files(db, batch_id):
+            if f["status"] != UploadStatus.COMPLETE:
+                continue
+            target = folder / f["name"]
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                blobs.get_file(intake_prefix(batch_id) + f["name"], target)
+            except OSError as e:
+                rejected.append(RejectedFile(f["name"], f"cannot be taken: {e.strerror or e}"))
         if str(batch.source).startswith("s3://"):
             rejected += _fetch_s3(str(batch.source), folder, api, limits)
         entries = sorted(folder.iterdir())

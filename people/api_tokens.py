@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 
 from kerani.core.errors import BadInputError, ForbiddenError, NotFoundError
+from kerani.core.text import storable
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 
@@ -52,9 +53,9 @@ def _digest(token: str) -> str:
 
 def create_token(db: Engine, agency_id: int, label: str, by: int | None = None) -> NewToken:
     """Make an API token for an agency user; its value and webhook secret are returned once."""
-    label = label.strip()
-    if not label or len(label) > 100:
-        raise BadInputError("label: give 1 to 100 characters (what the token is for)")
+    label = storable(label.strip())
+    if not label or len(label) > 100 or any(ord(c) < 32 for c in label):
+        raise BadInputError("label: give 1 to 100 printable characters (what it is for)")
     w = schema.workers
     with db.begin() as conn:
         role = conn.execute(select(w.c.role).where(w.c.id == agency_id)).scalar()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +41,7 @@ from kerani.ingest.intake import (
     batch_files,
     begin_intake,
     create_open_batch,
+    open_batch,
     set_s3_source,
     start_upload,
 )
@@ -48,6 +49,7 @@ from kerani.people.api_tokens import TOKEN_PREFIX, token_holder
 from kerani.records.listing import batch_documents
 from kerani.records.progress import batch_progress
 from kerani.review_ui.downloads import export_file, export_keys
+from kerani.review_ui.limits import BodyTooLarge
 from kerani.review_ui.web import check_csrf, db_of, need_role, page_session, settings_of
 
 router = APIRouter(prefix="/api/v1", tags=["agency"])
@@ -124,6 +126,16 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
         raise BadInputError(f"{where}: {first['msg']}") from e
 
 
+async def _small_body(request: Request, cap: int = 64 * 1024) -> bytes:
+    """A JSON body, read up to `cap` bytes (the upload routes' own limit is far larger)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > cap:
+            raise BodyTooLarge(cap)
+    return bytes(data)
+
+
 def _runs(request: Request) -> BatchRuns:
     runs: BatchRuns = request.app.state.retries
     return runs
@@ -162,7 +174,7 @@ def list_templates(request: Request) -> list[dict[str, Any]]:
 async def create_batch(request: Request) -> JSONResponse:
     """Create an empty, named batch read with a stored template version (status open)."""
     caller = await run_in_threadpool(agency_caller, request)
-    wanted: BatchIn = _parse(BatchIn, await request.body())
+    wanted: BatchIn = _parse(BatchIn, await _small_body(request))
 
     def work() -> dict[str, Any]:
         db = db_of(request)
@@ -171,6 +183,9 @@ async def create_batch(request: Request) -> JSONResponse:
         except TemplateError as e:  # the caller's pick, not a broken template on the server
             raise BadInputError(f"template: {e}") from e
         hook = None
+        if wanted.webhook_url and caller.token_id is None:
+            # Its notice is signed with the secret of the token that made the batch.
+            raise BadInputError("webhook_url: only a batch made with an API token has one")
         if wanted.webhook_url:
             allow = settings_of(request).api.webhook_allow_private
             hook = check_webhook_url(wanted.webhook_url, allow)
@@ -204,7 +219,7 @@ def read_batch(request: Request, batch_id: str) -> dict[str, Any]:
 async def point_at_s3(request: Request, batch_id: str) -> dict[str, Any]:
     """Read an open batch's scans from an S3 prefix when it is started."""
     caller = await run_in_threadpool(agency_caller, request)
-    wanted: S3In = _parse(S3In, await request.body())
+    wanted: S3In = _parse(S3In, await _small_body(request))
 
     def work() -> dict[str, Any]:
         api = settings_of(request).api
@@ -279,9 +294,12 @@ async def upload_files(request: Request, batch_id: str) -> JSONResponse:
     """Add files to an open batch (multipart/form-data, field `files`, several at once;
     a part's file name may hold folders: scans/a.png). Zips are expanded when read."""
     caller = await run_in_threadpool(agency_caller, request)
-    await run_in_threadpool(agency_batch, db_of(request), batch_id, caller.agency_id)
+    # Open, and this agency's, before a byte of the files is parsed.
+    await run_in_threadpool(open_batch, db_of(request), batch_id, caller.agency_id)
     try:
         form = await request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=20)
+    except HTTPException:
+        raise  # a body over its limit: 413, said as such
     except Exception as e:  # python-multipart's and Starlette's parse errors
         raise BadInputError(f"body: not a readable multipart form ({e})") from e
     try:
@@ -330,7 +348,7 @@ async def begin_chunked(request: Request, batch_id: str) -> JSONResponse:
     """Begin (or resume: same name and size) a file sent in chunks; its upload id and the
     offset to send from."""
     caller = await run_in_threadpool(agency_caller, request)
-    wanted: ChunkedIn = _parse(ChunkedIn, await request.body())
+    wanted: ChunkedIn = _parse(ChunkedIn, await _small_body(request))
 
     def work() -> dict[str, Any]:
         row = start_upload(
@@ -359,7 +377,7 @@ async def send_chunk(request: Request, upload_id: str) -> dict[str, Any]:
     chunk at another offset than the server's is refused (409, naming the offset)."""
     caller = await run_in_threadpool(agency_caller, request)
     raw = request.headers.get("upload-offset", "")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadInputError("Upload-Offset: give the byte offset of this chunk")
     await run_in_threadpool(agency_upload, db_of(request), upload_id, caller.agency_id)
     data = await request.body()

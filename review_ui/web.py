@@ -124,7 +124,8 @@ def need_role(person: Person, *roles: Role) -> None:
 
 def check_csrf(csrf: str, expected: str) -> None:
     """Refuse a form whose CSRF token is not the session's."""
-    if not secrets.compare_digest(csrf, expected):
+    # As bytes: compare_digest refuses str with characters outside ASCII (a 500).
+    if not secrets.compare_digest(csrf.encode(), expected.encode()):
         raise ForbiddenError("the form has expired; reload the page", key="form_expired")
 
 

@@ -37,6 +37,7 @@ def test_an_agency_sends_files_and_a_folder_and_gets_its_batch(
     folder.mkdir()
     (folder / "form_b.png").write_bytes(pages[1].read_bytes())
     (folder / "tiny.png").write_bytes(png())  # refused when read: too small to be a page
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # a hidden file: left out
     # Chunks of 256 KiB: the 1 MB form goes in pieces, through the resumable path.
     settings = settings.model_copy(update={"api": ApiSettings(chunk_max_bytes=256 * 1024)})
     code = add_person(stores.db, "jkm", "agency")

@@ -116,4 +116,3 @@ def test_a_host_that_turns_private_after_the_check_gets_nothing(
     assert deliver_due(stores.db, ApiSettings(webhook_allow_private=True))["delivered"] == 1
     assert len(receiver.got) == 1
     receiver.server.shutdown()
-

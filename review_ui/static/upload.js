@@ -12,7 +12,8 @@
   var WHOLE_UP_TO = CHUNK;  // bigger files go in chunks
   var msg = function (key) { return root.dataset["msg" + key] || key; };
   var $ = function (id) { return document.getElementById(id); };
-  var queue = [];  // {file, name, row, bar, note}
+  var queue = [];  // {file, name, row, bar, note, sent}
+  var batch = null;  // made on the first Send
 
   function show(id, text) { var el = $(id); el.textContent = text || ""; el.hidden = !text; }
   function size(n) {
@@ -26,6 +27,9 @@
 
   function add(file, name) {
     name = (name || file.name).replace(/^\/+/, "");
+    // Hidden files of a folder (.DS_Store, .git/...) are no scans: left out, as the
+    // command line's folder walk leaves them.
+    if (name.split("/").some(function (part) { return part.charAt(0) === "."; })) { return; }
     if (queue.some(function (q) { return q.name === name; })) { return; }
     var row = document.createElement("tr");
     var cells = [name, size(file.size)].map(function (text) {
@@ -134,19 +138,25 @@
     return json("POST", "/api/v1/uploads/" + batch + "/chunked",
       { filename: q.name, size: q.file.size }).then(function (up) {
       var tries = 0;
-      function next(offset) {
+      function next(offset, state) {
         q.bar.value = offset;
-        if (offset >= q.file.size) { return Promise.resolve(up); }
+        if ((state || up).status === "complete") { return Promise.resolve(up); }
+        if (offset >= q.file.size) {
+          // All bytes in, the file not stored yet (the last answer was lost): ask again.
+          return wait(1000).then(function () {
+            return json("GET", up.url).then(function (s) { return next(s.received, s); });
+          });
+        }
         var piece = q.file.slice(offset, offset + CHUNK);
         return request("PATCH", up.url, piece, { "Upload-Offset": String(offset) },
           function (n) { q.bar.value = offset + n; })
-          .then(function (state) { tries = 0; q.note.textContent = ""; return next(state.received); })
+          .then(function (state) { tries = 0; q.note.textContent = ""; return next(state.received, state); })
           .catch(function (err) {
             if (err.status >= 400 && err.status < 500 && err.status !== 409) { throw err; }
             if (++tries > 30) { throw err; }
             q.note.textContent = " " + msg("Retrying");
             return wait(Math.min(30000, 1000 * tries)).then(function () {
-              return json("GET", up.url).then(function (s) { return next(s.received); },
+              return json("GET", up.url).then(function (s) { return next(s.received, s); },
                 function () { return next(offset); });
             });
           });
@@ -160,14 +170,18 @@
     show("message", "");
     if (!queue.length) { show("message", msg("None")); return; }
     $("send").disabled = true;
-    var batch;
-    json("POST", "/api/v1/batches", { name: $("batch-name").value, template: $("batch-template").value })
+    // Sent again after a failure: the same batch, and only the files not sent yet.
+    var made = batch ? Promise.resolve({ batch_id: batch }) : json("POST", "/api/v1/batches",
+      { name: $("batch-name").value, template: $("batch-template").value });
+    made
       .then(function (made) {
         batch = made.batch_id;
         return queue.reduce(function (chain, q) {
           return chain.then(function () {
+            if (q.sent) { return null; }
             var send = q.file.size > WHOLE_UP_TO ? sendChunked : sendWhole;
             return send(batch, q).then(function () {
+              q.sent = true;
               q.bar.value = q.bar.max; q.note.textContent = " " + msg("Sent");
             }, function (err) {
               q.note.textContent = " " + msg("Failed") + ": " + err.message;
