@@ -143,7 +143,12 @@ class LocalBlobStore:
     def list(self, prefix: str) -> list[str]:
         """Return the keys under `prefix`, sorted."""
         keys = []
-        for path in self.root.rglob("*"):
+        # Walk only the prefix's folder, not the whole store (pages, snippets, originals).
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._path(folder) if folder else self.root
+        if not base.is_dir():
+            return []
+        for path in base.rglob("*"):
             if path.is_file() and not path.name.startswith(".tmp-"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
