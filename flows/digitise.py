@@ -52,8 +52,8 @@ def ingest_task(paths: list[str], template: str, agency: str | None = None) -> d
     settings = current_settings()
     stores = open_stores(settings)
     # Refuse an unknown template before touching any file.
-    stored = resolve_template(stores.db, template)
     agency_id = agency_named(stores.db, agency) if agency else None
+    stored = resolve_template(stores.db, template, agency_id=agency_id)
     report = ingest_paths(
         stores.db, stores.blobs, [Path(p) for p in paths], stored, settings.ingest, agency_id
     )

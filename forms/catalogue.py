@@ -225,15 +225,18 @@ def stored_template(db: Engine, ref: str, agency_id: int | None = None) -> Store
     )
 
 
-def resolve_template(db: Engine, ref: str, by: int | None = None) -> StoredTemplate:
+def resolve_template(
+    db: Engine, ref: str, by: int | None = None, agency_id: int | None = None
+) -> StoredTemplate:
     """What `--template` names: a YAML file (stored first, see add_template_file), or a
-    stored or bundled template by `name[:version]`."""
+    stored or bundled template by `name[:version]` (among those `agency_id` may use, when
+    the batch is an agency's)."""
     path = Path(ref)
     if ref.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise TemplateError(f"{ref}: no such template file")
         return add_template_file(db, path, by)
-    return stored_template(db, ref)
+    return stored_template(db, ref, agency_id)
 
 
 def stored_names(db: Engine, agency_id: int | None = None) -> list[str]:

@@ -187,7 +187,7 @@ def submit(
     stores = open_stores(settings)
     # The template is checked and stored before any file is touched or any flow starts: a
     # broken one is one line, with no flow run, traceback or progress bar before it.
-    stored = _stored_template(stores.db, template)
+    stored = _stored_template(stores.db, template, agency)
     report = submit_with_progress(console, settings, stores, paths, stored.ref, "scans", agency)
     linked, again = report.get("pages_linked", 0), report["pages_existing"]
     console.print(
@@ -200,11 +200,14 @@ def submit(
     _print_outcome(report["batch_id"], report["accepted_files"], report["routing"], stores.db)
 
 
-def _stored_template(db: Engine, ref: str) -> StoredTemplate:
-    """Resolve `--template`, saying when a file became a new stored version."""
+def _stored_template(db: Engine, ref: str, agency: str | None = None) -> StoredTemplate:
+    """Resolve `--template` (for `agency`'s batch: among the templates it may use), saying
+    when a file became a new stored version."""
     from kerani.forms.catalogue import resolve_template
+    from kerani.people.workers import agency_named
 
-    stored = resolve_template(db, ref)
+    agency_id = agency_named(db, agency) if agency else None
+    stored = resolve_template(db, ref, agency_id=agency_id)
     if stored.created:
         console.print(f"Stored template {_shown(stored.ref)} from {_shown(ref)}", soft_wrap=True)
     return stored

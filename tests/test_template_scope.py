@@ -87,3 +87,27 @@ def test_an_agency_neither_sees_nor_uses_another_agencys_template(
     assert bundled.batches == 0
     (everyone,) = [v for v in template_versions(stores.db) if v.name == "bantuan_form"]
     assert everyone.batches == 1
+
+
+def test_submitting_for_an_agency_names_only_templates_it_may_use(
+    env: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from kerani.cli import app
+    from kerani.storage.stores import open_stores
+
+    db = open_stores(Settings.load()).db
+    for name in ("jkm", "lhdn"):
+        add_person(db, name, "agency")
+    add_template(db, _form("jkm_form"), "designer", agency_named(db, "jkm"))
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(b"not read: the template is refused first")
+    runner = CliRunner()
+    refused = runner.invoke(
+        app, ["submit", str(scan), "--template", "jkm_form", "--agency", "lhdn"]
+    )
+    assert refused.exit_code != 0
+    (line,) = refused.output.strip().splitlines()
+    assert line.startswith("error: no template 'jkm_form'") and line.count("jkm_form") == 1
+    assert "Traceback" not in refused.output
