@@ -64,6 +64,11 @@ class TemplateVersion:
     created_at: datetime
     batches: int
 
+    @property
+    def ref(self) -> str:
+        """How people name it: `name:version`."""
+        return f"{self.name}:{self.version}"
+
 
 @functools.lru_cache(maxsize=256)
 def _parsed(content: str, origin: str) -> Template:

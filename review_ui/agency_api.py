@@ -165,7 +165,7 @@ def list_templates(request: Request) -> list[dict[str, Any]]:
     """The stored template versions a batch can be read with."""
     caller = agency_caller(request)
     return [
-        {"template": f"{v.name}:{v.version}", "name": v.name, "version": v.version}
+        {"template": v.ref, "name": v.name, "version": v.version}
         for v in template_versions(db_of(request), agency_id=caller.agency_id)
     ]
 

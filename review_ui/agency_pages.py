@@ -18,6 +18,7 @@ from kerani.flows.retrying import BatchRuns
 from kerani.forms.catalogue import stored_template, template_versions
 from kerani.forms.templates import bundled_template_names
 from kerani.ingest.retry import retriable_pages
+from kerani.people.workers import Person
 from kerani.records.progress import batch_progress
 from kerani.records.report import batch_report
 from kerani.review_ui.downloads import export_file, export_keys
@@ -40,6 +41,12 @@ TEMPLATE_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(:[1-9][0-9]{0,5})?")
 router = APIRouter()
 
 
+def _version_refs(request: Request, person: Person) -> list[str]:
+    """`name:version` of each stored template version this person may pick."""
+    versions = template_versions(db_of(request), agency_id=agency_of(person))
+    return [v.ref for v in versions]
+
+
 @router.get("/status", response_class=HTMLResponse)
 def status_page(request: Request, session: PageSession) -> Response:
     """The progress of the batches this person may see."""
@@ -53,10 +60,7 @@ def status_page(request: Request, session: PageSession) -> Response:
     context = {
         "batches": batches,
         "answers": answers,
-        "versions": [
-            f"{v.name}:{v.version}"
-            for v in template_versions(db_of(request), agency_id=agency_of(person))
-        ],
+        "versions": _version_refs(request, person),
         "retry_started": request.query_params.get("retry_started", "")[:12],
     }
     return render(request, "status.html", context, person, csrf)
@@ -95,8 +99,7 @@ def upload_page(request: Request, session: PageSession) -> Response:
     """Send scans: name a batch, pick its template, drop files, folders and zips."""
     person, csrf = session
     need_role(person, Role.AGENCY)
-    versions = template_versions(db_of(request), agency_id=person.id)
-    stored = [f"{v.name}:{v.version}" for v in versions]
+    stored = _version_refs(request, person)
     # The bundled templates not stored yet are stored when a batch first names them.
     names = {v.split(":")[0] for v in stored}
     bundled = [name for name in bundled_template_names() if name not in names]
@@ -146,8 +149,6 @@ def report_page(request: Request, batch_id: str, session: PageSession) -> Respon
         # The batch page's Retry: its failed pages read again, with another version if picked.
         "retriable": retriable_pages(db, batch_id),
         "retrying": retries.running(batch_id),
-        "versions": [
-            f"{v.name}:{v.version}" for v in template_versions(db, agency_id=agency_of(person))
-        ],
+        "versions": _version_refs(request, person),
     }
     return render(request, "report.html", context, person, csrf)
