@@ -33,9 +33,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from kerani.core.errors import BadInputError, ForbiddenError, NotFoundError
 from kerani.core.settings import CrowdSettings
 from kerani.core.text import unstorable
+from kerani.core.vocabulary import PaymentStatus, PayReason
 from kerani.microtasks import quality
 from kerani.microtasks.audit import audit
 from kerani.microtasks.ledger import pay
+from kerani.microtasks.pay_rates import default_bindings, rate_in_force, rate_of
 from kerani.microtasks.settling import counted_voter, release, settle_field, settle_gold
 from kerani.microtasks.tasks import (
     MAX_ANSWER_CHARS,
@@ -116,8 +118,7 @@ def _record_answer_postgresql(
 ) -> SubmittedTask | None:
     """PostgreSQL, one statement (_answer_cte): lock, lease check, answer, audit row,
     payment, the worker's count, and the field's votes and OCR counters for settling."""
-    rates = {f"rate_{k}": v for k, v in _rates(rules).items()}
-    rows = run(conn, _answer_cte, {**params, **rates})
+    rows = run(conn, _answer_cte, {**params, **default_bindings(rules)})
     if not rows:
         return None
     row = rows[0]
@@ -157,7 +158,8 @@ def _record_answer_sqlite(
             conn.execute(prepared(conn, _count_task_answer), params)
             kind = _pay_kind(task.kind, bool(task.escalated))
             batch = None if task.kind == "gold" else task.batch_id
-            pay(conn, params["wid"], int(answer_id), kind, _rates(rules)[kind], batch)
+            rate = rate_of(conn, task.field_type, kind, rules)
+            pay(conn, params["wid"], int(answer_id), kind, rate, batch, task.field_type)
     return _submitted(task, None if answer_id is None else int(answer_id))
 
 
@@ -241,14 +243,6 @@ def _pay_kind(task_kind: str, escalated: bool) -> str:
     return "gold" if task_kind == "gold" else ("arbitration" if escalated else "field")
 
 
-def _rates(rules: CrowdSettings) -> dict[str, int]:
-    return {
-        "gold": rules.rate_sen_field,  # like the work it looks like
-        "arbitration": rules.rate_sen_arbitration,
-        "field": rules.rate_sen_field,
-    }
-
-
 def _count_answer(_dialect: str) -> Any:
     w = schema.workers
     return w.update().where(w.c.id == bindparam("wid")).values(answers_done=w.c.answers_done + 1)
@@ -298,21 +292,32 @@ def _answer_cte(dialect: str) -> Any:
         .cte("audit")
     )
     gold, arbitration = task.c.kind == "gold", task.c.escalated
+    pay_kind = case((gold, "gold"), (arbitration, "arbitration"), else_="field")
     paid = (
         pg_insert(led)
         .from_select(
-            ["worker_id", "answer_id", "task_kind", "amount_sen", "batch_id", "created_at"],
+            [
+                "worker_id",
+                "answer_id",
+                "task_kind",
+                "amount_sen",
+                "batch_id",
+                "created_at",
+                "field_type",
+                "status",
+                "reason",
+            ],
             select(
                 values["worker_id"],
                 answer.c.id,
-                case((gold, "gold"), (arbitration, "arbitration"), else_="field"),
-                case(
-                    (gold, bindparam("rate_gold", type_=Integer)),
-                    (arbitration, bindparam("rate_arbitration", type_=Integer)),
-                    else_=bindparam("rate_field", type_=Integer),
-                ),
+                pay_kind,
+                # Gold earns the field rate of its type, like the work it looks like.
+                rate_in_force(task.c.field_type, pay_kind),
                 case((gold, None), else_=task.c.batch_id),
                 values["created_at"],
+                task.c.field_type,
+                literal(PaymentStatus.HELD.value),
+                literal(PayReason.WAITING_CHECK.value),
             )
             .select_from(recorded)
             .where(values["kind"] != "skip"),

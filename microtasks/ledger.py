@@ -1,4 +1,5 @@
-"""The ledger: each accepted answer earns its worker the rate of its task kind, exactly once."""
+"""The ledger: each accepted answer earns its worker the rate of its task kind, exactly once
+(held until a check vouches for it: see microtasks.holds)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
+from kerani.core.vocabulary import PaymentStatus, PayReason
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.statements import dialect_insert, prepared
@@ -52,6 +54,9 @@ def _payment(dialect: str) -> Any:
             amount_sen=bindparam("amount"),
             batch_id=bindparam("batch"),
             created_at=bindparam("now"),
+            field_type=bindparam("field_type"),
+            status=PaymentStatus.HELD,  # until a check vouches for it (microtasks.holds)
+            reason=PayReason.WAITING_CHECK,
         )
         .on_conflict_do_nothing(index_elements=[schema.ledger.c.answer_id])
         .returning(schema.ledger.c.id)
@@ -65,8 +70,10 @@ def pay(
     task_kind: str,
     amount_sen: int,
     batch_id: str | None,
+    field_type: str | None = None,
 ) -> bool:
-    """Credit one answer; False when it was paid already (the unique answer_id refuses twice)."""
+    """Record one answer's pay, held; False when it was already (the unique answer_id refuses
+    twice)."""
     paid = conn.execute(
         prepared(conn, _payment),
         {
@@ -76,6 +83,7 @@ def pay(
             "amount": amount_sen,
             "batch": batch_id,
             "now": utcnow(),
+            "field_type": field_type,
         },
     ).scalar()
     return paid is not None

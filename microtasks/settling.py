@@ -33,6 +33,7 @@ from kerani.core.settings import CrowdSettings
 from kerani.core.vocabulary import GoldOrigin
 from kerani.microtasks import quality
 from kerani.microtasks.consensus import Vote, answer_key, reach_consensus
+from kerani.microtasks.holds import void_held, vouch
 from kerani.microtasks.tasks import (
     AnswerVote,
     SubmitOutcome,
@@ -178,8 +179,10 @@ def settle_gold(
     est = quality.estimates(conn, [worker_id], "*")[worker_id]
     w = schema.workers
     changes: dict[str, Any] = {"suspect": not correct}  # gold comes more often after a miss
-    if quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below):
+    paused = quality.should_quarantine(est, rules.quarantine_min_gold, rules.quarantine_below)
+    if paused:
         quarantine(conn, worker_id, rules)
+        void_held(conn, worker_id)  # found out on checks: what waited for one is not paid
     elif not est.proven and passed_probation(est, rules):
         changes["proven"] = True  # their answers count as votes from now on
     elif (
@@ -190,6 +193,9 @@ def settle_gold(
         # Proven on gold: may now arbitrate disputes. (Checked here, not on every claim.)
         changes["trusted"] = True
     conn.execute(w.update().where(w.c.id == worker_id).values(**changes))
+    vouched = est.proven or est.trusted or changes.get("proven", False)
+    if correct and vouched and not paused and task.answer_id is not None:
+        vouch(conn, worker_id, task.answer_id)  # a passed check: what came before is owed
     completed: tuple[int, ...] = ()
     if changes.get("proven"):
         completed = _reweigh_answered(conn, worker_id, rules)
@@ -451,8 +457,8 @@ def _settle_cte(dialect: str) -> Any:
 def quarantine(conn: Connection, worker_id: int, rules: CrowdSettings) -> int:
     """Stop giving a worker tasks, and reopen fields that settled only thanks to their votes.
 
-    Returns how many fields were reopened. Their answers stay on record (and paid), but no
-    longer count as evidence.
+    Returns how many fields were reopened. Their answers stay on record, but no longer count
+    as evidence; their held pay stays held (settle_gold voids it when checks paused them).
     """
     t, a, f = schema.tasks, schema.answers, schema.fields
     conn.execute(

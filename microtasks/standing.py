@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from kerani.core.errors import BadInputError, NotFoundError
 from kerani.core.settings import CrowdSettings
 from kerani.core.vocabulary import AuditAction, Role
+from kerani.microtasks.holds import restore_voided, vouch
 from kerani.microtasks.settling import quarantine
 from kerani.storage import schema
 from kerani.storage.database import utcnow
@@ -85,6 +86,9 @@ def set_standing(
             # them again, which is the automatic rule's to decide.
             conn.execute(update(w).where(w.c.id == worker_id).values(quarantined=False))
             changed.append("unpaused")
+            # The operator overrules the checks that paused them: what those voided is owed.
+            if restore_voided(conn, worker_id):
+                changed.append("voided pay restored")
         for flag, wanted, was in (
             ("trusted", trusted, was_trusted),
             ("cleared", cleared, was_cleared),
@@ -108,6 +112,7 @@ def revoke(
     with db.begin() as conn:
         name, was_paused, _trusted, _cleared = _worker(conn, worker_id)
         reopened = 0 if was_paused else quarantine(conn, worker_id, rules)
+        vouch(conn, worker_id, None)  # ending access is no finding against their work
         conn.execute(delete(schema.sessions).where(schema.sessions.c.worker_id == worker_id))
         # A hash of a secret nobody holds: the old access code matches nothing any more.
         void = hashlib.sha256(secrets.token_bytes(32)).hexdigest()

@@ -36,6 +36,8 @@ from kerani.core.vocabulary import (
     Language,
     PageStatus,
     PayKind,
+    PaymentStatus,
+    PayReason,
     Role,
     ScanStatus,
     Sensitivity,
@@ -302,6 +304,8 @@ workers = Table(
     Column("proven", Boolean, nullable=False, default=False, server_default="0"),
     # Failed their last gold answer: gold comes more often until they pass one again.
     Column("suspect", Boolean, nullable=False, default=False, server_default="0"),
+    # When the worker passed the practice round: until then they get no paid work.
+    Column("practice_passed_at", DateTime(timezone=True), nullable=True),
     one_of("role", Role),
     one_of("language", Language),
 )
@@ -419,7 +423,53 @@ ledger = Table(
     Column("amount_sen", Integer, nullable=False),  # integer sen: no float money
     Column("batch_id", String(32), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Held until a check on the worker's work vouches for it (see microtasks.holds); the
+    # field type is the rate's (and the statement's) kind.
+    Column("status", String(10), nullable=False, default="held", server_default="credited"),
+    Column(
+        "reason", String(30), nullable=False, default="waiting_check", server_default="before_holds"
+    ),
+    Column("field_type", String(30), nullable=True),
+    Column("settled_at", DateTime(timezone=True), nullable=True),  # credited or voided at
+    Column("payout_id", Integer, ForeignKey("payouts.id"), nullable=True),
     one_of("task_kind", PayKind),
+    one_of("status", PaymentStatus),
+    one_of("reason", PayReason),
+)
+Index("ix_ledger_worker_status", ledger.c.worker_id, ledger.c.status)
+Index("ix_ledger_status_payout", ledger.c.status, ledger.c.payout_id)
+
+# The rate of each task kind (a field type, answered plainly or as an arbiter), as an
+# operator confirmed it; the latest row of a kind is in force. A kind with no row is paid
+# CrowdSettings' default rate.
+pay_rates = Table(
+    "pay_rates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("field_type", String(30), nullable=False),
+    Column("pay_kind", String(20), nullable=False),  # field | arbitration (gold: field's)
+    Column("rate_sen", Integer, nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("confirmed_by", Integer, ForeignKey("workers.id"), nullable=True),
+    # What the rate was proposed from: median time and how many timed answers measured it.
+    Column("median_ms", Integer, nullable=True),
+    Column("measured", Integer, nullable=True),
+    Column("floor_sen_per_hour", Integer, nullable=True),
+    one_of("pay_kind", PayKind),
+)
+Index("ix_pay_rates_kind", pay_rates.c.field_type, pay_rates.c.pay_kind, pay_rates.c.id)
+
+# One payout: every credited payment not paid out before, up to the end of a period.
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", Integer, ForeignKey("workers.id"), nullable=True),
+    Column("total_sen", Integer, nullable=False),
+    Column("workers", Integer, nullable=False),
 )
 
 worker_page_views = Table(

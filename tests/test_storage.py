@@ -195,7 +195,7 @@ def _vocabulary_checks() -> list[tuple[sa.Table, str, set[str]]]:
 
 def _a_row_in_every_table(stores: Stores) -> None:
     """A worker, a batch with a scan and a routed page whose field has a task, answered and
-    paid, and an upload to the batch."""
+    paid, an upload to the batch and a confirmed rate."""
     seed_page(stores, [("city", "text", "KLANG", 40.0)])
     add_person(stores.db, "ana", Role.WORKER)
     with stores.db.begin() as conn:
@@ -238,6 +238,11 @@ def _a_row_in_every_table(stores: Stores) -> None:
                 status="receiving",
                 created_at=utcnow(),
                 updated_at=utcnow(),
+            )
+        )
+        conn.execute(
+            sa.insert(schema.pay_rates).values(
+                field_type="text", pay_kind=PayKind.FIELD, rate_sen=2, effective_from=utcnow()
             )
         )
 

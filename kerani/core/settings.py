@@ -155,8 +155,18 @@ class CrowdSettings(BaseSettings):
     audit_share_young: float = Field(default=0.10, ge=0.0, le=1.0)
     audit_young_below: int = Field(default=200, ge=0)
     # Gold is paid at the field rate: a different rate would tell a worker which task it was.
+    # Until an operator confirms measured rates (microtasks.pay_rates), every field type is
+    # paid these.
     rate_sen_field: int = 5
     rate_sen_arbitration: int = 10
+    # Proposed rates pay a median careful worker at least this per hour worked: Malaysia's
+    # minimum wage, RM 1,700 a month over 45 hours a week (RM 8.72 an hour), in sen.
+    pay_floor_sen_per_hour: int = Field(default=872, ge=1)
+    pay_min_timed_answers: int = Field(default=30, ge=1)  # per task kind, for a proposal
+    pay_max_timed_seconds: int = Field(default=300, ge=1)  # longer is a pause, not work
+    # An answer's pay is held until a passed check (gold) vouches for the worker's work
+    # after it; with no check within this many days it is paid on trust.
+    pay_hold_days: int = Field(default=7, ge=0)
 
 
 class ReviewSettings(BaseSettings):

@@ -129,6 +129,26 @@ class PayKind(StrEnum):
     ARBITRATION = "arbitration"  # an answer to an escalated (disputed) task
 
 
+class PaymentStatus(StrEnum):
+    """Where one answer's pay stands (ledger.status)."""
+
+    # Earned, waiting for a check on the worker's work (a passed gold, or the hold's end).
+    HELD = "held"
+    CREDITED = "credited"  # owed to the worker: goes into the next payout
+    VOIDED = "voided"  # not paid: the worker was paused on failed checks
+
+
+class PayReason(StrEnum):
+    """Why a payment stands where it does (ledger.reason), as the worker's statement says."""
+
+    WAITING_CHECK = "waiting_check"
+    CHECK_PASSED = "check_passed"  # a passed gold after the answer vouches for it
+    HOLD_ENDED = "hold_ended"  # no check came within the hold: paid on trust
+    PAUSED_ON_CHECKS = "paused_on_checks"  # voided: paused after failing gold
+    UNPAUSED = "unpaused"  # an operator lifted that pause: paid after all
+    BEFORE_HOLDS = "before_holds"  # credited at once, before pay was held (migration 0018)
+
+
 class Sensitivity(StrEnum):
     """How sensitive a field's contents are, as its template says (fields.sensitivity)."""
 
@@ -146,3 +166,4 @@ class AuditAction(StrEnum):
     ANSWER = "answer"
     STANDING = "standing"  # an operator paused, trusted, cleared or revoked a worker
     REVEAL = "reveal"  # an operator asked to see a masked (personal or restricted) value
+    PAY = "pay"  # an operator confirmed rates or exported a payout
