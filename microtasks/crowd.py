@@ -260,6 +260,7 @@ def worker_records(
     )
     paid = (
         select(led.c.worker_id, func.sum(led.c.amount_sen).label("sen"))
+        .where(led.c.status != "voided")
         .group_by(led.c.worker_id)
         .subquery()
     )

@@ -69,6 +69,7 @@ def _shown(source: Any) -> Any:
             source.c.lease_expires_at,
             source.c.note,
             source.c.lease_blind,
+            source.c.escalated,
             f.c.id.label("field_id"),
             f.c.page_id,
             f.c.name,
@@ -106,6 +107,7 @@ def _claimed_task(row: Any) -> ClaimedTask:
         note=row.note,
         blind=bool(row.lease_blind),
         template_id=row.template_id,
+        escalated=bool(row.escalated),
     )
 
 
@@ -443,7 +445,12 @@ def _claim_cte(dialect: str, cleared: Any, trusted: Any, with_kind: bool, *gate:
     t, v = schema.tasks, schema.worker_page_views
     _, claim = _claim_statements(dialect, cleared, trusted, with_kind, *gate)
     leased = claim.returning(
-        t.c.lease_expires_at, t.c.note, t.c.lease_blind, t.c.field_id, t.c.gold_field_id
+        t.c.lease_expires_at,
+        t.c.note,
+        t.c.lease_blind,
+        t.c.escalated,
+        t.c.field_id,
+        t.c.gold_field_id,
     ).cte("leased")
     shown = _shown(leased).cte("shown")
     worker_id = bindparam("wid", type_=Integer)

@@ -33,6 +33,11 @@ def ringgit(sen: int) -> str:
     return f"{sign}RM {abs(sen) // 100}.{abs(sen) % 100:02d}"
 
 
+def price(sen: int) -> str:
+    """A rate as a worker reads it: "2 sen", or RM from one ringgit up ("RM 1.20")."""
+    return ringgit(sen) if abs(sen) >= 100 else f"{sen} sen"
+
+
 def ringgit_each(total_sen: int, count: int) -> str:
     """A total shared over `count` things, for people: RM with two decimals, or sen with one
     decimal below one ringgit ("RM 5.97" per record, "5.4 sen" per field)."""
@@ -90,12 +95,13 @@ def pay(
 
 
 def worker_earnings(db: Engine, worker_id: int) -> Earnings:
-    """What a worker has earned so far."""
+    """What a worker has earned so far, held pay included (voided pay is not earned)."""
     return _sum(db, schema.ledger.c.worker_id == worker_id)
 
 
 def batch_cost(db: Engine, batch_id: str) -> Earnings:
-    """What an agency's batch has cost in people's answers so far."""
+    """What an agency's batch has cost in people's answers so far (pay held for a check
+    included: it is owed unless the worker is found out; voided pay is not a cost)."""
     return _sum(db, schema.ledger.c.batch_id == batch_id)
 
 
@@ -104,7 +110,8 @@ def _sum(db: Engine, condition: object) -> Earnings:
     with db.connect() as conn:
         row = conn.execute(
             select(func.count(), func.coalesce(func.sum(led.c.amount_sen), 0)).where(
-                condition  # type: ignore[arg-type]
+                condition,  # type: ignore[arg-type]
+                led.c.status != PaymentStatus.VOIDED,
             )
         ).one()
     return Earnings(int(row[0]), int(row[1]))

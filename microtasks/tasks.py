@@ -38,6 +38,7 @@ class ClaimedTask:
     # Shown without the OCR's guess: `ocr_text` is then empty, whatever the OCR read.
     blind: bool = False
     template_id: int | None = None  # the stored version of `template` the page was read with
+    escalated: bool = False  # a dispute for an arbiter: paid the arbitration rate
 
 
 @dataclass(frozen=True)

@@ -152,9 +152,12 @@ class BatchReport:
 
 
 def _cost_sen(conn: Any, batch_id: str) -> int:
+    # Held pay is a cost (owed unless the worker is found out); voided pay is not.
     led, a, t, f, p = schema.ledger, schema.answers, schema.tasks, schema.fields, schema.pages
     tagged = conn.execute(
-        select(func.coalesce(func.sum(led.c.amount_sen), 0)).where(led.c.batch_id == batch_id)
+        select(func.coalesce(func.sum(led.c.amount_sen), 0)).where(
+            led.c.batch_id == batch_id, led.c.status != "voided"
+        )
     ).scalar_one()
     # Entries written without a batch id still belong to the batch of the field answered.
     untagged = conn.execute(
@@ -163,7 +166,7 @@ def _cost_sen(conn: Any, batch_id: str) -> int:
         .join(t, t.c.id == a.c.task_id)
         .join(f, f.c.id == t.c.field_id)
         .join(p, p.c.id == f.c.page_id)
-        .where(led.c.batch_id.is_(None), p.c.batch_id == batch_id)
+        .where(led.c.batch_id.is_(None), p.c.batch_id == batch_id, led.c.status != "voided")
     ).scalar_one()
     return int(tagged) + int(untagged)
 

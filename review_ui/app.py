@@ -1,9 +1,9 @@
 """`create_app(settings)`: the review pages, the agency pages and the JSON API, in one ASGI app.
 
 The routes live in their routers, one module per audience: kerani.review_ui.signin (before
-and around sign-in), .worker_pages, .agency_pages, .operator_gold, .operator_calibration and
-.api. This module only wires them: the app's state, its middleware, the static files and the
-one error handler.
+and around sign-in), .worker_pages, .agency_pages, .operator_gold, .operator_calibration,
+.operator_pay and .api. This module only wires them: the app's state, its middleware, the
+static files and the one error handler.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from kerani.review_ui import (
     operator_calibration,
     operator_crowd,
     operator_gold,
+    operator_pay,
     signin,
     template_designer,
     token_pages,
@@ -201,6 +202,7 @@ def create_app(
         token_pages.router,
         operator_gold.router,
         operator_calibration.router,
+        operator_pay.router,
         operator_crowd.router,
         health.router,
         api.router,

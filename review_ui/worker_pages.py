@@ -4,6 +4,7 @@ of a leased task, and the worker's own page. Every route needs a signed-in worke
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,9 +14,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from kerani.core.errors import BadInputError, ForbiddenError
-from kerani.core.vocabulary import Role
+from kerani.core.vocabulary import PayKind, Role
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.leases import claim_tasks, offered_kinds, renew_leases
+from kerani.microtasks.ledger import price, ringgit
+from kerani.microtasks.pay_rates import rate_card
+from kerani.microtasks.statements import parse_week, statement
 from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.workers import Person
 from kerani.review_ui.i18n import translator
@@ -46,13 +50,28 @@ MAX_COLUMN_ROWS = 30
 router = APIRouter()
 
 
-def task_json(request: Request, person: Person, task: ClaimedTask) -> dict[str, Any]:
+def rates_of(request: Request, tasks: list[ClaimedTask]) -> dict[str, int]:
+    """The rate in force of each task (by task id): shown before the worker starts it."""
+    crowd = settings_of(request).crowd
+    with db_of(request).connect() as conn:
+        card = {
+            (r.field_type, r.pay_kind): r.rate_sen
+            for r in rate_card(conn, crowd, {t.field_kind for t in tasks})
+        }
+    return {
+        t.task_id: card[(t.field_kind, PayKind.ARBITRATION if t.escalated else PayKind.FIELD)]
+        for t in tasks
+    }
+
+
+def task_json(request: Request, person: Person, task: ClaimedTask, rate_sen: int) -> dict[str, Any]:
     """What the page's script needs to show a task it holds in reserve, snippet included."""
     lang = person.language
     t = translator(lang)
     label, hint = label_of(request, task, lang)
     return {
         "task_id": task.task_id,
+        "rate": t("task_pays", rate=price(rate_sen)),
         "label": label,
         "hint": t("format", hint=hint) if hint else "",
         "note": t("check_again", note=task.note) if task.note else "",
@@ -79,13 +98,15 @@ def review_page(request: Request) -> Response:
         return render(request, "no_tasks.html", {}, person, csrf)
     task = tasks[0]
     label, hint = label_of(request, task, person.language)
+    rates = rates_of(request, tasks)
     context = {
         "task": task,
         "label": label,
         "hint": hint,
+        "rate": price(rates[task.task_id]),
         "snippet_src": inline_snippet(request, person, task),
         "idempotency_key": secrets.token_urlsafe(16),
-        "upcoming": [task_json(request, person, t) for t in tasks[1:]],
+        "upcoming": [task_json(request, person, t, rates[t.task_id]) for t in tasks[1:]],
         "today": today(db, person.id),
     }
     return render(request, "review.html", context, person, csrf)
@@ -155,13 +176,16 @@ def _review_submit(request: Request, task_id: str, sent: dict[str, Any]) -> Resp
     renew_leases(db, person.id, crowd)
     held = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW, draws=draws_of(request))
     known = set(request.headers.get("x-kerani-held", "").split(","))
+    rates = rates_of(request, [t for t in held if t.task_id not in known])
     day = today(db, person.id)
     progress = translator(person.language)("progress_today", done=day.done, earned=day.earned)
     return JSONResponse(
         {
             "recorded": outcome.recorded,
             "upcoming": [
-                task_json(request, person, t) if t.task_id not in known else {"task_id": t.task_id}
+                task_json(request, person, t, rates[t.task_id])
+                if t.task_id not in known
+                else {"task_id": t.task_id}
                 for t in held
             ],
             "progress": progress,
@@ -194,10 +218,13 @@ def column_page(request: Request, session: PageSession) -> Response:
         return render(request, "no_tasks.html", {}, person, csrf)
     label, hint = label_of(request, tasks[0], person.language)
     rows = [{"task": t, "snippet_src": inline_snippet(request, person, t)} for t in tasks]
+    rates = rates_of(request, tasks)
     context = {
         "rows": rows,
         "label": label,
         "hint": hint,
+        "rate": price(rates[tasks[0].task_id]),
+        "column_total": price(sum(rates.values())),
         "column_key": secrets.token_urlsafe(16),
         "today": today(db, person.id),
     }
@@ -262,5 +289,39 @@ def me_page(request: Request, session: PageSession, welcome: int = 0) -> Respons
     """The worker's own page: tasks done, accuracy, earnings."""
     person, csrf = session
     need_role(person, Role.WORKER)
-    me = my_work(db_of(request), person.id, settings_of(request).crowd.quarantine_min_gold)
-    return render(request, "me.html", {"me": me, "welcome": bool(welcome)}, person, csrf)
+    crowd = settings_of(request).crowd
+    me = my_work(db_of(request), person.id, crowd)
+    context = {
+        "me": me,
+        "welcome": bool(welcome),
+        "price": price,
+        "ringgit": ringgit,
+        "hold_days": crowd.pay_hold_days,
+    }
+    return render(request, "me.html", context, person, csrf)
+
+
+@router.get("/me/statement/{week}", response_class=HTMLResponse)
+def statement_page(request: Request, session: PageSession, week: str) -> Response:
+    """A worker's own weekly statement: every answer's pay, where it stands and why."""
+    person, csrf = session
+    need_role(person, Role.WORKER)
+    return statement_view(request, person, csrf, person.id, week, back="/me")
+
+
+def statement_view(
+    request: Request, person: Person, csrf: str, worker_id: int, week: str, back: str
+) -> Response:
+    """The statement page of one worker's week (theirs, or any worker's for an operator)."""
+    crowd = settings_of(request).crowd
+    st = statement(db_of(request), worker_id, parse_week(week), crowd)
+    local = timedelta(hours=8)
+    context = {
+        "st": st,
+        "price": price,
+        "ringgit": ringgit,
+        "start": (st.start + local).strftime("%d.%m.%Y"),
+        "end": (st.end + local - timedelta(days=1)).strftime("%d.%m.%Y"),
+        "back": back,
+    }
+    return render(request, "statement.html", context, person, csrf)

@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -26,10 +27,12 @@ from kerani.ingest.intake import create_open_batch, start_upload
 from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.gold import next_field_for_keying
 from kerani.microtasks.leases import claim_next
+from kerani.microtasks.statements import make_payout, week_label, week_start
 from kerani.people.api_tokens import create_token
 from kerani.people.workers import add_person, person_by_code
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
+from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
 from tests.factories import batch_of, png, seed_page, sign_in_with_code
 from tests.test_review_routes import method_paths
@@ -64,6 +67,7 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/metrics"): OPERATOR,
     ("GET", "/"): SIGNED_IN,
     ("GET", "/me"): WORKER | {"paused worker"},  # a paused worker still sees their pay
+    ("GET", "/me/statement/{week}"): WORKER | {"paused worker"},
     ("GET", "/review"): WORKER,
     ("POST", "/review/{task_id}"): WORKER,
     ("GET", "/snippets/{task_id}"): WORKER,
@@ -83,6 +87,11 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/operator/gold"): OPERATOR,
     ("GET", "/operator/gold/snippets/{field_id}"): OPERATOR,
     ("GET", "/operator/calibration"): OPERATOR,
+    ("GET", "/operator/pay"): OPERATOR,
+    ("POST", "/operator/pay/rates"): OPERATOR,
+    ("POST", "/operator/payouts"): OPERATOR,
+    ("GET", "/operator/payouts/{payout_id}.csv"): OPERATOR,
+    ("GET", "/operator/workers/{worker_id}/statement/{week}"): OPERATOR,
     ("GET", "/operator/crowd"): OPERATOR,
     ("GET", "/operator/audit"): OPERATOR,
     ("GET", "/operator/workers"): OPERATOR,
@@ -150,6 +159,8 @@ class World:
     spare_batch: str = ""  # an empty, open batch of the agency (cancelled, filled)
     upload_id: str = ""  # a chunked upload to the spare batch
     token_id: int = 0  # an API token of the agency
+    payout_id: int = 0  # a payout made already (the week before this one)
+    payout_week: str = ""  # its week, 2026-W48
 
 
 def visitor(settings: Settings, stores: Stores, code: str | None) -> Visitor:
@@ -218,6 +229,20 @@ REQUESTS: dict[tuple[str, str], Request] = {
         f"/operator/gold/snippets/{w.field_id}"
     ),
     ("GET", "/operator/calibration"): lambda v, w: v.client.get("/operator/calibration"),
+    ("GET", "/operator/pay"): lambda v, w: v.client.get("/operator/pay"),
+    ("POST", "/operator/pay/rates"): lambda v, w: v.client.post(
+        "/operator/pay/rates", data={"csrf": v.csrf}
+    ),
+    ("POST", "/operator/payouts"): lambda v, w: v.client.post(
+        "/operator/payouts", data={"csrf": v.csrf, "week": w.payout_week}
+    ),
+    ("GET", "/operator/payouts/{payout_id}.csv"): lambda v, w: v.client.get(
+        f"/operator/payouts/{w.payout_id}.csv"
+    ),
+    ("GET", "/operator/workers/{worker_id}/statement/{week}"): lambda v, w: v.client.get(
+        f"/operator/workers/{w.bystander}/statement/{w.payout_week}"
+    ),
+    ("GET", "/me/statement/{week}"): lambda v, w: v.client.get(f"/me/statement/{w.payout_week}"),
     ("GET", "/operator/crowd"): lambda v, w: v.client.get("/operator/crowd"),
     ("GET", "/operator/audit"): lambda v, w: v.client.get("/operator/audit?action=claim"),
     ("GET", "/operator/workers"): lambda v, w: v.client.get("/operator/workers"),
@@ -399,7 +424,21 @@ def world(settings: Settings, stores: Stores) -> Iterator[tuple[World, dict[str,
     spare = create_open_batch(stores.db, receipt, ids["agency"], "spare")
     upload = start_upload(stores.db, spare, ids["agency"], "big.png", 10, settings.ingest)
     token = create_token(stores.db, ids["agency"], "ci").id
-    world = World("", batch_id, field_id, bystander, int(answer_id), spare, upload.id, token)
+    this_week = week_start(utcnow())
+    made = make_payout(stores.db, None, this_week, settings.crowd)
+    last_week = week_label(this_week - timedelta(days=7))
+    world = World(
+        "",
+        batch_id,
+        field_id,
+        bystander,
+        int(answer_id),
+        spare,
+        upload.id,
+        token,
+        made.id,
+        last_week,
+    )
     yield world, codes
 
 

@@ -50,6 +50,7 @@
     img.decode().then(function () { timings.push(performance.now() - started); }, function () {});
     img.alt = task.label;
     document.getElementById("label").textContent = task.label;
+    document.getElementById("rate").textContent = task.rate;
     document.title = task.label + " · Kerani";
     setText("hint", task.hint);
     setText("note", task.note);
