@@ -332,7 +332,13 @@ def test_gold_measures_workers_and_quarantine_undoes_their_influence(stores: Sto
     statuses = [r.status for n, r in fields_by_name(stores).items() if n.startswith("f")]  # type: ignore[attr-defined]
     assert statuses == ["in_review"] * 12
     assert queue_depth(stores.db) == 12
-    assert worker_earnings(stores.db, colluder).answers == answered  # paid for work done
+    # Their pay waited for a check, and the checks found them out: none of it is paid.
+    assert worker_earnings(stores.db, colluder).answers == 0
+    with stores.db.connect() as conn:
+        voided = conn.execute(
+            select(func.count()).where(schema.ledger.c.status == "voided")
+        ).scalar_one()
+    assert voided == answered
 
 
 def test_a_new_worker_who_accepts_every_prefill_settles_nothing(stores: Stores) -> None:
