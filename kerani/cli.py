@@ -70,6 +70,10 @@ token_app = typer.Typer(
     help="Agencies' API tokens (the agency API under /api/v1).", no_args_is_help=True
 )
 app.add_typer(token_app, name="token")
+pay_app = typer.Typer(
+    help="Workers' pay: rates from measured effort, statements, payouts.", no_args_is_help=True
+)
+app.add_typer(pay_app, name="pay")
 template_app = typer.Typer(
     help="Form templates, stored in the database with a version each.", no_args_is_help=True
 )
@@ -897,6 +901,143 @@ def calibration_history_command(template: TemplateOption = None, data_dir: DataD
             r.fitted_at.strftime("%Y-%m-%d %H:%M"), Text(r.template), str(r.fields), Text(r.changes)
         )
     console.print(table)
+
+
+@pay_app.command("rates")
+def pay_rates_command(data_dir: DataDir = None) -> None:
+    """Each task kind's measured time, its rate now and the rate proposed to meet the floor."""
+    from kerani.microtasks.ledger import price, ringgit
+    from kerani.microtasks.pay_rates import propose_rates
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    crowd = settings.crowd
+    proposals = propose_rates(open_stores(settings).db, crowd)
+    if not proposals:
+        console.print("No task kinds yet: no work has been offered.")
+        return
+    table = Table()
+    for col in (
+        "field type",
+        "kind",
+        "timed answers",
+        "median",
+        "rate now",
+        "per hour now",
+        "proposed",
+        "per hour proposed",
+        "cost per field proposed",
+    ):
+        table.add_column(col)
+    for p in proposals:
+        now_h, new_h = p.per_hour_sen(p.current_sen), p.per_hour_sen(p.proposed_sen)
+        cost = p.cost_per_field_sen(p.proposed_sen)
+        table.add_row(
+            p.field_type,
+            p.pay_kind,
+            str(p.measured),
+            "–" if p.median_ms is None else f"{p.median_ms / 1000:.1f} s",
+            price(p.current_sen),
+            "–" if now_h is None else ringgit(now_h),
+            f"too few (needs {crowd.pay_min_timed_answers})"
+            if p.proposed_sen is None
+            else price(p.proposed_sen),
+            "–" if new_h is None else ringgit(new_h),
+            "–" if cost is None else f"{cost:.1f} sen",
+        )
+    console.print(table)
+    console.print(
+        f"Floor: {ringgit(crowd.pay_floor_sen_per_hour)} an hour worked at the median time of "
+        "careful workers (past probation, not paused, no failed check pending). "
+        "`kerani pay confirm` puts the proposed rates in force.",
+        soft_wrap=True,
+    )
+
+
+@pay_app.command("confirm")
+def pay_confirm(data_dir: DataDir = None) -> None:
+    """Put the proposed rates in force (kinds with too few timed answers keep theirs)."""
+    from kerani.microtasks.ledger import price
+    from kerani.microtasks.pay_rates import confirm_rates, propose_rates
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    db = open_stores(settings).db
+    for p in confirm_rates(db, None, propose_rates(db, settings.crowd), settings.crowd):
+        console.print(
+            f"{p.field_type} ({p.pay_kind}): {price(p.current_sen)} -> "
+            f"{price(p.proposed_sen or 0)} per answer",
+            markup=False,
+        )
+
+
+@pay_app.command("statement")
+def pay_statement(
+    number: Annotated[int, typer.Argument(help="The worker's number.")],
+    week: Annotated[
+        str | None, typer.Option(help="ISO week, e.g. 2026-W49 (default: this week).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A worker's weekly statement: answers by kind, pay credited, held or voided, and why."""
+    from rich.text import Text
+
+    from kerani.microtasks.ledger import ringgit
+    from kerani.microtasks.statements import parse_week, statement, week_start
+    from kerani.storage.database import utcnow
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    start = parse_week(week) if week else week_start(utcnow())
+    st = statement(open_stores(settings).db, number, start, settings.crowd)
+    console.print(Text(f"Worker {st.worker_id} ({st.name}), week {st.week} (Malaysia time)"))
+    table = Table()
+    for col in ("field type", "kind", "answers", "amount", "pay", "why"):
+        table.add_column(col)
+    for x in st.lines:
+        table.add_row(
+            x.field_type, x.pay_kind, str(x.answers), ringgit(x.amount_sen), x.status, x.reason
+        )
+    console.print(table)
+    hourly = "–" if st.per_hour_sen is None else ringgit(st.per_hour_sen)
+    console.print(
+        f"credited {ringgit(st.total('credited'))} (paid out {ringgit(st.paid_out_sen)}), "
+        f"held {ringgit(st.total('held'))}, voided {ringgit(st.total('voided'))}; "
+        f"{hourly} per hour over {st.worked_ms / 60_000:.0f} min of timed work",
+        markup=False,
+    )
+
+
+@pay_app.command("payout")
+def pay_payout(
+    week: Annotated[
+        str | None, typer.Option(help="Pay out up to the end of this ISO week (default: last).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the CSV sheet here.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Gather credited pay not paid out yet into one payout (once per week) and its CSV."""
+    from datetime import timedelta
+
+    from kerani.microtasks.ledger import ringgit
+    from kerani.microtasks.statements import make_payout, parse_week, week_label, week_start
+    from kerani.records.payout_sheet import payout_csv, payout_filename
+    from kerani.storage.database import utcnow
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    chosen = week or week_label(week_start(utcnow()) - timedelta(days=7))
+    made = make_payout(
+        open_stores(settings).db, None, parse_week(chosen) + timedelta(days=7), settings.crowd
+    )
+    target = out or Path(payout_filename(made))
+    target.write_text(payout_csv(made), encoding="utf-8")
+    said = "made" if made.new else "made before; written again"
+    console.print(
+        f"payout {made.id} ({said}): {len(made.rows)} workers, {ringgit(made.total_sen)}, "
+        f"up to the end of {chosen} -> {target}",
+        markup=False,
+    )
 
 
 @dataset_app.command("from-sroie")

@@ -112,3 +112,23 @@ def test_status_says_when_probation_cannot_be_passed(env: Path) -> None:
     assert runner.invoke(app, ["people", "add", "Staff", "--proven"]).exit_code == 0
     again = " ".join(runner.invoke(app, ["status"]).output.split())
     assert "1 workers on probation" in again  # the vouched-for one is not on probation
+
+
+def test_pay_commands_show_rates_statements_and_write_a_payout_once(
+    env: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["people", "add", "Siti"]).exit_code == 0
+    assert "No task kinds yet" in runner.invoke(app, ["pay", "rates"]).output
+    refused = runner.invoke(app, ["pay", "confirm"])
+    assert refused.exit_code != 0 and "timed answers" in refused.output
+    st = runner.invoke(app, ["pay", "statement", "1", "--week", "2026-W49"])
+    assert st.exit_code == 0 and "week 2026-W49" in st.output, st.output
+    sheet = tmp_path / "payout.csv"
+    made = runner.invoke(app, ["pay", "payout", "--week", "2026-W48", "--out", str(sheet)])
+    assert made.exit_code == 0 and "payout 1 (made)" in made.output, made.output
+    assert sheet.read_text().startswith("payout_id,period_start,period_end,worker_number")
+    again = runner.invoke(app, ["pay", "payout", "--week", "2026-W48", "--out", str(sheet)])
+    assert "payout 1 (made before" in again.output
+    bad = runner.invoke(app, ["pay", "statement", "1", "--week", "soon"])
+    assert bad.exit_code != 0 and "2026-W49" in bad.output and "Traceback" not in bad.output
