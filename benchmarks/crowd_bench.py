@@ -75,6 +75,7 @@ from kerani.ingest.batches import record_scan
 from kerani.microtasks import quality
 from kerani.microtasks.consensus import answer_key
 from kerani.microtasks.gold import harvest_gold, make_gold, record_keying, sample_for_keying
+from kerani.microtasks.pay_rates import default_rate, propose_rates, rate_kind
 from kerani.microtasks.refit import current_calibration, refit_calibration
 from kerani.microtasks.routing import route_page
 from kerani.ocr.calibration import Sample, fit_calibration
@@ -665,6 +666,7 @@ def _figures(
         "adversarial_workers": adversarial,
         "adversarial_most_fields_settled_with_their_vote": most_settled,
         "adversarial_workers_proven": _adversaries_proven(stores.db, crowd, ids),
+        **_earnings_per_hour(stores.db, crowd, ids, CrowdSettings()),
         "dropouts": stats.dropouts,
         "ocr_only_accuracy": ocr_ok / n,
         "double_keying_accuracy": dk["accuracy"],
@@ -673,6 +675,54 @@ def _figures(
         "note": (
             "human figures come from simulated workers: "
             f"{_crowd_description(profiles)}; human seconds are simulated reading and typing"
+        ),
+    }
+
+
+def _earnings_per_hour(
+    db: Engine, crowd: Sequence[SimulatedWorker], ids: dict[str, int], rules: CrowdSettings
+) -> dict[str, Any]:
+    """What each simulated profile earns per hour worked under the rates Kerani proposes from
+    this run's times (RM; pay voided by the checks is not earned; times capped as in pay)."""
+    proposals = propose_rates(db, rules)
+    rates = {
+        (p.field_type, p.pay_kind): p.proposed_sen if p.proposed_sen is not None else p.current_sen
+        for p in proposals
+    }
+    led, a = schema.ledger, schema.answers
+    cap = rules.pay_max_timed_seconds * 1000
+    earned: dict[int, int] = {}
+    worked: dict[int, int] = {}
+    with db.connect() as conn:
+        for wid, field_type, kind, status, ms in conn.execute(
+            select(
+                led.c.worker_id, led.c.field_type, led.c.task_kind, led.c.status, a.c.duration_ms
+            )
+            .join(a, a.c.id == led.c.answer_id)
+            .where(a.c.duration_ms.is_not(None))
+        ):
+            key = (str(field_type), rate_kind(str(kind)))
+            if status != "voided":
+                earned[wid] = earned.get(wid, 0) + rates.get(key, default_rate(key[1], rules))
+            worked[wid] = worked.get(wid, 0) + min(int(ms), cap)
+
+    def per_hour(kind: str) -> float | None:
+        mine = [ids[w.name] for w in crowd if w.profile.kind == kind]
+        # sen over ms, as RM an hour: sen / 100 * 3,600,000 / ms
+        each = [earned.get(i, 0) * 36_000 / worked[i] for i in mine if worked.get(i)]
+        return round(statistics.median(each), 2) if each else None
+
+    return {
+        "earnings_per_hour_median_careful": per_hour("careful"),
+        "earnings_per_hour_careless": per_hour("careless"),
+        "earnings_per_hour_spammer": per_hour("spammer"),
+        "earnings_per_hour_junk": per_hour("junk"),
+        "pay_floor_per_hour": rules.pay_floor_sen_per_hour / 100,
+        "proposed_rates_sen": {f"{p.field_type}/{p.pay_kind}": p.proposed_sen for p in proposals},
+        "earnings_note": (
+            "RM per hour of simulated work (each profile's read and typing time) at the rates "
+            "proposed from the careful workers' median times; voided pay (paused by gold) "
+            "is not earned; spammers: median of the spammer profiles"
         ),
     }
 

@@ -51,8 +51,9 @@ CAREFUL_ANCHORING = (0.25, 0.50)
 CARELESS_ANCHORING = (0.50, 0.75)
 CAREFUL = Profile("careful", 0.02, 0.0, 2.0, 3.0, *CAREFUL_ANCHORING)
 CARELESS = Profile("careless", 0.15, 0.0, 2.0, 3.0, *CARELESS_ANCHORING)
-SPAMMER = Profile("spammer")
-JUNK = Profile("junk")
+# Spammers do not read: a glance and a tap, or a few random keys.
+SPAMMER = Profile("spammer", read_seconds=0.8)
+JUNK = Profile("junk", read_seconds=0.8, keys_per_second=6.0)
 
 
 @dataclass(frozen=True)
@@ -168,13 +169,17 @@ def run_crowd(
             prefill = task["ocr_guess"]
             body = answer_for(truth_of_task(task["task_id"]), prefill, worker.profile, rng)
             keys = keystrokes(prefill, body)
-            body["idempotency_key"] = secrets.token_urlsafe(12)
+            took = worker.profile.read_seconds + keys / worker.profile.keys_per_second
+            # The simulated time, as the review page reports a worker's: rates are set from it.
+            payload = body | {"idempotency_key": secrets.token_urlsafe(12)}
             client.post(
-                f"/api/tasks/{task['task_id']}/answer", json=body, headers=auth
+                f"/api/tasks/{task['task_id']}/answer",
+                json={**payload, "duration_ms": round(took * 1000)},
+                headers=auth,
             ).raise_for_status()
             stats.answers += 1
             stats.keystrokes += keys
-            stats.seconds += worker.profile.read_seconds + keys / worker.profile.keys_per_second
+            stats.seconds += took
             stats.by_worker[worker.name] = stats.by_worker.get(worker.name, 0) + 1
             if on_answer is not None:
                 on_answer()

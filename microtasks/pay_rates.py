@@ -1,9 +1,9 @@
 """Rates per task kind, set from measured effort.
 
 A task kind is a field type answered plainly (`field`; gold is paid as the field it looks
-like) or as an arbiter of a dispute (`arbitration`). From the median time careful workers
-take over each kind, `propose_rates` works out the rate at which a median careful worker
-earns at least the floor per hour worked (CrowdSettings.pay_floor_sen_per_hour: Malaysia's
+like) or as an arbiter of a dispute (`arbitration`). From the time the median careful worker
+takes over each kind (their mean time per task), `propose_rates` works out the rate at which
+that worker earns at least the floor per hour worked (CrowdSettings.pay_floor_sen_per_hour: Malaysia's
 minimum wage, RM 1,700 a month, is about RM 8.72 an hour); an operator sees what it would
 cost the agency per field and confirms (`confirm_rates`). The latest confirmed rate of a
 kind is in force; a kind never confirmed is paid CrowdSettings' default rate.
@@ -149,7 +149,7 @@ class RateProposal:
     field_type: str
     pay_kind: str
     measured: int  # timed answers of careful workers
-    median_ms: int | None
+    median_ms: int | None  # the median careful worker's mean time per task (median_worker_ms)
     current_sen: int
     proposed_sen: int | None  # None: too few timed answers to say
     answers_per_field: float | None  # paid answers per field that people settled
@@ -175,8 +175,8 @@ def proposed_rate(median_ms: float, floor_sen_per_hour: int) -> int:
 
 def careful_times(
     conn: Connection, rules: CrowdSettings, since_days: int = MEASURE_DAYS
-) -> dict[tuple[str, str], list[int]]:
-    """Timed answers (ms, capped) of careful workers, by (field type, rate kind).
+) -> dict[tuple[str, str], dict[int, list[int]]]:
+    """Timed answers (ms, capped) of careful workers, by (field type, rate kind), by worker.
 
     Careful: past probation, not paused and not under suspicion after a failed check; their
     skips aside. Each time is capped at CrowdSettings.pay_max_timed_seconds: a phone left on
@@ -185,13 +185,17 @@ def careful_times(
     a, t, f, w = schema.answers, schema.tasks, schema.fields, schema.workers
     cap = rules.pay_max_timed_seconds * 1000
     kind = case((t.c.escalated.is_(True), PayKind.ARBITRATION), else_=PayKind.FIELD)
+    capped = (
+        func.least(a.c.duration_ms, cap)
+        if conn.dialect.name == "postgresql"
+        else func.min(a.c.duration_ms, cap)
+    )
     ranked = (
         select(
             f.c.kind.label("field_type"),
             kind.label("pay_kind"),
-            func.least(a.c.duration_ms, cap).label("ms")
-            if conn.dialect.name == "postgresql"
-            else func.min(a.c.duration_ms, cap).label("ms"),
+            a.c.worker_id,
+            capped.label("ms"),
             func.row_number()
             .over(partition_by=(f.c.kind, kind), order_by=a.c.id.desc())
             .label("n"),
@@ -207,14 +211,27 @@ def careful_times(
         )
         .subquery()
     )
-    times: dict[tuple[str, str], list[int]] = {}
+    times: dict[tuple[str, str], dict[int, list[int]]] = {}
     for row in conn.execute(
-        select(ranked.c.field_type, ranked.c.pay_kind, ranked.c.ms).where(
+        select(ranked.c.field_type, ranked.c.pay_kind, ranked.c.worker_id, ranked.c.ms).where(
             ranked.c.n <= MEASURED_ANSWERS
         )
     ):
-        times.setdefault((str(row.field_type), str(row.pay_kind)), []).append(int(row.ms))
+        by_worker = times.setdefault((str(row.field_type), str(row.pay_kind)), {})
+        by_worker.setdefault(int(row.worker_id), []).append(int(row.ms))
     return times
+
+
+def median_worker_ms(by_worker: dict[int, list[int]]) -> int | None:
+    """The time per task of the median worker: the median over workers of each one's mean.
+
+    A worker's pay an hour is their rate over their *mean* time (a long line costs them its
+    whole time), so the floor is met for the median worker only if the rate is set from
+    means, not from the median of all answers' times.
+    """
+    if not by_worker:
+        return None
+    return round(median(sum(ms) / len(ms) for ms in by_worker.values()))
 
 
 def _answers_per_field(conn: Connection) -> tuple[dict[str, float], float]:
@@ -259,8 +276,9 @@ def propose_rates(db: Engine, rules: CrowdSettings) -> list[RateProposal]:
         per_field, overhead = _answers_per_field(conn)
     proposals = []
     for rate in card:
-        measured = times.get((rate.field_type, rate.pay_kind), [])
-        mid = round(median(measured)) if measured else None
+        by_worker = times.get((rate.field_type, rate.pay_kind), {})
+        measured = [ms for each in by_worker.values() for ms in each]
+        mid = median_worker_ms(by_worker)
         enough = len(measured) >= rules.pay_min_timed_answers and mid is not None
         if rate.pay_kind == PayKind.ARBITRATION and not measured:
             continue  # no disputes of this type yet: nothing to show or propose

@@ -21,6 +21,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "kerani" / "samples"
 
 CROWD_KEYS = {
     "final_accuracy",
+    "earnings_per_hour_median_careful",
+    "earnings_per_hour_spammer",
     "answers_per_field",
     "keystrokes_per_field",
     "human_seconds_per_field",
@@ -57,6 +59,10 @@ def test_crowd_bench_on_the_sample_receipts_in_both_modes() -> None:
         assert figures["adversarial_most_fields_settled_with_their_vote"] == 0
         assert figures["adversarial_workers_quarantined"] >= 1
         assert figures["double_keying_answers_per_field"] >= 2.0
+        # Under the rates proposed from this run's times, a median careful worker earns at
+        # least the floor per hour worked; a spammer, whose pay the checks void, far less.
+        assert figures["earnings_per_hour_median_careful"] >= figures["pay_floor_per_hour"]
+        assert (figures["earnings_per_hour_spammer"] or 0) < figures["pay_floor_per_hour"] / 2
         human = figures["by_source"]["human"]
         assert human["fields"] > 0 and 0.0 <= human["actual_accuracy"] <= 1.0
 
