@@ -3,8 +3,8 @@
 A task kind is a field type answered plainly (`field`; gold is paid as the field it looks
 like) or as an arbiter of a dispute (`arbitration`). From the time the median careful worker
 takes over each kind (their mean time per task), `propose_rates` works out the rate at which
-that worker earns at least the floor per hour worked (CrowdSettings.pay_floor_sen_per_hour: Malaysia's
-minimum wage, RM 1,700 a month, is about RM 8.72 an hour); an operator sees what it would
+that worker earns at least the floor per hour worked (CrowdSettings.pay_floor_sen_per_hour:
+Malaysia's minimum wage, RM 1,700 a month, is about RM 8.72 an hour); an operator sees what it would
 cost the agency per field and confirms (`confirm_rates`). The latest confirmed rate of a
 kind is in force; a kind never confirmed is paid CrowdSettings' default rate.
 
