@@ -15,7 +15,7 @@ import httpx
 from rich.console import Console
 from sqlalchemy import func, select
 
-from kerani.core.settings import Settings, using_settings
+from kerani.core.settings import CrowdSettings, Settings, using_settings
 from kerani.core.vocabulary import AnswerKind, FieldStatus, Role, ValueSource
 from kerani.evaluation.accuracy import Score, field_truths, score_batch
 from kerani.evaluation.crowd_sim import (
@@ -32,7 +32,8 @@ from kerani.evaluation.gold import make_gold_batch
 from kerani.evaluation.ground_truth import TruthPage, read_keys, read_truth, with_keys
 from kerani.evaluation.synthetic import generate_dataset
 from kerani.forms.templates import load_template
-from kerani.microtasks.ledger import ringgit, ringgit_each
+from kerani.microtasks.ledger import price, ringgit, ringgit_each
+from kerani.microtasks.pay_rates import propose_rates
 from kerani.microtasks.tasks import queue_depth
 from kerani.people.workers import add_person, invite_worker
 from kerani.records.accuracy import NOT_ENOUGH
@@ -207,6 +208,7 @@ def run_demo(settings: Settings, console: Console, simulate: bool, forms: int, s
                 f"answers ({stats.keystrokes / max(1, stats.answers):.1f} keystrokes per "
                 f"answer); paused by gold: {', '.join(quarantined_workers(stores)) or 'nobody'}."
             )
+            console.print(pay_line(stores, settings.crowd), soft_wrap=True)
         else:
             wait_for_people(console, stores, server.url)
         for b in batches:
@@ -303,6 +305,44 @@ def _cost_line(r: dict[str, Any], who: str) -> str:
         f"cost: {ringgit(sen)} paid to {who}; {each} over {records} records; "
         f"{ringgit_each(sen, fields)} per field over {fields} fields (auto-accepted included)"
     )
+
+
+def pay_line(stores: Stores, crowd: CrowdSettings) -> str:
+    """Where the workers' pay stands (held, credited, voided) and the rates proposed from
+    their measured times, with what a median careful worker would earn an hour."""
+    led = schema.ledger
+    with stores.db.connect() as conn:
+        sums = {
+            str(status): (int(n), int(sen))
+            for status, n, sen in conn.execute(
+                select(led.c.status, func.count(), func.sum(led.c.amount_sen)).group_by(
+                    led.c.status
+                )
+            )
+        }
+    parts = [
+        f"{label} {ringgit(sums.get(status, (0, 0))[1])} ({sums.get(status, (0, 0))[0]} answers)"
+        for status, label in (
+            ("credited", "credited after a passed check"),
+            ("held", "held for a check"),
+            ("voided", "voided (paused by gold)"),
+        )
+    ]
+    proposals = [p for p in propose_rates(stores.db, crowd) if p.proposed_sen is not None]
+    rates = ", ".join(
+        f"{p.field_type} {price(p.proposed_sen or 0)} (median worker "
+        f"{(p.median_ms or 0) / 1000:.1f} s a task, so "
+        f"{ringgit(p.per_hour_sen(p.proposed_sen) or 0)} an hour)"
+        for p in proposals
+    )
+    floor = ringgit(crowd.pay_floor_sen_per_hour)
+    proposed = (
+        f"Rates proposed from the measured times to pay at least {floor} an hour: {rates} "
+        "(`kerani pay rates`, `kerani pay confirm`)"
+        if rates
+        else "too few timed answers to propose rates yet"
+    )
+    return f"Pay, at the default rates: {'; '.join(parts)}. {proposed}."
 
 
 def _estimates_line(r: dict[str, Any]) -> str:
