@@ -689,20 +689,28 @@ def _earnings_per_hour(
         (p.field_type, p.pay_kind): p.proposed_sen if p.proposed_sen is not None else p.current_sen
         for p in proposals
     }
-    led, a = schema.ledger, schema.answers
+    led, a, w = schema.ledger, schema.answers, schema.workers
     cap = rules.pay_max_timed_seconds * 1000
     earned: dict[int, int] = {}
     worked: dict[int, int] = {}
     with db.connect() as conn:
-        for wid, field_type, kind, status, ms in conn.execute(
+        for wid, field_type, kind, status, ms, doubted in conn.execute(
             select(
-                led.c.worker_id, led.c.field_type, led.c.task_kind, led.c.status, a.c.duration_ms
+                led.c.worker_id,
+                led.c.field_type,
+                led.c.task_kind,
+                led.c.status,
+                a.c.duration_ms,
+                w.c.quarantined | w.c.suspect,
             )
             .join(a, a.c.id == led.c.answer_id)
+            .join(w, w.c.id == led.c.worker_id)
             .where(a.c.duration_ms.is_not(None))
         ):
             key = (str(field_type), rate_kind(str(kind)))
-            if status != "voided":
+            # Paid: credited, or held for a worker whose hold will end (not paused, not
+            # doubted after a failed check). A spammer's held pay waits for a check they fail.
+            if status == "credited" or (status == "held" and not doubted):
                 earned[wid] = earned.get(wid, 0) + rates.get(key, default_rate(key[1], rules))
             worked[wid] = worked.get(wid, 0) + min(int(ms), cap)
 
@@ -721,8 +729,9 @@ def _earnings_per_hour(
         "proposed_rates_sen": {f"{p.field_type}/{p.pay_kind}": p.proposed_sen for p in proposals},
         "earnings_note": (
             "RM per hour of simulated work (each profile's read and typing time) at the rates "
-            "proposed from the careful workers' median times; voided pay (paused by gold) "
-            "is not earned; spammers: median of the spammer profiles"
+            "proposed from the careful workers' times; pay voided by gold, or held for a "
+            "worker paused or doubted after a failed check, is not earned; spammers: median "
+            "of the spammer profiles"
         ),
     }
 

@@ -554,12 +554,16 @@ def people_invite(
     ] = Language.ENGLISH,
     data_dir: DataDir = None,
 ) -> None:
-    """Invite a worker: print their worker number and a one-time invite code for /join."""
-    from kerani.people.workers import invite_worker
+    """Invite a worker: print their worker number and a one-time invite code for /join.
+
+    A worker of that name who has not joined yet gets a fresh code (the old one stops
+    working); one who has joined gets a new code with `kerani people reset-pin NUMBER`.
+    """
+    from kerani.people.workers import invite_or_reinvite
     from kerani.storage.stores import open_stores
 
     settings = _settings(data_dir)
-    number, code = invite_worker(
+    invite, again = invite_or_reinvite(
         open_stores(settings).db,
         name,
         settings.review.invite_days,
@@ -567,10 +571,54 @@ def people_invite(
         cleared=cleared,
         language=language,
     )
+    said = "invited again" if again else "invited"
     console.print(
-        f"worker {name}: number [bold]{number}[/], invite code [bold]{code}[/] "
-        f"(valid {settings.review.invite_days} days; they choose a PIN at /join)"
+        f"worker {invite.name} {said}: number [bold]{invite.worker_id}[/], invite code "
+        f"[bold]{invite.code}[/] (valid {settings.review.invite_days} days; they choose a PIN "
+        "at /join)"
     )
+
+
+def _worker_number(text: str) -> int:
+    from kerani.core.errors import BadInputError
+
+    if not (text.isascii() and text.isdigit() and len(text) < 10):
+        raise BadInputError(f"a worker number is digits, like 17, not {text!r}")
+    return int(text)
+
+
+@people_app.command("reset-pin")
+def people_reset_pin(
+    number: Annotated[str, typer.Argument(help="The worker's number.")],
+    data_dir: DataDir = None,
+) -> None:
+    """A worker forgot their PIN: print a new one-time code (their PIN and sessions end);
+    they choose a new PIN at /join with it. Audited."""
+    from kerani.people.workers import reset_pin
+    from kerani.storage.stores import open_stores
+
+    settings = _settings(data_dir)
+    days = settings.review.invite_days
+    invite = reset_pin(open_stores(settings).db, _worker_number(number), days)
+    console.print(
+        f"worker {invite.name} (number {invite.worker_id}): one-time code "
+        f"[bold]{invite.code}[/] (valid {days} days; they choose a new PIN at /join)"
+    )
+
+
+@people_app.command("language")
+def people_language(
+    number: Annotated[str, typer.Argument(help="The worker's number.")],
+    language: Annotated[str, typer.Argument(help="en or ms.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Set the language of a worker's pages (they may switch it themselves too). Audited."""
+    from kerani.people.workers import set_worker_language
+    from kerani.storage.stores import open_stores
+
+    db = open_stores(_settings(data_dir)).db
+    changed = set_worker_language(db, _worker_number(number), language)
+    console.print(f"worker {number}: language {language}" + ("" if changed else " already"))
 
 
 @people_app.command("list")

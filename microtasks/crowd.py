@@ -226,6 +226,8 @@ class WorkerRecord:
     seconds_per_answer: float | None  # median of their recent timed answers
     earned_sen: int
     last_active: datetime | None
+    language: str = "en"  # of their pages
+    joined: bool = False  # has chosen a PIN (else an invite or reset code is waiting)
 
     def as_json(self) -> dict[str, Any]:
         """The record as JSON-ready values."""
@@ -283,6 +285,8 @@ def worker_records(
             gold.c.correct,
             paid.c.sen,
             last.c.at,
+            w.c.language,
+            w.c.pin_hash.is_not(None).label("joined"),
         )
         .outerjoin(gold, gold.c.worker_id == w.c.id)
         .outerjoin(paid, paid.c.worker_id == w.c.id)
@@ -316,6 +320,8 @@ def worker_records(
                 seconds_per_answer=speeds.get(int(r.id)),
                 earned_sen=int(r.sen or 0),
                 last_active=as_utc(r.at) if r.at is not None else None,
+                language=str(r.language),
+                joined=bool(r.joined),
             )
         )
     return records

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, or_, select, update
 
-from kerani.core.errors import BadInputError, ConflictError, ForbiddenError
-from kerani.core.vocabulary import Language, Role
+from kerani.core.errors import BadInputError, ConflictError, ForbiddenError, NotFoundError
+from kerani.core.vocabulary import AuditAction, Language, Role
 from kerani.storage import schema
 from kerani.storage.database import as_utc, reading, utcnow
 from kerani.storage.statements import run
@@ -130,6 +130,16 @@ def agency_named(db: Engine, name: str) -> int:
     return person_named(db, name, Role.AGENCY, "agency user")
 
 
+@dataclass(frozen=True)
+class InviteCode:
+    """A one-time code for /join, as printed for people (ABCD-EFGH), and when it lapses."""
+
+    worker_id: int
+    name: str
+    code: str
+    expires_at: datetime
+
+
 def _new_invite_code() -> str:
     return "".join(secrets.choice(INVITE_ALPHABET) for _ in range(INVITE_LENGTH))
 
@@ -154,22 +164,184 @@ def invite_worker(
     language: Language | str = Language.ENGLISH,
 ) -> tuple[int, str]:
     """Create a worker who joins with an invite code; return (worker number, invite code)."""
+    invite = _invite(db, name, days, trusted=trusted, cleared=cleared, language=language)
+    return invite.worker_id, invite.code
+
+
+def _invite(
+    db: Engine, name: str, days: int, *, trusted: bool, cleared: bool, language: Language | str
+) -> InviteCode:
     if language not in LANGUAGES:
         raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
     add_person(db, name, Role.WORKER, trusted=trusted, cleared=cleared)
-    code = _new_invite_code()
+    w = schema.workers
     with db.begin() as conn:
-        number = conn.execute(
-            update(schema.workers)
-            .where(schema.workers.c.name == name.strip())
-            .values(
-                invite_hash=_digest(code),
-                invite_expires_at=utcnow() + timedelta(days=days),
-                language=Language(language),
+        row = conn.execute(select(w.c.id, w.c.name).where(w.c.name == name.strip())).one()
+        return _give_code(conn, row, days, language=Language(language))
+
+
+def _audit_account(conn: Connection, operator_id: int | None, worker_id: int, what: str) -> None:
+    # As microtasks.standing logs a standing change: the operator who acted, the worker by
+    # number and what was done; never the code itself.
+    conn.execute(
+        insert(schema.audit_log).values(
+            at=utcnow(),
+            worker_id=operator_id,
+            action=AuditAction.STANDING,
+            detail=f"worker {worker_id}: {what}" + ("" if operator_id else " (command line)"),
+        )
+    )
+
+
+def _revoked(conn: Connection, worker_id: int) -> bool:
+    # Revoking leaves no flag of its own, only its audit row (microtasks.standing.revoke).
+    log = schema.audit_log
+    details = [f"worker {worker_id}: revoked", f"worker {worker_id}: revoked (command line)"]
+    found = conn.execute(
+        select(log.c.id).where(log.c.action == AuditAction.STANDING, log.c.detail.in_(details))
+    ).first()
+    return found is not None
+
+
+def _account(conn: Connection, worker_id: int) -> Any:
+    """The worker's row for an account change; refused for staff and revoked workers."""
+    w = schema.workers
+    row = conn.execute(
+        select(w.c.id, w.c.name, w.c.role, w.c.pin_hash).where(w.c.id == worker_id)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no worker with number {worker_id}")
+    if row.role != Role.WORKER:
+        raise BadInputError(
+            f"{row.name} (number {worker_id}) is an {row.role}, not a worker: staff have no "
+            "PIN and sign in with their access code"
+        )
+    if _revoked(conn, worker_id):
+        raise BadInputError(f"worker {worker_id} ({row.name}) was revoked for good")
+    return row
+
+
+def _give_code(conn: Connection, row: Any, days: int, **also: Any) -> InviteCode:
+    # Stored hashed like an invite: whoever reads the database cannot use it.
+    code = _new_invite_code()
+    expires = utcnow() + timedelta(days=days)
+    conn.execute(
+        update(schema.workers)
+        .where(schema.workers.c.id == row.id)
+        .values(invite_hash=_digest(code), invite_expires_at=expires, **also)
+    )
+    return InviteCode(int(row.id), str(row.name), format_invite_code(code), expires)
+
+
+def reset_pin(db: Engine, worker_id: int, days: int, operator_id: int | None = None) -> InviteCode:
+    """Give a worker who forgot their PIN a new one-time code for /join (shown once).
+
+    Their PIN stops working and every session of theirs ends at once; the code sets a new
+    PIN, as an invite does. `operator_id` is who asked (None: the server's command line).
+    """
+    with db.begin() as conn:
+        row = _account(conn, worker_id)
+        code = _give_code(conn, row, days, pin_hash=None)
+        conn.execute(delete(schema.sessions).where(schema.sessions.c.worker_id == worker_id))
+        _audit_account(conn, operator_id, worker_id, "PIN reset, new one-time code")
+    return code
+
+
+def reinvite(db: Engine, worker_id: int, days: int, operator_id: int | None = None) -> InviteCode:
+    """A fresh invite code for a worker who has not joined yet (or whose invite lapsed).
+
+    A worker who has joined keeps their PIN: ConflictError, use `reset_pin`.
+    """
+    with db.begin() as conn:
+        row = _account(conn, worker_id)
+        if row.pin_hash is not None:
+            raise ConflictError(
+                f"worker {worker_id} ({row.name}) has joined already: reset their PIN instead"
             )
-            .returning(schema.workers.c.id)
-        ).scalar_one()
-    return int(number), format_invite_code(code)
+        code = _give_code(conn, row, days)
+        _audit_account(conn, operator_id, worker_id, "invited again")
+    return code
+
+
+def invite_or_reinvite(
+    db: Engine,
+    name: str,
+    days: int,
+    *,
+    trusted: bool = False,
+    cleared: bool = False,
+    language: Language | str = Language.ENGLISH,
+) -> tuple[InviteCode, bool]:
+    """Invite a new worker, or re-invite the one of that name who has not joined yet;
+    return the code and whether it is a re-invite (their standing is left as it was).
+
+    ConflictError for a worker of that name who has joined (their PIN is reset instead),
+    or for staff of that name.
+    """
+    w = schema.workers
+    with db.connect() as conn:
+        found = conn.execute(
+            select(w.c.id, w.c.role, w.c.pin_hash).where(w.c.name == name.strip())
+        ).first()
+    if found is None:
+        return _invite(db, name, days, trusted=trusted, cleared=cleared, language=language), False
+    if found.role != Role.WORKER:
+        raise ConflictError(f"a person called {name!r} exists already ({found.role})")
+    if found.pin_hash is not None:
+        raise ConflictError(
+            f"worker {name!r} (number {found.id}) has joined already: "
+            f"use `kerani people reset-pin {found.id}` for a new one-time code"
+        )
+    return reinvite(db, int(found.id), days), True
+
+
+def set_worker_language(
+    db: Engine, worker_id: int, language: Language | str, operator_id: int | None = None
+) -> bool:
+    """An operator's change of a worker's page language; False when it was that already."""
+    if language not in LANGUAGES:
+        raise BadInputError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
+    w = schema.workers
+    with db.begin() as conn:
+        _account(conn, worker_id)
+        changed = conn.execute(
+            update(w)
+            .where(w.c.id == worker_id, w.c.language != Language(language))
+            .values(language=Language(language))
+        ).rowcount
+        if changed:
+            _audit_account(conn, operator_id, worker_id, f"language {language}")
+    return bool(changed)
+
+
+def change_pin(db: Engine, worker_id: int, current: str, pin: str, again: str, keep: str) -> None:
+    """A worker's new PIN in place of `current`; their sessions but `keep` (the session
+    cookie of the page they asked on) end.
+
+    BadInputError (a message key: pin_digits, pin_easy, pin_mismatch) for a new PIN that
+    will not do, checked first; ForbiddenError("pin_current_wrong") for a wrong current PIN.
+    The caller throttles the tries (people/rate_limits.py), as for sign-in.
+    """
+    check_new_pin(pin, again)
+    w = schema.workers
+    with db.connect() as conn:
+        stored = conn.execute(
+            select(w.c.pin_hash).where(w.c.id == worker_id, w.c.role == Role.WORKER)
+        ).scalar()
+    if not pin_matches(current, stored):
+        raise ForbiddenError("pin_current_wrong")
+    # Hashed before the transaction: 50 ms of scrypt must not hold SQLite's write lock.
+    new_hash = hash_pin(pin)
+    s = schema.sessions
+    with db.begin() as conn:
+        # Only if the PIN is still the one checked: two changes at once, one wins.
+        updated = conn.execute(
+            update(w).where(w.c.id == worker_id, w.c.pin_hash == stored).values(pin_hash=new_hash)
+        ).rowcount
+        if not updated:
+            raise ForbiddenError("pin_current_wrong")
+        # A phone left signed in elsewhere (or someone who learnt the old PIN) is out.
+        conn.execute(delete(s).where(s.c.worker_id == worker_id, s.c.id != _digest(keep)))
 
 
 def check_new_pin(pin: str, again: str) -> None:

@@ -34,6 +34,7 @@ from kerani.review_ui import (
     agency_pages,
     api,
     health,
+    my_account,
     operator_calibration,
     operator_crowd,
     operator_gold,
@@ -197,6 +198,7 @@ def create_app(
     for router in (
         signin.router,
         worker_pages.router,
+        my_account.router,
         agency_pages.router,
         template_designer.router,
         token_pages.router,

@@ -1,5 +1,6 @@
 """The operator's console of the crowd: how the work stands, who the workers are, and what
-an operator may change about one (pause, unpause, arbiter, cleared, revoke).
+an operator may change about one (pause, unpause, arbiter, cleared, revoke) or do for
+their account (a new one-time code for a forgotten PIN, a fresh invite, their language).
 
 Operators only, on every route; the same figures come as JSON under /api for scripts.
 """
@@ -17,6 +18,7 @@ from kerani.core.vocabulary import AuditAction, Role
 from kerani.microtasks.audit import audit_entries
 from kerani.microtasks.crowd import crowd_health, worker_records
 from kerani.microtasks.standing import StandingChange, revoke, set_standing
+from kerani.people.workers import InviteCode, reinvite, reset_pin, set_worker_language
 from kerani.review_ui.status import reveal_answer
 from kerani.review_ui.web import (
     ApiPerson,
@@ -41,6 +43,9 @@ ACTIONS: dict[str, dict[str, bool]] = {
     "clear": {"cleared": True},
     "unclear": {"cleared": False},
 }
+# Account care: a code for /join (shown once, on a page of its own) or the pages' language.
+CODE_ACTIONS = ("reset-pin", "reinvite")
+ALL_ACTIONS = (*ACTIONS, "revoke", *CODE_ACTIONS, "language")
 
 
 def _filters(search: str, status: str) -> tuple[str, str]:
@@ -83,8 +88,18 @@ def _apply(request: Request, operator_id: int, worker_id: int, action: str) -> S
     if action == "revoke":
         return revoke(db_of(request), operator_id, worker_id, rules)
     if action not in ACTIONS:
-        raise BadInputError(f"action must be one of {', '.join([*ACTIONS, 'revoke'])}")
+        raise BadInputError(f"action must be one of {', '.join(ALL_ACTIONS)}")
     return set_standing(db_of(request), operator_id, worker_id, rules, **ACTIONS[action])
+
+
+def _code(request: Request, operator_id: int, worker_id: int, action: str) -> InviteCode:
+    days = settings_of(request).review.invite_days
+    give = reset_pin if action == "reset-pin" else reinvite
+    return give(db_of(request), worker_id, days, operator_id)
+
+
+def _language(request: Request, operator_id: int, worker_id: int, language: str) -> bool:
+    return set_worker_language(db_of(request), worker_id, language, operator_id)
 
 
 @router.post("/operator/workers/{worker_id}")
@@ -95,11 +110,21 @@ def worker_action(
     csrf: Annotated[str, Form()],
     action: Annotated[str, Form()],
     confirm: Annotated[str, Form()] = "",
+    language: Annotated[str, Form()] = "",
 ) -> Response:
-    """Change one worker's standing, and go back to the list saying what changed."""
+    """Change one worker's standing or account, and go back to the list saying what changed
+    (a new code is shown on a page of its own, once: never in a URL)."""
     person, expected = session
     need_role(person, Role.OPERATOR)
     check_csrf(csrf, expected)
+    if action in CODE_ACTIONS:
+        code = _code(request, person.id, worker_id, action)
+        context = {"code": code, "reset": action == "reset-pin"}
+        return render(request, "operator_code.html", context, person, expected)
+    if action == "language":
+        changed = _language(request, person.id, worker_id, language)
+        said = f"worker {worker_id}: language {language}" + ("" if changed else " already")
+        return RedirectResponse(f"/operator/workers?{urlencode({'done': said})}", 303)
     if action == "revoke" and confirm != "yes":
         raise BadInputError("revoking a worker needs its box ticked: it cannot be undone")
     change = _apply(request, person.id, worker_id, action)
@@ -165,8 +190,23 @@ def api_workers(
 
 
 @router.post("/api/workers/{worker_id}/{action}")
-def api_worker_action(request: Request, worker_id: int, action: str, person: ApiPerson) -> Response:
-    """Pause, unpause, trust, untrust, clear, unclear or revoke a worker."""
+def api_worker_action(
+    request: Request, worker_id: int, action: str, person: ApiPerson, language: str = ""
+) -> Response:
+    """Pause, unpause, trust, untrust, clear, unclear or revoke a worker; reset-pin or
+    reinvite (the reply carries the new one-time code); language (?language=ms)."""
     need_role(person, Role.OPERATOR)
+    if action in CODE_ACTIONS:
+        code = _code(request, person.id, worker_id, action)
+        reply = {
+            "worker_id": code.worker_id,
+            "invite_code": code.code,
+            "expires_at": code.expires_at.isoformat(),
+        }
+        # The code is a secret: not kept by any cache on the way.
+        return JSONResponse(reply, headers={"Cache-Control": "no-store"})
+    if action == "language":
+        changed = _language(request, person.id, worker_id, language)
+        return JSONResponse({"worker_id": worker_id, "changed": [f"language {language}"] * changed})
     change = _apply(request, person.id, worker_id, action)
     return JSONResponse({"worker_id": change.worker_id, "changed": list(change.changed)})

@@ -29,7 +29,7 @@ from kerani.microtasks.gold import next_field_for_keying
 from kerani.microtasks.leases import claim_next
 from kerani.microtasks.statements import make_payout, week_label, week_start
 from kerani.people.api_tokens import create_token
-from kerani.people.workers import add_person, person_by_code
+from kerani.people.workers import add_person, hash_pin, person_by_code
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
 from kerani.storage.database import utcnow
@@ -68,6 +68,9 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/"): SIGNED_IN,
     ("GET", "/me"): WORKER | {"paused worker"},  # a paused worker still sees their pay
     ("GET", "/me/statement/{week}"): WORKER | {"paused worker"},
+    # Their own PIN (the current one asked, throttled: tests/test_account_care.py).
+    ("GET", "/me/pin"): WORKER | {"paused worker"},
+    ("POST", "/me/pin"): WORKER | {"paused worker"},
     ("GET", "/review"): WORKER,
     ("POST", "/review/{task_id}"): WORKER,
     ("GET", "/snippets/{task_id}"): WORKER,
@@ -187,6 +190,12 @@ def key() -> str:
 REQUESTS: dict[tuple[str, str], Request] = {
     ("GET", "/"): lambda v, w: v.client.get("/"),
     ("GET", "/me"): lambda v, w: v.client.get("/me"),
+    ("GET", "/me/pin"): lambda v, w: v.client.get("/me/pin"),
+    # The workers have the PIN "402917" (set in `world`); each posts once.
+    ("POST", "/me/pin"): lambda v, w: v.client.post(
+        "/me/pin",
+        data={"csrf": v.csrf, "current": "402917", "pin": "739164", "pin_again": "739164"},
+    ),
     ("GET", "/review"): lambda v, w: v.client.get("/review"),
     ("POST", "/review/{task_id}"): lambda v, w: v.client.post(
         f"/review/{w.task_id}",
@@ -409,6 +418,12 @@ def world(settings: Settings, stores: Stores) -> Iterator[tuple[World, dict[str,
             update(schema.workers)
             .where(schema.workers.c.id == ids["paused worker"])
             .values(quarantined=True)
+        )
+        # A PIN too, as workers who joined by invite have: /me/pin asks for it.
+        conn.execute(
+            update(schema.workers)
+            .where(schema.workers.c.id.in_([ids["worker"], ids["paused worker"]]))
+            .values(pin_hash=hash_pin("402917"))
         )
         # A field staff may key for gold (public: the template lets it be gold).
         conn.execute(update(schema.fields).values(sensitivity=Sensitivity.PUBLIC))
