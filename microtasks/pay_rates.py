@@ -20,7 +20,18 @@ from datetime import timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, and_, bindparam, case, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+)
 
 from kerani.core.errors import BadInputError
 from kerani.core.settings import CrowdSettings
@@ -83,9 +94,19 @@ def default_bindings(rules: CrowdSettings) -> dict[str, int]:
 
 
 def rate_of(conn: Connection, field_type: str, pay_kind: str, rules: CrowdSettings) -> int:
-    """The rate in force for one answer of `pay_kind` on a field of `field_type`."""
-    found = conn.execute(select(confirmed_rate(field_type, rate_kind(pay_kind)))).scalar()
-    return int(found) if found is not None else default_rate(pay_kind, rules)
+    """The rate in force for one answer of `pay_kind` on a field of `field_type` (the SQL of
+    rate_in_force, run on its own)."""
+    rate = rate_in_force(literal(field_type), literal(pay_kind))
+    return int(conn.execute(select(rate), default_bindings(rules)).scalar_one())
+
+
+def capped_ms(conn: Connection, duration: Any, rules: CrowdSettings) -> Any:
+    """SQL: an answer's time, capped at CrowdSettings.pay_max_timed_seconds (a phone left on
+    the table is not work)."""
+    cap = rules.pay_max_timed_seconds * 1000
+    if conn.dialect.name == "postgresql":
+        return func.least(duration, cap)
+    return func.min(duration, cap)  # SQLite's two-argument min is the smaller of the two
 
 
 @dataclass(frozen=True)
@@ -183,19 +204,13 @@ def careful_times(
     the table is not work.
     """
     a, t, f, w = schema.answers, schema.tasks, schema.fields, schema.workers
-    cap = rules.pay_max_timed_seconds * 1000
     kind = case((t.c.escalated.is_(True), PayKind.ARBITRATION), else_=PayKind.FIELD)
-    capped = (
-        func.least(a.c.duration_ms, cap)
-        if conn.dialect.name == "postgresql"
-        else func.min(a.c.duration_ms, cap)
-    )
     ranked = (
         select(
             f.c.kind.label("field_type"),
             kind.label("pay_kind"),
             a.c.worker_id,
-            capped.label("ms"),
+            capped_ms(conn, a.c.duration_ms, rules).label("ms"),
             func.row_number()
             .over(partition_by=(f.c.kind, kind), order_by=a.c.id.desc())
             .label("n"),

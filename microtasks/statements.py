@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, insert, select, update
@@ -20,6 +20,7 @@ from kerani.core.errors import BadInputError, NotFoundError
 from kerani.core.settings import CrowdSettings
 from kerani.core.vocabulary import AuditAction, PayKind, PaymentStatus
 from kerani.microtasks.holds import release_due
+from kerani.microtasks.pay_rates import capped_ms
 from kerani.storage import schema
 from kerani.storage.database import as_utc, utcnow
 
@@ -47,6 +48,12 @@ def parse_week(text: str) -> datetime:
     except ValueError as e:
         raise BadInputError(f"there is no week {text!r}") from e
     return monday - MALAYSIA
+
+
+def malaysian_days(start: datetime, end: datetime) -> tuple[date, date]:
+    """The first and last day, in Malaysia, of a period [start, end) that runs from one
+    Malaysian midnight to another (a week, a payout's period)."""
+    return (as_utc(start) + MALAYSIA).date(), (as_utc(end) + MALAYSIA - timedelta(days=1)).date()
 
 
 def week_label(start: datetime) -> str:
@@ -89,10 +96,6 @@ class Statement:
         """Sen of the week's answers whose pay is `status`."""
         return sum(x.amount_sen for x in self.lines if x.status == status)
 
-    def answers(self, status: str | None = None) -> int:
-        """The week's answers (paid ones, skips aside), of one pay status or all."""
-        return sum(x.answers for x in self.lines if status is None or x.status == status)
-
     @property
     def per_hour_sen(self) -> int | None:
         """Earnings per hour worked (None: under a minute of timed work to tell by)."""
@@ -117,15 +120,9 @@ def worked_time(
     """(ms worked, sen earned) over a worker's timed answers in [since, until), each answer's
     time capped: a phone left on the table is not work. Voided pay does not count."""
     a, led = schema.answers, schema.ledger
-    cap = rules.pay_max_timed_seconds * 1000
-    capped = (
-        func.least(a.c.duration_ms, cap)
-        if conn.dialect.name == "postgresql"
-        else func.min(a.c.duration_ms, cap)
-    )
     row = conn.execute(
         select(
-            func.coalesce(func.sum(capped), 0),
+            func.coalesce(func.sum(capped_ms(conn, a.c.duration_ms, rules)), 0),
             func.coalesce(
                 func.sum(case((led.c.status != PaymentStatus.VOIDED, led.c.amount_sen), else_=0)),
                 0,
@@ -292,8 +289,7 @@ class PayoutSummary:
     @property
     def days(self) -> str:
         """The period as Malaysian dates, first and last day: 2026-11-30 – 2026-12-06."""
-        first = as_utc(self.period_start) + MALAYSIA
-        last = as_utc(self.period_end) + MALAYSIA - timedelta(days=1)
+        first, last = malaysian_days(self.period_start, self.period_end)
         return f"{first:%Y-%m-%d} – {last:%Y-%m-%d}"
 
 

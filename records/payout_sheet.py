@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
 
-from kerani.microtasks.statements import Payout
+from kerani.microtasks.statements import MALAYSIA, Payout, malaysian_days
 from kerani.records.exports import neutralise_cell
 
 COLUMNS = (
@@ -19,12 +18,11 @@ COLUMNS = (
     "amount_sen",
     "amount_rm",
 )
-MALAYSIA = timedelta(hours=8)
 
 
 def payout_filename(payout: Payout) -> str:
     """The sheet's file name: payout-7-2026-12-07.csv (the day the period ends, Malaysia)."""
-    last_day = payout.period_end + MALAYSIA - timedelta(days=1)
+    _first, last_day = malaysian_days(payout.period_start, payout.period_end)
     return f"payout-{payout.id}-{last_day:%Y-%m-%d}.csv"
 
 

@@ -4,7 +4,6 @@ of a leased task, and the worker's own page. Every route needs a signed-in worke
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,7 +18,7 @@ from kerani.microtasks.answers import submit_answer
 from kerani.microtasks.leases import claim_tasks, offered_kinds, renew_leases
 from kerani.microtasks.ledger import price, ringgit
 from kerani.microtasks.pay_rates import rate_card
-from kerani.microtasks.statements import parse_week, statement
+from kerani.microtasks.statements import malaysian_days, parse_week, statement
 from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.workers import Person
 from kerani.review_ui.i18n import translator
@@ -315,13 +314,13 @@ def statement_view(
     """The statement page of one worker's week (theirs, or any worker's for an operator)."""
     crowd = settings_of(request).crowd
     st = statement(db_of(request), worker_id, parse_week(week), crowd)
-    local = timedelta(hours=8)
+    first, last = malaysian_days(st.start, st.end)
     context = {
         "st": st,
         "price": price,
         "ringgit": ringgit,
-        "start": (st.start + local).strftime("%d.%m.%Y"),
-        "end": (st.end + local - timedelta(days=1)).strftime("%d.%m.%Y"),
+        "start": f"{first:%d.%m.%Y}",
+        "end": f"{last:%d.%m.%Y}",
         "back": back,
     }
     return render(request, "statement.html", context, person, csrf)

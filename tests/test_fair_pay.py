@@ -17,7 +17,6 @@ from sqlalchemy import func, select, update
 from kerani.core.errors import BadInputError, ForbiddenError
 from kerani.core.settings import CrowdSettings, Settings
 from kerani.microtasks.answers import submit_answer
-from kerani.microtasks.gold import make_gold
 from kerani.microtasks.holds import release_due
 from kerani.microtasks.leases import claim_next
 from kerani.microtasks.ledger import worker_earnings
@@ -30,39 +29,15 @@ from kerani.microtasks.statements import (
     week_label,
     week_start,
 )
-from kerani.people.workers import add_person, person_by_code
+from kerani.people.workers import add_person
 from kerani.records.payout_sheet import payout_csv
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
 from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
 from tests.factories import seed_page, sign_in_with_code
-
-
-def worker(stores: Stores, name: str, **flags: bool) -> int:
-    """A worker, past probation unless `proven=False` is given."""
-    wid = person_by_code(stores.db, add_person(stores.db, name, "worker")).id
-    with stores.db.begin() as conn:
-        conn.execute(
-            update(schema.workers)
-            .where(schema.workers.c.id == wid)
-            .values(**({"proven": True} | flags))
-        )
-    return wid
-
-
-def gold_fields(stores: Stores, count: int) -> None:
-    """A page of `count` text fields made gold, answers RIGHT0, RIGHT1, ..."""
-    page = seed_page(stores, [(f"g{i}", "text", "WRONG", 10.0) for i in range(count)])
-    with stores.db.connect() as conn:
-        ids = list(
-            conn.execute(
-                select(schema.fields.c.id)
-                .where(schema.fields.c.page_id == page)
-                .order_by(schema.fields.c.id)
-            ).scalars()
-        )
-    make_gold(stores.db, {fid: f"RIGHT{i}" for i, fid in enumerate(ids)})
+from tests.test_queue import _gold_fields as gold_fields
+from tests.test_queue import worker
 
 
 def gold_value(stores: Stores, task_id: str) -> str | None:
