@@ -12,15 +12,15 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from kerani.core.errors import BadInputError, NotFoundError
 from kerani.core.settings import CrowdSettings
-from kerani.core.vocabulary import AuditAction, Role
+from kerani.core.vocabulary import Role
 from kerani.microtasks.holds import restore_voided, vouch
 from kerani.microtasks.settling import quarantine
+from kerani.people.workers import audit_account
 from kerani.storage import schema
-from kerani.storage.database import utcnow
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,6 @@ def _worker(conn: Connection, worker_id: int) -> tuple[str, bool, bool, bool]:
     if row is None or row.role != Role.WORKER:
         raise NotFoundError(f"no worker with id {worker_id}")
     return str(row.name), bool(row.quarantined), bool(row.trusted), bool(row.cleared)
-
-
-def _log(conn: Connection, operator_id: int | None, worker_id: int, detail: str) -> None:
-    conn.execute(
-        insert(schema.audit_log).values(
-            at=utcnow(),
-            worker_id=operator_id,
-            action=AuditAction.STANDING,
-            # No operator: `kerani people set` on the server, by whoever has its shell.
-            detail=f"worker {worker_id}: {detail}" + ("" if operator_id else " (command line)"),
-        )
-    )
 
 
 def set_standing(
@@ -97,7 +85,7 @@ def set_standing(
                 conn.execute(update(w).where(w.c.id == worker_id).values({flag: wanted}))
                 changed.append(flag if wanted else f"not {flag}")
         for what in changed:
-            _log(conn, operator_id, worker_id, what)
+            audit_account(conn, operator_id, worker_id, what)
         if reopened:
             changed.append(f"fields reopened: {reopened}")
     return StandingChange(worker_id, name, tuple(changed), reopened)
@@ -128,5 +116,5 @@ def revoke(
                 cleared=False,
             )
         )
-        _log(conn, operator_id, worker_id, "revoked")
+        audit_account(conn, operator_id, worker_id, "revoked")
     return StandingChange(worker_id, name, ("revoked",), reopened)

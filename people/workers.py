@@ -180,9 +180,10 @@ def _invite(
         return _give_code(conn, row, days, language=Language(language))
 
 
-def _audit_account(conn: Connection, operator_id: int | None, worker_id: int, what: str) -> None:
-    # As microtasks.standing logs a standing change: the operator who acted, the worker by
-    # number and what was done; never the code itself.
+def audit_account(conn: Connection, operator_id: int | None, worker_id: int, what: str) -> None:
+    """Log what an operator changed about a worker's account or standing: who acted (None:
+    the server's command line, which the log says), the worker by number and what was done;
+    never a code or PIN itself."""
     conn.execute(
         insert(schema.audit_log).values(
             at=utcnow(),
@@ -243,7 +244,7 @@ def reset_pin(db: Engine, worker_id: int, days: int, operator_id: int | None = N
         row = _account(conn, worker_id)
         code = _give_code(conn, row, days, pin_hash=None)
         conn.execute(delete(schema.sessions).where(schema.sessions.c.worker_id == worker_id))
-        _audit_account(conn, operator_id, worker_id, "PIN reset, new one-time code")
+        audit_account(conn, operator_id, worker_id, "PIN reset, new one-time code")
     return code
 
 
@@ -259,7 +260,7 @@ def reinvite(db: Engine, worker_id: int, days: int, operator_id: int | None = No
                 f"worker {worker_id} ({row.name}) has joined already: reset their PIN instead"
             )
         code = _give_code(conn, row, days)
-        _audit_account(conn, operator_id, worker_id, "invited again")
+        audit_account(conn, operator_id, worker_id, "invited again")
     return code
 
 
@@ -310,7 +311,7 @@ def set_worker_language(
             .values(language=Language(language))
         ).rowcount
         if changed:
-            _audit_account(conn, operator_id, worker_id, f"language {language}")
+            audit_account(conn, operator_id, worker_id, f"language {language}")
     return bool(changed)
 
 

@@ -51,6 +51,8 @@ router = APIRouter()
 
 def rates_of(request: Request, tasks: list[ClaimedTask]) -> dict[str, int]:
     """The rate in force of each task (by task id): shown before the worker starts it."""
+    if not tasks:
+        return {}  # an answer's reply whose reserve the page holds already: no query
     crowd = settings_of(request).crowd
     with db_of(request).connect() as conn:
         card = {
