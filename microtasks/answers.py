@@ -47,7 +47,7 @@ from kerani.microtasks.tasks import (
     SubmittedTask,
 )
 from kerani.storage import schema
-from kerani.storage.database import as_utc, utcnow
+from kerani.storage.database import utcnow
 from kerani.storage.statements import dialect_insert, prepared, run
 
 
@@ -144,9 +144,10 @@ def _record_answer_sqlite(
     if (
         task.lease_worker_id == params["wid"]
         and task.status == "open"
+        # A lapsed lease still counts for its holder while nobody else has taken the task
+        # (an answer typed on a phone offline, sent later); once another worker claims it,
+        # the lease is theirs and this is refused (twin: _answer_cte).
         and task.lease_expires_at is not None
-        # A lapsed lease is not honoured, even for its holder (twin: _answer_cte).
-        and as_utc(task.lease_expires_at) > params["now"]
     ):
         # What the worker was shown is the server's record of the lease, not the client's.
         params = params | {"blind": bool(task.lease_blind)}
@@ -266,9 +267,10 @@ def _answer_cte(dialect: str) -> Any:
             select(task.c.id, *list(values.values())[1:]).where(
                 task.c.lease_worker_id == values["worker_id"],
                 task.c.status == "open",
-                # A lapsed lease is not honoured, even for its holder: the task is the
-                # queue's again, and another worker may be typing it.
-                task.c.lease_expires_at > values["created_at"],
+                # A lapsed lease still counts for its holder while nobody else has taken
+                # the task (typed offline, sent later): a claim by another worker makes
+                # the lease theirs, and the task row is locked here against one meanwhile.
+                task.c.lease_expires_at.is_not(None),
             ),
         )
         .on_conflict_do_nothing()

@@ -802,3 +802,56 @@ def view_leased_task(db: Engine, task_id: str, worker_id: int) -> ClaimedTask:
         _check_lease(row, worker_id, now)
         audit(conn, worker_id, "view", task_id)
         return _claimed_task(row)
+
+
+def renew_saved_leases(
+    db: Engine,
+    worker_id: int,
+    task_ids: list[str],
+    rules: CrowdSettings,
+    now: datetime | None = None,
+) -> tuple[list[str], list[str]]:
+    """Renew the leases of `task_ids` (the tasks a phone kept, in its order) that are still
+    the worker's, then their other live leases; returns (renewed, gone) among `task_ids`.
+
+    A lease that lapsed while nobody else took the task is still the worker's: it gets a
+    full lease again (the phone was offline). A task taken by someone else, given back,
+    settled or withdrawn since is gone. Both databases: one read of the rows, locked on
+    PostgreSQL (a claim skips them meanwhile), and one update that checks the holder again.
+    """
+    now = now or utcnow()
+    t, w = schema.tasks, schema.workers
+    ids = list(dict.fromkeys(task_ids))  # each once, in the phone's order
+    still_theirs = and_(
+        t.c.lease_worker_id == worker_id,
+        t.c.status == "open",
+        t.c.lease_expires_at.is_not(None),
+    )
+    with db.begin() as conn:
+        _active_worker(conn.execute(select(w.c.quarantined).where(w.c.id == worker_id)).all())
+        theirs = set(
+            conn.execute(
+                select(t.c.id).where(t.c.id.in_(ids), still_theirs).with_for_update(of=t)
+            ).scalars()
+        )
+        others = conn.execute(
+            select(t.c.id)
+            .where(_held_by(worker_id, now), t.c.id.not_in(ids))
+            .order_by(t.c.lease_expires_at, t.c.id)
+            .with_for_update(of=t)
+        ).scalars()
+        renewed = [i for i in ids if i in theirs]
+        order = renewed + list(others)
+        if order:
+            # A microsecond apart in the phone's order: a reload shows the task it showed.
+            base = now + timedelta(seconds=rules.lease_seconds)
+            conn.execute(
+                t.update()
+                .where(t.c.id == bindparam("tid"), still_theirs)
+                .values(lease_expires_at=bindparam("until")),
+                [
+                    {"tid": tid, "until": base + timedelta(microseconds=i)}
+                    for i, tid in enumerate(order)
+                ],
+            )
+    return renewed, [i for i in ids if i not in theirs]

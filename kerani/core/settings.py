@@ -116,6 +116,9 @@ class CrowdSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KERANI_CROWD_")
     lease_seconds: int = 300
+    # Tasks the one-by-one page keeps on the phone besides the one shown, snippets and all,
+    # so that a worker on a weak line goes on through a dead spot (review.js, sw.js).
+    offline_reserve: int = Field(default=10, ge=2, le=50)
     # A field settles when two votes agree and their answer's posterior reaches this.
     target_posterior: float = 0.995
     escalate_after: int = 3  # people without consensus before a trusted worker arbitrates
