@@ -138,7 +138,10 @@ async def kerani_error(request: Request, exc: KeraniError) -> Response:
     """The one error handler: JSON for the API and the page's script, else a page or sign-in."""
     code = exc.http_status
     if request.url.path.startswith("/api/") or wants_json(request):
-        return JSONResponse({"error": str(exc)}, status_code=code)
+        body = {"error": str(exc)}
+        if exc.key is not None:  # the page's script tells "not yours any more" from "paused"
+            body["key"] = exc.key
+        return JSONResponse(body, status_code=code)
     if isinstance(exc, NotSignedIn):
         return RedirectResponse("/signin", status_code=303)
     person, csrf = None, None

@@ -208,6 +208,9 @@ def signout(request: Request, session: PageSession, csrf: Annotated[str, Form()]
     end_sessions(db_of(request), session[0].id)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(COOKIE)
+    # The browser forgets what this person's pages kept: the tasks and snippets saved for
+    # offline work (localStorage), the service worker and its cached pages.
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
     return response
 
 

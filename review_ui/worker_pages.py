@@ -3,19 +3,32 @@ of a leased task, and the worker's own page. Every route needs a signed-in worke
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from kerani.core.errors import BadInputError, ForbiddenError
 from kerani.core.vocabulary import PayKind, Role
 from kerani.microtasks.answers import submit_answer
-from kerani.microtasks.leases import claim_tasks, offered_kinds, renew_leases
+from kerani.microtasks.leases import (
+    claim_tasks,
+    offered_kinds,
+    renew_leases,
+    renew_saved_leases,
+)
 from kerani.microtasks.ledger import price, ringgit
 from kerani.microtasks.pay_rates import rate_card
 from kerani.microtasks.statements import malaysian_days, parse_week, statement
@@ -24,6 +37,7 @@ from kerani.people.workers import Person
 from kerani.review_ui.i18n import translator
 from kerani.review_ui.my_work import my_work, today
 from kerani.review_ui.web import (
+    STATIC,
     PageSession,
     check_csrf,
     db_of,
@@ -40,11 +54,30 @@ from kerani.review_ui.web import (
     wants_json,
 )
 
-# Leases a worker holds on the one-by-one page: the task shown and two in reserve, so that
-# on a slow line the next snippet is already on the phone when the worker submits.
+# Tasks the one-by-one page comes with: the task shown and two in reserve, so that on a
+# slow line the next snippet is already on the phone when the worker submits. The script
+# then tops the reserve up to crowd.offline_reserve (POST /review/renew, each answer's
+# reply), kept in the phone's storage for a dead spot.
 HELD_ON_REVIEW = 3
 # Rows of one column form at most (the page shows review.column_size of them).
 MAX_COLUMN_ROWS = 30
+# Task ids a phone may name in one renewal (its reserve and its waiting answers), at most.
+MAX_RENEW_IDS = 200
+# The words review.js shows about the line and the answers waiting ({n}: a number).
+OFFLINE_WORDS = (
+    "offline_online",
+    "offline_offline",
+    "offline_waiting_one",
+    "offline_waiting",
+    "offline_all_sent",
+    "offline_empty",
+    "offline_empty_online",
+    "offline_expired_one",
+    "offline_expired",
+    "offline_refused_one",
+    "offline_refused",
+    "offline_signout_wait",
+)
 
 router = APIRouter()
 
@@ -82,6 +115,23 @@ def task_json(request: Request, person: Person, task: ClaimedTask, rate_sen: int
     }
 
 
+def offline_words(lang: str) -> dict[str, str]:
+    """The texts the page's script shows offline, in the worker's language."""
+    t = translator(lang)
+    return {key: t(key, n="{n}") for key in OFFLINE_WORDS}
+
+
+def signin_tag(csrf: str) -> str:
+    """A name for this sign-in (from its CSRF token, which it does not reveal): the service
+    worker keeps one cache per sign-in, so no cached page outlives the session it was for."""
+    return hashlib.sha256(b"kerani-sw:" + csrf.encode()).hexdigest()[:16]
+
+
+def offline_context(person: Person, csrf: str) -> dict[str, Any]:
+    """What review.html needs for the script's offline part (its reserve, its indicator)."""
+    return {"signin_tag": signin_tag(csrf), "offline_words": offline_words(person.language)}
+
+
 # The worker's busiest routes read the session in their own thread: PageSession, a sync
 # dependency, would take a thread of its own, one more trip through the thread pool (and
 # the interpreter lock) on every request.
@@ -109,8 +159,91 @@ def review_page(request: Request) -> Response:
         "idempotency_key": secrets.token_urlsafe(16),
         "upcoming": [task_json(request, person, t, rates[t.task_id]) for t in tasks[1:]],
         "today": today(db, person.id),
-    }
+    } | offline_context(person, csrf)
     return render(request, "review.html", context, person, csrf)
+
+
+@router.get("/review/offline", response_class=HTMLResponse)
+def review_shell(request: Request) -> Response:
+    """The review page without a task: the service worker keeps it for a navigation made
+    offline, and the script fills it from the tasks kept on the phone. It leases nothing."""
+    person, csrf = page_session(request)
+    need_role(person, Role.WORKER)
+    empty = SimpleNamespace(task_id="", ocr_text="", note=None)
+    context = {
+        "task": empty,
+        "label": "",
+        "hint": None,
+        "rate": price(0),
+        "snippet_src": "data:,",
+        "idempotency_key": "",
+        "upcoming": [],
+        "today": today(db_of(request), person.id),
+        "shell": True,
+    } | offline_context(person, csrf)
+    return render(request, "review.html", context, person, csrf)
+
+
+@router.get("/sw.js", include_in_schema=False)
+def service_worker() -> Response:
+    """The worker pages' service worker, for the whole site (scope /), never cached stale."""
+    return FileResponse(
+        STATIC / "sw.js",
+        media_type="text/javascript",
+        headers={"Service-Worker-Allowed": "/", "Cache-Control": "no-cache"},
+    )
+
+
+def task_ids_of(text: str) -> list[str]:
+    """Task ids from a comma-separated form field (at most MAX_RENEW_IDS, each short)."""
+    ids = [i for i in text.split(",") if i]
+    if len(ids) > MAX_RENEW_IDS or any(len(i) > 64 for i in ids):
+        raise BadInputError(f"at most {MAX_RENEW_IDS} task ids of at most 64 characters")
+    return ids
+
+
+@router.post("/review/renew")
+async def review_renew(request: Request) -> Response:
+    """The phone is back online: renew the leases of the tasks it kept, say which are gone,
+    and top its reserve up (only tasks it does not have carry their snippet)."""
+    form = await request.form()
+    sent = {k: str(v) for k, v in form.items()}
+    response: Response = await run_in_threadpool(_review_renew, request, sent)
+    return response
+
+
+def _review_renew(request: Request, sent: dict[str, str]) -> Response:
+    person, expected = page_session(request)
+    need_role(person, Role.WORKER)
+    check_csrf(sent.get("csrf", ""), expected)
+    # `waiting`: tasks whose answers wait on the phone; `held`: the one shown and the rest.
+    waiting, held = task_ids_of(sent.get("waiting", "")), task_ids_of(sent.get("held", ""))
+    db, crowd = db_of(request), settings_of(request).crowd
+    # Waiting answers' tasks first: renewed, nobody takes them before the answers arrive.
+    renewed, gone = renew_saved_leases(db, person.id, waiting + held, crowd)
+    answered_soon = len(set(waiting) & set(renewed))
+    count = 1 + crowd.offline_reserve + answered_soon
+    tasks = claim_tasks(db, person.id, crowd, count=count, draws=draws_of(request))
+    known = set(waiting) | set(held)
+    rates = rates_of(request, [t for t in tasks if t.task_id not in known])
+    return JSONResponse(
+        {
+            "gone": gone,
+            "upcoming": [
+                task_json(request, person, t, rates[t.task_id])
+                if t.task_id not in known
+                else {"task_id": t.task_id}
+                for t in tasks
+            ],
+            "progress": progress_of(db, person),
+        }
+    )
+
+
+def progress_of(db: Any, person: Person) -> str:
+    """The worker's progress today as the page says it (answers the server has)."""
+    day = today(db, person.id)
+    return translator(person.language)("progress_today", done=day.done, earned=day.earned)
 
 
 class ReviewForm(BaseModel):
@@ -175,11 +308,12 @@ def _review_submit(request: Request, task_id: str, sent: dict[str, Any]) -> Resp
     # (only tasks it does not have yet carry their snippet).
     # A worker at work keeps the reserve: its leases are renewed with each answer.
     renew_leases(db, person.id, crowd)
-    held = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW, draws=draws_of(request))
+    # The whole reserve the phone keeps for a dead spot (crowd.offline_reserve).
+    count = 1 + crowd.offline_reserve
+    held = claim_tasks(db, person.id, crowd, count=count, draws=draws_of(request))
     known = set(request.headers.get("x-kerani-held", "").split(","))
     rates = rates_of(request, [t for t in held if t.task_id not in known])
-    day = today(db, person.id)
-    progress = translator(person.language)("progress_today", done=day.done, earned=day.earned)
+    progress = progress_of(db, person)
     return JSONResponse(
         {
             "recorded": outcome.recorded,

@@ -31,6 +31,8 @@ PUBLIC = {
     ("POST", "/join"),
     ("POST", "/language"),
     ("GET", "/health"),
+    # The service worker's script: the same file for everyone, nothing of anyone's in it.
+    ("GET", "/sw.js"),
 }
 
 

@@ -73,6 +73,13 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/me/pin"): WORKER | {"paused worker"},
     ("GET", "/review"): WORKER,
     ("POST", "/review/{task_id}"): WORKER,
+    # The phone back online renews the leases it kept (a paused worker's: refused).
+    ("POST", "/review/renew"): WORKER,
+    # The review page's shell for the service worker: no task, snippet or answer in it (a
+    # paused worker's script then hears from /review/renew, and the page says why).
+    ("GET", "/review/offline"): WORKER | {"paused worker"},
+    # The service worker's script: the same file for everyone.
+    ("GET", "/sw.js"): PUBLIC,
     ("GET", "/snippets/{task_id}"): WORKER,
     ("GET", "/column"): WORKER,
     ("POST", "/column"): WORKER,
@@ -201,6 +208,10 @@ REQUESTS: dict[tuple[str, str], Request] = {
         f"/review/{w.task_id}",
         data={"csrf": v.csrf, "idempotency_key": key(), "action": "skip"},
     ),
+    ("POST", "/review/renew"): lambda v, w: v.client.post(
+        "/review/renew", data={"csrf": v.csrf, "held": w.task_id}
+    ),
+    ("GET", "/review/offline"): lambda v, w: v.client.get("/review/offline"),
     ("GET", "/snippets/{task_id}"): lambda v, w: v.client.get(f"/snippets/{w.task_id}"),
     ("GET", "/column"): lambda v, w: v.client.get("/column"),
     ("POST", "/column"): lambda v, w: v.client.post(
