@@ -3,7 +3,7 @@ still the worker's, lapsed or not, run again in the phone's order; the others ar
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -20,7 +20,7 @@ from tests.test_queue import RULES, worker
 LINES = [(f"line_{i:03d}", "line", f"TOTAL {i}.00", 40.0) for i in range(8)]
 
 
-def expiries(stores: Stores, ids: list[str]) -> dict[str, object]:
+def expiries(stores: Stores, ids: list[str]) -> dict[str, tuple[int | None, datetime | None]]:
     t = schema.tasks
     with stores.db.connect() as conn:
         rows = conn.execute(
