@@ -224,7 +224,8 @@ def _review_renew(request: Request, sent: dict[str, str]) -> Response:
     answered_soon = len(set(waiting) & set(renewed))
     count = 1 + crowd.offline_reserve + answered_soon
     tasks = claim_tasks(db, person.id, crowd, count=count, draws=draws_of(request))
-    known = set(waiting) | set(held)
+    # A task gone and leased again (given back meanwhile) is new to the phone: it was dropped.
+    known = (set(waiting) | set(held)) - set(gone)
     rates = rates_of(request, [t for t in tasks if t.task_id not in known])
     return JSONResponse(
         {
