@@ -14,11 +14,15 @@ served by the real app, Debian's Chromium (Playwright) at a phone viewport measu
 - clicks and keystrokes per field in the one-by-one and the column mode, from the OCR
   guesses of the pre-OCR stage and the truth, by the model in `field_actions`; a sample of
   fields is also corrected in the browser by exactly those actions, and the submitted values
-  are checked against the truth (so the model matches what the page lets a worker do).
+  are checked against the truth (so the model matches what the page lets a worker do);
+- answers typed with the browser offline (a reload offline among them) and how many of
+  them the server stored once the line came back (`offline_answers_kept` of
+  `offline_answers_typed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import statistics
@@ -29,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import Engine, func, select, update
 
 from kerani.benchmarks.crowd_bench import BenchField, new_batch, read_page, store_page
 from kerani.benchmarks.ocr_bench import is_upper_case_truth
@@ -172,8 +177,13 @@ def _measure_session(
 ) -> dict[str, Any]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # No service worker: the page's network emulation would not slow its fetches (it
+        # only passes /review through online; _offline_answers measures what it is for).
         context = browser.new_context(
-            viewport={"width": 360, "height": 640}, has_touch=True, is_mobile=True
+            viewport={"width": 360, "height": 640},
+            has_touch=True,
+            is_mobile=True,
+            service_workers="block",
         )
         page = context.new_page()
         page.goto(f"{url}/signin")  # unthrottled: the stylesheet is now in the cache
@@ -218,6 +228,66 @@ def _measure_session(
     }
 
 
+def _offline_answers(url: str, number: int, db: Engine, typed_at_most: int) -> dict[str, int]:
+    """Answers typed while the browser is offline (Playwright's set_offline), with a reload
+    offline halfway, and how many of them the server stored once the line came back."""
+    with db.begin() as conn:  # the sessions before are over: their leases go back
+        conn.execute(
+            update(schema.tasks)
+            .where(schema.tasks.c.status == "open")
+            .values(lease_worker_id=None, lease_expires_at=None)
+        )
+    moved_on = (
+        "t => document.getElementById('answer').getAttribute('action') !== '/review/' + t"
+        " || document.getElementById('task').classList.contains('empty')"
+    )
+    typed: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(
+            viewport={"width": 360, "height": 640}, has_touch=True, is_mobile=True
+        )
+        page = context.new_page()
+        page.goto(f"{url}/signin")
+        page.fill("#number", str(number))
+        page.fill("#pin", PIN)
+        page.click("button.primary")
+        page.wait_for_selector("#value")
+        page.wait_for_function("() => !!navigator.serviceWorker.controller")
+        # The reserve topped up (fewer tasks when the queue holds fewer).
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function(
+                "n => JSON.parse(localStorage.getItem('kerani-reserve')).tasks.length > n",
+                arg=typed_at_most,
+                timeout=10_000,
+            )
+        context.set_offline(True)
+        for i in range(typed_at_most):
+            if not page.is_visible("#value"):
+                break  # no more tasks kept on the phone
+            task = str(page.get_attribute("#answer", "action")).rsplit("/", 1)[1]
+            page.fill("#value", f"OFFLINE {i}")
+            page.press("#value", "Enter")
+            page.wait_for_function(moved_on, arg=task)
+            typed.append(task)
+            if i == typed_at_most // 2:
+                page.reload()  # the service worker's shell, filled from the reserve
+                page.wait_for_selector("#net:not([hidden])")
+        context.set_offline(False)
+        page.wait_for_function(
+            "() => (localStorage.getItem('kerani-outbox') || '[]') === '[]'", timeout=60_000
+        )
+        browser.close()
+    a = schema.answers
+    with db.connect() as conn:
+        stored = conn.execute(
+            select(func.count())
+            .select_from(a)
+            .where(a.c.worker_id == number, a.c.task_id.in_(typed), a.c.value.like("OFFLINE %"))
+        ).scalar_one()
+    return {"typed": len(typed), "kept": int(stored)}
+
+
 def _page_weights(
     url: str, logins: dict[str, str | None], screens: dict[str, tuple[str, str]]
 ) -> dict[str, dict[str, int]]:
@@ -228,7 +298,10 @@ def _page_weights(
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         contexts: dict[str, Any] = {}
         for who, code in logins.items():
-            context = browser.new_context(viewport={"width": 360, "height": 640})
+            # Bytes as the server sends them, not as a service worker hands them over.
+            context = browser.new_context(
+                viewport={"width": 360, "height": 640}, service_workers="block"
+            )
             if code:
                 page = context.new_page()
                 page.goto(f"{url}/signin")
@@ -306,7 +379,7 @@ def run(
     snippet_sizes = sorted(len(stores.blobs.get(k)) for k in snippet_keys)
 
     people: dict[str, int] = {}
-    for network in NETWORKS:
+    for network in [*NETWORKS, "offline"]:
         number, invite = invite_worker(stores.db, f"bench-{network}", 1)
         join_with_invite(stores.db, invite, PIN, PIN)
         people[network] = number
@@ -332,6 +405,9 @@ def run(
                 "status": ("operator", "/status"),
                 "report": ("operator", f"/batches/{batch}/report"),
             },
+        )
+        offline = _offline_answers(
+            server.url, people["offline"], stores.db, settings.crowd.offline_reserve
         )
     finally:
         server.stop()
@@ -369,5 +445,8 @@ def run(
         "ocr_guess_right_share": round(
             sum(f.guess == f.truth for f in fields) / max(1, len(fields)), 3
         ),
+        # Typed with the browser offline (a reload among them), stored once back online.
+        "offline_answers_typed": offline["typed"],
+        "offline_answers_kept": offline["kept"],
         "network_profiles": {k: dict(v) for k, v in NETWORKS.items()},
     }

@@ -98,6 +98,8 @@ def test_ui_bench_on_a_sample_receipt() -> None:
     assert figures["next_snippets_without_page_load"] == 6
     assert figures["first_snippet_ms_slow3g"] >= ui_bench.NETWORKS["slow3g"]["latency"]
     assert figures["keystrokes_per_field_single"] < figures["typing_from_scratch_per_field"]
+    # Every answer typed offline (a reload offline among them) reached the server.
+    assert figures["offline_answers_kept"] == figures["offline_answers_typed"] == 10
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])

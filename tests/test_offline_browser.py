@@ -179,6 +179,10 @@ def test_saved_tasks_taken_by_someone_else_while_offline_are_dropped_with_a_word
         page.fill("#value", "TOTAL 9.99")
         page.tap("#submit")
         next_task(page, shown)
+        # Sign-out would make the browser forget the answer waiting: not while offline.
+        page.tap("header button:has-text('Sign out')")
+        page.wait_for_selector("text=You are offline: you can sign out once")
+        assert page.url.endswith("/review")
         saved = kept(page)
         taken = saved[2:4]
         # Offline longer than a lease: every lease of hers lapses, and Ben's claim takes two
@@ -222,6 +226,14 @@ def test_saved_tasks_taken_by_someone_else_while_offline_are_dropped_with_a_word
         # The next answer clears the word.
         page.tap("#submit")
         page.wait_for_function("() => document.getElementById('offline-word').hidden")
+        page.wait_for_function("() => document.getElementById('net').dataset.waiting === '0'")
+        # Signed out, the browser keeps nothing of hers: no tasks, snippets or cached pages.
+        page.tap("header button:has-text('Sign out')")
+        page.wait_for_url("**/signin")
+        assert page.evaluate("() => localStorage.length") == 0
+        assert page.evaluate("async () => (await caches.keys()).length") == 0
+        registrations = "async () => (await navigator.serviceWorker.getRegistrations()).length"
+        assert page.evaluate(registrations) == 0
     finally:
         context.close()
         server.stop()
