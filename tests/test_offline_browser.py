@@ -125,6 +125,7 @@ def test_ten_answers_typed_offline_reach_the_server_once_when_the_line_comes_bac
         last = current_task(page)
         page.reload()
         page.wait_for_selector("#value")
+        assert page.get_attribute("#answer", "data-shell") is not None  # /review/offline
         assert current_task(page) == last
         assert snippet_loaded(page) and page.inner_text("#label") != ""
         assert waiting(page) == 10

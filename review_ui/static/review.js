@@ -196,6 +196,11 @@
   }
 
   var renewLater = null;
+  // A renewal in a moment (several reasons at once make one).
+  function renewSoon() {
+    if (renewLater) { return; }
+    renewLater = setTimeout(function () { renewLater = null; renew(); }, 2000);
+  }
 
   // A reply's tasks: ours keep our order (the gone ones dropped), new ones come after.
   function apply(reply) {
@@ -223,9 +228,7 @@
     indicate();
     // An answer's reply lists the leases held now: one we keep that it does not list may
     // have lapsed. The renewal says whether it is still ours (and makes it so) or gone.
-    if (!reply.gone && reserve.some(function (t) { return !listed[t.task_id]; }) && !renewLater) {
-      renewLater = setTimeout(function () { renewLater = null; renew(); }, 2000);
-    }
+    if (!reply.gone && reserve.some(function (t) { return !listed[t.task_id]; })) { renewSoon(); }
   }
 
   function bodyOf(item) {
@@ -246,9 +249,11 @@
       if (r.ok) { return r.json().then(function (reply) { apply(reply); return true; }); }
       return r.json().catch(function () { return {}; }).then(function (refusal) {
         if (refusal.key === "not_your_task" || refusal.key === "lease_expired") {
-          // Typed too late: someone else has that task now. Say so, and go on.
+          // Typed too late: someone else has that task now. Say so, and go on; the
+          // renewal finds out what else of the reserve went the same way.
           notes.refused += 1;
           indicate();
+          renewSoon();
           return true;
         }
         // Refused for another reason (the account was paused, the form expired): let the
