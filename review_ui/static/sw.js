@@ -14,6 +14,9 @@ var SIGNIN = new URL(self.location.href).searchParams.get("s") || "none";
 var CACHE = "kerani-shell-" + SIGNIN;
 var SHELL = "/review/offline";
 var KEPT = [SHELL, "/static/kerani.css", "/static/review.js"];
+// A line that takes this long to bring the review page is as good as down: the shell then,
+// with the tasks the phone kept (the server's page on a working slow line takes seconds).
+var SLOW_MS = 15000;
 
 function keep() {
   return caches.open(CACHE).then(function (cache) {
@@ -51,11 +54,19 @@ self.addEventListener("fetch", function (event) {
   var url = new URL(request.url);
   if (url.origin !== self.location.origin) { return; }
   if (request.mode === "navigate" && url.pathname === "/review") {
-    // The server first (it leases the tasks); the shell only when it cannot be reached.
-    event.respondWith(fetch(request).catch(function () {
+    // The server first (it leases the tasks); the shell when it cannot be reached, or
+    // does not answer in SLOW_MS (lie-fi: the phone says online, nothing comes through).
+    var network = fetch(request);
+    var shellOr = function (otherwise) {
       return caches.open(CACHE).then(function (cache) { return cache.match(SHELL); })
-        .then(function (shell) { return shell || Response.error(); });
-    }));
+        .then(function (shell) { return shell || otherwise(); });
+    };
+    var slow = new Promise(function (resolve) { setTimeout(resolve, SLOW_MS); })
+      .then(function () { return shellOr(function () { return network; }); });
+    var down = network.catch(function () {
+      return shellOr(function () { return Response.error(); });
+    });
+    event.respondWith(Promise.race([down, slow]));
     return;
   }
   if (url.search === "" && KEPT.indexOf(url.pathname) > 0) {
