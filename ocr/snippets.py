@@ -32,6 +32,8 @@ SNIPPET_MIN_WIDTH = 480
 MAX_UPSCALE = 2.5
 # Widest a piece may be, in text heights: 328 CSS px / 10 shows text about 33 px high.
 MAX_PIECE_RATIO = 10.0
+# A one-line snippet is at least this many times as wide as it is tall.
+MIN_ASPECT = 4
 # Lighter than this is paper; a scan's ink is well below.
 INK_BELOW = 150
 # Context is drawn at this share of its contrast, so its darkest ink stays above INK_BELOW.
@@ -50,7 +52,7 @@ def crop_snippet(page: Image.Image, box: Box, margin: int) -> bytes:
     text_height = ink_height(ink, focus)
     pieces = split_at_word_gaps(ink, focus, text_height)
     if len(pieces) == 1:
-        picture = with_context(grey, ink, focus, text_height, margin)
+        picture = at_least_wide(with_context(grey, ink, focus, text_height, margin))
     else:
         picture = stacked(grey, ink, pieces, text_height, margin)
     return _webp(picture)
@@ -95,32 +97,59 @@ def whole_characters(ink: np.ndarray, box: Box, margin: int) -> Box:
 
 
 def ink_height(ink: np.ndarray, box: Box) -> int:
-    """The height of the ink inside the box (the box's own height when it holds none)."""
+    """The height of the box's band of text (the box's own height when it holds no ink)."""
+    top, bottom = text_band(ink, box)
+    return max(8, bottom - top)
+
+
+def text_band(ink: np.ndarray, box: Box) -> tuple[int, int]:
+    """The rows [top, bottom) of the box's text: its inkiest run of inked rows.
+
+    A box drawn round a line often holds a sliver of the next one (the dots of a dotted
+    rule, the foot of a letter above): those runs are apart from the line and lighter.
+    """
     x0, y0, x1, y1 = box
-    rows = np.flatnonzero(ink[y0:y1, x0:x1].any(axis=1))
-    if rows.size == 0:
-        return y1 - y0
-    return max(8, int(rows[-1] - rows[0] + 1))
+    per_row = ink[y0:y1, x0:x1].sum(axis=1)
+    runs: list[tuple[int, int]] = []
+    for i, inked in enumerate(per_row.tolist()):
+        if not inked:
+            continue
+        if runs and i - runs[-1][1] <= 1:  # one blank row does not part a line
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    if not runs:
+        return y0, y1
+    top, bottom = max(runs, key=lambda r: int(per_row[r[0] : r[1]].sum()))
+    return y0 + top, y0 + bottom
 
 
 def split_at_word_gaps(ink: np.ndarray, box: Box, text_height: int) -> list[Box]:
-    """The box cut at word gaps into pieces no wider than MAX_PIECE_RATIO text heights."""
+    """The box cut at word gaps into pieces of about equal width, none wider than
+    MAX_PIECE_RATIO text heights (equal pieces: the stack is as narrow as it can be)."""
     x0, y0, x1, y1 = box
     widest = int(MAX_PIECE_RATIO * text_height)
-    if x1 - x0 <= widest * 1.15:  # a little over is better than a piece of one letter
+    width = x1 - x0
+    if width <= widest * 1.15:  # a little over is better than a piece of one letter
         return [box]
     blank: np.ndarray = np.logical_not(ink[y0:y1, x0:x1].any(axis=0))
     gaps = _gaps(blank, min_width=max(2, text_height // 4))
     pieces: list[Box] = []
     start = 0
-    while (x1 - x0) - start > widest:
+    while width - start > widest * 1.15:
+        left = max(2, math.ceil((width - start) / widest))  # pieces still to make
+        aim = start + (width - start) / left
         limit = start + widest
-        # The last word gap that ends the piece within its width and not too early.
         fits = [g for g in gaps if start + widest // 3 < g[0] and g[1] <= limit]
         if fits:
-            # Word gaps are wider than the gaps between letters: the widest, the last of ties.
-            cut_end, cut_start = max(reversed(fits), key=lambda g: g[1] - g[0])
-        else:  # one very long word: cut at its narrowest blank column, or at the width
+            # Word gaps are wider than the gaps between letters: of the wide gaps, the one
+            # nearest an even share of what is left.
+            wide = max(g[1] - g[0] for g in fits)
+            cut_end, cut_start = min(
+                (g for g in fits if g[1] - g[0] >= 0.6 * wide),
+                key=lambda g: abs((g[0] + g[1]) / 2 - aim),
+            )
+        else:  # one very long word: cut at its last blank column, or at the width
             inside = np.flatnonzero(blank[start + widest // 2 : limit])
             cut_end = cut_start = start + widest // 2 + int(inside[-1]) if inside.size else limit
         pieces.append((x0 + start, y0, x0 + cut_end, y1))
@@ -144,11 +173,12 @@ def _gaps(blank: np.ndarray, min_width: int) -> list[tuple[int, int]]:
 
 
 def _trimmed(ink: np.ndarray, box: Box) -> Box:
-    """The box narrowed to its ink, left and right."""
+    """The box narrowed to its band of text, and to its ink left and right."""
     x0, y0, x1, y1 = box
+    y0, y1 = text_band(ink, box)
     cols = np.flatnonzero(ink[y0:y1, x0:x1].any(axis=0))
     if cols.size == 0:
-        return box
+        return x0, y0, x1, y1
     return x0 + int(cols[0]), y0, x0 + int(cols[-1]) + 1, y1
 
 
@@ -172,6 +202,20 @@ def with_context(
     fx0, fy0, fx1, fy1 = x0 - left, y0 - top, x1 - left, y1 - top
     dimmed[fy0:fy1, fx0:fx1] = crop[fy0:fy1, fx0:fx1]
     return Image.fromarray(dimmed.clip(0, 255).astype(np.uint8), mode="L")
+
+
+def at_least_wide(picture: Image.Image) -> Image.Image:
+    """A short line padded with paper on its right to MIN_ASPECT times its height.
+
+    Drawn at the phone's width, "RM 5" alone would stand 80 px high and push the answer
+    box off the screen; padded, every one-line snippet shows its text 28 to 55 px high.
+    """
+    width = MIN_ASPECT * picture.height
+    if picture.width >= width:
+        return picture
+    padded = Image.new("L", (width, picture.height), 255)
+    padded.paste(picture, (0, 0))
+    return padded
 
 
 def _blank_edge(lines: np.ndarray, start: int, stop: int, lo: int, hi: int, inward: int) -> int:
