@@ -54,7 +54,10 @@ def _seed(stores: Stores, count: int) -> list[str]:
 
 def _worker_signed_in(stores: Stores, page: Page, url: str) -> None:
     _number, invite = invite_worker(stores.db, "siti", 14)
+    page.goto(f"{url}/signin")
+    _no_small_controls(page)
     page.goto(f"{url}/join")
+    _no_small_controls(page)
     page.fill("#invite", invite)
     page.fill("#pin", PIN)
     page.fill("#pin_again", PIN)
@@ -120,6 +123,11 @@ def test_receipt_lines_are_legible_and_every_control_is_a_finger_wide(
         shot(page, "phone", "snippets-menu")
         page.goto(f"{server.url}/me/pin")
         _no_small_controls(page)
+        page.goto(f"{server.url}/me")
+        page.tap("#statements a")
+        page.wait_for_selector("#statement")
+        _no_small_controls(page)
+        shot(page, "phone", "snippets-statement")
     finally:
         context.close()
         server.stop()
