@@ -79,8 +79,8 @@ from kerani.microtasks.pay_rates import default_rate, propose_rates, rate_kind
 from kerani.microtasks.refit import current_calibration, refit_calibration
 from kerani.microtasks.routing import route_page
 from kerani.ocr.calibration import Sample, fit_calibration
-from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
 from kerani.ocr.preocr import Reading, store_fields
+from kerani.ocr.snippets import SNIPPET_SUFFIX, crop_snippet
 from kerani.ocr.stage import FieldRead, Region, StageOptions, read_page_words, read_regions
 from kerani.ocr.tesseract import TesseractEngine
 from kerani.people.workers import add_person, person_by_code

@@ -39,6 +39,7 @@ from sqlalchemy import Engine, func, select, update
 
 from kerani.benchmarks.crowd_bench import BenchField, new_batch, read_page, store_page
 from kerani.benchmarks.ocr_bench import is_upper_case_truth
+from kerani.benchmarks.phone_measures import smallest_target, snippet_text_px
 from kerani.core.settings import BlobSettings, CoreSettings, DatabaseSettings, Settings
 from kerani.core.vocabulary import Role
 from kerani.evaluation.ground_truth import read_truth
@@ -112,11 +113,15 @@ def field_actions(guess: str, truth: str, mode: str) -> Actions:
     return Actions(fix.clicks + 1, fix.keys)
 
 
-def _per_field(fields: list[BenchField], mode: str, column_size: int) -> dict[str, float]:
+def _per_field(
+    fields: list[BenchField], mode: str, column_size: int, next_taps: float = 0.0
+) -> dict[str, float]:
+    """Clicks and keys per field in a mode; `next_taps`: Next taps per column (its pages)."""
     acts = [field_actions(f.guess, f.truth, mode) for f in fields]
-    clicks = sum(a.clicks for a in acts)
+    clicks: float = sum(a.clicks for a in acts)
     if mode == "column":
-        clicks += -(-len(fields) // column_size)  # one Submit per screen
+        columns = -(-len(fields) // column_size)
+        clicks += columns * (1 + next_taps)  # one Submit per column, a Next per screen
     keys = sum(a.keys for a in acts)
     n = max(1, len(fields))
     return {"clicks": clicks / n, "keys": keys / n, "total": (clicks + keys) / n}
@@ -199,7 +204,9 @@ def _measure_session(
             firsts.append(float(page.evaluate("performance.now()")))
         checked = 0
         right = 0
+        text_px: list[float] = []
         for _ in range(snippets):
+            text_px.append(snippet_text_px(page) or 0.0)
             task = str(page.get_attribute("#answer", "action")).rsplit("/", 1)[1]
             field = tasks[task]
             time.sleep(think_seconds)  # reading the snippet and typing take a worker seconds
@@ -225,7 +232,42 @@ def _measure_session(
         "next_without_page_load": len(timings),
         "typed_right": right,
         "typed": checked,
+        "text_px": text_px,
     }
+
+
+def _smallest_targets(url: str, code: str, screens: dict[str, str]) -> dict[str, float]:
+    """The smallest side of any control on each worker screen at 360x640 (the menu open)."""
+    out: dict[str, float] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(
+            viewport={"width": 360, "height": 640}, has_touch=True, is_mobile=True
+        )
+        page = context.new_page()
+        page.goto(f"{url}/signin")
+        page.click("summary")
+        page.fill("#code", code)
+        page.click("form[action='/signin/code'] button")
+        page.wait_for_load_state()
+        for name, path in screens.items():
+            page.goto(f"{url}{path}")
+            page.wait_for_load_state("load")
+            if page.locator("#menu summary").count():
+                page.tap("#menu summary")  # the menu's links count too
+            smallest = smallest_target(page)
+            out[name] = round(smallest.size, 1) if smallest else 0.0
+            if name == "column":
+                # Column mode comes a screenful of rows at a time: each Next is a tap.
+                while page.locator("#rows-next").is_visible():
+                    page.tap("#rows-next")
+                    out["column_next_taps"] = out.get("column_next_taps", 0) + 1
+                    smallest = smallest_target(page)
+                    out[name] = min(out[name], round(smallest.size, 1) if smallest else 0.0)
+                rows = page.locator("#column .row").count()
+                out["column_rows"] = rows
+        browser.close()
+    return out
 
 
 def _offline_answers(url: str, number: int, db: Engine, typed_at_most: int) -> dict[str, int]:
@@ -393,6 +435,11 @@ def run(
             )
             for network in NETWORKS
         }
+        targets = _smallest_targets(
+            server.url,
+            worker_code,
+            {"review": "/review", "column": "/column", "me": "/me", "pin": "/me/pin"},
+        )
         weights = _page_weights(
             server.url,
             {"anonymous": None, "worker": worker_code, "operator": operator_code},
@@ -412,9 +459,13 @@ def run(
     finally:
         server.stop()
     single = _per_field(fields, "single", column_size)
-    column = _per_field(fields, "column", column_size)
+    # Next taps per full column, from the rows one column showed per screen in the browser.
+    rows_per_screen = targets.pop("column_rows", 0) / (1 + targets.pop("column_next_taps", 0))
+    next_taps = max(0.0, column_size / rows_per_screen - 1) if rows_per_screen else 0.0
+    column = _per_field(fields, "column", column_size, next_taps)
     kb = {name: round(w["bytes_without_snippets"] / 1024, 1) for name, w in weights.items()}
     slow, wpt = sessions["slow3g"], sessions["3g_400ms"]
+    text_px = slow["text_px"] + wpt["text_px"]
     return {
         "fields": len(fields),
         "pages": min(pages, len(truth_pages)),
@@ -424,6 +475,14 @@ def run(
         "snippet_bytes_median": int(statistics.median(snippet_sizes)),
         "snippet_bytes_p90": snippet_sizes[int(0.9 * (len(snippet_sizes) - 1))],
         "snippet_bytes_max": snippet_sizes[-1],
+        # The height of the line to type as drawn on a 360 px screen, in CSS px.
+        "snippet_text_px_median": round(statistics.median(text_px), 1),
+        "snippet_text_px_min": round(min(text_px), 1),
+        "snippet_text_px_measured": len(text_px),
+        # The smallest side of any tap target on the worker's screens, in CSS px.
+        "touch_target_px_min": min(targets.values()),
+        "touch_target_px_by_screen": targets,
+        "column_rows_per_screen": round(rows_per_screen, 1),
         "first_snippet_ms_slow3g": round(slow["first_ms"]),
         "next_snippet_ms_slow3g": round(slow["next_ms"]) if slow["next_ms"] is not None else None,
         "next_snippet_ms_slow3g_max": round(slow["next_ms_max"]) if slow["next_ms_max"] else None,

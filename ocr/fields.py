@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from PIL import Image
 
 from kerani.ocr.engine import Box, Word
 
@@ -66,30 +63,3 @@ def guesses_by_line(words: Sequence[Word], gap_factor: float = 1.0) -> list[Fiel
         text, conf = join_words(ws)
         guesses.append(FieldGuess(f"line_{i:03d}", "line", box, text, conf))
     return guesses
-
-
-SNIPPET_SUFFIX = ".webp"
-# Wide enough for a phone at twice its CSS pixels; wider crops only cost a worker's data.
-SNIPPET_MAX_WIDTH = 720
-
-
-def crop_snippet(page: Image.Image, box: Box, margin: int) -> bytes:
-    """Cut a field's region (with a little context) from the page as a small greyscale WebP.
-
-    WebP at quality 80 reads as the PNG does and weighs about 40% of it (on SROIE lines a
-    median of 1 KB against 2.4 KB): workers on mobile data pay for every byte.
-    """
-    x0, y0, x1, y1 = box
-    region = (
-        max(0, x0 - margin),
-        max(0, y0 - margin),
-        min(page.width, x1 + margin),
-        min(page.height, y1 + margin),
-    )
-    crop = page.crop(region).convert("L")
-    if crop.width > SNIPPET_MAX_WIDTH:
-        height = max(1, round(crop.height * SNIPPET_MAX_WIDTH / crop.width))
-        crop = crop.resize((SNIPPET_MAX_WIDTH, height), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    crop.save(out, format="WEBP", quality=80, method=4)
-    return out.getvalue()

@@ -24,8 +24,8 @@ from kerani.core.vocabulary import FieldStatus, PageStatus, Sensitivity
 from kerani.forms.key_fields import Line, find_key_fields
 from kerani.forms.templates import Template
 from kerani.ocr.engine import OcrEngine
-from kerani.ocr.fields import SNIPPET_SUFFIX, crop_snippet
 from kerani.ocr.geometry import clip_box
+from kerani.ocr.snippets import SNIPPET_SUFFIX, crop_snippet
 from kerani.ocr.stage import FieldRead, StageOptions, read_template_page
 from kerani.storage import schema
 from kerani.storage.blobs import BlobStore

@@ -17,7 +17,7 @@ from kerani.forms.templates import Template
 from kerani.microtasks.routing import decide
 from kerani.ocr.calibration import Calibration
 from kerani.ocr.engine import OcrEngine
-from kerani.ocr.fields import crop_snippet
+from kerani.ocr.snippets import crop_snippet
 from kerani.ocr.stage import StageOptions, read_template_page
 
 

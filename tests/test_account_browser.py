@@ -106,6 +106,7 @@ def test_pin_change_and_operator_reset_on_a_phone(
         worker.tap("button.primary")
         worker.wait_for_selector("#worker-number")
         assert worker.inner_text("#worker-number") == str(number)
+        worker.tap("#menu summary")
         with worker.expect_navigation():
             worker.tap("header button:has-text('Sign out')")
         sign_in(worker, server.url, number, AFTER_RESET)

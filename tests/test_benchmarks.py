@@ -98,6 +98,11 @@ def test_ui_bench_on_a_sample_receipt() -> None:
     assert figures["next_snippets_without_page_load"] == 6
     assert figures["first_snippet_ms_slow3g"] >= ui_bench.NETWORKS["slow3g"]["latency"]
     assert figures["keystrokes_per_field_single"] < figures["typing_from_scratch_per_field"]
+    # Measured from the rendered pages at 360x640: legible lines, finger-sized controls.
+    assert figures["snippet_text_px_measured"] == 6
+    assert figures["snippet_text_px_min"] >= 24
+    assert figures["touch_target_px_min"] >= 44, figures["touch_target_px_by_screen"]
+    assert figures["column_rows_per_screen"] > 0
     # Every answer typed offline (a reload offline among them) reached the server.
     assert figures["offline_answers_kept"] == figures["offline_answers_typed"] == 10
 

@@ -167,23 +167,6 @@ def test_unread_ink_flags_what_the_words_miss() -> None:
     assert unread_ink(ink, covered, (20, 40, 120, 60)) == 0.0
 
 
-def test_snippets_are_small_greyscale_webp_at_most_phone_width() -> None:
-    import io
-
-    from PIL import Image, ImageDraw
-
-    from kerani.ocr.fields import SNIPPET_MAX_WIDTH, crop_snippet
-    from kerani.review_ui.web import snippet_media_type
-
-    page = Image.new("RGB", (2400, 300), "white")
-    ImageDraw.Draw(page).text((20, 120), "JUMLAH RM 12.50 " * 12, fill="black")
-    snippet = crop_snippet(page, (10, 100, 2390, 160), 6)
-    with Image.open(io.BytesIO(snippet)) as image:
-        assert image.format == "WEBP"  # decoded as RGB: WebP has no grey mode, the bytes do
-        assert image.width == SNIPPET_MAX_WIDTH
-    assert snippet_media_type(snippet) == "image/webp" and len(snippet) < 10_000
-
-
 def test_a_page_that_is_not_its_template_is_refused_for_it_with_the_reason(
     engine: TesseractEngine, form: Template
 ) -> None:

@@ -181,6 +181,7 @@ def test_saved_tasks_taken_by_someone_else_while_offline_are_dropped_with_a_word
         page.tap("#submit")
         next_task(page, shown)
         # Sign-out would make the browser forget the answer waiting: not while offline.
+        page.tap("#menu summary")  # a worker's header is one line: sign-out is in its menu
         page.tap("header button:has-text('Sign out')")
         page.wait_for_selector("text=You are offline: you can sign out once")
         assert page.url.endswith("/review")
@@ -229,6 +230,7 @@ def test_saved_tasks_taken_by_someone_else_while_offline_are_dropped_with_a_word
         page.wait_for_function("() => document.getElementById('offline-word').hidden")
         page.wait_for_function("() => document.getElementById('net').dataset.waiting === '0'")
         # Signed out, the browser keeps nothing of hers: no tasks, snippets or cached pages.
+        page.tap("#menu summary")  # a worker's header is one line: sign-out is in its menu
         page.tap("header button:has-text('Sign out')")
         page.wait_for_url("**/signin")
         assert page.evaluate("() => localStorage.length") == 0

@@ -141,6 +141,7 @@ def test_a_worker_session_in_the_browser(
         page.wait_for_selector("#worker-number")
         assert page.inner_text("#worker-number") == str(number)
         shot(page, device, "welcome")
+        page.click("#menu summary")  # a worker's header is one line: sign-out is in its menu
         page.click("header button:has-text('Sign out')")
         page.fill("#number", str(number))
         page.fill("#pin", PIN)
@@ -223,6 +224,8 @@ def test_a_worker_session_in_the_browser(
         assert page.url.endswith("/column") and rows.nth(0).input_value() == "TOTAL 0.50"
         shot(page, device, "column-fixed")
         column = {ids.nth(i).input_value(): rows.nth(i).input_value() for i in range(rows.count())}
+        while page.locator("#rows-next").is_visible():  # a screenful of rows at a time
+            page.click("#rows-next")
         page.click("#submit-column")
         page.wait_for_load_state()
         recorded = answers_of(stores, "siti")
@@ -230,8 +233,9 @@ def test_a_worker_session_in_the_browser(
 
         # Language: switch to Bahasa Malaysia; the choice is kept after a reload.
         page.goto(f"{server.url}/me")
+        page.click("#menu summary")  # the language is in the worker's menu
         page.click("#lang-ms")
-        page.wait_for_selector("text=Kerja saya")
+        page.wait_for_selector("h1:has-text('Kerja saya')")
         page.reload()
         assert page.locator("h1").first.inner_text() == "Kerja saya"
         assert page.get_attribute("html", "lang") == "ms"

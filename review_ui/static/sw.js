@@ -2,7 +2,7 @@
 // worker's review page: a navigation to /review made offline opens the review page's shell,
 // and review.js fills it from the tasks the page kept on the phone.
 //
-// What it keeps is the shell only: the stylesheet, the script and /review/offline (a review
+// What it keeps is the shell only: the stylesheet, the scripts and /review/offline (a review
 // page without any task, snippet or answer in it). Tasks and snippets are never in this
 // cache: review.js keeps the worker's own reserve in the page's storage. There is one cache
 // per sign-in (the `s` of this script's URL, worker_pages.signin_tag): a new sign-in
@@ -13,7 +13,7 @@
 var SIGNIN = new URL(self.location.href).searchParams.get("s") || "none";
 var CACHE = "kerani-shell-" + SIGNIN;
 var SHELL = "/review/offline";
-var KEPT = [SHELL, "/static/kerani.css", "/static/review.js"];
+var KEPT = [SHELL, "/static/kerani.css", "/static/snippet.js", "/static/review.js"];
 // A line that takes this long to bring the review page is as good as down: the shell then,
 // with the tasks the phone kept (the server's page on a working slow line takes seconds).
 var SLOW_MS = 15000;
