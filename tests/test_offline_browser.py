@@ -84,6 +84,14 @@ def answer_rows(stores: Stores, worker_id: int) -> list[Any]:
         )
 
 
+def sign_out(page: Page) -> None:
+    """Tap Sign out, in the menu of the worker's one-line header (opened if closed)."""
+    button = page.locator("header button:has-text('Sign out')")
+    if not button.is_visible():
+        page.tap("#menu summary")
+    button.tap()
+
+
 def phone(browser: Browser) -> tuple[BrowserContext, Page]:
     context = browser.new_context(**VIEWPORTS["phone"])
     return context, context.new_page()
@@ -181,9 +189,10 @@ def test_saved_tasks_taken_by_someone_else_while_offline_are_dropped_with_a_word
         page.tap("#submit")
         next_task(page, shown)
         # Sign-out would make the browser forget the answer waiting: not while offline.
-        page.tap("#menu summary")  # a worker's header is one line: sign-out is in its menu
-        page.tap("header button:has-text('Sign out')")
+        sign_out(page)
         page.wait_for_selector("text=You are offline: you can sign out once")
+        assert not page.is_visible("header button:has-text('Sign out')")  # the menu closed
+        shot(page, "phone", "offline-no-signout")
         assert page.url.endswith("/review")
         saved = kept(page)
         taken = saved[2:4]
@@ -230,8 +239,7 @@ def test_saved_tasks_taken_by_someone_else_while_offline_are_dropped_with_a_word
         page.wait_for_function("() => document.getElementById('offline-word').hidden")
         page.wait_for_function("() => document.getElementById('net').dataset.waiting === '0'")
         # Signed out, the browser keeps nothing of hers: no tasks, snippets or cached pages.
-        page.tap("#menu summary")  # a worker's header is one line: sign-out is in its menu
-        page.tap("header button:has-text('Sign out')")
+        sign_out(page)
         page.wait_for_url("**/signin")
         assert page.evaluate("() => localStorage.length") == 0
         assert page.evaluate("async () => (await caches.keys()).length") == 0

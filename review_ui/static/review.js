@@ -348,6 +348,9 @@
         if (done) { signout.submit(); return; }
         word.textContent = words.offline_signout_wait;
         word.hidden = false;
+        // The menu the button is in would cover the word.
+        var menu = signout.closest("details");
+        if (menu) { menu.open = false; }
       });
     });
   }
