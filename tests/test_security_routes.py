@@ -404,7 +404,11 @@ def world(settings: Settings, stores: Stores) -> Iterator[tuple[World, dict[str,
         ("bystander", "worker"),
     ):
         codes[identity] = add_person(
-            stores.db, identity.replace(" ", "_"), role, proven=role == "worker"
+            stores.db,
+            identity.replace(" ", "_"),
+            role,
+            proven=role == "worker",
+            practised=role == "worker",
         )
     ids = {name: person_by_code(stores.db, c).id for name, c in codes.items() if c}
     batch_id = batch_of(stores, page_id)
