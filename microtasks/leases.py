@@ -621,9 +621,7 @@ def _active_worker(rows: Any) -> Any:
         )
     if worker.practised is None:
         # Paid work comes after the practice round (microtasks.practice), never before.
-        raise ForbiddenError(
-            "pass the practice round first (/welcome/1)", key="practice_first"
-        )
+        raise ForbiddenError("pass the practice round first (/welcome/1)", key="practice_first")
     return worker
 
 

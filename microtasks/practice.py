@@ -107,7 +107,9 @@ class PracticeState:
     @property
     def round_passed(self) -> bool:
         """The round, complete, passes the rule."""
-        return round_passed([a.correct for a in self.answers.values()], len(self.items), self.pass_share)
+        return round_passed(
+            [a.correct for a in self.answers.values()], len(self.items), self.pass_share
+        )
 
     @property
     def next_item(self) -> PracticeItem | None:
@@ -159,7 +161,7 @@ def _receipt_lines() -> dict[str, dict[str, tuple[tuple[int, int, int, int], str
         lines[Path(page["page"]).stem] = {
             f["name"]: (tuple(f["box"]), f["text"]) for f in page["fields"]
         }
-    return lines  # type: ignore[return-value]
+    return lines
 
 
 @functools.cache
@@ -280,7 +282,9 @@ def practice_state(
         r.item: PracticeAnswer(r.item, r.kind, r.value, bool(r.correct), r.answered_at)
         for r in rows
     }
-    return PracticeState(round_no, answers, round_items(rules), passed_at, rules.practice_pass_share)
+    return PracticeState(
+        round_no, answers, round_items(rules), passed_at, rules.practice_pass_share
+    )
 
 
 def answer_practice(

@@ -1,9 +1,9 @@
 """`create_app(settings)`: the review pages, the agency pages and the JSON API, in one ASGI app.
 
 The routes live in their routers, one module per audience: kerani.review_ui.signin (before
-and around sign-in), .worker_pages, .agency_pages, .operator_gold, .operator_calibration,
-.operator_pay and .api. This module only wires them: the app's state, its middleware, the
-static files and the one error handler.
+and around sign-in), .worker_pages, .onboarding (a new worker's introduction and practice),
+.agency_pages, .operator_gold, .operator_calibration, .operator_pay and .api. This module
+only wires them: the app's state, its middleware, the static files and the one error handler.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from kerani.review_ui import (
     api,
     health,
     my_account,
+    onboarding,
     operator_calibration,
     operator_crowd,
     operator_gold,
@@ -198,6 +199,7 @@ def create_app(
     for router in (
         signin.router,
         worker_pages.router,
+        onboarding.router,
         my_account.router,
         agency_pages.router,
         template_designer.router,

@@ -72,7 +72,9 @@ def test_an_operator_watches_the_crowd_pauses_a_worker_and_reveals_one_value(
         # A worker's browser gets no console.
         other = browser.new_context(**VIEWPORTS[device])
         worker_page = other.new_page()
-        sign_in_with_access_code(worker_page, server.url, add_person(stores.db, "ben", "worker", practised=True))
+        sign_in_with_access_code(
+            worker_page, server.url, add_person(stores.db, "ben", "worker", practised=True)
+        )
         response = worker_page.goto(f"{server.url}/operator/workers")
         assert response is not None and response.status == 403
         other.close()

@@ -253,7 +253,9 @@ def test_health_names_each_part_and_metrics_are_prometheus_text_for_operators(
     assert 'kerani_open_tasks{field_type="text"} 2.0' in text
     assert 'kerani_workers{status="paused"} 1.0' in text
     assert "# TYPE kerani_active_workers gauge" in text
-    worker_auth = {"Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker', practised=True)}"}
+    worker_auth = {
+        "Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker', practised=True)}"
+    }
     assert client.get("/metrics", headers=worker_auth).status_code == 403
 
 

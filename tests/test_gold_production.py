@@ -327,7 +327,8 @@ def test_operator_page_keys_blind_and_refuses_workers_and_agencies(
     worker = person(stores, "wan")
     answer(stores, ids["postcode"], worker, WORKER_SAYS, True)
     codes = {
-        role: add_person(stores.db, f"{role}-1", role, practised=True) for role in ("worker", "agency")
+        role: add_person(stores.db, f"{role}-1", role, practised=True)
+        for role in ("worker", "agency")
     }
     for role, code in codes.items():
         other = TestClient(create_app(settings, stores), follow_redirects=False)

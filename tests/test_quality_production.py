@@ -84,7 +84,9 @@ def test_a_prefill_spammer_settles_nothing_alone_and_is_paused_by_staff_gold(
     _work_pages(stores, 30)
     _public(stores)
     _staff_gold(stores, gold_page, truth)
-    spammer = add_person(stores.db, "spammer", Role.WORKER, practised=True)  # a new worker: on probation
+    spammer = add_person(
+        stores.db, "spammer", Role.WORKER, practised=True
+    )  # a new worker: on probation
     with TestClient(create_app(settings, stores)) as client:
         answered, paused = _work(
             client,

@@ -55,7 +55,9 @@ def settle_by_people(
     """New workers answer every open task as `answers` says, until nothing is offered."""
     rules = settings.crowd
     for i in range(8):
-        worker = person_by_code(stores.db, add_person(stores.db, f"w{i}", "worker", proven=True, practised=True)).id
+        worker = person_by_code(
+            stores.db, add_person(stores.db, f"w{i}", "worker", proven=True, practised=True)
+        ).id
         while (task := claim_next(stores.db, worker, rules)) is not None:
             kind, value = answers[task.field_name]
             submit_answer(stores.db, task.task_id, worker, kind, value, secrets.token_hex(8), rules)

@@ -337,7 +337,9 @@ def lose_a_trigger(settings: Settings, stores: Stores) -> tuple[int, int]:
     # People settle the field straight in the queue: nobody calls the trigger (a crash
     # between the answer and the event, say), so no record is built.
     for name in ("ana", "ben"):
-        worker = person_by_code(stores.db, add_person(stores.db, name, "worker", proven=True, practised=True)).id
+        worker = person_by_code(
+            stores.db, add_person(stores.db, name, "worker", proven=True, practised=True)
+        ).id
         task = claim_next(stores.db, worker, rules)
         if task is not None:
             submit_answer(

@@ -121,8 +121,12 @@ def test_a_snippet_view_is_logged_only_for_the_lease_holder(stores: Stores) -> N
     # On PostgreSQL the lease check and the audit row are one statement: a task that is
     # not the worker's must write no view.
     seed_page(stores, [("nama", "text", "SITI", 50.0)])
-    ana = person_by_code(stores.db, add_person(stores.db, "Ana", Role.WORKER, proven=True, practised=True)).id
-    eve = person_by_code(stores.db, add_person(stores.db, "Eve", Role.WORKER, proven=True, practised=True)).id
+    ana = person_by_code(
+        stores.db, add_person(stores.db, "Ana", Role.WORKER, proven=True, practised=True)
+    ).id
+    eve = person_by_code(
+        stores.db, add_person(stores.db, "Eve", Role.WORKER, proven=True, practised=True)
+    ).id
     task = claim_next(stores.db, ana, CrowdSettings())
     assert task is not None
     assert view_leased_task(stores.db, task.task_id, ana) == leased_task(
