@@ -174,6 +174,8 @@ def create_app(
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
     # Money on the pages is written one way, the ledger's (RM with sen, sen below RM 1).
     app.state.templates.env.globals.update(ringgit=ringgit, ringgit_each=ringgit_each)
+    # The Help by a field names the tip of its type (_field_help.html).
+    app.state.templates.env.globals.update(tip_keys=onboarding.TIP_KEYS)
     # Every claim shows a field's label: parse each template once per app, not per request.
     # A stored version never changes, so it is cached for the app's life.
     app.state.form_template = functools.lru_cache(maxsize=64)(

@@ -23,7 +23,7 @@ from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.workers import Person
 from kerani.review_ui.i18n import translator
 from kerani.review_ui.my_work import my_work, today
-from kerani.review_ui.onboarding import passed_practice, practice_entry
+from kerani.review_ui.onboarding import passed_practice, practice_entry, tip_key
 from kerani.review_ui.web import (
     PageSession,
     check_csrf,
@@ -73,8 +73,8 @@ def task_json(request: Request, person: Person, task: ClaimedTask, rate_sen: int
     label, hint = label_of(request, task, lang)
     return {
         "task_id": task.task_id,
-        # Which tip the Help of the page shows (#field-help's data-kind, _field_help.html).
-        "field_kind": task.field_kind,
+        # The tip of its field type, for the page's Help (#field-tip, _field_help.html).
+        "help": t(tip_key(task.field_kind)),
         "rate": t("task_pays", rate=price(rate_sen)),
         "label": label,
         "hint": t("format", hint=hint) if hint else "",

@@ -159,7 +159,7 @@ def test_joining_leads_to_the_introduction_and_practice_opens_paid_work(
     assert "You passed the practice round" in result and "9 of 10 right" in result
     review = client.get("/review")
     assert review.status_code == 200 and 'id="field-help"' in review.text
-    assert 'data-kind="text"' in review.text  # the tip of a text line, one tap away
+    assert "capitals as printed" in review.text  # the tip of a text line, one tap away
     assert "Before paid work" not in client.get("/me").text
 
 
