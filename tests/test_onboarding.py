@@ -150,7 +150,7 @@ def test_joining_leads_to_the_introduction_and_practice_opens_paid_work(
         )
         feedback = client.get(posted.headers["location"]).text
         if i == 0:
-            assert "The snippet says 54.50, you typed RM 5450." in feedback
+            assert "The snippet says “54.50”, you typed “RM 5450”." in feedback
             assert "No need to type RM" in feedback  # the tip of its kind
             assert client.get("/review").headers["location"] == "/practice"
         else:
