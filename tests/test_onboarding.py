@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from kerani.cli import app
 from kerani.core.errors import BadInputError, ForbiddenError
 from kerani.core.settings import CrowdSettings, Settings
 from kerani.microtasks.leases import claim_tasks
@@ -24,7 +27,7 @@ from kerani.microtasks.practice import (
 from kerani.people.workers import add_person, invite_worker, person_by_code
 from kerani.review_ui.app import create_app
 from kerani.storage import schema
-from kerani.storage.stores import Stores
+from kerani.storage.stores import Stores, open_stores
 from tests.factories import form_token, seed_page, sign_in_with_code
 
 RULES = CrowdSettings(gold_every=0)
@@ -176,3 +179,14 @@ def test_an_operator_made_worker_must_practise_and_the_page_says_so_in_malay(
     assert "Tidak boleh dibaca" in page and "Langkah 3 daripada 4" in page
     practice = client.get("/practice").text
     assert "Latihan 1 daripada 10" in practice and "Bantuan" in practice
+
+
+def test_workers_an_operator_adds_or_invites_start_without_practice(env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["people", "add", "Siti", "--proven"]).exit_code == 0
+    assert runner.invoke(app, ["people", "invite", "Aminah"]).exit_code == 0
+    db = open_stores(Settings.load()).db
+    w = schema.workers
+    with db.connect() as conn:
+        passed = dict(conn.execute(select(w.c.name, w.c.practice_passed_at)).all())
+    assert passed == {"Siti": None, "Aminah": None}
