@@ -229,6 +229,8 @@ def practice_items() -> tuple[PracticeItem, ...]:
             crop_snippet(filled, tuple(box), MARGIN),  # type: ignore[arg-type]
         )
 
+    # Receipt lines whose truth is the print exactly: SROIE's truth upper-cases some lines
+    # printed in mixed case, which a worker typing what they see would "get wrong".
     return (
         from_receipt("amount-total-020", "020", "line_058", "amount", total),
         from_receipt("line-000-city", "000", "line_006", "line"),

@@ -138,7 +138,7 @@ def test_joining_leads_to_the_introduction_and_practice_opens_paid_work(
     )
     assert joined.headers["location"] == "/welcome/1"
     first = client.get("/welcome/1")
-    assert f"Your worker number is {number}" in first.text and "/static/onboarding/" in first.text
+    assert f"Your worker number is {number}" in first.text and "/static/welcome-snippet.svg" in first.text
     assert client.get("/welcome/5").status_code == 404
     # Paid work waits: /review and /column lead to the introduction, then to practice.
     assert client.get("/review").headers["location"] == "/welcome/1"
@@ -188,5 +188,5 @@ def test_workers_an_operator_adds_or_invites_start_without_practice(env: Path) -
     db = open_stores(Settings.load()).db
     w = schema.workers
     with db.connect() as conn:
-        passed = dict(conn.execute(select(w.c.name, w.c.practice_passed_at)).all())
+        passed = {r.name: r.practice_passed_at for r in conn.execute(select(w))}
     assert passed == {"Siti": None, "Aminah": None}
