@@ -138,7 +138,8 @@ def test_joining_leads_to_the_introduction_and_practice_opens_paid_work(
     )
     assert joined.headers["location"] == "/welcome/1"
     first = client.get("/welcome/1")
-    assert f"Your worker number is {number}" in first.text and "/static/welcome-snippet.svg" in first.text
+    assert f"Your worker number is {number}" in first.text
+    assert "/static/welcome-snippet.svg" in first.text
     assert client.get("/welcome/5").status_code == 404
     # Paid work waits: /review and /column lead to the introduction, then to practice.
     assert client.get("/review").headers["location"] == "/welcome/1"
