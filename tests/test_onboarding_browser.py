@@ -141,6 +141,7 @@ def test_a_new_worker_joins_learns_practises_and_gets_paid_work_on_a_phone(
         # The introduction in Bahasa Malaysia.
         page.goto(f"{server.url}/welcome/3")
         with page.expect_navigation():
+            page.tap("#menu summary")  # the language is in the worker's menu
             page.tap("#lang-ms")
         assert page.inner_text("#welcome-step") == "Langkah 3 daripada 4"
         assert "Tidak boleh dibaca" in page.inner_text("#welcome")
