@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFilter
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from kerani.core.errors import BadInputError, NotFoundError
 from kerani.core.settings import CrowdSettings
@@ -272,9 +272,9 @@ def practice_state(
         ).scalar_one_or_none()
         if round_no is None:
             latest = conn.execute(
-                select(p.c.round).where(p.c.worker_id == worker_id).order_by(p.c.round.desc())
-            ).first()
-            round_no = latest.round if latest is not None else 1
+                select(func.max(p.c.round)).where(p.c.worker_id == worker_id)
+            ).scalar()
+            round_no = int(latest) if latest is not None else 1
         rows = conn.execute(
             select(p.c.item, p.c.kind, p.c.value, p.c.correct, p.c.answered_at)
             .where(p.c.worker_id == worker_id, p.c.round == round_no)
@@ -309,13 +309,11 @@ def answer_practice(
     if len(value) > MAX_ANSWER_CHARS or unstorable(value):
         raise BadInputError(f"answer must be at most {MAX_ANSWER_CHARS} storable characters")
     state = practice_state(db, worker_id, rules)
-    allowed = {state.round} | ({state.round + 1} if state.complete else set())
-    if not state.answers:
-        allowed = {state.round}
+    allowed = {state.round, state.round + 1} if state.complete else {state.round}
     if round_no not in allowed:
-        raise BadInputError("that practice round is over; reload the page", key="practice_stale")
+        raise BadInputError("that practice round is over; reload the page", key="pr_stale")
     item = practice_item(item_id)
-    if item not in state.items:
+    if item.id not in {i.id for i in state.items}:
         raise NotFoundError(f"no practice item {item_id!r} in this round")
     value = value if kind == AnswerKind.VALUE else ""
     p = schema.practice_answers
@@ -350,6 +348,14 @@ def mark_practice_passed(db: Engine, worker_id: int) -> None:
             .where(w.c.id == worker_id, w.c.practice_passed_at.is_(None))
             .values(practice_passed_at=utcnow())
         )
+
+
+def has_started_practice(db: Engine, worker_id: int) -> bool:
+    """Whether the worker has answered any practice item (in any round)."""
+    p = schema.practice_answers
+    with db.connect() as conn:
+        row = conn.execute(select(p.c.id).where(p.c.worker_id == worker_id).limit(1)).first()
+    return row is not None
 
 
 def has_passed_practice(db: Engine, worker_id: int) -> bool:

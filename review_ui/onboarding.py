@@ -14,7 +14,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
 from kerani.core.errors import NotFoundError
 from kerani.core.vocabulary import AnswerKind, Role
@@ -23,6 +22,8 @@ from kerani.microtasks.practice import (
     PracticeItem,
     PracticeState,
     answer_practice,
+    has_passed_practice,
+    has_started_practice,
     needed_right,
     practice_item,
     practice_state,
@@ -37,7 +38,6 @@ from kerani.review_ui.web import (
     render,
     settings_of,
 )
-from kerani.storage import schema
 
 router = APIRouter()
 
@@ -64,20 +64,13 @@ def tip_key(field_type: str) -> str:
 def practice_entry(request: Request, person: Person) -> Response:
     """Where a worker who has not passed practice is sent instead of paid work: the
     introduction, or their practice round once they have started it."""
-    p = schema.practice_answers
-    with db_of(request).connect() as conn:
-        started = conn.execute(select(p.c.id).where(p.c.worker_id == person.id).limit(1)).first()
+    started = has_started_practice(db_of(request), person.id)
     return RedirectResponse("/practice" if started else "/welcome/1", status_code=303)
 
 
 def passed_practice(request: Request, person: Person) -> bool:
     """Whether the worker passed the practice round."""
-    w = schema.workers
-    with db_of(request).connect() as conn:
-        passed = conn.execute(
-            select(w.c.practice_passed_at).where(w.c.id == person.id)
-        ).scalar_one_or_none()
-    return passed is not None
+    return has_passed_practice(db_of(request), person.id)
 
 
 @router.get("/welcome/{step}", response_class=HTMLResponse)
