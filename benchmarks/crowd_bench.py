@@ -395,7 +395,9 @@ def _enlist(
     profiles = make_crowd(bench.workers, rng, bench.dropout)
     crowd = [
         SimulatedWorker(
-            f"sim-{p.kind}-{i}", add_person(stores.db, f"sim-{p.kind}-{i}", Role.WORKER), p
+            f"sim-{p.kind}-{i}",
+            add_person(stores.db, f"sim-{p.kind}-{i}", Role.WORKER, practised=True),
+            p,
         )
         for i, p in enumerate(profiles)
     ]

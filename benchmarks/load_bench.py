@@ -146,7 +146,10 @@ def seed(settings: Settings, tasks: int, workers: int) -> list[str]:
         # line_007's snippet is load/line_007.png: the key is the name's own.
         conn.execute(f.update().values(snippet_key=sa.literal("load/") + f.c.name + ".png"))
     # Proven: every answer is a vote, so fields settle and tasks move on as in production.
-    return [add_person(db, f"load-{i}", Role.WORKER, proven=True) for i in range(workers)]
+    return [
+        add_person(db, f"load-{i}", Role.WORKER, proven=True, practised=True)
+        for i in range(workers)
+    ]
 
 
 class Server:

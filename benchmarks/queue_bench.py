@@ -183,7 +183,9 @@ def kerani_run(db: Engine, clients: int, rules: CrowdSettings) -> QueueRun:
     """64 (or `clients`) workers claim and answer through Kerani's queue until it is empty."""
     workers = [
         # Past probation: every answer is a vote, and settles its field with the OCR.
-        person_by_code(db, add_person(db, f"bench-{i}", Role.WORKER, proven=True)).id
+        person_by_code(
+            db, add_person(db, f"bench-{i}", Role.WORKER, proven=True, practised=True)
+        ).id
         for i in range(clients)
     ]
 
@@ -233,7 +235,8 @@ def floor_run(db: Engine, clients: int, lease_seconds: int) -> QueueRun:
         # pays no more per statement in Python than Kerani does.
         claim, answer, settle = (re.sub(r":(\w+)", r"%(\1)s", q) for q in (claim, answer, settle))
     workers = [
-        person_by_code(db, add_person(db, f"floor-{i}", Role.WORKER)).id for i in range(clients)
+        person_by_code(db, add_person(db, f"floor-{i}", Role.WORKER, practised=True)).id
+        for i in range(clients)
     ]
 
     def execute(conn: sa.Connection, sql: str, params: dict[str, Any]) -> Any:

@@ -144,7 +144,9 @@ def simulate_crowd(
     workers = []
     for i, profile in enumerate(DEMO_CROWD, start=1):
         name = f"sim-{profile.kind}-{i}"
-        workers.append(SimulatedWorker(name, add_person(stores.db, name, Role.WORKER), profile))
+        workers.append(
+            SimulatedWorker(name, add_person(stores.db, name, Role.WORKER, practised=True), profile)
+        )
     # As an operator would: two proven careful workers arbitrate disputes from the start
     # and are cleared to see restricted fields (MyKad numbers).
     with stores.db.begin() as conn:

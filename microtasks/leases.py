@@ -254,7 +254,8 @@ def _first_claim(dialect: str, with_kind: bool) -> Any:
     """PostgreSQL: read the worker and, if they hold no lease and no gold is due, lease
     them a task, in one statement (the worker's flags are read inside it).
 
-    Returns the worker's row (quarantined, cleared, trusted, proven, suspect, done, held)
+    Returns the worker's row (quarantined, cleared, trusted, proven, suspect, done,
+    practised, held)
     with the leased task's columns, which are null when nothing was leased.
     """
     worker = _worker_query(dialect).cte("worker")
@@ -262,7 +263,13 @@ def _first_claim(dialect: str, with_kind: bool) -> Any:
     every = _gold_every_sql(flags)
     # The SQL twin of _gold_due, on the draw claim_tasks made for the worker's next task.
     gold_due = and_(every > 0, bindparam("gold_draw", type_=Float) * every < 1)
-    may_take = and_(flags["quarantined"].is_(False), flags["held"].is_(None), ~gold_due)
+    # Paused, or not past practice: nothing (twin of _active_worker, which then refuses).
+    may_take = and_(
+        flags["quarantined"].is_(False),
+        flags["practised"].is_not(None),
+        flags["held"].is_(None),
+        ~gold_due,
+    )
     # The probation cap on the flags read here (the statement's :answer_cap is left open).
     t = schema.tasks
     capped = or_(
@@ -292,6 +299,7 @@ def _worker_query(_dialect: str) -> Any:
         w.c.proven,
         w.c.suspect,
         w.c.answers_done.label("done"),
+        w.c.practice_passed_at.label("practised"),
         held_q.label("held"),
     ).where(w.c.id == bindparam("wid"))
 
@@ -611,6 +619,9 @@ def _active_worker(rows: Any) -> Any:
         raise ForbiddenError(
             "your account is paused; please contact the operator", key="account_paused"
         )
+    if worker.practised is None:
+        # Paid work comes after the practice round (microtasks.practice), never before.
+        raise ForbiddenError("pass the practice round first (/welcome/1)", key="practice_first")
     return worker
 
 

@@ -32,8 +32,9 @@ SNIPPET_MIN_WIDTH = 480
 MAX_UPSCALE = 2.5
 # Widest a piece may be, in text heights: 328 CSS px / 10 shows text about 33 px high.
 MAX_PIECE_RATIO = 10.0
-# A one-line snippet is at least this many times as wide as it is tall.
-MIN_ASPECT = 4
+# A one-line snippet is at least this many times as wide as it is tall: about 7.5 text
+# heights wide with its context, its text some 40 px high on a phone.
+MIN_ASPECT = 3.5
 # Lighter than this is paper; a scan's ink is well below.
 INK_BELOW = 150
 # Context is drawn at this share of its contrast, so its darkest ink stays above INK_BELOW.
@@ -185,11 +186,12 @@ def _trimmed(ink: np.ndarray, box: Box) -> Box:
 def with_context(
     grey: np.ndarray, ink: np.ndarray, focus: Box, text_height: int, margin: int
 ) -> Image.Image:
-    """The focus with up to a text height of context around it, dimmed, no neighbour cut."""
+    """The focus with a little context around it (a text height each side, 0.6 above and
+    below), dimmed, no neighbour cut."""
     x0, y0, x1, y1 = focus
     height, width = grey.shape
     pad_x = max(margin, text_height)
-    pad_y = max(margin, int(0.9 * text_height))
+    pad_y = max(margin, int(0.6 * text_height))
     # Each edge of the crop moves in towards the focus until it crosses no ink.
     columns = ink.T
     left = _blank_edge(columns, max(0, x0 - pad_x), x0, y0 - pad_y, y1 + pad_y, inward=1)
@@ -208,9 +210,9 @@ def at_least_wide(picture: Image.Image) -> Image.Image:
     """A short line padded with paper on its right to MIN_ASPECT times its height.
 
     Drawn at the phone's width, "RM 5" alone would stand 80 px high and push the answer
-    box off the screen; padded, every one-line snippet shows its text 28 to 55 px high.
+    box off the screen; padded, a one-line snippet shows its text some 30 to 50 px high.
     """
-    width = MIN_ASPECT * picture.height
+    width = round(MIN_ASPECT * picture.height)
     if picture.width >= width:
         return picture
     padded = Image.new("L", (width, picture.height), 255)

@@ -62,12 +62,15 @@ def add_person(
     trusted: bool = False,
     cleared: bool = False,
     proven: bool = False,
+    practised: bool = False,
 ) -> str:
     """Create a worker, operator or agency user and return their access code (shown once).
 
     `trusted` workers arbitrate disputed fields; `cleared` ones may see restricted fields;
     `proven` ones skip probation (the operator vouches for them, e.g. the agency's own staff):
-    their answers count as votes before they have passed any gold.
+    their answers count as votes before they have passed any gold. A new worker gets paid
+    work only once they pass the practice round (microtasks.practice); `practised` is for
+    simulated workers and tests, which stand for people who have: operators never set it.
     """
     if role not in ROLES:
         raise BadInputError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
@@ -87,6 +90,7 @@ def add_person(
                 trusted=trusted,
                 cleared=cleared,
                 proven=proven or trusted,
+                practice_passed_at=utcnow() if practised else None,
             )
         )
     return code

@@ -1,9 +1,9 @@
 """`create_app(settings)`: the review pages, the agency pages and the JSON API, in one ASGI app.
 
 The routes live in their routers, one module per audience: kerani.review_ui.signin (before
-and around sign-in), .worker_pages, .agency_pages, .operator_gold, .operator_calibration,
-.operator_pay and .api. This module only wires them: the app's state, its middleware, the
-static files and the one error handler.
+and around sign-in), .worker_pages, .onboarding (a new worker's introduction and practice),
+.agency_pages, .operator_gold, .operator_calibration, .operator_pay and .api. This module
+only wires them: the app's state, its middleware, the static files and the one error handler.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from kerani.review_ui import (
     api,
     health,
     my_account,
+    onboarding,
     operator_calibration,
     operator_crowd,
     operator_gold,
@@ -176,6 +177,8 @@ def create_app(
     app.state.templates = Jinja2Templates(directory=str(TEMPLATES))
     # Money on the pages is written one way, the ledger's (RM with sen, sen below RM 1).
     app.state.templates.env.globals.update(ringgit=ringgit, ringgit_each=ringgit_each)
+    # The Help by a field names the tip of its type (_field_help.html).
+    app.state.templates.env.globals.update(tip_keys=onboarding.TIP_KEYS)
     # Every claim shows a field's label: parse each template once per app, not per request.
     # A stored version never changes, so it is cached for the app's life.
     app.state.form_template = functools.lru_cache(maxsize=64)(
@@ -201,6 +204,7 @@ def create_app(
     for router in (
         signin.router,
         worker_pages.router,
+        onboarding.router,
         my_account.router,
         agency_pages.router,
         template_designer.router,

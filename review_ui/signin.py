@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from kerani.core.errors import BadInputError, ForbiddenError
 from kerani.core.vocabulary import Role
+from kerani.microtasks.practice import has_passed_practice
 from kerani.people.rate_limits import attempt_failed, attempt_succeeded
 from kerani.people.workers import (
     Person,
@@ -197,7 +198,10 @@ def join(
         attempt_failed(db, keys, review.signin_lock_minutes)
         return render(request, "join.html", context | {"error": t(str(e))}, status_code=403)
     attempt_succeeded(db, list(keys))
-    return signed_in(request, person, "/me?welcome=1")
+    # A new worker starts with the introduction and the practice round; one who passed it
+    # already (a PIN reset, a re-invite) goes to their own page.
+    target = "/me?welcome=1" if has_passed_practice(db, person.id) else "/welcome/1"
+    return signed_in(request, person, target)
 
 
 @router.post("/signout")

@@ -36,6 +36,7 @@ from kerani.microtasks.tasks import ClaimedTask
 from kerani.people.workers import Person
 from kerani.review_ui.i18n import translator
 from kerani.review_ui.my_work import my_work, today
+from kerani.review_ui.onboarding import passed_practice, practice_entry, tip_key
 from kerani.review_ui.web import (
     STATIC,
     PageSession,
@@ -105,6 +106,8 @@ def task_json(request: Request, person: Person, task: ClaimedTask, rate_sen: int
     label, hint = label_of(request, task, lang)
     return {
         "task_id": task.task_id,
+        # The tip of its field type, for the page's Help (#field-tip, _field_help.html).
+        "help": t(tip_key(task.field_kind)),
         "rate": t("task_pays", rate=price(rate_sen)),
         "label": label,
         "hint": t("format", hint=hint) if hint else "",
@@ -144,7 +147,13 @@ def review_page(request: Request) -> Response:
     need_role(person, Role.WORKER)
     db, crowd = db_of(request), settings_of(request).crowd
     # The task on screen and two in reserve, which the script shows without a round trip.
-    tasks = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW, draws=draws_of(request))
+    try:
+        tasks = claim_tasks(db, person.id, crowd, count=HELD_ON_REVIEW, draws=draws_of(request))
+    except ForbiddenError as e:
+        if e.key != "practice_first":
+            raise
+        # Not past practice yet: the claim read that with the worker's row, at no cost.
+        return practice_entry(request, person)
     if not tasks:
         return render(request, "no_tasks.html", {}, person, csrf)
     task = tasks[0]
@@ -169,7 +178,7 @@ def review_shell(request: Request) -> Response:
     offline, and the script fills it from the tasks kept on the phone. It leases nothing."""
     person, csrf = page_session(request)
     need_role(person, Role.WORKER)
-    empty = SimpleNamespace(task_id="", ocr_text="", note=None)
+    empty = SimpleNamespace(task_id="", ocr_text="", note=None, field_kind="")
     context = {
         "task": empty,
         "label": "",
@@ -340,6 +349,8 @@ def column_page(request: Request, session: PageSession) -> Response:
     """Column mode: a column of snippets of one field type, each with its guess."""
     person, csrf = session
     need_role(person, Role.WORKER)
+    if not passed_practice(request, person):
+        return practice_entry(request, person)
     db, settings = db_of(request), settings_of(request)
     # The field type with the most work waiting: a long column is the fastest to check.
     kinds = offered_kinds(db, person.id, settings.crowd)
@@ -429,6 +440,7 @@ def me_page(request: Request, session: PageSession, welcome: int = 0) -> Respons
     me = my_work(db_of(request), person.id, crowd)
     context = {
         "me": me,
+        "practised": passed_practice(request, person),
         "welcome": bool(welcome),
         "price": price,
         "ringgit": ringgit,

@@ -310,6 +310,25 @@ workers = Table(
     one_of("language", Language),
 )
 
+# The practice round's answers (0019): a new worker's known-answer snippets, apart from the
+# answers to real tasks (neither paid nor counted). One answer per item of a round; a failed
+# round is tried again as the next round.
+practice_answers = Table(
+    "practice_answers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("worker_id", Integer, ForeignKey("workers.id"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("item", String(40), nullable=False),  # the item's id in microtasks.practice
+    Column("kind", String(20), nullable=False),  # value | unreadable | blank
+    Column("value", Text, nullable=False),
+    Column("correct", Boolean, nullable=False),
+    Column("answered_at", DateTime(timezone=True), nullable=False),
+    # Worker first: it also finds a worker's rounds.
+    UniqueConstraint("worker_id", "round", "item", name="uq_practice_answers_item"),
+    one_of("kind", AnswerKind),
+)
+
 tasks = Table(
     "tasks",
     metadata,

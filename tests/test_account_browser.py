@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from kerani.core.settings import Settings
+from kerani.microtasks.practice import mark_practice_passed
 from kerani.people.workers import add_person, invite_worker, join_with_invite
 from kerani.review_ui.app import create_app
 from kerani.review_ui.server import BackgroundServer, free_port
@@ -48,6 +49,7 @@ def test_pin_change_and_operator_reset_on_a_phone(
 ) -> None:
     number, invite = invite_worker(stores.db, "aminah", 14)
     join_with_invite(stores.db, invite, PIN, PIN)
+    mark_practice_passed(stores.db, number)  # a worker at work, past practice
     operator_code = add_person(stores.db, "ops", "operator")
     server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
     worker = browser.new_context(**PHONE).new_page()

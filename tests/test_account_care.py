@@ -347,7 +347,7 @@ def test_the_api_twins(app_of: Any, stores: Stores) -> None:
     assert ops.post(f"/api/workers/{number}/reinvite", headers=auth).status_code == 200
     r = ops.post(f"/api/workers/{number}/language?language=ms", headers=auth)
     assert r.json() == {"worker_id": number, "changed": ["language ms"]}
-    worker_code = add_person(stores.db, "api-worker", "worker")
+    worker_code = add_person(stores.db, "api-worker", "worker", practised=True)
     r = ops.post(
         f"/api/workers/{number}/reset-pin", headers={"Authorization": f"Bearer {worker_code}"}
     )

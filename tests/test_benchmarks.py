@@ -140,8 +140,8 @@ def test_kerani_bench_load_prints_one_json_object() -> None:
 def test_double_assignments_are_claims_while_another_worker_holds_the_task(
     stores: Stores,
 ) -> None:
-    a = add_person(stores.db, "A", Role.WORKER)
-    b = add_person(stores.db, "B", Role.WORKER)
+    a = add_person(stores.db, "A", Role.WORKER, practised=True)
+    b = add_person(stores.db, "B", Role.WORKER, practised=True)
     ids = [person_by_code(stores.db, code).id for code in (a, b)]
     rows = [
         ("claim", ids[0], "t1"),

@@ -68,7 +68,9 @@ def _fields(stores: Stores, page_id: int) -> dict[str, Any]:
 
 def _workers(stores: Stores, n: int = 3) -> list[int]:
     return [
-        person_by_code(stores.db, add_person(stores.db, f"w-{secrets.token_hex(4)}", "worker")).id
+        person_by_code(
+            stores.db, add_person(stores.db, f"w-{secrets.token_hex(4)}", "worker", practised=True)
+        ).id
         for _ in range(n)
     ]
 

@@ -35,7 +35,7 @@ def test_an_operator_watches_the_crowd_pauses_a_worker_and_reveals_one_value(
     f = schema.fields
     with stores.db.begin() as conn:
         conn.execute(update(f).where(f.c.name == "postcode").values(sensitivity="public"))
-    code = add_person(stores.db, NAME, "worker", proven=True)
+    code = add_person(stores.db, NAME, "worker", proven=True, practised=True)
     ana = person_by_code(stores.db, code).id
     while (task := claim_next(stores.db, ana, settings.crowd)) is not None:
         typed = SECRET if task.field_name == "city" else "40100"
@@ -72,7 +72,9 @@ def test_an_operator_watches_the_crowd_pauses_a_worker_and_reveals_one_value(
         # A worker's browser gets no console.
         other = browser.new_context(**VIEWPORTS[device])
         worker_page = other.new_page()
-        sign_in_with_access_code(worker_page, server.url, add_person(stores.db, "ben", "worker"))
+        sign_in_with_access_code(
+            worker_page, server.url, add_person(stores.db, "ben", "worker", practised=True)
+        )
         response = worker_page.goto(f"{server.url}/operator/workers")
         assert response is not None and response.status == 403
         other.close()

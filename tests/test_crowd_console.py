@@ -34,7 +34,7 @@ GUESSES = [
 
 
 def worker(stores: Stores, name: str, **flags: bool) -> int:
-    wid = person_by_code(stores.db, add_person(stores.db, name, "worker")).id
+    wid = person_by_code(stores.db, add_person(stores.db, name, "worker", practised=True)).id
     with stores.db.begin() as conn:
         conn.execute(
             update(schema.workers)
@@ -191,7 +191,7 @@ def test_pausing_gives_back_the_workers_leases_and_every_change_is_audited(
 
 def test_revoking_ends_the_workers_sessions_and_voids_their_code(stores: Stores) -> None:
     boss = person_by_code(stores.db, add_person(stores.db, "boss", "operator")).id
-    code = add_person(stores.db, "ana", "worker", proven=True)
+    code = add_person(stores.db, "ana", "worker", proven=True, practised=True)
     ana = person_by_code(stores.db, code).id
     cookie, _csrf = start_session(stores.db, ana, 8)
     assert session_person(stores.db, cookie, 0)[0].id == ana
@@ -253,7 +253,9 @@ def test_health_names_each_part_and_metrics_are_prometheus_text_for_operators(
     assert 'kerani_open_tasks{field_type="text"} 2.0' in text
     assert 'kerani_workers{status="paused"} 1.0' in text
     assert "# TYPE kerani_active_workers gauge" in text
-    worker_auth = {"Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker')}"}
+    worker_auth = {
+        "Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker', practised=True)}"
+    }
     assert client.get("/metrics", headers=worker_auth).status_code == 403
 
 

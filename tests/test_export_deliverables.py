@@ -75,7 +75,9 @@ def _answer_all(
     """New workers of these names each open and answer every task they are offered, as
     `answers` says, taking a second and a half over each."""
     for name in names:
-        worker = person_by_code(stores.db, add_person(stores.db, name, "worker", proven=True)).id
+        worker = person_by_code(
+            stores.db, add_person(stores.db, name, "worker", proven=True, practised=True)
+        ).id
         while (task := claim_next(stores.db, worker, settings.crowd)) is not None:
             log_view(stores.db, worker, task.task_id)
             kind, value = answers[task.field_name]

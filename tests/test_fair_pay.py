@@ -279,7 +279,7 @@ def test_workers_see_rates_before_work_and_where_their_pay_stands(
     seed_page(
         stores, [(f"line_{i:03d}", "line", "OCR", 10.0) for i in range(3)], template="receipt"
     )
-    code = add_person(stores.db, "siti", "worker", proven=True)
+    code = add_person(stores.db, "siti", "worker", proven=True, practised=True)
     client = TestClient(create_app(settings, stores))
     sign_in_with_code(client, code)
     me = client.get("/me").text

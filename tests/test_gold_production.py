@@ -106,7 +106,7 @@ def operator(stores: Stores, name: str = "olivia") -> tuple[int, str]:
 
 
 def person(stores: Stores, name: str, role: str = "worker", **flags: bool) -> int:
-    add_person(stores.db, name, role)
+    add_person(stores.db, name, role, practised=True)
     w = schema.workers
     with stores.db.begin() as conn:
         if flags:
@@ -326,7 +326,10 @@ def test_operator_page_keys_blind_and_refuses_workers_and_agencies(
     ids = seed(stores, template_file(tmp_path, None))  # only the postcode may be gold
     worker = person(stores, "wan")
     answer(stores, ids["postcode"], worker, WORKER_SAYS, True)
-    codes = {role: add_person(stores.db, f"{role}-1", role) for role in ("worker", "agency")}
+    codes = {
+        role: add_person(stores.db, f"{role}-1", role, practised=True)
+        for role in ("worker", "agency")
+    }
     for role, code in codes.items():
         other = TestClient(create_app(settings, stores), follow_redirects=False)
         sign_in_with_code(other, code)

@@ -48,7 +48,7 @@ def _spammer_paused_on_checks(stores: Stores) -> int:
             ).scalars()
         )
     make_gold(stores.db, {fid: f"TOTAL {i}.00" for i, fid in enumerate(ids)})
-    wid = person_by_code(stores.db, add_person(stores.db, "spam", "worker")).id
+    wid = person_by_code(stores.db, add_person(stores.db, "spam", "worker", practised=True)).id
     draws = random.Random(4)
     for n in range(30):
         try:

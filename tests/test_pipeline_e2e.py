@@ -67,7 +67,9 @@ def test_receipts_and_forms_end_to_end(
     crowd = CrowdSettings(max_fields_per_document=1000, gold_every=0)
     app_settings = settings.model_copy(update={"crowd": crowd})
     workers = [
-        SimulatedWorker(n, add_person(stores.db, n, "worker", proven=True), Profile("careful"))
+        SimulatedWorker(
+            n, add_person(stores.db, n, "worker", proven=True, practised=True), Profile("careful")
+        )
         for n in ("a", "b", "c")
     ]
     # Restricted fields (MyKad numbers) need cleared workers: two, since a field needs two

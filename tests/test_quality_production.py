@@ -84,7 +84,9 @@ def test_a_prefill_spammer_settles_nothing_alone_and_is_paused_by_staff_gold(
     _work_pages(stores, 30)
     _public(stores)
     _staff_gold(stores, gold_page, truth)
-    spammer = add_person(stores.db, "spammer", Role.WORKER)  # a new worker: on probation
+    spammer = add_person(
+        stores.db, "spammer", Role.WORKER, practised=True
+    )  # a new worker: on probation
     with TestClient(create_app(settings, stores)) as client:
         answered, paused = _work(
             client,
@@ -143,7 +145,7 @@ def test_honest_new_workers_pass_probation_and_then_settle_fields(
         name = names[row.field_id or row.gold_field_id]
         return {"kind": "value", "value": (truth | work)[name]}
 
-    codes = [add_person(stores.db, f"honest-{i}", Role.WORKER) for i in range(2)]
+    codes = [add_person(stores.db, f"honest-{i}", Role.WORKER, practised=True) for i in range(2)]
     with TestClient(create_app(settings, stores)) as client:
         for code in codes:
             _answered, paused = _work(client, code, honest)

@@ -33,7 +33,7 @@ RULES = CrowdSettings(gold_every=0, blind_share=1.0, target_posterior=0.98)
 def worker(stores: Stores, name: str, **flags: bool) -> int:
     """A worker past probation unless `proven=False` is given."""
     flags = {"proven": True} | flags
-    wid = person_by_code(stores.db, add_person(stores.db, name, "worker")).id
+    wid = person_by_code(stores.db, add_person(stores.db, name, "worker", practised=True)).id
     if flags:
         with stores.db.begin() as conn:
             conn.execute(update(schema.workers).where(schema.workers.c.id == wid).values(**flags))

@@ -26,7 +26,7 @@ def _work(url: str, name: str) -> tuple[list[str], int, list[str]]:
     """One worker process: claim and answer until the queue is empty; every submit twice."""
     rules = CrowdSettings(gold_every=0, blind_share=1.0, max_fields_per_document=FIELDS)
     db = open_engine(url)
-    worker = person_by_code(db, add_person(db, name, "worker", proven=True)).id
+    worker = person_by_code(db, add_person(db, name, "worker", proven=True, practised=True)).id
     claimed: list[str] = []
     duplicates_recorded = 0
     errors: list[str] = []

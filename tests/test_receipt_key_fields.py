@@ -471,7 +471,9 @@ def settle_by_confirming(settings: Settings, stores: Stores) -> None:
     )
     for i in range(6):
         name = f"c{secrets.token_hex(3)}{i}"
-        worker = person_by_code(stores.db, add_person(stores.db, name, "worker", proven=True)).id
+        worker = person_by_code(
+            stores.db, add_person(stores.db, name, "worker", proven=True, practised=True)
+        ).id
         while (task := claim_next(stores.db, worker, rules)) is not None:
             with stores.db.connect() as conn:
                 guess = conn.execute(

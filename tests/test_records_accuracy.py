@@ -229,7 +229,9 @@ def test_source_estimates_count_sources_and_read_audits_of_the_same_template(
 def _answer(
     stores: Stores, field_id: int, value: str, blind: bool | None, kind: str = "value"
 ) -> int:
-    worker = person_by_code(stores.db, add_person(stores.db, secrets.token_hex(4), Role.WORKER))
+    worker = person_by_code(
+        stores.db, add_person(stores.db, secrets.token_hex(4), Role.WORKER, practised=True)
+    )
     t, a = schema.tasks, schema.answers
     with stores.db.begin() as conn:
         task = conn.execute(select(t.c.id).where(t.c.field_id == field_id)).scalar_one()

@@ -55,7 +55,9 @@ def settle_by_people(
     """New workers answer every open task as `answers` says, until nothing is offered."""
     rules = settings.crowd
     for i in range(8):
-        worker = person_by_code(stores.db, add_person(stores.db, f"w{i}", "worker", proven=True)).id
+        worker = person_by_code(
+            stores.db, add_person(stores.db, f"w{i}", "worker", proven=True, practised=True)
+        ).id
         while (task := claim_next(stores.db, worker, rules)) is not None:
             kind, value = answers[task.field_name]
             submit_answer(stores.db, task.task_id, worker, kind, value, secrets.token_hex(8), rules)
@@ -196,7 +198,7 @@ def test_batch_report_counts_cost_and_unreadable_fields(
     page = client.get(f"/batches/{batch[:10]}/report")
     assert page.status_code == 200 and "line_002" in page.text and ringgit(paid) in page.text
     worker = TestClient(create_app(settings, stores), follow_redirects=False)
-    sign_in_with_code(worker, add_person(stores.db, "wendy", "worker", proven=True))
+    sign_in_with_code(worker, add_person(stores.db, "wendy", "worker", proven=True, practised=True))
     assert worker.get(f"/batches/{batch}/report").status_code == 403
 
     # ... and so does the CLI.

@@ -58,7 +58,7 @@ TRUTH = {
 
 
 def make_trusted(stores: Stores, name: str) -> str:
-    code = add_person(stores.db, name, "worker", proven=True)
+    code = add_person(stores.db, name, "worker", proven=True, practised=True)
     with stores.db.begin() as conn:
         conn.execute(
             schema.workers.update()
@@ -116,8 +116,8 @@ def test_ic_and_birth_date_mismatch_is_sent_back_corrected_and_exported(
 ) -> None:
     page_id = seed_page(stores, MISMATCH)
     client = TestClient(create_app(settings, stores), follow_redirects=False)
-    ana = add_person(stores.db, "ana", "worker", proven=True)
-    ben = add_person(stores.db, "ben", "worker", proven=True)
+    ana = add_person(stores.db, "ana", "worker", proven=True, practised=True)
+    ben = add_person(stores.db, "ben", "worker", proven=True, practised=True)
 
     # Ordinary workers settle the doubtful field; its page is then complete, and the app's
     # trigger reassembles it: the rule fails, so both fields go back instead of a record.
@@ -337,7 +337,9 @@ def lose_a_trigger(settings: Settings, stores: Stores) -> tuple[int, int]:
     # People settle the field straight in the queue: nobody calls the trigger (a crash
     # between the answer and the event, say), so no record is built.
     for name in ("ana", "ben"):
-        worker = person_by_code(stores.db, add_person(stores.db, name, "worker", proven=True)).id
+        worker = person_by_code(
+            stores.db, add_person(stores.db, name, "worker", proven=True, practised=True)
+        ).id
         task = claim_next(stores.db, worker, rules)
         if task is not None:
             submit_answer(

@@ -34,7 +34,7 @@ def form_fields(html: str) -> dict[str, str]:
 
 def test_worker_corrects_a_snippet_through_the_page(client: TestClient, stores: Stores) -> None:
     seed_page(stores, GUESSES)
-    sign_in(client, add_person(stores.db, "ana", "worker"))
+    sign_in(client, add_person(stores.db, "ana", "worker", practised=True))
     page = client.get("/review")
     assert page.status_code == 200
     assert 'value="4O100"' in page.text and "Postcode" in page.text  # guess pre-filled, label
@@ -63,7 +63,7 @@ def test_worker_corrects_a_snippet_through_the_page(client: TestClient, stores: 
 
 def test_forms_without_the_csrf_token_are_refused(client: TestClient, stores: Stores) -> None:
     seed_page(stores, GUESSES)
-    sign_in(client, add_person(stores.db, "ana", "worker"))
+    sign_in(client, add_person(stores.db, "ana", "worker", practised=True))
     page = client.get("/review")
     task_id = re.search(r'action="/review/([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     response = client.post(
@@ -79,8 +79,8 @@ def test_a_worker_cannot_reach_another_workers_task(settings: Settings, stores: 
     seed_page(stores, GUESSES)
     ana = TestClient(create_app(settings, stores), follow_redirects=False)
     eve = TestClient(create_app(settings, stores), follow_redirects=False)
-    sign_in(ana, add_person(stores.db, "ana", "worker"))
-    sign_in(eve, add_person(stores.db, "eve", "worker"))
+    sign_in(ana, add_person(stores.db, "ana", "worker", practised=True))
+    sign_in(eve, add_person(stores.db, "eve", "worker", practised=True))
     page = ana.get("/review")
     task_id = re.search(r'action="/review/([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     assert eve.get(f"/snippets/{task_id}").status_code == 403
@@ -99,7 +99,7 @@ def test_roles_are_enforced_on_every_route(client: TestClient, stores: Stores) -
     assert client.get("/status").headers["location"] == "/signin"
     assert client.post("/api/tasks/claim").status_code == 403
     agency = add_person(stores.db, "agency-1", "agency")
-    worker = add_person(stores.db, "ana", "worker")
+    worker = add_person(stores.db, "ana", "worker", practised=True)
     assert (
         client.post("/api/tasks/claim", headers={"Authorization": f"Bearer {agency}"}).status_code
         == 403
@@ -121,7 +121,7 @@ def test_what_a_worker_types_is_escaped_on_the_operator_page(
     # Public fields: the status page shows their answers (personal ones come masked).
     with stores.db.begin() as conn:
         conn.execute(schema.fields.update().values(sensitivity="public"))
-    code = add_person(stores.db, "mallory", "worker")
+    code = add_person(stores.db, "mallory", "worker", practised=True)
     api = TestClient(create_app(settings, stores))
     auth = {"Authorization": f"Bearer {code}"}
     task = api.post("/api/tasks/claim", headers=auth).json()

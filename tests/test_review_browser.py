@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from kerani.core.settings import Settings
 from kerani.people.workers import add_person, invite_worker
 from kerani.review_ui.app import create_app
 from kerani.review_ui.server import BackgroundServer, free_port
 from kerani.storage import schema
+from kerani.storage.database import utcnow
 from kerani.storage.stores import Stores
 from tests.factories import seed_page
 
@@ -114,6 +115,9 @@ def test_a_worker_session_in_the_browser(
     lines = [(f"line_{i:03d}", "line", f"TOTAL {i}.00", 40.0) for i in range(8)]
     seed_page(stores, lines, template="receipt", pictures={n: g for n, _, g, _ in lines})
     number, invite = invite_worker(stores.db, "siti", 14)
+    with stores.db.begin() as conn:
+        # Practice is tests/test_onboarding_browser.py's: siti counts as having passed it.
+        conn.execute(update(schema.workers).values(practice_passed_at=utcnow()))
     settings.crowd.gold_every = 0  # no gold here: the test knows every answer it gives
     server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
     touch = device == "phone"
@@ -189,7 +193,7 @@ def test_a_worker_session_in_the_browser(
         other = browser.new_context(**VIEWPORTS[device])
         other_page = other.new_page()
         sign_in_with_access_code(
-            other_page, server.url, add_person(stores.db, "intruder", "worker")
+            other_page, server.url, add_person(stores.db, "intruder", "worker", practised=True)
         )
         assert other_page.goto(f"{server.url}/snippets/{held}").status == 403  # type: ignore[union-attr]
         other_page.goto(f"{server.url}/me")
@@ -268,7 +272,7 @@ def test_the_basic_submit_works_without_javascript(
     browser: Browser, settings: Settings, stores: Stores
 ) -> None:
     seed_page(stores, [(n, k, g, 40.0) for n, k, g, _ in FORM[:2]])
-    code = add_person(stores.db, "ana", "worker")
+    code = add_person(stores.db, "ana", "worker", practised=True)
     server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
     context = browser.new_context(java_script_enabled=False, **VIEWPORTS["phone"])
     page = context.new_page()
@@ -295,7 +299,7 @@ def test_a_refused_background_answer_shows_where_things_stand(
     browser: Browser, settings: Settings, stores: Stores
 ) -> None:
     seed_page(stores, [(n, k, g, 40.0) for n, k, g, _ in FORM])
-    code = add_person(stores.db, "ana", "worker")
+    code = add_person(stores.db, "ana", "worker", practised=True)
     server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
     context = browser.new_context(**VIEWPORTS["desktop"])
     page = context.new_page()
@@ -324,7 +328,7 @@ def test_the_script_sends_the_guess_it_showed_and_the_time_taken(
     browser: Browser, settings: Settings, stores: Stores
 ) -> None:
     seed_page(stores, [(n, k, g, 40.0) for n, k, g, _ in FORM[:3]])
-    code = add_person(stores.db, "ana", "worker")
+    code = add_person(stores.db, "ana", "worker", practised=True)
     settings.crowd.gold_every = 0
     server = BackgroundServer(create_app(settings, stores), "127.0.0.1", free_port()).start()
     context = browser.new_context(**VIEWPORTS["desktop"])

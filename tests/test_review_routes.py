@@ -87,7 +87,7 @@ def test_every_route_but_sign_in_refuses_an_anonymous_visitor(
 
 def signed_in_worker(client: TestClient, stores: Stores, name: str = "ana") -> str:
     """Sign a new worker in on `client`; their access code."""
-    code = add_person(stores.db, name, "worker", proven=True)
+    code = add_person(stores.db, name, "worker", proven=True, practised=True)
     assert sign_in_with_code(client, code).status_code == 303
     return code
 
@@ -112,7 +112,7 @@ def test_an_api_answer_keeps_what_was_prefilled_and_the_time_taken(
     client: TestClient, stores: Stores
 ) -> None:
     seed_page(stores, GUESSES)
-    auth = {"Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker')}"}
+    auth = {"Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker', practised=True)}"}
     task = client.post("/api/tasks/claim", headers=auth).json()
     answer: dict[str, Any] = {"value": "40100", "idempotency_key": "a1"}
     for duration in (-1, 86_400_001):  # untrusted: out of range is refused, nothing kept

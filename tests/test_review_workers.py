@@ -34,14 +34,26 @@ def client(settings: Settings, stores: Stores) -> TestClient:
 
 
 def join(
-    client: TestClient, stores: Stores, name: str = "siti", pin: str = "402917", code: str = ""
+    client: TestClient,
+    stores: Stores,
+    name: str = "siti",
+    pin: str = "402917",
+    code: str = "",
+    practised: bool = True,
 ) -> int:
-    """Invite a worker (or use `code`) and join as them; return their worker number."""
+    """Invite a worker (or use `code`) and join as them; return their worker number.
+
+    Joining leads to the introduction and practice; `practised` then counts them as having
+    passed it (the practice round is tests/test_onboarding's)."""
     number, code = invite_worker(stores.db, name, 14) if not code else (0, code)
     typed = code.lower().replace("-", " ")  # typed on a phone: case and spacing don't matter
     response = anon_post(client, "/join", {"invite": typed, "pin": pin, "pin_again": pin})
     assert response.status_code == 303, response.text
-    assert response.headers["location"] == "/me?welcome=1"
+    assert response.headers["location"] == "/welcome/1"
+    if practised:
+        w = schema.workers
+        with stores.db.begin() as conn:
+            conn.execute(w.update().where(w.c.name == name).values(practice_passed_at=utcnow()))
     return number
 
 

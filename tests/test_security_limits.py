@@ -122,7 +122,7 @@ def test_overlong_sign_in_fields_are_refused_with_one_line(
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_overlong_answer_is_refused_with_a_reason(client: TestClient, stores: Stores) -> None:
     seed_page(stores, [("postcode", "postcode", "4O100", 40.0)])
-    auth = {"Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker')}"}
+    auth = {"Authorization": f"Bearer {add_person(stores.db, 'ana', 'worker', practised=True)}"}
     task = client.post("/api/tasks/claim", headers=auth).json()
     answer: dict[str, Any] = {"value": "4" * 2001, "idempotency_key": "k1"}
     refused = client.post(f"/api/tasks/{task['task_id']}/answer", headers=auth, json=answer)
@@ -133,7 +133,7 @@ def test_an_overlong_answer_is_refused_with_a_reason(client: TestClient, stores:
 def test_the_api_description_is_for_staff_only(client: TestClient, stores: Stores) -> None:
     operator = add_person(stores.db, "opi", "operator")
     agency = add_person(stores.db, "jkm", "agency")
-    worker = add_person(stores.db, "ana", "worker")
+    worker = add_person(stores.db, "ana", "worker", practised=True)
     assert client.get("/api/openapi.json").status_code == 401
     as_worker = client.get("/api/openapi.json", headers={"Authorization": f"Bearer {worker}"})
     assert as_worker.status_code == 403

@@ -71,6 +71,11 @@ RULES: dict[tuple[str, str], frozenset[str] | str] = {
     # Their own PIN (the current one asked, throttled: tests/test_account_care.py).
     ("GET", "/me/pin"): WORKER | {"paused worker"},
     ("POST", "/me/pin"): WORKER | {"paused worker"},
+    # The introduction and the practice round (unpaid, kept apart from real answers).
+    ("GET", "/welcome/{step}"): WORKER | {"paused worker"},
+    ("GET", "/practice"): WORKER | {"paused worker"},
+    ("POST", "/practice"): WORKER | {"paused worker"},
+    ("GET", "/practice/feedback"): WORKER | {"paused worker"},
     ("GET", "/review"): WORKER,
     ("POST", "/review/{task_id}"): WORKER,
     # The phone back online renews the leases it kept (a paused worker's: refused).
@@ -202,6 +207,16 @@ REQUESTS: dict[tuple[str, str], Request] = {
     ("POST", "/me/pin"): lambda v, w: v.client.post(
         "/me/pin",
         data={"csrf": v.csrf, "current": "402917", "pin": "739164", "pin_again": "739164"},
+    ),
+    ("GET", "/welcome/{step}"): lambda v, w: v.client.get("/welcome/2"),
+    ("GET", "/practice"): lambda v, w: v.client.get("/practice"),
+    ("POST", "/practice"): lambda v, w: v.client.post(
+        "/practice",
+        data={"csrf": v.csrf, "round": "1", "item": "amount-total-020", "value": "54.50"},
+    ),
+    # Each identity's own answer: the post above made it (a refused one finds none).
+    ("GET", "/practice/feedback"): lambda v, w: v.client.get(
+        "/practice/feedback?round=1&item=amount-total-020"
     ),
     ("GET", "/review"): lambda v, w: v.client.get("/review"),
     ("POST", "/review/{task_id}"): lambda v, w: v.client.post(
@@ -389,7 +404,13 @@ def written(stores: Stores) -> tuple[int, ...]:
     with stores.db.connect() as conn:
         rows = tuple(
             conn.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in (schema.answers, schema.ledger, schema.gold_keyings, schema.audit_log)
+            for table in (
+                schema.answers,
+                schema.ledger,
+                schema.gold_keyings,
+                schema.audit_log,
+                schema.practice_answers,
+            )
         )
         flags = conn.execute(
             select(
@@ -415,7 +436,11 @@ def world(settings: Settings, stores: Stores) -> Iterator[tuple[World, dict[str,
         ("bystander", "worker"),
     ):
         codes[identity] = add_person(
-            stores.db, identity.replace(" ", "_"), role, proven=role == "worker"
+            stores.db,
+            identity.replace(" ", "_"),
+            role,
+            proven=role == "worker",
+            practised=role == "worker",
         )
     ids = {name: person_by_code(stores.db, c).id for name, c in codes.items() if c}
     batch_id = batch_of(stores, page_id)

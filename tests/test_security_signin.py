@@ -298,7 +298,7 @@ def test_signing_out_ends_every_session_of_the_person(client: TestClient, stores
 
 
 def test_expired_sessions_are_purged_at_sign_in(client: TestClient, stores: Stores) -> None:
-    other = add_person(stores.db, "ana", "worker")
+    other = add_person(stores.db, "ana", "worker", practised=True)
     code = add_person(stores.db, "opi", "operator")
     add_session(stores, 1, "long-gone", -timedelta(hours=1))
     add_session(stores, 1, "still-good", timedelta(hours=1))

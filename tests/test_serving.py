@@ -88,7 +88,7 @@ def test_a_read_leaves_the_connection_its_prepared_statements(database_url: str)
     # psycopg forgets every prepared statement of a connection on ROLLBACK: a read that
     # ended with one made the next claim parse and plan its statements all over again.
     db = open_engine(database_url, pool_size=1)  # one connection: each call gets it back
-    code = add_person(db, "Siti", Role.WORKER, proven=True)
+    code = add_person(db, "Siti", Role.WORKER, proven=True, practised=True)
     worker = person_by_code(db, code).id
     claim_next(db, worker, CrowdSettings())  # prepares the claim's statements
     # Counted in transactions that commit: a COMMIT leaves prepared statements alone.
@@ -121,8 +121,12 @@ def test_a_snippet_view_is_logged_only_for_the_lease_holder(stores: Stores) -> N
     # On PostgreSQL the lease check and the audit row are one statement: a task that is
     # not the worker's must write no view.
     seed_page(stores, [("nama", "text", "SITI", 50.0)])
-    ana = person_by_code(stores.db, add_person(stores.db, "Ana", Role.WORKER, proven=True)).id
-    eve = person_by_code(stores.db, add_person(stores.db, "Eve", Role.WORKER, proven=True)).id
+    ana = person_by_code(
+        stores.db, add_person(stores.db, "Ana", Role.WORKER, proven=True, practised=True)
+    ).id
+    eve = person_by_code(
+        stores.db, add_person(stores.db, "Eve", Role.WORKER, proven=True, practised=True)
+    ).id
     task = claim_next(stores.db, ana, CrowdSettings())
     assert task is not None
     assert view_leased_task(stores.db, task.task_id, ana) == leased_task(
@@ -163,7 +167,7 @@ def test_an_answer_s_body_is_checked_after_its_caller(settings: Settings, stores
     from kerani.review_ui.app import create_app
 
     client = TestClient(create_app(settings, stores))
-    code = add_person(stores.db, "Siti", Role.WORKER, proven=True)
+    code = add_person(stores.db, "Siti", Role.WORKER, proven=True, practised=True)
     path = "/api/tasks/no-such-task/answer"
     # Anonymous: refused, whatever the body; the API's fields are not told.
     assert client.post(path, json={}).status_code == 403
@@ -212,7 +216,7 @@ def test_the_hot_statements_are_parsed_once_by_the_driver(stores: Stores) -> Non
 
     db = stores.db
     seed_page(stores, [("nama", "text", "SITI", 50.0), ("alamat", "text", "JALAN 1", 50.0)])
-    worker = person_by_code(db, add_person(db, "Siti", Role.WORKER, proven=True)).id
+    worker = person_by_code(db, add_person(db, "Siti", Role.WORKER, proven=True, practised=True)).id
     rules = CrowdSettings()
     for _ in range(2):
         task = claim_next(db, worker, rules)

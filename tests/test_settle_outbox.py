@@ -64,7 +64,7 @@ def publisher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def workers(stores: Stores, count: int = 2) -> list[str]:
     """Access codes of proven workers, whose answers are votes."""
     return [
-        add_person(stores.db, f"w{i}-{secrets.token_hex(3)}", "worker", proven=True)
+        add_person(stores.db, f"w{i}-{secrets.token_hex(3)}", "worker", proven=True, practised=True)
         for i in range(count)
     ]
 

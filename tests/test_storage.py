@@ -195,7 +195,7 @@ def _vocabulary_checks() -> list[tuple[sa.Table, str, set[str]]]:
 
 def _a_row_in_every_table(stores: Stores) -> None:
     """A worker, a batch with a scan and a routed page whose field has a task, answered and
-    paid, an upload to the batch and a confirmed rate."""
+    paid, a practice answer, an upload to the batch and a confirmed rate."""
     seed_page(stores, [("city", "text", "KLANG", 40.0)])
     add_person(stores.db, "ana", Role.WORKER)
     with stores.db.begin() as conn:
@@ -225,6 +225,17 @@ def _a_row_in_every_table(stores: Stores) -> None:
         conn.execute(
             sa.insert(schema.audit_log).values(
                 at=utcnow(), worker_id=worker_id, action=AuditAction.ANSWER, task_id=task_id
+            )
+        )
+        conn.execute(
+            sa.insert(schema.practice_answers).values(
+                worker_id=worker_id,
+                round=1,
+                item="amount-total-020",
+                kind=AnswerKind.VALUE,
+                value="54.50",
+                correct=True,
+                answered_at=utcnow(),
             )
         )
         batch_id = conn.execute(sa.select(schema.batches.c.id)).scalar_one()

@@ -220,7 +220,9 @@ def test_design_a_template_on_samples_then_digitise_with_it(
     mapping = {int(r.id): truth[pages[2].name].get(r.name) for r in fields}
     crowd = CrowdSettings(max_fields_per_document=1000, gold_every=0)
     workers = [
-        SimulatedWorker(n, add_person(stores.db, n, "worker", proven=True), Profile("careful"))
+        SimulatedWorker(
+            n, add_person(stores.db, n, "worker", proven=True, practised=True), Profile("careful")
+        )
         for n in ("a", "b", "c")
     ]
     with stores.db.begin() as conn:

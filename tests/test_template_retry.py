@@ -101,7 +101,9 @@ def test_a_template_given_by_relative_path_serves_review_and_export_from_anywher
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     client = TestClient(create_app(Settings.load()), follow_redirects=False)
-    sign_in_with_code(client, add_person(open_stores(Settings.load()).db, "ana", "worker"))
+    sign_in_with_code(
+        client, add_person(open_stores(Settings.load()).db, "ana", "worker", practised=True)
+    )
     page = client.get("/review")
     assert page.status_code == 200, page.text
     assert "Text line" in page.text
@@ -141,7 +143,9 @@ def test_failed_pages_say_why_and_are_retried_with_another_template_without_dupl
 
     # A worker answers one of the forms' tasks: that answer must survive the retry.
     client = TestClient(create_app(Settings.load()), follow_redirects=False)
-    sign_in_with_code(client, add_person(open_stores(Settings.load()).db, "ana", "worker"))
+    sign_in_with_code(
+        client, add_person(open_stores(Settings.load()).db, "ana", "worker", practised=True)
+    )
     answer_one_task(client)
     before = snapshot(batch)
     assert len(before["pages"]) == 3 and len(before["answers"]) == 1

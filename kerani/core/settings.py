@@ -170,6 +170,10 @@ class CrowdSettings(BaseSettings):
     # An answer's pay is held until a passed check (gold) vouches for the worker's work
     # after it; with no check within this many days it is paid on trust.
     pay_hold_days: int = Field(default=7, ge=0)
+    # The practice round a new worker passes before paid work (microtasks.practice): this
+    # many known-answer snippets (of the 10 bundled), this share of them right.
+    practice_items: int = Field(default=10, ge=1, le=10)
+    practice_pass_share: float = Field(default=0.8, ge=0.0, le=1.0)
 
 
 class ReviewSettings(BaseSettings):

@@ -82,7 +82,9 @@
   if (!shell) {
     var hint = document.getElementById("hint");
     var note = document.getElementById("note");
+    var tip = document.getElementById("field-tip");
     reserve.push({
+      help: tip ? tip.textContent : "",
       task_id: form.getAttribute("action").split("/").pop(),
       label: document.getElementById("label").textContent,
       rate: document.getElementById("rate").textContent,
@@ -137,6 +139,8 @@
     document.title = task.label + " · Kerani";
     setText("hint", task.hint);
     setText("note", task.note);
+    var tip = document.getElementById("field-tip");  // the Help by the field: its type's tip
+    if (tip && task.help) { tip.textContent = task.help; }
     form.setAttribute("action", "/review/" + task.task_id);
     keyField.value = task.idempotency_key;
     input.value = task.ocr_text;
