@@ -839,7 +839,9 @@ def renew_saved_leases(
         t.c.lease_expires_at.is_not(None),
     )
     with db.begin() as conn:
-        _active_worker(conn.execute(select(w.c.quarantined).where(w.c.id == worker_id)).all())
+        # Paused, or not past practice: refused, as a claim is (_active_worker).
+        flags = select(w.c.quarantined, w.c.practice_passed_at.label("practised"))
+        _active_worker(conn.execute(flags.where(w.c.id == worker_id)).all())
         theirs = set(
             conn.execute(
                 select(t.c.id).where(t.c.id.in_(ids), still_theirs).with_for_update(of=t)

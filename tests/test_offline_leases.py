@@ -69,12 +69,18 @@ def test_saved_leases_are_renewed_and_the_lost_ones_named(stores: Stores) -> Non
     assert again == [held[5], lapsed, held[0], held[4]]
 
 
-def test_a_paused_worker_renews_nothing(stores: Stores) -> None:
+def test_a_paused_or_unpractised_worker_renews_nothing(stores: Stores) -> None:
     seed_page(stores, LINES, template="receipt")
     ana = worker(stores, "ana")
     held = [task.task_id for task in claim_tasks(stores.db, ana, RULES, count=2)]
+    w = schema.workers
     with stores.db.begin() as conn:
-        conn.execute(update(schema.workers).values(quarantined=True))
+        conn.execute(update(w).values(quarantined=True))
     with pytest.raises(ForbiddenError) as paused:
         renew_saved_leases(stores.db, ana, held, RULES)
     assert paused.value.key == "account_paused"
+    with stores.db.begin() as conn:  # as if she had never passed practice
+        conn.execute(update(w).values(quarantined=False, practice_passed_at=None))
+    with pytest.raises(ForbiddenError) as unpractised:
+        renew_saved_leases(stores.db, ana, held, RULES)
+    assert unpractised.value.key == "practice_first"
