@@ -15,7 +15,7 @@ from playwright.sync_api import Page
 
 from kerani.ocr.snippets import INK_BELOW
 
-# Fewer rows than this in a band of dark rows is a speck or a stroke of punctuation.
+# Fewer rows than this in a band of dark rows is a speck.
 MIN_BAND_CSS_PX = 3
 # The controls a finger has to hit. A checkbox hidden inside its label is tapped through the
 # label (the label is the target); what a closed menu holds has no box and is not counted.
@@ -47,20 +47,19 @@ class Target:
 
 
 def snippet_text_px(page: Page, selector: str = "#snippet") -> float | None:
-    """The height in CSS px of the dark text of the snippet as drawn (its smallest piece).
+    """The height in CSS px of the line to type as drawn: its tallest band of dark rows.
 
     The snippet's context is dimmed (ocr/snippets.py): only the line to type is darker than
-    INK_BELOW, so each band of rows holding dark pixels is a piece of that line.
+    INK_BELOW, so each band of rows holding dark pixels is that line, or one piece of it
+    when a long line is split (its pieces are one line's text; the tallest holds its
+    ascenders and descenders both, as a line's height does).
     """
     png = page.locator(selector).screenshot(scale="css", animations="disabled")
     grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
     rows = (grey < INK_BELOW).any(axis=1).astype(int)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], rows, [0]])))
     heights = [int(h) for h in edges[1::2] - edges[0::2] if h >= MIN_BAND_CSS_PX]
-    if not heights:
-        return None
-    tallest = max(heights)
-    return float(min(h for h in heights if h >= tallest / 4))
+    return float(max(heights)) if heights else None
 
 
 def touch_targets(page: Page) -> list[Target]:

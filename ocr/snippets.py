@@ -30,8 +30,8 @@ SNIPPET_MAX_WIDTH = 720
 # phone's screen), at most 2.5 times: a receipt line's median goes from 0.7 to 1.3 KB.
 SNIPPET_MIN_WIDTH = 480
 MAX_UPSCALE = 2.5
-# Widest a piece may be, in text heights: 328 CSS px / 10 shows text about 33 px high.
-MAX_PIECE_RATIO = 10.0
+# Widest a piece may be, in text heights: 328 CSS px / 9 shows text about 36 px high.
+MAX_PIECE_RATIO = 9.0
 # A one-line snippet is at least this many times as wide as it is tall: about 7.5 text
 # heights wide with its context, its text some 40 px high on a phone.
 MIN_ASPECT = 3.5
@@ -111,9 +111,11 @@ def text_band(ink: np.ndarray, box: Box) -> tuple[int, int]:
     """
     x0, y0, x1, y1 = box
     per_row = ink[y0:y1, x0:x1].sum(axis=1)
+    # Lines set close touch by a descender or two: a row with next to no ink parts them.
+    sparse = 0.04 * float(per_row.max()) if per_row.size else 0.0
     runs: list[tuple[int, int]] = []
     for i, inked in enumerate(per_row.tolist()):
-        if not inked:
+        if inked <= sparse:
             continue
         if runs and i - runs[-1][1] <= 1:  # one blank row does not part a line
             runs[-1] = (runs[-1][0], i + 1)
