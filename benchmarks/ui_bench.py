@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -173,6 +173,18 @@ def _type_like_a_worker(page: Page, guess: str, truth: str) -> None:
         caret = i1 + (j2 - j1)
 
 
+def _phone_page(p: Any, service_workers: Literal["allow", "block"] = "allow") -> Page:
+    """A page of Debian's Chromium as a 360x640 touch phone."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    context = browser.new_context(
+        viewport={"width": 360, "height": 640},
+        has_touch=True,
+        is_mobile=True,
+        service_workers=service_workers,
+    )
+    return context.new_page()
+
+
 def _measure_session(
     url: str,
     number: int,
@@ -182,16 +194,9 @@ def _measure_session(
     snippets: int,
 ) -> dict[str, Any]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         # No service worker: the page's network emulation would not slow its fetches (it
         # only passes /review through online; _offline_answers measures what it is for).
-        context = browser.new_context(
-            viewport={"width": 360, "height": 640},
-            has_touch=True,
-            is_mobile=True,
-            service_workers="block",
-        )
-        page = context.new_page()
+        page = _phone_page(p, "block")
         page.goto(f"{url}/signin")  # unthrottled: the stylesheet is now in the cache
         page.fill("#number", str(number))
         page.fill("#pin", PIN)
@@ -227,7 +232,7 @@ def _measure_session(
         page.wait_for_function(
             "() => (localStorage.getItem('kerani-outbox') || '[]') === '[]'", timeout=60_000
         )
-        browser.close()
+        page.context.browser.close()  # type: ignore[union-attr]
     return {
         "first_ms": statistics.median(firsts),
         "next_ms": statistics.median(timings) if timings else None,
@@ -243,11 +248,7 @@ def _smallest_targets(url: str, code: str, screens: dict[str, str]) -> dict[str,
     """The smallest side of any control on each worker screen at 360x640 (the menu open)."""
     out: dict[str, float] = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(
-            viewport={"width": 360, "height": 640}, has_touch=True, is_mobile=True
-        )
-        page = context.new_page()
+        page = _phone_page(p)
         page.goto(f"{url}/signin")
         page.click("summary")
         page.fill("#code", code)
@@ -269,7 +270,7 @@ def _smallest_targets(url: str, code: str, screens: dict[str, str]) -> dict[str,
                     out[name] = min(out[name], round(smallest.size, 1) if smallest else 0.0)
                 rows = page.locator("#column .row").count()
                 out["column_rows"] = rows
-        browser.close()
+        page.context.browser.close()  # type: ignore[union-attr]
     return out
 
 
@@ -288,11 +289,7 @@ def _offline_answers(url: str, number: int, db: Engine, typed_at_most: int) -> d
     )
     typed: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(
-            viewport={"width": 360, "height": 640}, has_touch=True, is_mobile=True
-        )
-        page = context.new_page()
+        page = _phone_page(p)
         page.goto(f"{url}/signin")
         page.fill("#number", str(number))
         page.fill("#pin", PIN)
@@ -306,7 +303,7 @@ def _offline_answers(url: str, number: int, db: Engine, typed_at_most: int) -> d
                 arg=typed_at_most,
                 timeout=10_000,
             )
-        context.set_offline(True)
+        page.context.set_offline(True)
         for i in range(typed_at_most):
             if not page.is_visible("#value"):
                 break  # no more tasks kept on the phone
@@ -318,11 +315,11 @@ def _offline_answers(url: str, number: int, db: Engine, typed_at_most: int) -> d
             if i == typed_at_most // 2:
                 page.reload()  # the service worker's shell, filled from the reserve
                 page.wait_for_selector("#net:not([hidden])")
-        context.set_offline(False)
+        page.context.set_offline(False)
         page.wait_for_function(
             "() => (localStorage.getItem('kerani-outbox') || '[]') === '[]'", timeout=60_000
         )
-        browser.close()
+        page.context.browser.close()  # type: ignore[union-attr]
     a = schema.answers
     with db.connect() as conn:
         stored = conn.execute(
